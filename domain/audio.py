@@ -1,0 +1,88 @@
+"""Array carriers: decoded audio, the 30-second windows cut from it, and what the decoder returns per window."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+from attrs import field, frozen
+from numpy.typing import NDArray
+
+SAMPLE_RATE = 16_000  # Hz, what every Whisper model hears
+WINDOW_SECONDS = 30.0  # the encoder's fixed input length
+FRAME_SECONDS = 0.02  # one encoder output frame (cross-attention column) = 20 ms
+HOP_SECONDS = 0.01  # one mel frame = 10 ms
+
+
+def _float32(samples: NDArray[np.floating]) -> NDArray[np.float32]:
+    return np.ascontiguousarray(samples, dtype=np.float32)
+
+
+@frozen(eq=False)
+class Waveform:
+    """Mono float32 samples at 16 kHz of one input."""
+
+    samples: NDArray[np.float32] = field(converter=_float32)  # (samples,)
+    sample_rate: int = SAMPLE_RATE
+
+    @property
+    def duration(self) -> float:
+        return len(self.samples) / self.sample_rate
+
+
+@frozen(eq=False)
+class Window:
+    """At most 30 s of one input, decoded as one sequence."""
+
+    source: int  # which input (index in the service's list of inputs)
+    index: int  # position among that input's windows
+    offset: float  # seconds from the start of the input
+    samples: NDArray[np.float32] = field(converter=_float32)  # (samples,), <= 30 s at 16 kHz
+
+    @property
+    def duration(self) -> float:
+        return len(self.samples) / SAMPLE_RATE
+
+    @property
+    def num_frames(self) -> int:
+        """Real (unpadded) length in encoder frames (20 ms each)."""
+        return int(np.ceil(len(self.samples) / (SAMPLE_RATE * FRAME_SECONDS)))
+
+
+@frozen
+class ChunkSegment:
+    """A segment of one window as the decoder found it; times relative to the window."""
+
+    start: float
+    end: float
+    text: str
+    words: tuple[str, ...]  # the segment's words as the tokenizer spells them
+    word_token_counts: tuple[int, ...]  # tokens per word, in order
+
+
+def _segments(ss: Iterable[ChunkSegment]) -> tuple[ChunkSegment, ...]:
+    return tuple(ss)
+
+
+@frozen(eq=False)
+class DecodedChunk:
+    """One decoded window: text, statistics, and the alignment heads' attention captured while decoding.
+
+    ``attention`` has one row per text token of all segments in order, plus a last row for end-of-text: row ``i``
+    is the cross-attention of the step that emitted token ``i``. Columns are the window's real frames only.
+    """
+
+    window: Window
+    language: str
+    segments: tuple[ChunkSegment, ...] = field(converter=_segments)
+    token_probabilities: NDArray[np.float32]  # (text tokens,)
+    attention: NDArray[np.float32]  # heads × (text tokens + 1) × frames
+    avg_logprob: float = 0.0
+    compression_ratio: float = 0.0
+    no_speech_prob: float = 0.0
+    temperature: float = 0.0
+    frame_seconds: float = FRAME_SECONDS
+
+    @property
+    def token_count(self) -> int:
+        return sum(sum(s.word_token_counts) for s in self.segments)

@@ -1,0 +1,44 @@
+"""The ports: what the application needs from the outside world, spoken in domain types."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+from domain.audio import DecodedChunk, Waveform, Window
+from domain.model import TranscribeOptions, Word
+
+ProgressSink = Callable[[int, int], None]  # (windows done, windows total)
+
+
+class AudioSource(Protocol):
+    def load(self, path: Path) -> Waveform:
+        """Read ``path`` as 16 kHz mono float32; raise ``AudioLoadError`` when it cannot."""
+        ...
+
+
+class Decoder(Protocol):
+    @property
+    def name(self) -> str:
+        """The model's name, as given by the user."""
+        ...
+
+    @property
+    def is_multilingual(self) -> bool: ...
+
+    def decode_batch(self, windows: Sequence[Window], options: TranscribeOptions) -> list[DecodedChunk]:
+        """Decode ``windows`` together; one chunk per window, in order."""
+        ...
+
+
+class Aligner(Protocol):
+    def align(self, chunk: DecodedChunk) -> tuple[tuple[Word, ...], ...]:
+        """Time the words of each of ``chunk``'s segments, in seconds from the window's start."""
+        ...
+
+
+class ModelSource(Protocol):
+    def resolve(self, name: str) -> Path:
+        """A local folder in mlx-whisper layout (config.json + weights) for ``name``; ``ModelLoadError`` if none."""
+        ...
