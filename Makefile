@@ -1,0 +1,36 @@
+# Two commands on a fresh clone: `make demo` and `make test`. Each creates or reuses .venv and installs from
+# requirements.lock (exact versions and hashes, no torch), and is quick when already set up.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+UV_VERSION := 0.13.9
+
+.PHONY: demo test lock install clean-venv bench eval
+
+install: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "python3 >= 3.10 is needed"'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+	@# --no-deps: the lock is the whole environment; mlx-whisper's torch requirement is left out on purpose
+	$(VENV)/bin/uv pip install --quiet --python $(PY) --no-deps --require-hashes -r requirements.lock
+	$(VENV)/bin/uv pip install --quiet --python $(PY) --no-deps -e .
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/app transcribe samples/sample.wav --output-dir out/demo --overwrite --verbose
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+	$(PY) -m mypy
+	$(VENV)/bin/lint-imports
+
+# Re-resolve the lock after changing pyproject.toml (torch is overridden away: only mlx-whisper's converter uses it)
+lock:
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --universal --python-version 3.10 --generate-hashes \
+		--override lock-overrides.txt -o requirements.lock
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,43 @@
+"""The MLX side of the hexagon. ``mlx`` is imported lazily, inside ``load_decoder``, so that the rest of the
+application (and ``app --help``) imports on machines without an MLX backend, and so that the optimized BLAS can be
+put in place before ``libmlx`` is loaded on Linux CPUs."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from domain.errors import ModelLoadError
+from domain.ports import Decoder
+
+log = logging.getLogger(__name__)
+
+
+def load_decoder(folder: Path, name: str, dtype: str | None = None) -> Decoder:
+    """Load the model in ``folder`` (mlx-whisper layout) as a batched ``Decoder``.
+
+    ``dtype``: "float32" or "float16"; by default float32 on the CPU (no faster in float16 there) and float16 on a GPU.
+    """
+    try:
+        from adapters.mlx.blas import enable_fast_blas
+    except ImportError:  # pragma: no cover - blas.py ships with the package
+        pass
+    else:
+        if enable_fast_blas() is None:
+            log.debug("no optimized BLAS loaded")
+
+    import mlx.core as mx
+    from mlx_whisper.load_models import load_model
+
+    from adapters.mlx.decoder import MlxWhisperDecoder
+
+    if dtype is None:
+        dtype = "float32" if mx.default_device() == mx.cpu else "float16"
+    try:
+        model = load_model(str(folder), dtype=mx.float32 if dtype == "float32" else mx.float16)
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise ModelLoadError(name, f"{folder}: {exc}") from exc
+    heads_file = folder / "alignment_heads.json"
+    heads = [tuple(pair) for pair in json.loads(heads_file.read_text())] if heads_file.exists() else None
+    return MlxWhisperDecoder(model, name=name, alignment_heads=heads)  # type: ignore[arg-type]

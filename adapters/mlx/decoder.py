@@ -1,0 +1,343 @@
+"""``MlxWhisperDecoder``: many 30-second windows decoded together, word-timing attention captured on the way.
+
+One ``decode_batch`` call: log-mel spectrograms of all windows, one batched encoder pass, language detection per
+window where asked, then greedy decoding of the batch with a per-sequence KV cache. A sequence that emits
+end-of-text leaves the batch (the caches are compacted by active indices) and the rest go on. Each step keeps, per
+sequence, one row of cross-attention for each alignment head: that is all the word aligner needs, so there is no
+second encoder or decoder pass. Windows whose result fails the compression-ratio or log-probability checks are
+decoded again, together, at the next temperature; the rows of the discarded attempt are dropped with it.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+
+import mlx.core as mx
+import numpy as np
+from attrs import frozen
+from mlx_whisper.audio import N_FRAMES, N_SAMPLES, log_mel_spectrogram
+from mlx_whisper.decoding import detect_language
+from mlx_whisper.tokenizer import LANGUAGES, TO_LANGUAGE_CODE, Tokenizer, get_tokenizer
+from mlx_whisper.whisper import Whisper
+from numpy.typing import NDArray
+
+from adapters.mlx.forward import DecoderState
+from adapters.mlx.rules import LogitRules, TimestampState
+from domain.audio import FRAME_SECONDS, ChunkSegment, DecodedChunk, Window
+from domain.errors import InvalidOptionError, UnsupportedLanguageError
+from domain.model import TranscribeOptions
+
+ENCODER_BATCH = 8  # windows per encoder call: bounds the encoder's activation memory
+
+
+@frozen
+class Attempt:
+    """One sequence's result at one temperature."""
+
+    tokens: tuple[int, ...]  # sampled tokens, end-of-text excluded
+    token_probabilities: NDArray[np.float32]  # (tokens,): probability of each token among text tokens
+    attention: NDArray[np.float32]  # alignment heads × (tokens + 1) × frames: one row per sampled token + end
+    sum_logprob: float
+    no_speech_prob: float
+    temperature: float
+
+
+def compression_ratio(text: str) -> float:
+    raw = text.encode("utf-8")
+    return len(raw) / len(zlib.compress(raw)) if raw else 0.0
+
+
+class MlxWhisperDecoder:
+    """The ``Decoder`` port on MLX (Metal, CUDA or CPU)."""
+
+    def __init__(self, model: Whisper, name: str, alignment_heads: Sequence[tuple[int, int]] | None = None) -> None:
+        self.model = model
+        self._name = name
+        if alignment_heads is None:  # as openai-whisper: every head of the last half of the layers
+            layers, heads = model.dims.n_text_layer, model.dims.n_text_head
+            alignment_heads = [(layer, head) for layer in range(layers // 2, layers) for head in range(heads)]
+        self.alignment_heads = [(int(layer), int(head)) for layer, head in alignment_heads]
+        self.dtype = model.decoder.token_embedding.weight.dtype
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def is_multilingual(self) -> bool:
+        return bool(self.model.is_multilingual)
+
+    # -- the port ---------------------------------------------------------------------------------------------
+
+    def decode_batch(self, windows: Sequence[Window], options: TranscribeOptions) -> list[DecodedChunk]:
+        if not windows:
+            return []
+        language = self._check_options(options)
+        features = self._encode(windows)  # windows × audio ctx × state
+        languages = self._languages(features, language)
+        results: list[Attempt | None] = [None] * len(windows)
+        pending = list(range(len(windows)))
+        for number, temperature in enumerate(options.temperatures):
+            last = number == len(options.temperatures) - 1
+            attempts = self._decode(features[mx.array(pending)], [languages[i] for i in pending], options, temperature)
+            retry = []
+            for index, attempt in zip(pending, attempts):
+                if not last and self._needs_fallback(attempt, languages[index], options):
+                    retry.append(index)  # its attention rows go with the attempt
+                else:
+                    results[index] = attempt
+            pending = retry
+            if not pending:
+                break
+        return [
+            self._chunk(window, languages[i], attempt, options)
+            for i, (window, attempt) in enumerate(zip(windows, results))
+            if attempt is not None
+        ]
+
+    # -- steps ------------------------------------------------------------------------------------------------
+
+    def _check_options(self, options: TranscribeOptions) -> str | None:
+        language = options.language
+        if not self.is_multilingual:
+            if options.task == "translate":
+                raise InvalidOptionError("--task translate", f"{self.name} is an English-only model")
+            if language is not None and language.lower() not in ("en", "english"):
+                raise UnsupportedLanguageError(language, f"{self.name} is an English-only model")
+            return "en"
+        if language is None:
+            return None
+        code = language.lower()
+        code = TO_LANGUAGE_CODE.get(code, code)
+        if code not in LANGUAGES:
+            raise UnsupportedLanguageError(language, "not a Whisper language code or name")
+        return code
+
+    def _tokenizer(self, language: str, task: str) -> Tokenizer:
+        return get_tokenizer(
+            self.is_multilingual, num_languages=self.model.num_languages, language=language, task=task
+        )
+
+    def _encode(self, windows: Sequence[Window]) -> mx.array:
+        n_mels = self.model.dims.n_mels
+        parts = []
+        for start in range(0, len(windows), ENCODER_BATCH):
+            mels = [
+                log_mel_spectrogram(mx.array(w.samples), n_mels, padding=N_SAMPLES)[:N_FRAMES]
+                for w in windows[start : start + ENCODER_BATCH]
+            ]
+            features = self.model.encoder(mx.stack(mels).astype(self.dtype))
+            mx.eval(features)
+            parts.append(features)
+        return mx.concatenate(parts) if len(parts) > 1 else parts[0]
+
+    def _languages(self, features: mx.array, language: str | None) -> list[str]:
+        if language is not None:
+            return [language] * features.shape[0]
+        tokenizer = self._tokenizer("en", "transcribe")
+        _, probabilities = detect_language(self.model, features, tokenizer)
+        return [max(p, key=p.get) for p in probabilities]
+
+    def _prompt(self, language: str, options: TranscribeOptions) -> tuple[list[int], int]:
+        """The initial tokens and the index of start-of-transcript in them."""
+        tokenizer = self._tokenizer(language, options.task)
+        tokens = list(tokenizer.sot_sequence)
+        if options.initial_prompt:
+            prompt = tokenizer.encode(" " + options.initial_prompt.strip())
+            tokens = [tokenizer.sot_prev, *prompt[-(self.model.dims.n_text_ctx // 2 - 1) :], *tokens]
+        return tokens, tokens.index(tokenizer.sot)
+
+    def _rules(self, options: TranscribeOptions) -> LogitRules:
+        tokenizer = self._tokenizer("en", options.task)
+        suppress = set(tokenizer.non_speech_tokens) if "-1" in options.suppress_tokens.split(",") else set()
+        suppress |= {int(t) for t in options.suppress_tokens.split(",") if t.strip() and int(t) >= 0}
+        suppress |= {tokenizer.transcribe, tokenizer.translate, tokenizer.sot, tokenizer.sot_prev, tokenizer.sot_lm}
+        if tokenizer.no_speech is not None:
+            suppress.add(tokenizer.no_speech)
+        blank = [*tokenizer.encode(" "), tokenizer.eot] if options.suppress_blank else []
+        return LogitRules(
+            n_vocab=self.model.dims.n_vocab,
+            eot=tokenizer.eot,
+            timestamp_begin=tokenizer.timestamp_begin,
+            no_timestamps=tokenizer.no_timestamps,
+            suppress=sorted(suppress),
+            blank=blank,
+            max_initial_timestamp_index=round(1.0 / FRAME_SECONDS),  # openai-whisper: max_initial_timestamp=1.0 s
+        )
+
+    def _decode(
+        self, features: mx.array, languages: Sequence[str], options: TranscribeOptions, temperature: float
+    ) -> list[Attempt]:
+        """Greedy (or sampled, at ``temperature`` > 0) decoding of a batch; finished sequences leave it."""
+        batch = features.shape[0]
+        tokenizer = self._tokenizer(languages[0], options.task)
+        eot, timestamp_begin, no_speech = tokenizer.eot, tokenizer.timestamp_begin, tokenizer.no_speech
+        rules = self._rules(options)
+        prompts = [self._prompt(language, options) for language in languages]
+        sot_index = prompts[0][1]
+        prompt = mx.array([p for p, _ in prompts])
+        limit = options.max_new_tokens or self.model.dims.n_text_ctx // 2
+        limit = min(limit, self.model.dims.n_text_ctx - prompt.shape[1])
+
+        state = DecoderState(self.model, features, self.alignment_heads)
+        ts_state = TimestampState.initial(batch)
+        active = np.arange(batch)  # row -> sequence
+        sampled: list[list[int]] = [[] for _ in range(batch)]
+        probabilities: list[list[float]] = [[] for _ in range(batch)]
+        rows: list[list[mx.array]] = [[] for _ in range(batch)]
+        sum_logprobs = np.zeros(batch)
+        no_speech_probs = np.full(batch, np.nan)
+
+        logits_list, attention = state.step(prompt, logit_positions=(sot_index, -1))
+        if no_speech is not None:
+            no_speech_probs = np.array(mx.softmax(logits_list[0], axis=-1)[:, no_speech])
+        logits = logits_list[1]
+        for step in range(limit):
+            masked = rules.apply(logits, ts_state, first_step=step == 0)
+            if temperature > 0:
+                chosen = mx.random.categorical(masked / temperature)
+            else:
+                chosen = mx.argmax(masked, axis=-1)
+            logprobs = masked - mx.logsumexp(masked, axis=-1, keepdims=True)
+            chosen_logprob = mx.take_along_axis(logprobs, chosen[:, None], axis=-1)[:, 0]
+            text_lse = mx.logsumexp(logits[:, :eot], axis=-1)
+            chosen_prob = mx.exp(mx.take_along_axis(logits, chosen[:, None], axis=-1)[:, 0] - text_lse)
+            mx.eval(chosen, chosen_logprob, chosen_prob, attention)
+            tokens = np.array(chosen)
+            token_logprobs = np.array(chosen_logprob)
+            token_probs = np.array(chosen_prob)
+            for row, sequence in enumerate(active):
+                rows[sequence].append(attention[row])
+                token = int(tokens[row])
+                sum_logprobs[sequence] += token_logprobs[row]
+                if token != eot:
+                    sampled[sequence].append(token)
+                    probabilities[sequence].append(float(token_probs[row]))
+            going = tokens != eot
+            if step == limit - 1 or not going.any():
+                break
+            ts_state = ts_state.after(tokens, timestamp_begin)
+            if not going.all():
+                keep = np.flatnonzero(going)
+                state.keep(mx.array(keep))
+                ts_state = ts_state.select(keep)
+                active = active[keep]
+                tokens = tokens[keep]
+            logits_list, attention = state.step(mx.array(tokens)[:, None])
+            logits = logits_list[0]
+
+        return [
+            self._attempt(sampled[i], probabilities[i], rows[i], sum_logprobs[i], no_speech_probs[i], temperature, eot)
+            for i in range(batch)
+        ]
+
+    def _attempt(
+        self,
+        tokens: list[int],
+        probabilities: list[float],
+        rows: list[mx.array],
+        sum_logprob: float,
+        no_speech_prob: float,
+        temperature: float,
+        eot: int,
+    ) -> Attempt:
+        # one row per sampled token, then end-of-text; a sequence cut at the length limit reuses its last row
+        if len(rows) == len(tokens):
+            rows = [*rows, rows[-1]] if rows else rows
+        stacked = np.array(mx.stack(rows, axis=1)) if rows else np.zeros((len(self.alignment_heads), 0, 0), np.float32)
+        return Attempt(
+            tokens=tuple(tokens),
+            token_probabilities=np.array(probabilities, np.float32),
+            attention=stacked.astype(np.float32),
+            sum_logprob=float(sum_logprob),
+            no_speech_prob=float(no_speech_prob),
+            temperature=temperature,
+        )
+
+    def _avg_logprob(self, attempt: Attempt) -> float:
+        return attempt.sum_logprob / (len(attempt.tokens) + 1)
+
+    def _text(self, attempt: Attempt, language: str, options: TranscribeOptions) -> str:
+        return str(self._tokenizer(language, options.task).decode(list(attempt.tokens)))
+
+    def _needs_fallback(self, attempt: Attempt, language: str, options: TranscribeOptions) -> bool:
+        """openai-whisper's rule: too repetitive or too unlikely, unless the window is silence."""
+        avg_logprob = self._avg_logprob(attempt)
+        if options.no_speech_threshold is not None and attempt.no_speech_prob > options.no_speech_threshold:
+            if options.logprob_threshold is not None and avg_logprob < options.logprob_threshold:
+                return False  # silence: no fallback, the window is skipped
+        ratio = compression_ratio(self._text(attempt, language, options).strip())
+        if options.compression_ratio_threshold is not None and ratio > options.compression_ratio_threshold:
+            return True
+        return options.logprob_threshold is not None and avg_logprob < options.logprob_threshold
+
+    def _chunk(self, window: Window, language: str, attempt: Attempt, options: TranscribeOptions) -> DecodedChunk:
+        tokenizer = self._tokenizer(language, options.task)
+        avg_logprob = self._avg_logprob(attempt)
+        text = self._text(attempt, language, options)
+        silent = (
+            options.no_speech_threshold is not None
+            and attempt.no_speech_prob > options.no_speech_threshold
+            and not (options.logprob_threshold is not None and avg_logprob > options.logprob_threshold)
+        )
+        segments = () if silent else split_segments(attempt.tokens, tokenizer, window.duration)
+        # keep the text tokens' probabilities and attention rows (timestamps dropped); crop to the real frames
+        text_index = [i for i, t in enumerate(attempt.tokens) if t < tokenizer.eot]
+        if silent:
+            text_index = []
+        row_index = [*text_index, len(attempt.tokens)]
+        attention = attempt.attention[:, row_index, : window.num_frames] if attempt.attention.size else attempt.attention
+        return DecodedChunk(
+            window=window,
+            language=language,
+            segments=segments,
+            token_probabilities=attempt.token_probabilities[text_index],
+            attention=np.ascontiguousarray(attention),
+            avg_logprob=avg_logprob,
+            compression_ratio=compression_ratio(text.strip()),
+            no_speech_prob=attempt.no_speech_prob,
+            temperature=attempt.temperature,
+        )
+
+
+def split_segments(tokens: Sequence[int], tokenizer: Tokenizer, duration: float) -> tuple[ChunkSegment, ...]:
+    """Cut one window's sampled tokens into segments at timestamp pairs, as openai-whisper's ``transcribe``.
+
+    Text after the last timestamp pair is kept as a last segment ending at the window's end: windows are cut at
+    pauses and decoded in parallel, so there is no next window that would decode it again.
+    """
+    begin = tokenizer.timestamp_begin
+    segments: list[ChunkSegment] = []
+    start: float | None = None
+    text_tokens: list[int] = []
+
+    def close(end: float) -> None:
+        nonlocal text_tokens
+        if text_tokens:
+            words, word_tokens = tokenizer.split_to_word_tokens(text_tokens)
+            seg_start = min(start if start is not None else 0.0, duration)
+            segments.append(
+                ChunkSegment(
+                    start=seg_start,
+                    end=max(seg_start, min(end, duration)),
+                    text=str(tokenizer.decode(text_tokens)),
+                    words=tuple(str(w) for w in words),
+                    word_token_counts=tuple(len(t) for t in word_tokens),
+                )
+            )
+        text_tokens = []
+
+    for token in tokens:
+        if token >= begin:
+            time = (token - begin) * FRAME_SECONDS
+            if text_tokens:
+                close(time)
+                start = None
+            else:
+                start = time if start is None or time > start else start
+        elif token < tokenizer.eot:
+            text_tokens.append(token)
+    if text_tokens:
+        close(duration)
+    return tuple(segments)

@@ -1,0 +1,132 @@
+"""Whisper's text decoder run step by step over a batch, with a per-sequence KV cache and attention capture.
+
+mlx-whisper's ``TextDecoder`` already returns the cross-attention QK of every layer, but its batch inference throws
+it away, grows the self-attention cache by concatenation and computes every head's QK. Here the self-attention K/V
+live in a preallocated buffer written in place, the cross-attention K/V are computed once per window, and the QK
+is kept only for the alignment heads' layers (and only its last query row), so word timing needs no second pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx_whisper.whisper import MultiHeadAttention, ResidualAttentionBlock, Whisper
+
+KV_BLOCK = 64  # tokens: the self-attention buffer grows by this many positions at a time
+
+
+def _split_heads(x: mx.array, n_head: int) -> mx.array:
+    batch, length, state = x.shape
+    return x.reshape(batch, length, n_head, state // n_head).transpose(0, 2, 1, 3)  # batch × heads × length × dh
+
+
+def _merge_heads(x: mx.array) -> mx.array:
+    batch, heads, length, dh = x.shape
+    return x.transpose(0, 2, 1, 3).reshape(batch, length, heads * dh)
+
+
+class DecoderState:
+    """Everything one batch of sequences carries between steps; rows follow the active sequences."""
+
+    def __init__(self, model: Whisper, audio_features: mx.array, alignment_heads: Sequence[tuple[int, int]]) -> None:
+        self.model = model
+        blocks: list[ResidualAttentionBlock] = model.decoder.blocks
+        self.n_head = blocks[0].attn.n_head
+        batch = audio_features.shape[0]
+        state = model.dims.n_text_state
+        dtype = audio_features.dtype
+        # cross-attention K/V: computed once per window, read every step
+        self.cross_kv: list[tuple[mx.array, mx.array]] = []
+        for block in blocks:
+            cross = block.cross_attn
+            assert cross is not None
+            self.cross_kv.append(
+                (_split_heads(cross.key(audio_features), self.n_head), _split_heads(cross.value(audio_features), self.n_head))
+            )
+        self.self_k = [mx.zeros((batch, self.n_head, KV_BLOCK, state // self.n_head), dtype=dtype) for _ in blocks]
+        self.self_v = [mx.zeros((batch, self.n_head, KV_BLOCK, state // self.n_head), dtype=dtype) for _ in blocks]
+        self.offset = 0
+        # layer -> head indices whose QK is captured
+        self.capture: dict[int, list[int]] = {}
+        for layer, head in alignment_heads:
+            self.capture.setdefault(layer, []).append(head)
+        self.alignment_heads = list(alignment_heads)
+
+    def keep(self, rows: mx.array) -> None:
+        """Compact the batch to ``rows`` (indices of the sequences that go on)."""
+        self.cross_kv = [(k[rows], v[rows]) for k, v in self.cross_kv]
+        self.self_k = [k[rows] for k in self.self_k]
+        self.self_v = [v[rows] for v in self.self_v]
+
+    def _reserve(self, length: int) -> None:
+        needed = self.offset + length
+        capacity = self.self_k[0].shape[2]
+        if needed <= capacity:
+            return
+        grow = ((needed - capacity + KV_BLOCK - 1) // KV_BLOCK) * KV_BLOCK
+        for i, (k, v) in enumerate(zip(self.self_k, self.self_v)):
+            pad = mx.zeros((k.shape[0], k.shape[1], grow, k.shape[3]), dtype=k.dtype)
+            self.self_k[i] = mx.concatenate([k, pad], axis=2)
+            self.self_v[i] = mx.concatenate([v, pad], axis=2)
+
+    def step(self, tokens: mx.array, logit_positions: Sequence[int] = (-1,)) -> tuple[list[mx.array], mx.array]:
+        """Feed ``tokens`` (batch × length) and advance the cache.
+
+        Returns the logits (batch × vocab, float32) at each of ``logit_positions`` and the alignment heads'
+        cross-attention QK of the last position (batch × alignment heads × audio frames, float32).
+        """
+        model = self.model
+        length = tokens.shape[1]
+        self._reserve(length)
+        start, end = self.offset, self.offset + length
+        x = model.decoder.token_embedding(tokens) + model.decoder.positional_embedding[start:end]
+        mask = None
+        if length > 1:
+            mask = nn.MultiHeadAttention.create_additive_causal_mask(length).astype(x.dtype)
+            if start > 0:
+                mask = mx.concatenate([mx.zeros((length, start), dtype=x.dtype), mask], axis=1)
+        captured: dict[tuple[int, int], mx.array] = {}
+        for layer, block in enumerate(model.decoder.blocks):
+            x = x + self._self_attention(layer, block.attn, block.attn_ln(x), start, end, mask)
+            cross = block.cross_attn
+            assert cross is not None and block.cross_attn_ln is not None
+            y, qk = self._cross_attention(layer, cross, block.cross_attn_ln(x))
+            x = x + y
+            if qk is not None:
+                for i, head in enumerate(self.capture[layer]):
+                    captured[(layer, head)] = qk[:, i]
+            x = x + block.mlp2(nn.gelu(block.mlp1(block.mlp_ln(x))))
+        self.offset = end
+        picked = model.decoder.ln(x[:, list(logit_positions)])
+        logits = model.decoder.token_embedding.as_linear(picked).astype(mx.float32)  # batch × positions × vocab
+        attention = mx.stack([captured[h] for h in self.alignment_heads], axis=1).astype(mx.float32)
+        return [logits[:, i] for i in range(len(logit_positions))], attention
+
+    def _self_attention(
+        self, layer: int, attn: MultiHeadAttention, x: mx.array, start: int, end: int, mask: mx.array | None
+    ) -> mx.array:
+        q = _split_heads(attn.query(x), self.n_head)
+        self.self_k[layer][:, :, start:end] = _split_heads(attn.key(x), self.n_head)
+        self.self_v[layer][:, :, start:end] = _split_heads(attn.value(x), self.n_head)
+        k = self.self_k[layer][:, :, :end]
+        v = self.self_v[layer][:, :, :end]
+        scale = q.shape[-1] ** -0.5
+        out = mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=mask)
+        return attn.out(_merge_heads(out))
+
+    def _cross_attention(
+        self, layer: int, attn: MultiHeadAttention, x: mx.array
+    ) -> tuple[mx.array, mx.array | None]:
+        q = _split_heads(attn.query(x), self.n_head)
+        k, v = self.cross_kv[layer]
+        scale = q.shape[-1] ** -0.5
+        heads = self.capture.get(layer)
+        if heads is None:
+            out = mx.fast.scaled_dot_product_attention(q, k, v, scale=scale)
+            return attn.out(_merge_heads(out)), None
+        qk = (q * scale) @ k.transpose(0, 1, 3, 2)  # batch × heads × length × frames
+        weights = mx.softmax(qk.astype(mx.float32), axis=-1, precise=True).astype(v.dtype)
+        out = weights @ v
+        return attn.out(_merge_heads(out)), qk[:, heads, -1, :]

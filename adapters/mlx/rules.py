@@ -1,0 +1,101 @@
+"""Logit rules for a batch of sequences, on the device: suppression and openai-whisper's timestamp rules.
+
+Everything is a mask built from a few per-sequence vectors (no Python loop over the batch), and the mask is applied
+BEFORE log-probabilities are taken, as openai-whisper does. mlx-whisper <= 0.4.2 broke at batch > 1 here
+(``logsumexp`` without ``keepdims``); 0.4.3 still takes log-probabilities before its own mask and compares timestamp
+*positions* with token ids, so it never forbids decreasing timestamps. Both are fixed here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import mlx.core as mx
+import numpy as np
+from attrs import frozen
+
+
+@frozen
+class TimestampState:
+    """What the timestamp rules need to know of each sequence's sampled tokens (host side, one entry a sequence)."""
+
+    last_was_timestamp: np.ndarray  # bool (batch,)
+    penultimate_was_timestamp: np.ndarray  # bool (batch,): True while fewer than 2 tokens were sampled
+    last_timestamp: np.ndarray  # int (batch,): the last timestamp token id sampled, -1 if none
+
+    @classmethod
+    def initial(cls, batch: int) -> TimestampState:
+        return cls(np.zeros(batch, bool), np.ones(batch, bool), np.full(batch, -1, np.int64))
+
+    def after(self, tokens: np.ndarray, timestamp_begin: int) -> TimestampState:
+        """The state once ``tokens`` (one a sequence) are appended."""
+        is_timestamp = tokens >= timestamp_begin
+        return TimestampState(
+            is_timestamp,
+            self.last_was_timestamp.copy(),
+            np.where(is_timestamp, tokens, self.last_timestamp),
+        )
+
+    def select(self, rows: np.ndarray) -> TimestampState:
+        return TimestampState(self.last_was_timestamp[rows], self.penultimate_was_timestamp[rows], self.last_timestamp[rows])
+
+
+class LogitRules:
+    """Suppression and timestamp rules for one vocabulary; ``apply`` works for any batch size."""
+
+    def __init__(
+        self,
+        n_vocab: int,
+        eot: int,
+        timestamp_begin: int,
+        no_timestamps: int | None,
+        suppress: Sequence[int],
+        blank: Sequence[int],
+        max_initial_timestamp_index: int | None,
+        with_timestamps: bool = True,
+    ) -> None:
+        self.eot = eot
+        self.timestamp_begin = timestamp_begin
+        self.with_timestamps = with_timestamps
+        ids = np.arange(n_vocab)
+        always = np.zeros(n_vocab, bool)
+        always[list(suppress)] = True
+        if no_timestamps is not None:
+            always[no_timestamps] = True
+        if not with_timestamps:
+            always[timestamp_begin:] = True
+        self.always = mx.array(always)
+        first = np.zeros(n_vocab, bool)
+        first[list(blank)] = True  # suppress_blank: no leading space or end-of-text as the first token
+        if with_timestamps:
+            first[:timestamp_begin] = True  # the first sampled token is a timestamp
+            if max_initial_timestamp_index is not None:
+                first[timestamp_begin + max_initial_timestamp_index + 1 :] = True
+        self.first = mx.array(first)
+        self.ids = mx.array(ids)
+        self.is_timestamp = mx.array(ids >= timestamp_begin)
+        self.is_text = mx.array(ids < eot)
+
+    def apply(self, logits: mx.array, state: TimestampState, first_step: bool) -> mx.array:
+        """Mask ``logits`` (batch × vocab, float32) with -inf where a token is not allowed."""
+        forbid = mx.broadcast_to(self.always, logits.shape)
+        if first_step:
+            forbid = forbid | self.first
+        if self.with_timestamps:
+            last = mx.array(state.last_was_timestamp)[:, None]
+            penultimate = mx.array(state.penultimate_was_timestamp)[:, None]
+            # timestamps come in pairs, except directly before end-of-text
+            forbid = forbid | (last & penultimate & self.is_timestamp) | (last & ~penultimate & self.is_text)
+            # timestamps never decrease, and a segment has non-zero length
+            last_ts = state.last_timestamp
+            floor = np.where(state.last_was_timestamp & ~state.penultimate_was_timestamp, last_ts, last_ts + 1)
+            floor = np.where(last_ts >= 0, floor, 0)
+            forbid = forbid | (self.is_timestamp & (self.ids < mx.array(floor)[:, None]))
+        logits = mx.where(forbid, -mx.inf, logits)
+        if self.with_timestamps:
+            # when the timestamps together are likelier than any single text token, sample a timestamp
+            logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+            timestamp_logprob = mx.logsumexp(logprobs[:, self.timestamp_begin :], axis=-1, keepdims=True)
+            max_text_logprob = mx.max(logprobs[:, : self.timestamp_begin], axis=-1, keepdims=True)
+            logits = mx.where((timestamp_logprob > max_text_logprob) & ~self.is_timestamp, -mx.inf, logits)
+        return logits

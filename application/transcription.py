@@ -1,0 +1,164 @@
+"""The use case: transcribe many inputs, their windows sharing decoder batches, with word times from one pass."""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+from attrs import define, field, frozen
+from numpy.typing import NDArray
+
+from domain.audio import DecodedChunk, Waveform, Window
+from domain.errors import AudioLoadError, TranscriptionError
+from domain.model import Segment, TranscribeOptions, Transcript
+from domain.ports import Aligner, AudioSource, Decoder, ProgressSink
+from domain.windowing import split_into_windows
+
+
+def _no_progress(done: int, total: int) -> None:
+    """The default progress sink: says nothing."""
+
+
+@frozen
+class FileResult:
+    """One input's outcome: a transcript or the error that stopped it (never both)."""
+
+    source: Path | str
+    transcript: Transcript | None = None
+    error: TranscriptionError | None = None
+
+
+@define
+class _Pending:
+    """An input whose windows are being decoded."""
+
+    source: Path | str
+    duration: float
+    windows_left: int
+    chunks: list[DecodedChunk] = field(factory=list)
+
+
+@define
+class TranscriptionService:
+    audio: AudioSource
+    decoder: Decoder
+    aligner: Aligner
+    batch_size: int = 8
+
+    def transcribe(self, path: Path, options: TranscribeOptions) -> Transcript:
+        """One file; raises the ``TranscriptionError`` that stopped it."""
+        return _unwrap(next(self.transcribe_many([path], options)))
+
+    def transcribe_waveform(self, waveform: Waveform, options: TranscribeOptions, name: str = "<array>") -> Transcript:
+        """Samples already in memory (16 kHz mono float32)."""
+        return _unwrap(next(self._run([(name, waveform)], options, _no_progress)))
+
+    def transcribe_many(
+        self, paths: Sequence[Path], options: TranscribeOptions, progress: ProgressSink = _no_progress
+    ) -> Iterator[FileResult]:
+        """Yield each input's result as soon as its last window is decoded; a bad input never stops the others.
+
+        Windows of consecutive inputs share batches. Inputs are read lazily, only as far as the next batch needs.
+        """
+        return self._run(((path, None) for path in paths), options, progress)
+
+    def _run(
+        self,
+        inputs: Iterator[tuple[Path | str, Waveform | None]] | list[tuple[Path | str, Waveform | None]],
+        options: TranscribeOptions,
+        progress: ProgressSink,
+    ) -> Iterator[FileResult]:
+        queue: deque[Window] = deque()
+        pending: dict[int, _Pending] = {}
+        source_iter = enumerate(inputs)
+        exhausted = False
+        done = total = 0
+        while True:
+            while not exhausted and len(queue) < self.batch_size:
+                try:
+                    number, (source, waveform) = next(source_iter)
+                except StopIteration:
+                    exhausted = True
+                    break
+                try:
+                    if waveform is None:
+                        assert isinstance(source, Path)
+                        waveform = self.audio.load(source)
+                    windows = split_into_windows(_finite(waveform.samples), source=number)
+                except AudioLoadError as exc:
+                    yield FileResult(source, error=exc)
+                    continue
+                if not windows:
+                    yield FileResult(source, error=AudioLoadError(str(source), "no samples"))
+                    continue
+                pending[number] = _Pending(source, waveform.duration, len(windows))
+                queue.extend(windows)
+                total += len(windows)
+                progress(done, total)
+            if not queue:
+                return
+            batch = [queue.popleft() for _ in range(min(self.batch_size, len(queue)))]
+            for chunk in self.decoder.decode_batch(batch, options):
+                pending[chunk.window.source].chunks.append(chunk)
+            for window in batch:
+                entry = pending[window.source]
+                entry.windows_left -= 1
+                if entry.windows_left == 0:
+                    del pending[window.source]
+                    yield FileResult(entry.source, transcript=self._transcript(entry, options))
+            done += len(batch)
+            progress(done, total)
+
+    def _transcript(self, entry: _Pending, options: TranscribeOptions) -> Transcript:
+        chunks = sorted(entry.chunks, key=lambda c: c.window.index)
+        segments: list[Segment] = []
+        for chunk in chunks:
+            segments.extend(self._segments(chunk, options, entry.duration))
+        languages = Counter(c.language for c in chunks if c.segments)
+        language = languages.most_common(1)[0][0] if languages else (options.language or _first(chunks) or "en")
+        return Transcript(segments=segments, language=language, duration=entry.duration, model=self.decoder.name)
+
+    def _segments(self, chunk: DecodedChunk, options: TranscribeOptions, duration: float) -> list[Segment]:
+        offset = chunk.window.offset
+        aligned = self.aligner.align(chunk) if options.word_timestamps else tuple(() for _ in chunk.segments)
+        segments = []
+        for decoded, words in zip(chunk.segments, aligned):
+            file_words = tuple(word.shifted(offset) for word in words)
+            start = min(offset + decoded.start, duration)
+            end = min(max(offset + decoded.end, start), duration)
+            if file_words:  # as openai-whisper: with word times, a segment spans its words
+                start, end = file_words[0].start, file_words[-1].end
+            segments.append(
+                Segment(
+                    start=start,
+                    end=end,
+                    text=decoded.text,
+                    words=file_words,
+                    avg_logprob=chunk.avg_logprob,
+                    compression_ratio=chunk.compression_ratio,
+                    no_speech_prob=chunk.no_speech_prob,
+                    temperature=chunk.temperature,
+                )
+            )
+        return segments
+
+
+def _finite(samples: NDArray[np.float32]) -> NDArray[np.float32]:
+    """NaN and infinite samples carry no sound: they become silence."""
+    if np.isfinite(samples).all():
+        return samples
+    return np.nan_to_num(samples, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def _first(chunks: Sequence[DecodedChunk]) -> str | None:
+    return chunks[0].language if chunks else None
+
+
+def _unwrap(result: FileResult) -> Transcript:
+    if result.error is not None:
+        raise result.error
+    assert result.transcript is not None
+    return result.transcript
+

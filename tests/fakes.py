@@ -1,0 +1,118 @@
+"""Fake adapters: the ports' behaviour without MLX, model files or audio files."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from domain.audio import SAMPLE_RATE, ChunkSegment, DecodedChunk, Waveform, Window
+from domain.errors import AudioLoadError, ModelLoadError
+from domain.model import TranscribeOptions, Word
+from domain.ports import Aligner, AudioSource, Decoder, ModelSource
+
+
+class InMemoryAudioSource:
+    """Serves waveforms by file name; any other path is a missing file."""
+
+    def __init__(self, waveforms: Mapping[str, Waveform]) -> None:
+        self.waveforms = dict(waveforms)
+        self.loaded: list[Path] = []
+
+    def load(self, path: Path) -> Waveform:
+        self.loaded.append(path)
+        try:
+            return self.waveforms[path.name]
+        except KeyError:
+            raise AudioLoadError(path, "no such file") from None
+
+
+class FakeDecoder:
+    """Says ``text`` in every window that is not silent, one segment spanning the window's sound.
+
+    Its attention is a clean diagonal, so a real aligner spreads the words evenly over the segment.
+    """
+
+    def __init__(self, text: str = "hello world", name: str = "fake", multilingual: bool = False) -> None:
+        self.text = text
+        self._name = name
+        self._multilingual = multilingual
+        self.batches: list[int] = []  # the size of every batch asked for
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def is_multilingual(self) -> bool:
+        return self._multilingual
+
+    def decode_batch(self, windows: Sequence[Window], options: TranscribeOptions) -> list[DecodedChunk]:
+        self.batches.append(len(windows))
+        return [self._chunk(window, options) for window in windows]
+
+    def _chunk(self, window: Window, options: TranscribeOptions) -> DecodedChunk:
+        words = tuple(" " + w for w in self.text.split())
+        frames = window.num_frames
+        silent = not np.any(np.abs(window.samples) > 1e-4) or not words
+        segments = () if silent else (ChunkSegment(0.0, window.duration, " " + self.text, words, (1,) * len(words)),)
+        tokens = 0 if silent else len(words)
+        attention = np.full((2, tokens + 1, frames), -5.0, np.float32)  # heads × tokens × frames
+        for i in range(tokens + 1):
+            attention[:, i, min(frames - 1, i * frames // (tokens + 1))] = 5.0
+        return DecodedChunk(
+            window=window,
+            language=options.language or "en",
+            segments=segments,
+            token_probabilities=np.full(tokens, 0.9, np.float32),
+            attention=attention,
+            avg_logprob=-0.2,
+            compression_ratio=1.0,
+            no_speech_prob=0.9 if silent else 0.01,
+        )
+
+
+class FakeAligner:
+    """Spreads each segment's words evenly over the segment."""
+
+    def align(self, chunk: DecodedChunk) -> tuple[tuple[Word, ...], ...]:
+        out = []
+        for segment in chunk.segments:
+            n = len(segment.words)
+            step = (segment.end - segment.start) / max(n, 1)
+            out.append(
+                tuple(
+                    Word(w, segment.start + i * step, segment.start + (i + 1) * step, 0.9)
+                    for i, w in enumerate(segment.words)
+                )
+            )
+        return tuple(out)
+
+
+class FakeModelSource:
+    """Knows a fixed set of names, each mapped to a folder."""
+
+    def __init__(self, models: Mapping[str, Path]) -> None:
+        self.models = dict(models)
+
+    def resolve(self, name: str) -> Path:
+        try:
+            return self.models[name]
+        except KeyError:
+            raise ModelLoadError(name, "unknown model") from None
+
+
+def tone(seconds: float, amplitude: float = 0.3) -> Waveform:
+    """A 220 Hz tone: 'speech' to the fakes."""
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    return Waveform((amplitude * np.sin(2 * np.pi * 220 * t)).astype(np.float32))
+
+
+def _conforms() -> None:  # mypy-only; never called
+    _a: AudioSource = InMemoryAudioSource({})
+    _d: Decoder = FakeDecoder()
+    _l: Aligner = FakeAligner()
+    _m: ModelSource = FakeModelSource({})
+
+
