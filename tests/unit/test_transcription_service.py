@@ -1,0 +1,105 @@
+"""The application service edge to edge, with fake adapters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from application.transcription import TranscriptionService
+from domain.audio import SAMPLE_RATE, Waveform
+from domain.errors import AudioLoadError
+from domain.model import TranscribeOptions
+from tests.fakes import FakeAligner, FakeDecoder, InMemoryAudioSource, tone
+
+
+def service(waveforms: dict[str, Waveform], batch_size: int = 4, text: str = "hello world") -> TranscriptionService:
+    return TranscriptionService(
+        audio=InMemoryAudioSource(waveforms), decoder=FakeDecoder(text), aligner=FakeAligner(), batch_size=batch_size
+    )
+
+
+def test_one_file_gives_words_in_file_time() -> None:
+    transcript = service({"a.wav": tone(4.0)}).transcribe(Path("a.wav"), TranscribeOptions())
+    assert transcript.text == "hello world"
+    assert [w.text for w in transcript.words] == [" hello", " world"]
+    assert transcript.duration == pytest.approx(4.0)
+    assert transcript.words[0].start == pytest.approx(0.0)
+    assert transcript.words[-1].end == pytest.approx(4.0)
+
+
+def test_long_file_windows_are_shifted_to_file_time() -> None:
+    transcript = service({"long.wav": tone(75.0)}).transcribe(Path("long.wav"), TranscribeOptions())
+    starts = [segment.start for segment in transcript.segments]
+    assert len(transcript.segments) == 3  # 75 s of sound with no pause: hard cuts at 30 s
+    assert starts == sorted(starts)
+    assert transcript.segments[1].start == pytest.approx(30.0)
+    assert transcript.segments[-1].end == pytest.approx(75.0)
+    assert all(0.0 <= w.start <= w.end <= 75.0 for w in transcript.words)
+
+
+def test_windows_of_many_files_share_batches() -> None:
+    decoder = FakeDecoder()
+    svc = TranscriptionService(
+        audio=InMemoryAudioSource({f"{i}.wav": tone(10.0) for i in range(5)}),
+        decoder=decoder,
+        aligner=FakeAligner(),
+        batch_size=4,
+    )
+    results = list(svc.transcribe_many([Path(f"{i}.wav") for i in range(5)], TranscribeOptions()))
+    assert decoder.batches == [4, 1]
+    assert [r.transcript is not None for r in results] == [True] * 5
+
+
+def test_a_bad_file_never_loses_the_others() -> None:
+    svc = service({"good1.wav": tone(3.0), "good2.wav": tone(3.0)})
+    paths = [Path("good1.wav"), Path("missing.wav"), Path("good2.wav")]
+    results = {str(r.source): r for r in svc.transcribe_many(paths, TranscribeOptions())}
+    assert results["good1.wav"].transcript is not None
+    assert results["good2.wav"].transcript is not None
+    assert isinstance(results["missing.wav"].error, AudioLoadError)
+    assert "missing.wav" in str(results["missing.wav"].error)
+
+
+def test_transcribe_raises_the_domain_error() -> None:
+    with pytest.raises(AudioLoadError, match="nothing.wav"):
+        service({}).transcribe(Path("nothing.wav"), TranscribeOptions())
+
+
+def test_silence_gives_no_words() -> None:
+    silence = Waveform(np.zeros(SAMPLE_RATE * 5, np.float32))
+    transcript = service({"s.wav": silence}).transcribe(Path("s.wav"), TranscribeOptions())
+    assert transcript.segments == ()
+    assert transcript.text == ""
+
+
+def test_nan_and_inf_samples_become_silence() -> None:
+    samples = tone(3.0).samples.copy()
+    samples[::7] = np.nan
+    samples[::11] = np.inf
+    transcript = service({}).transcribe_waveform(Waveform(samples), TranscribeOptions())
+    assert transcript.text == "hello world"
+
+
+def test_without_word_timestamps_segments_have_no_words() -> None:
+    transcript = service({"a.wav": tone(4.0)}).transcribe(Path("a.wav"), TranscribeOptions(word_timestamps=False))
+    assert transcript.text == "hello world"
+    assert transcript.words == ()
+
+
+def test_progress_reaches_the_total() -> None:
+    seen: list[tuple[int, int]] = []
+    svc = service({"a.wav": tone(65.0), "b.wav": tone(5.0)}, batch_size=2)
+    list(svc.transcribe_many([Path("a.wav"), Path("b.wav")], TranscribeOptions(), progress=lambda d, t: seen.append((d, t))))
+    assert seen[-1] == (4, 4)
+    assert all(d <= t for d, t in seen)
+
+
+def test_results_come_as_soon_as_each_file_is_done() -> None:
+    svc = service({"a.wav": tone(3.0), "b.wav": tone(95.0)}, batch_size=1)
+    results = svc.transcribe_many([Path("a.wav"), Path("b.wav")], TranscribeOptions())
+    first = next(results)
+    assert str(first.source) == "a.wav"
+    assert isinstance(svc.audio, InMemoryAudioSource)
+    assert svc.audio.loaded == [Path("a.wav")]  # b.wav not read yet: inputs are read lazily
