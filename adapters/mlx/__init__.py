@@ -4,10 +4,10 @@ put in place before ``libmlx`` is loaded on Linux CPUs."""
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
+from adapters.models import read_alignment_heads
 from domain.errors import ModelLoadError
 from domain.ports import Decoder
 
@@ -38,6 +38,4 @@ def load_decoder(folder: Path, name: str, dtype: str | None = None) -> Decoder:
         model = load_model(str(folder), dtype=mx.float32 if dtype == "float32" else mx.float16)
     except (OSError, ValueError, TypeError, KeyError) as exc:
         raise ModelLoadError(name, f"{folder}: {exc}") from exc
-    heads_file = folder / "alignment_heads.json"
-    heads = [tuple(pair) for pair in json.loads(heads_file.read_text())] if heads_file.exists() else None
-    return MlxWhisperDecoder(model, name=name, alignment_heads=heads)  # type: ignore[arg-type]
+    return MlxWhisperDecoder(model, name=name, alignment_heads=read_alignment_heads(folder))

@@ -99,6 +99,7 @@ class MlxWhisperDecoder:
     # -- steps ------------------------------------------------------------------------------------------------
 
     def _check_options(self, options: TranscribeOptions) -> str | None:
+        """The language code to force, or None to detect it per window."""
         language = options.language
         if not self.is_multilingual:
             if options.task == "translate":
@@ -109,7 +110,7 @@ class MlxWhisperDecoder:
         if language is None:
             return None
         code = language.lower()
-        code = TO_LANGUAGE_CODE.get(code, code)
+        code = str(TO_LANGUAGE_CODE.get(code, code))
         if code not in LANGUAGES:
             raise UnsupportedLanguageError(language, "not a Whisper language code or name")
         return code
@@ -137,7 +138,7 @@ class MlxWhisperDecoder:
             return [language] * features.shape[0]
         tokenizer = self._tokenizer("en", "transcribe")
         _, probabilities = detect_language(self.model, features, tokenizer)
-        return [max(p, key=p.get) for p in probabilities]
+        return [str(max(p, key=p.get)) for p in probabilities]
 
     def _prompt(self, language: str, options: TranscribeOptions) -> tuple[list[int], int]:
         """The initial tokens and the index of start-of-transcript in them."""

@@ -11,10 +11,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import mlx.core as mx
-import mlx.nn as nn
 from mlx_whisper.whisper import MultiHeadAttention, ResidualAttentionBlock, Whisper
 
 KV_BLOCK = 64  # tokens: the self-attention buffer grows by this many positions at a time
+
+
+def gelu(x: mx.array) -> mx.array:
+    """The exact GELU, as ``mlx.nn.gelu`` (whose module has no type stubs)."""
+    return x * (1 + mx.erf(x / 1.4142135623730951)) / 2
+
+
+def causal_mask(length: int, offset: int, dtype: mx.Dtype) -> mx.array:
+    """Additive mask: query ``i`` (at position offset + i) sees keys 0 .. offset + i."""
+    queries = mx.arange(length)[:, None] + offset
+    keys = mx.arange(offset + length)[None, :]
+    return mx.where(keys > queries, mx.array(-1e9, dtype=dtype), mx.array(0, dtype=dtype))
 
 
 def _split_heads(x: mx.array, n_head: int) -> mx.array:
@@ -82,11 +93,7 @@ class DecoderState:
         self._reserve(length)
         start, end = self.offset, self.offset + length
         x = model.decoder.token_embedding(tokens) + model.decoder.positional_embedding[start:end]
-        mask = None
-        if length > 1:
-            mask = nn.MultiHeadAttention.create_additive_causal_mask(length).astype(x.dtype)
-            if start > 0:
-                mask = mx.concatenate([mx.zeros((length, start), dtype=x.dtype), mask], axis=1)
+        mask = causal_mask(length, start, x.dtype) if length > 1 else None
         captured: dict[tuple[int, int], mx.array] = {}
         for layer, block in enumerate(model.decoder.blocks):
             x = x + self._self_attention(layer, block.attn, block.attn_ln(x), start, end, mask)
@@ -97,7 +104,7 @@ class DecoderState:
             if qk is not None:
                 for i, head in enumerate(self.capture[layer]):
                     captured[(layer, head)] = qk[:, i]
-            x = x + block.mlp2(nn.gelu(block.mlp1(block.mlp_ln(x))))
+            x = x + block.mlp2(gelu(block.mlp1(block.mlp_ln(x))))
         self.offset = end
         picked = model.decoder.ln(x[:, list(logit_positions)])
         logits = model.decoder.token_embedding.as_linear(picked).astype(mx.float32)  # batch × positions × vocab
@@ -114,7 +121,8 @@ class DecoderState:
         v = self.self_v[layer][:, :, :end]
         scale = q.shape[-1] ** -0.5
         out = mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=mask)
-        return attn.out(_merge_heads(out))
+        merged: mx.array = attn.out(_merge_heads(out))
+        return merged
 
     def _cross_attention(
         self, layer: int, attn: MultiHeadAttention, x: mx.array

@@ -1,0 +1,196 @@
+"""Transcript files: txt, srt, vtt, tsv and json, written by mlx-whisper's own writers, atomically.
+
+The writers (``mlx_whisper.writers``, the same as openai-whisper's) read a result dict; ``result_dict`` builds it
+from the domain ``Transcript`` in this project's JSON schema (``docs/cli.md``):
+
+    {"text", "language", "duration", "model",
+     "segments": [{"id", "start", "end", "text", "avg_logprob", "compression_ratio", "no_speech_prob",
+                   "temperature", "words": [{"word", "start", "end", "probability"}]}]}
+
+Times are seconds (rounded to the millisecond); ``words`` is present only with word timestamps. The dict is handed
+to ``writer.write_result(result, file=...)`` with a temporary file in the destination folder, which is then renamed
+over the destination (``os.replace``): a reader, or a rerun after an interruption, sees either the old file or the
+complete new one, never a truncated transcript.
+
+``mlx_whisper/writers.py`` needs only the standard library, but importing it as ``mlx_whisper.writers`` runs the
+package's ``__init__``, which imports MLX, numba and scipy.signal (12-26 s on a small Linux CPU). Unless the
+package is already imported (it is once the real decoder is loaded), the file is loaded on its own, on the first
+write (``_mlx_writers``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib.util
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Final, TextIO
+
+from attrs import frozen
+
+from domain.errors import OutputWriteError
+from domain.model import Segment, Transcript, Word
+
+FORMATS: Final = ("txt", "srt", "vtt", "tsv", "json")  # the order of "all"
+
+
+@frozen
+class SubtitleLayout:
+    """How srt and vtt cues are cut, with openai-whisper's meanings (each needs word timestamps).
+
+    ``max_line_width``: characters per line before a line break; ``max_line_count``: lines per cue (only with
+    ``max_line_width``); ``max_words_per_line``: words per cue (ignored with ``max_line_width``);
+    ``highlight_words``: one cue per word, the spoken word underlined (``<u>``).
+    """
+
+    highlight_words: bool = False
+    max_line_width: int | None = None
+    max_line_count: int | None = None
+    max_words_per_line: int | None = None
+
+    def as_options(self) -> dict[str, Any]:
+        return {
+            "highlight_words": self.highlight_words,
+            "max_line_width": self.max_line_width,
+            "max_line_count": self.max_line_count,
+            "max_words_per_line": self.max_words_per_line,
+        }
+
+
+def result_dict(transcript: Transcript, *, words: bool = True) -> dict[str, Any]:
+    """``transcript`` in the JSON schema; ``words=False`` leaves each segment's ``words`` key out."""
+    return {
+        "text": transcript.text,
+        "language": transcript.language,
+        "segments": [_segment(i, segment, words) for i, segment in enumerate(transcript.segments)],
+        "model": transcript.model,
+        "duration": _seconds(transcript.duration),
+    }
+
+
+def _segment(number: int, segment: Segment, words: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": number,
+        "start": _seconds(segment.start),
+        "end": _seconds(segment.end),
+        "text": segment.text,
+    }
+    if words:
+        out["words"] = [_word(word) for word in segment.words]
+    out |= {
+        "avg_logprob": float(segment.avg_logprob),
+        "compression_ratio": float(segment.compression_ratio),
+        "no_speech_prob": float(segment.no_speech_prob),
+        "temperature": float(segment.temperature),
+    }
+    return out
+
+
+def _word(word: Word) -> dict[str, Any]:
+    return {
+        "word": word.text,
+        "start": _seconds(word.start),
+        "end": _seconds(word.end),
+        "probability": round(float(word.probability), 4),
+    }
+
+
+def _seconds(value: float) -> float:
+    return round(float(value), 3)  # milliseconds: what srt, vtt and tsv can say; numpy floats become JSON floats
+
+
+@frozen
+class TranscriptFiles:
+    """Writes a transcript as ``<name>.<format>`` files, each atomically (implements the CLI's writer role)."""
+
+    formats: tuple[str, ...] = FORMATS
+    layout: SubtitleLayout = SubtitleLayout()
+    word_timestamps: bool = True
+
+    def targets(self, name: Path) -> list[Path]:
+        """The files ``write(transcript, name)`` writes: ``name`` plus each format's extension."""
+        return [name.with_name(f"{name.name}.{fmt}") for fmt in self.formats]
+
+    def write(self, transcript: Transcript, name: Path, formats: Sequence[str] | None = None) -> list[Path]:
+        """Write ``formats`` (default: all of ``self.formats``) of ``transcript``; ``OutputWriteError`` on failure.
+
+        ``name`` is the path without extension (``out/talk`` gives ``out/talk.srt``); missing folders are made.
+        """
+        writers = _mlx_writers()
+        result = result_dict(transcript, words=self.word_timestamps)
+        options = self.layout.as_options()
+        written = []
+        for fmt in self.formats if formats is None else formats:
+            writer = writers[fmt](str(name.parent))
+            path = name.with_name(f"{name.name}.{fmt}")
+            write_atomically(path, lambda file: writer.write_result(result, file=file, options=options))
+            written.append(path)
+        return written
+
+
+def write_atomically(path: Path, write: Callable[[TextIO], object]) -> None:
+    """Write ``path`` through a temporary file in its folder renamed over it; ``OutputWriteError`` on failure."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    except OSError as exc:
+        raise OutputWriteError(path, _reason(exc)) from exc
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp's 0600 would hide the transcript from other users
+        os.replace(temporary, path)
+    except OSError as exc:
+        _remove(temporary)
+        raise OutputWriteError(path, _reason(exc)) from exc
+    except BaseException:  # KeyboardInterrupt included: never leave a half-written temporary file behind
+        _remove(temporary)
+        raise
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
+def _mlx_writers() -> dict[str, Callable[[str], Any]]:
+    """mlx-whisper's writer classes by format (``get_writer``'s table; it builds one instance per output folder)."""
+    module = _writers_module()
+    return {"txt": module.WriteTXT, "srt": module.WriteSRT, "vtt": module.WriteVTT, "tsv": module.WriteTSV,
+            "json": module.WriteJSON}
+
+
+@functools.cache
+def _writers_module() -> ModuleType:
+    """``mlx_whisper.writers``, loaded from its file when the package is not imported yet (see the module doc)."""
+    if "mlx_whisper" in sys.modules:
+        import mlx_whisper.writers
+
+        loaded: ModuleType = mlx_whisper.writers
+        return loaded
+    package = importlib.util.find_spec("mlx_whisper")  # finds the package without importing it
+    if package is None or not package.submodule_search_locations:
+        raise ModuleNotFoundError("mlx_whisper is not installed", name="mlx_whisper")
+    location = Path(next(iter(package.submodule_search_locations))) / "writers.py"
+    spec = importlib.util.spec_from_file_location("_onepass_mlx_whisper_writers", location)
+    assert spec is not None and spec.loader is not None, location
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

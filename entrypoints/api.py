@@ -1,0 +1,131 @@
+"""The library entry point: transcribe a file or an array into the domain ``Transcript``.
+
+    from entrypoints.api import Transcriber, transcribe
+
+    transcript = transcribe("talk.wav")                  # loads tiny.en for this one call
+    print(transcript.text, transcript.segments[0].words[0])
+
+    transcriber = Transcriber("base", batch_size=16)     # keeps the model loaded across calls
+    for path in paths:
+        print(transcriber.transcribe(path, language="de").text)
+    transcriber.transcribe(samples)                      # numpy array: 16 kHz mono float32
+
+Failures raise ``domain.errors`` exceptions (``AudioLoadError``, ``ModelLoadError``, ``InvalidOptionError``,
+``UnsupportedLanguageError``, all ``TranscriptionError``); nothing here prints or exits. Tests swap adapters through
+the container (``Transcriber(container=...)``, see ``docs/cli.md``).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator, Sequence
+from os import PathLike
+from pathlib import Path
+from typing import TypedDict
+
+import attrs
+import numpy as np
+from numpy.typing import NDArray
+
+if sys.version_info >= (3, 11):
+    from typing import Unpack
+else:  # pragma: no cover - typing_extensions comes with typer
+    from typing_extensions import Unpack
+
+from application.transcription import FileResult, TranscriptionService
+from domain.audio import SAMPLE_RATE, Waveform
+from domain.errors import AudioLoadError, InvalidOptionError
+from domain.model import Segment, Task, TranscribeOptions, Transcript, Word
+from entrypoints.container import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, Container
+
+__all__ = ["FileResult", "Options", "Segment", "Transcriber", "Transcript", "Word", "transcribe"]
+
+Audio = str | PathLike[str] | NDArray[np.floating]
+
+
+class Options(TypedDict, total=False):
+    """Decoding options, as ``TranscribeOptions`` (openai-whisper's names, meanings and defaults)."""
+
+    language: str | None
+    task: Task
+    initial_prompt: str | None
+    temperatures: Sequence[float]
+    compression_ratio_threshold: float | None
+    logprob_threshold: float | None
+    no_speech_threshold: float | None
+    word_timestamps: bool
+    suppress_blank: bool
+    suppress_tokens: str
+    max_new_tokens: int | None
+
+
+class Transcriber:
+    """A loaded model and its adapters, reused by every call.
+
+    ``model``: a built-in name (``tiny.en``, ``base``), a model folder or a Hugging Face repository id.
+    ``container``: the composition root to use (tests pass one with fake adapters); it is configured with
+    ``model``, ``batch_size`` and ``cache_dir``. The model is loaded here: a ``ModelLoadError`` comes now, not on
+    the first call.
+    """
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        cache_dir: Path | None = None,
+        container: Container | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise InvalidOptionError("batch_size", f"must be at least 1, got {batch_size}")
+        self.container = Container() if container is None else container
+        self.container.config.model.from_value(model)
+        self.container.config.batch_size.from_value(batch_size)
+        if cache_dir is not None:
+            self.container.config.cache_dir.from_value(cache_dir)
+        self.service: TranscriptionService = self.container.service()
+
+    @property
+    def model(self) -> str:
+        return self.service.decoder.name
+
+    def transcribe(self, audio: Audio, **options: Unpack[Options]) -> Transcript:
+        """Transcribe a file path, or an array of 16 kHz mono float samples (any float dtype, values in [-1, 1])."""
+        settings = _options(options)
+        if isinstance(audio, np.ndarray):
+            return self.service.transcribe_waveform(_waveform(audio), settings)
+        return self.service.transcribe(Path(audio), settings)
+
+    def transcribe_many(
+        self, paths: Sequence[str | PathLike[str]], **options: Unpack[Options]
+    ) -> Iterator[FileResult]:
+        """Transcribe files with their windows sharing batches; yields each ``FileResult`` (a transcript or the
+        ``TranscriptionError`` that stopped that file) as soon as it is done, not in input order."""
+        return self.service.transcribe_many([Path(p) for p in paths], _options(options))
+
+
+def transcribe(audio: Audio, model: str = DEFAULT_MODEL, **options: Unpack[Options]) -> Transcript:
+    """Transcribe one file or array with ``model``, loaded for this call (use ``Transcriber`` for several)."""
+    return Transcriber(model).transcribe(audio, **options)
+
+
+def _options(options: Options) -> TranscribeOptions:
+    unknown = set(options) - {a.name for a in attrs.fields(TranscribeOptions)}
+    if unknown:  # callers without a type checker
+        raise InvalidOptionError(", ".join(sorted(unknown)), "unknown option")
+    if options.get("task", "transcribe") not in ("transcribe", "translate"):
+        raise InvalidOptionError("task", f"expected 'transcribe' or 'translate', got {options.get('task')!r}")
+    try:
+        return TranscribeOptions(**options)
+    except (TypeError, ValueError) as exc:
+        raise InvalidOptionError(", ".join(sorted(options)) or "options", str(exc)) from exc
+
+
+def _waveform(samples: NDArray[np.floating]) -> Waveform:
+    if samples.ndim != 1 or not np.issubdtype(samples.dtype, np.floating):
+        raise AudioLoadError(
+            "<array>",
+            f"expected a 1-D float array of mono samples at {SAMPLE_RATE} Hz, got shape {samples.shape} "
+            f"and dtype {samples.dtype}",
+        )
+    return Waveform(samples)

@@ -1,0 +1,601 @@
+"""The command line: ``app transcribe PATH...`` and ``app models``.
+
+Adapters come from the ``Container`` in ``ctx.obj`` (tests pass one with fakes); they are resolved explicitly, not
+injected, because Typer would turn an injected parameter into an option. Data (transcripts with ``--verbose``, the
+model list) goes to stdout; progress, notes and errors go to stderr, each error on one line.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from enum import Enum, IntEnum
+from pathlib import Path
+from typing import Annotated, Final
+
+import typer
+from attrs import frozen
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+from adapters.writers import FORMATS, SubtitleLayout, TranscriptFiles
+from domain.audio import Waveform
+from domain.errors import (
+    InvalidOptionError,
+    ModelLoadError,
+    TranscriptionError,
+    UnsupportedLanguageError,
+)
+from domain.model import Transcript, TranscribeOptions
+from domain.ports import AudioSource
+from entrypoints.container import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, Container
+from entrypoints.eval_command import eval_command
+from entrypoints.inputs import AUDIO_SUFFIXES, Job, find_inputs
+
+
+class ExitCode(IntEnum):
+    OK = 0  # every input transcribed, or skipped because its outputs exist
+    INPUTS_FAILED = 1  # some inputs failed (each named on stderr); the others were written
+    USAGE = 2  # bad arguments or options (Click's code), or options the model refuses
+    MODEL = 3  # the model could not be resolved, converted or loaded
+    OUTPUT_DIR = 4  # the output folder cannot be created or written
+    INTERRUPTED = 130  # Ctrl-C; finished transcripts are kept, none is left half-written
+
+
+EXIT_CODES_HELP: Final = (
+    "[b]Exit codes[/b]: 0 all inputs done (or skipped: outputs exist) · 1 some inputs failed, each named on "
+    "stderr, the others written · 2 usage error (bad option, missing path, a language or task the model "
+    "refuses) · 3 the model could not be loaded · 4 the output folder is not writable · 130 interrupted."
+)
+
+app = typer.Typer(
+    name="app",
+    help="Batched Whisper transcription on MLX, with word timestamps from one decoding pass.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    add_completion=False,
+    pretty_exceptions_show_locals=False,  # locals hold whole waveforms and model weights
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+class OutputFormat(str, Enum):
+    TXT = "txt"
+    SRT = "srt"
+    VTT = "vtt"
+    TSV = "tsv"
+    JSON = "json"
+    ALL = "all"
+
+
+class Task(str, Enum):
+    TRANSCRIBE = "transcribe"
+    TRANSLATE = "translate"
+
+
+@app.callback()
+def main(ctx: typer.Context) -> None:
+    """Batched Whisper transcription on MLX, with word timestamps from one decoding pass."""
+    if ctx.obj is None:  # tests pass obj=<a Container with fakes>
+        ctx.obj = Container()
+
+
+# ---------------------------------------------------------------------------------------------------- transcribe
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+def transcribe(
+    ctx: typer.Context,
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            exists=True,
+            metavar="PATH",
+            help="Audio files, or folders searched recursively for audio files "
+            f"({', '.join(sorted(AUDIO_SUFFIXES))}). All their windows share batches.",
+            show_default=False,
+        ),
+    ],
+    model: Annotated[
+        str,
+        typer.Option(
+            metavar="NAME",
+            help="A built-in model (see [b]app models[/b]), a local model folder (mlx-whisper or CTranslate2 "
+            "layout) or a Hugging Face repository id.",
+            rich_help_panel="Model",
+        ),
+    ] = DEFAULT_MODEL,
+    batch_size: Annotated[
+        int,
+        typer.Option(min=1, metavar="N", help="Windows (30 s each) decoded together.", rich_help_panel="Model"),
+    ] = DEFAULT_BATCH_SIZE,
+    language: Annotated[
+        str | None,
+        typer.Option(
+            metavar="LANG",
+            help="Spoken language, a code or name ('en', 'German'); detected per window when left out.",
+            show_default=False,
+            rich_help_panel="Decoding",
+        ),
+    ] = None,
+    task: Annotated[
+        Task,
+        typer.Option(
+            metavar="TASK",
+            help="[b]transcribe[/b], or [b]translate[/b] into English.",
+            rich_help_panel="Decoding",
+        ),
+    ] = Task.TRANSCRIBE,
+    initial_prompt: Annotated[
+        str | None,
+        typer.Option(
+            metavar="TEXT",
+            help="Text that conditions the first window (names, spelling, style).",
+            show_default=False,
+            rich_help_panel="Decoding",
+        ),
+    ] = None,
+    temperature: Annotated[
+        str,
+        typer.Option(
+            metavar="T,T,...",
+            help="Sampling temperatures, comma-separated: the first is used, the next ones only when a window "
+            "fails the thresholds below.",
+            rich_help_panel="Decoding",
+        ),
+    ] = "0,0.2,0.4,0.6,0.8,1",
+    compression_ratio_threshold: Annotated[
+        float | None,
+        typer.Option(
+            parser=lambda value: _optional_float(value, "--compression-ratio-threshold"),
+            metavar="FLOAT|none",
+            help="Retry at the next temperature when the text's gzip compression ratio is above this.",
+            rich_help_panel="Decoding",
+        ),
+    ] = 2.4,
+    logprob_threshold: Annotated[
+        float | None,
+        typer.Option(
+            parser=lambda value: _optional_float(value, "--logprob-threshold"),
+            metavar="FLOAT|none",
+            help="Retry at the next temperature when the average token log probability is below this.",
+            rich_help_panel="Decoding",
+        ),
+    ] = -1.0,
+    no_speech_threshold: Annotated[
+        float | None,
+        typer.Option(
+            parser=lambda value: _optional_float(value, "--no-speech-threshold"),
+            metavar="FLOAT|none",
+            help="A window is silent when its no-speech probability is above this and its log probability "
+            "below --logprob-threshold.",
+            rich_help_panel="Decoding",
+        ),
+    ] = 0.6,
+    word_timestamps: Annotated[
+        bool,
+        typer.Option(
+            "--word-timestamps/--no-word-timestamps",
+            help="Time every word (from the same decoding pass).",
+            rich_help_panel="Decoding",
+        ),
+    ] = True,
+    output_dir: Annotated[
+        Path,
+        typer.Option(
+            "--output-dir",
+            "-o",
+            metavar="DIR",
+            help="Where transcripts go, as [i]<input stem>.<format>[/i]; a folder input's sub-folders are "
+            "mirrored.",
+            rich_help_panel="Output",
+        ),
+    ] = Path("."),
+    output_format: Annotated[
+        OutputFormat,
+        typer.Option(
+            "--output-format",
+            "-f",
+            metavar="FORMAT",
+            help="[b]txt[/b], [b]srt[/b], [b]vtt[/b], [b]tsv[/b], [b]json[/b] or [b]all[/b] of them.",
+            rich_help_panel="Output",
+        ),
+    ] = OutputFormat.ALL,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Replace existing outputs. Without it, inputs whose outputs all exist are skipped, so a rerun "
+            "resumes.",
+            rich_help_panel="Output",
+        ),
+    ] = False,
+    highlight_words: Annotated[
+        bool,
+        typer.Option(
+            "--highlight-words",
+            help="Underline each word as it is spoken in srt and vtt.",
+            rich_help_panel="Subtitles",
+        ),
+    ] = False,
+    max_line_width: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            metavar="N",
+            help="Characters per subtitle line before a line break.",
+            show_default=False,
+            rich_help_panel="Subtitles",
+        ),
+    ] = None,
+    max_line_count: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            metavar="N",
+            help="Lines per subtitle cue (needs --max-line-width).",
+            show_default=False,
+            rich_help_panel="Subtitles",
+        ),
+    ] = None,
+    max_words_per_line: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            metavar="N",
+            help="Words per subtitle cue (no effect with --max-line-width).",
+            show_default=False,
+            rich_help_panel="Subtitles",
+        ),
+    ] = None,
+    verbose: Annotated[
+        bool | None,
+        typer.Option(
+            "--verbose/--quiet",
+            help="--verbose also prints each transcript to stdout; --quiet prints errors only. "
+            "[dim]\\[default: progress bar and notes on stderr][/dim]",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Transcribe audio files and folders into txt, srt, vtt, tsv and json files.
+
+    Inputs that cannot be read are named on stderr and skipped; the others are still transcribed and written.
+    Each file is written atomically (a temporary file renamed into place).
+    """
+    container: Container = ctx.obj
+    stderr = Console(stderr=True, soft_wrap=True, highlight=False)
+    layout = SubtitleLayout(highlight_words, max_line_width, max_line_count, max_words_per_line)
+    _check_subtitle_options(layout, word_timestamps, stderr)
+    options = _options(
+        language=language,
+        task=task,
+        initial_prompt=initial_prompt,
+        temperature=temperature,
+        compression_ratio_threshold=compression_ratio_threshold,
+        logprob_threshold=logprob_threshold,
+        no_speech_threshold=no_speech_threshold,
+        word_timestamps=word_timestamps,
+    )
+    formats = FORMATS if output_format is OutputFormat.ALL else (output_format.value,)
+    files = TranscriptFiles(formats=formats, layout=layout, word_timestamps=word_timestamps)
+
+    jobs, missing = find_inputs(paths)
+    for folder in missing:
+        _error(stderr, f"{folder}: no audio files found (looked for {', '.join(sorted(AUDIO_SUFFIXES))})")
+    _check_output_dir(output_dir, stderr)
+    todo: list[_Plan] = []
+    for job in jobs:
+        plan = _Plan.of(job, output_dir, files, overwrite)
+        if not plan.formats:
+            if verbose is not False:
+                _note(stderr, f"skipped {job.source}: its outputs exist (use --overwrite to replace them)")
+            continue
+        if plan.existing and verbose is not False:
+            shown = ", ".join(str(p) for p in plan.existing)
+            _note(stderr, f"{job.source}: keeping existing {shown} (use --overwrite to replace)")
+        todo.append(plan)
+
+    run = _Run(stderr=stderr, files=files, verbose=verbose, several=len(todo) > 1)
+    if todo:
+        container.config.model.from_value(model)
+        container.config.batch_size.from_value(batch_size)
+        code = run.execute(container, todo, options, model)
+    else:
+        code = ExitCode.OK
+    skipped = len(jobs) - len(todo)
+    failed = run.failed + len(missing)
+    if verbose is not False and code is ExitCode.OK:
+        run.summary(skipped=skipped, failed=failed)
+    if code is ExitCode.OK and failed:
+        code = ExitCode.INPUTS_FAILED
+    raise typer.Exit(int(code))
+
+
+def _optional_float(value: str | float | None, option: str) -> float | None:
+    if value is None or isinstance(value, float):
+        return value
+    if value.strip().lower() == "none":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is neither a number nor 'none'", param_hint=option) from None
+
+
+def _temperatures(value: str) -> tuple[float, ...]:
+    try:
+        temperatures = tuple(float(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise typer.BadParameter(
+            f"{value!r} is not a comma-separated list of numbers", param_hint="--temperature"
+        ) from None
+    if not temperatures or any(t < 0 for t in temperatures):
+        raise typer.BadParameter(f"{value!r}: give one or more temperatures >= 0", param_hint="--temperature")
+    return temperatures
+
+
+def _options(
+    *,
+    language: str | None,
+    task: Task,
+    initial_prompt: str | None,
+    temperature: str,
+    compression_ratio_threshold: float | None,
+    logprob_threshold: float | None,
+    no_speech_threshold: float | None,
+    word_timestamps: bool,
+) -> TranscribeOptions:
+    if language is not None and not language.strip():
+        raise typer.BadParameter("give a language code or name, or leave the option out", param_hint="--language")
+    return TranscribeOptions(
+        language=None if language is None else language.strip(),
+        task=task.value,
+        initial_prompt=initial_prompt,
+        temperatures=_temperatures(temperature),
+        compression_ratio_threshold=compression_ratio_threshold,
+        logprob_threshold=logprob_threshold,
+        no_speech_threshold=no_speech_threshold,
+        word_timestamps=word_timestamps,
+    )
+
+
+def _check_subtitle_options(layout: SubtitleLayout, word_timestamps: bool, stderr: Console) -> None:
+    """openai-whisper's rules: the layout options need word timestamps; two combinations have no effect."""
+    if not word_timestamps:
+        for flag, value in (
+            ("--highlight-words", layout.highlight_words),
+            ("--max-line-width", layout.max_line_width),
+            ("--max-line-count", layout.max_line_count),
+            ("--max-words-per-line", layout.max_words_per_line),
+        ):
+            if value:
+                raise typer.BadParameter("needs word timestamps (leave out --no-word-timestamps)", param_hint=flag)
+    if layout.max_line_count and not layout.max_line_width:
+        _warn(stderr, "--max-line-count has no effect without --max-line-width")
+    if layout.max_words_per_line and layout.max_line_width:
+        _warn(stderr, "--max-words-per-line has no effect with --max-line-width")
+
+
+def _check_output_dir(folder: Path, stderr: Console) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        _error(stderr, f"cannot write to the output folder {folder}: {exc.strerror or exc}")
+        raise typer.Exit(int(ExitCode.OUTPUT_DIR)) from exc
+
+
+# ---------------------------------------------------------------------------------------------------- outputs
+
+
+@frozen
+class _Plan:
+    """A job with what to write: all formats, or (without --overwrite) the missing ones."""
+
+    job: Job
+    base: Path  # output path without extension
+    formats: tuple[str, ...]
+    existing: tuple[Path, ...]
+
+    @classmethod
+    def of(cls, job: Job, output_dir: Path, files: TranscriptFiles, overwrite: bool) -> _Plan:
+        base = output_dir / job.name
+        existing = () if overwrite else tuple(p for p in files.targets(base) if p.exists())
+        formats = tuple(f for f, p in zip(files.formats, files.targets(base)) if p not in existing)
+        return cls(job, base, formats, existing)
+
+
+# ---------------------------------------------------------------------------------------------------- the run
+
+
+class _MeasuredAudio:
+    """The container's ``AudioSource``, noting each loaded input's duration for the progress bar."""
+
+    def __init__(self, inner: AudioSource) -> None:
+        self.inner = inner
+        self.last_duration = 0.0
+
+    def load(self, path: Path) -> Waveform:
+        waveform = self.inner.load(path)
+        self.last_duration = waveform.duration
+        return waveform
+
+
+class _AudioClock:
+    """Audio seconds behind ``done`` windows: the service reports a new total right after each load, and windows
+    are decoded in input order."""
+
+    def __init__(self, audio: _MeasuredAudio) -> None:
+        self.audio = audio
+        self.inputs: list[tuple[int, float]] = []  # (windows, seconds) per loaded input
+        self.total = 0
+
+    def seconds(self, done: int, total: int) -> float:
+        if total > self.total:
+            self.inputs.append((total - self.total, self.audio.last_duration))
+            self.total = total
+        seconds, left = 0.0, done
+        for windows, duration in self.inputs:
+            if left < windows:
+                return seconds + duration * left / windows
+            seconds, left = seconds + duration, left - windows
+        return seconds
+
+
+class _Run:
+    """Transcribes the planned inputs, writes their files and keeps the score."""
+
+    def __init__(self, stderr: Console, files: TranscriptFiles, verbose: bool | None, several: bool) -> None:
+        self.stderr = stderr
+        self.files = files
+        self.verbose = verbose
+        self.several = several
+        self.done = 0
+        self.failed = 0
+        self.audio_seconds = 0.0
+        self.started = time.perf_counter()
+
+    def execute(self, container: Container, plans: list[_Plan], options: TranscribeOptions, model: str) -> ExitCode:
+        by_source = {plan.job.source: plan for plan in plans}
+        show = self.verbose is not False and self.stderr.is_terminal
+        with _progress_bar(self.stderr, show) as bar:
+            task = bar.add_task(f"loading {model}", total=None, speed="")
+            try:
+                audio = _MeasuredAudio(container.audio())
+                service = container.service(audio=audio)
+                bar.update(task, description="transcribing")
+                clock = _AudioClock(audio)
+                self.started = time.perf_counter()
+
+                def progress(done: int, total: int) -> None:
+                    speed = clock.seconds(done, total) / max(time.perf_counter() - self.started, 1e-9)
+                    bar.update(task, completed=done, total=total, speed=f"{speed:.1f} audio s/s")
+
+                for result in service.transcribe_many(list(by_source), options, progress):
+                    plan = by_source[Path(result.source)]
+                    if result.error is not None:
+                        self.failed += 1
+                        _error(self.stderr, str(result.error))
+                    else:
+                        assert result.transcript is not None
+                        self._finish(plan, result.transcript)
+            except (InvalidOptionError, UnsupportedLanguageError) as exc:
+                _error(self.stderr, str(exc))
+                return ExitCode.USAGE
+            except ModelLoadError as exc:
+                _error(self.stderr, str(exc))
+                return ExitCode.MODEL
+            except KeyboardInterrupt:
+                _error(self.stderr, f"interrupted after {self.done} of {len(plans)} inputs; rerun to resume")
+                return ExitCode.INTERRUPTED
+        return ExitCode.OK
+
+    def _finish(self, plan: _Plan, transcript: Transcript) -> None:
+        try:
+            self.files.write(transcript, plan.base, plan.formats)
+        except TranscriptionError as exc:  # OutputWriteError: the disk filled up, a folder became unwritable...
+            self.failed += 1
+            _error(self.stderr, f"{plan.job.source}: {exc}")
+            return
+        self.done += 1
+        self.audio_seconds += transcript.duration
+        if self.verbose:
+            if self.several:
+                typer.echo(f"==> {plan.job.source} <==")
+            for segment in transcript.segments:
+                typer.echo(f"[{_clock(segment.start)} --> {_clock(segment.end)}] {segment.text.strip()}")
+
+    def summary(self, skipped: int, failed: int) -> None:
+        elapsed = time.perf_counter() - self.started
+        parts = [f"{self.done} transcribed"]
+        if skipped:
+            parts.append(f"{skipped} skipped")
+        if failed:
+            parts.append(f"{failed} failed")
+        speed = f" ({self.audio_seconds / elapsed:.1f} s of audio per second)" if self.done and elapsed > 0 else ""
+        _note(self.stderr, f"{', '.join(parts)} in {elapsed:.1f} s{speed}")
+
+
+def _progress_bar(stderr: Console, show: bool) -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("windows"),
+        TextColumn("{task.fields[speed]}"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=stderr,
+        transient=True,
+        disable=not show,
+    )
+
+
+def _clock(seconds: float) -> str:
+    milliseconds = round(seconds * 1000)
+    hours, milliseconds = divmod(milliseconds, 3_600_000)
+    minutes, milliseconds = divmod(milliseconds, 60_000)
+    whole, milliseconds = divmod(milliseconds, 1000)
+    return (f"{hours:02d}:" if hours else "") + f"{minutes:02d}:{whole:02d}.{milliseconds:03d}"
+
+
+def _error(stderr: Console, message: str) -> None:
+    stderr.print(Text.assemble(("error: ", "bold red"), _one_line(message)))
+
+
+def _warn(stderr: Console, message: str) -> None:
+    stderr.print(Text.assemble(("warning: ", "yellow"), _one_line(message)))
+
+
+def _note(stderr: Console, message: str) -> None:
+    stderr.print(Text(_one_line(message), style="dim"))
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
+
+
+# -------------------------------------------------------------------------------------------------------- models
+
+
+@app.command()
+def models(ctx: typer.Context) -> None:
+    """List the built-in models, whether they are installed, and where they are cached.
+
+    Any of them, a local model folder or a Hugging Face repository id can be given to [b]--model[/b].
+    """
+    container: Container = ctx.obj
+    source = container.model_source()
+    rows = [("NAME", "INSTALLED", "CACHED", "DESCRIPTION")]
+    hints = []
+    for info in source.known():
+        rows.append(
+            (info.name, "yes" if info.installed else "no", str(info.cached or "-"), info.description)
+        )
+        if not info.installed:
+            hints.append(f"to install {info.name}: {info.install_hint}")
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3])
+    typer.echo(f"\ncache folder: {source.cache_dir} (set ONEPASS_CACHE_DIR to move it)")
+    typer.echo("also accepted: a model folder (mlx-whisper or CTranslate2 layout) or a Hugging Face repository id")
+    for hint in hints:
+        typer.echo(hint)
+
+
+# ---------------------------------------------------------------------------------------------------------- eval
+
+app.command("eval")(eval_command)  # `app eval DATASET`: WER and word-timing accuracy (entrypoints/eval_command.py)

@@ -1,0 +1,81 @@
+"""The composition root: which adapter plays which port, and what is shared.
+
+``Container().service()`` is a ``TranscriptionService`` on the real adapters: the model named by
+``config.model`` (resolved and converted once by ``CachedModelSource``, loaded once: a ``Singleton``), librosa-style
+audio reading and DTW word timing. The adapters are imported when first built, so ``app --help`` and tests on fakes
+never import MLX, soundfile or scipy. Tests swap adapters by instance::
+
+    container = Container()
+    with container.override_providers(audio=InMemoryAudioSource({...}), decoder=FakeDecoder()):
+        container.service().transcribe(Path("a.wav"), TranscribeOptions())
+
+Configuration keys: ``model`` (name, folder or hub id; default ``tiny.en``), ``batch_size`` (windows decoded
+together; default 8), ``cache_dir`` (converted models; default ``$ONEPASS_CACHE_DIR`` or
+``~/.cache/onepass-whisper``), ``refine`` (move word boundaries onto pauses in the audio after DTW; default
+true).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from dependency_injector import containers, providers
+
+from application.transcription import TranscriptionService
+from domain.ports import Aligner, AudioSource, Decoder, ModelSource
+
+if TYPE_CHECKING:
+    from adapters.models import ModelInfo
+
+DEFAULT_MODEL = "tiny.en"
+DEFAULT_BATCH_SIZE = 8
+
+
+class ModelCatalog(ModelSource, Protocol):
+    """A ``ModelSource`` that can also say which models it knows and where it caches them (``app models``)."""
+
+    @property
+    def cache_dir(self) -> Path: ...
+
+    def known(self) -> list[ModelInfo]:
+        """The built-in models, whether installed, and their cache folder once converted."""
+        ...
+
+
+def _model_source(cache_dir: Path | str | None) -> ModelCatalog:
+    from adapters.models import CachedModelSource
+
+    return CachedModelSource(None if cache_dir is None else Path(cache_dir))
+
+
+def _decoder(source: ModelSource, name: str) -> Decoder:
+    from adapters.mlx import load_decoder
+
+    return load_decoder(source.resolve(name), name)
+
+
+def _audio() -> AudioSource:
+    from adapters.librosa_audio import LibrosaAudioSource
+
+    return LibrosaAudioSource()
+
+
+def _aligner(refine: bool) -> Aligner:
+    from adapters.dtw import DtwAligner
+
+    return DtwAligner(median_width=7, refine=refine)
+
+
+class Container(containers.DeclarativeContainer):
+    config = providers.Configuration(
+        default={"model": DEFAULT_MODEL, "batch_size": DEFAULT_BATCH_SIZE, "cache_dir": None, "refine": True}
+    )
+
+    model_source: providers.Provider[ModelCatalog] = providers.Singleton(_model_source, config.cache_dir)
+    decoder: providers.Provider[Decoder] = providers.Singleton(_decoder, model_source, config.model)
+    audio: providers.Provider[AudioSource] = providers.Singleton(_audio)
+    aligner: providers.Provider[Aligner] = providers.Singleton(_aligner, config.refine)
+    service: providers.Provider[TranscriptionService] = providers.Factory(
+        TranscriptionService, audio=audio, decoder=decoder, aligner=aligner, batch_size=config.batch_size
+    )

@@ -1,0 +1,78 @@
+"""Which files ``app transcribe`` reads, and the name each one's outputs get."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Final
+
+from attrs import frozen
+
+AUDIO_SUFFIXES: Final = frozenset(
+    ".wav .flac .mp3 .ogg .oga .opus .m4a .aac .wma .aif .aiff .aifc .caf .au .w64 .rf64".split()
+)  # what libsndfile reads, and common formats it may not (their files are then reported, not skipped silently)
+
+
+@frozen
+class Job:
+    """One input file and its output name: the path without extension, relative to the output folder."""
+
+    source: Path
+    name: Path
+
+
+def find_inputs(paths: Iterable[Path]) -> tuple[list[Job], list[Path]]:
+    """The audio files of ``paths`` (files as given, folders searched recursively) and the folders with none.
+
+    Output names are the input's stem, under the sub-folders of the folder it was found in. Where inputs would
+    share a name (``a.wav`` and ``a.mp3``, or two folders with the same layout), each of them keeps its extension
+    (``a.wav``, ``a.mp3``), and still equal names get ``-2``, ``-3``... in input order. Hidden files and folders
+    are ignored; a file reached twice is transcribed once.
+    """
+    found: list[tuple[Path, Path]] = []  # (source, name)
+    empty: list[Path] = []
+    seen: set[Path] = set()
+    for path in paths:
+        if path.is_dir():
+            audio = [(file, file.relative_to(path)) for file in _audio_files(path)]
+            if not audio:
+                empty.append(path)
+        else:
+            audio = [(path, Path(path.name))]
+        for source, relative in audio:
+            key = source.resolve()
+            if key not in seen:
+                seen.add(key)
+                found.append((source, relative))
+    return _unique_names(found), empty
+
+
+def _audio_files(folder: Path) -> list[Path]:
+    files: list[Path] = []
+    for root, folders, names in os.walk(folder):
+        folders[:] = sorted(f for f in folders if not f.startswith("."))
+        files.extend(
+            Path(root) / name
+            for name in sorted(names)
+            if not name.startswith(".") and Path(name).suffix.lower() in AUDIO_SUFFIXES
+        )
+    return files
+
+
+def _unique_names(found: Sequence[tuple[Path, Path]]) -> list[Job]:
+    def key(name: Path) -> str:
+        return name.as_posix().casefold()  # case-insensitive file systems collide on case alone
+
+    stems = [relative.with_suffix("") if relative.suffix else relative for _, relative in found]
+    counts: dict[str, int] = {}
+    for stem in stems:
+        counts[key(stem)] = counts.get(key(stem), 0) + 1
+    names = [stem if counts[key(stem)] == 1 else relative for stem, (_, relative) in zip(stems, found)]
+    taken: dict[str, int] = {}
+    jobs = []
+    for name, (source, _) in zip(names, found):
+        number = taken.get(key(name), 0) + 1
+        taken[key(name)] = number
+        jobs.append(Job(source, name if number == 1 else name.with_name(f"{name.name}-{number}")))
+    return jobs

@@ -1,0 +1,524 @@
+"""``app transcribe`` and ``app models`` end to end through Click's runner, on the container's fakes."""
+
+from __future__ import annotations
+
+import runpy
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from domain.audio import DecodedChunk, Window
+from domain.errors import InvalidOptionError, UnsupportedLanguageError
+from domain.model import TranscribeOptions
+from entrypoints.cli import ExitCode, _AudioClock, _MeasuredAudio, app
+from entrypoints.container import Container
+from tests.e2e.formats import (
+    assert_monotonic,
+    check_json_schema,
+    read_json,
+    read_srt,
+    read_tsv,
+    read_vtt,
+)
+from tests.fakes import FakeAligner, FakeDecoder, FakeModelSource, InMemoryAudioSource, tone
+
+TEXT = "the quick brown fox jumps over the lazy dog"
+WAVEFORMS = {
+    "a.wav": tone(3.0),
+    "b.wav": tone(5.0),
+    "long.wav": tone(70.0),  # three windows
+    "talk.flac": tone(4.0),
+    "talk.mp3": tone(4.0),
+}
+FORMATS = ("txt", "srt", "vtt", "tsv", "json")
+
+
+class RecordingDecoder(FakeDecoder):
+    """A ``FakeDecoder`` that keeps the options it was asked with and refuses what an English-only model refuses."""
+
+    def __init__(self, text: str = TEXT, interrupt_after: int | None = None) -> None:
+        super().__init__(text)
+        self.options: list[TranscribeOptions] = []
+        self.interrupt_after = interrupt_after
+
+    def decode_batch(self, windows: Sequence[Window], options: TranscribeOptions) -> list[DecodedChunk]:
+        self.options.append(options)
+        if options.task == "translate":
+            raise InvalidOptionError("--task translate", "fake is an English-only model")
+        if options.language not in (None, "en", "english"):
+            raise UnsupportedLanguageError(str(options.language), "fake is an English-only model")
+        if self.interrupt_after is not None and len(self.batches) >= self.interrupt_after:
+            raise KeyboardInterrupt
+        return super().decode_batch(windows, options)
+
+
+@pytest.fixture
+def decoder() -> RecordingDecoder:
+    return RecordingDecoder()
+
+
+@pytest.fixture
+def audio() -> InMemoryAudioSource:
+    return InMemoryAudioSource(WAVEFORMS)
+
+
+@pytest.fixture
+def container(audio: InMemoryAudioSource, decoder: RecordingDecoder) -> Iterator[Container]:
+    c = Container()
+    with c.override_providers(audio=audio, decoder=decoder, aligner=FakeAligner()):
+        yield c
+
+
+@pytest.fixture
+def out(tmp_path: Path) -> Path:
+    return tmp_path / "out"
+
+
+def touch(folder: Path, *names: str) -> list[Path]:
+    """Empty files: the CLI checks they exist, the in-memory source serves them by name."""
+    paths = []
+    for name in names:
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+        paths.append(path)
+    return paths
+
+
+WIDE = {"COLUMNS": "400"}  # Typer's usage-error box wraps at the terminal's width
+
+
+def run(container: Container, *args: str | Path) -> Result:
+    return CliRunner().invoke(app, ["transcribe", *map(str, args)], obj=container, env=WIDE)
+
+
+def outputs(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
+# ----------------------------------------------------------------------------------------------------- help
+
+
+def test_exit_codes_are_the_documented_ones() -> None:
+    assert {code.name: code.value for code in ExitCode} == {
+        "OK": 0, "INPUTS_FAILED": 1, "USAGE": 2, "MODEL": 3, "OUTPUT_DIR": 4, "INTERRUPTED": 130,
+    }
+
+
+def test_help_lists_commands() -> None:
+    result = CliRunner().invoke(app, ["--help"])
+    assert result.exit_code == 0
+    assert "transcribe" in result.stdout and "models" in result.stdout
+
+
+def test_no_arguments_shows_help() -> None:
+    result = CliRunner().invoke(app, [])
+    assert "Usage" in result.output and "transcribe" in result.output
+
+
+def test_transcribe_help_documents_options_and_exit_codes() -> None:
+    result = CliRunner().invoke(app, ["transcribe", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    text = result.stdout
+    for option in (
+        "--model", "--batch-size", "--language", "--task", "--initial-prompt", "--temperature",
+        "--compression-ratio-threshold", "--logprob-threshold", "--no-speech-threshold", "--word-timestamps",
+        "--no-word-timestamps", "--output-dir", "--output-format", "--overwrite", "--highlight-words",
+        "--max-line-width", "--max-line-count", "--max-words-per-line", "--verbose", "--quiet",
+    ):
+        assert option in text, option
+    assert "Exit codes" in text
+    for code in ("0 all inputs done", "1 some inputs failed", "2 usage error", "3 the model", "4 the output"):
+        assert code in " ".join(text.split()), code
+
+
+def test_python_dash_m_runs_the_same_app(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(sys, "argv", ["app", "--help"])
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_module("entrypoints", run_name="__main__")
+    assert exit_.value.code == 0
+    assert "transcribe" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------------ happy paths
+
+
+def test_one_file_writes_all_five_formats(container: Container, tmp_path: Path, out: Path) -> None:
+    (wav,) = touch(tmp_path, "a.wav")
+    result = run(container, wav, "-o", out)
+    assert result.exit_code == 0, result.output
+    assert outputs(out) == [f"a.{fmt}" for fmt in sorted(FORMATS)]
+    assert (out / "a.txt").read_text() == TEXT + "\n"
+    document = read_json(out / "a.json")
+    check_json_schema(document)
+    assert document["text"] == TEXT and document["language"] == "en" and document["model"] == "fake"
+    assert document["duration"] == 3.0
+    assert [w["word"] for w in document["segments"][0]["words"]] == [" " + w for w in TEXT.split()]
+    assert_monotonic(read_srt(out / "a.srt"))
+    assert_monotonic(read_vtt(out / "a.vtt"))
+    assert read_tsv(out / "a.tsv") == [(0, 3000, TEXT)]
+    assert result.stdout == ""  # data goes to files; stdout only with --verbose
+    assert "1 transcribed" in result.stderr
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_each_output_format_alone(container: Container, tmp_path: Path, out: Path, fmt: str) -> None:
+    (wav,) = touch(tmp_path, "a.wav")
+    result = run(container, wav, "-o", out, "--output-format", fmt)
+    assert result.exit_code == 0, result.output
+    assert outputs(out) == [f"a.{fmt}"]
+    readers = {"srt": read_srt, "vtt": read_vtt}
+    if fmt in readers:
+        cues = readers[fmt](out / f"a.{fmt}")
+        assert_monotonic(cues)
+        assert " ".join(text for _, _, text in cues) == TEXT
+    elif fmt == "tsv":
+        assert read_tsv(out / "a.tsv") == [(0, 3000, TEXT)]
+    elif fmt == "json":
+        check_json_schema(read_json(out / "a.json"))
+
+
+def test_default_output_dir_is_the_current_folder(
+    container: Container, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (wav,) = touch(tmp_path / "in", "a.wav")
+    monkeypatch.chdir(tmp_path)
+    result = run(container, wav, "-f", "txt")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "a.txt").read_text() == TEXT + "\n"
+
+
+def test_folders_are_searched_and_their_windows_share_batches(
+    container: Container, decoder: RecordingDecoder, tmp_path: Path, out: Path
+) -> None:
+    touch(tmp_path / "in", "a.wav", "sub/b.wav", "sub/deeper/long.wav", "notes.txt", ".hidden.wav")
+    result = run(container, tmp_path / "in", "-o", out, "-f", "txt", "--batch-size", "4")
+    assert result.exit_code == 0, result.output
+    assert outputs(out) == ["a.txt", "sub/b.txt", "sub/deeper/long.txt"]
+    assert decoder.batches == [4, 1]  # 1 + 1 + 3 windows: the files share the first batch
+
+
+def test_same_stems_in_sub_folders_never_collide(container: Container, tmp_path: Path, out: Path) -> None:
+    touch(tmp_path / "in", "x/a.wav", "y/a.wav", "talk.flac", "talk.mp3")
+    result = run(container, tmp_path / "in", "-o", out, "-f", "json")
+    assert result.exit_code == 0, result.output
+    assert outputs(out) == ["talk.flac.json", "talk.mp3.json", "x/a.json", "y/a.json"]
+    durations = {name: read_json(out / name)["duration"] for name in ("x/a.json", "y/a.json")}
+    assert durations == {"x/a.json": 3.0, "y/a.json": 3.0}
+
+
+def test_same_file_names_from_different_arguments_are_numbered(
+    container: Container, tmp_path: Path, out: Path
+) -> None:
+    first, second = touch(tmp_path, "x/a.wav", "y/a.wav")
+    result = run(container, first, second, first, "-o", out, "-f", "txt")
+    assert result.exit_code == 0, result.output
+    assert outputs(out) == ["a.wav-2.txt", "a.wav.txt"]
+    assert "2 transcribed" in result.stderr  # the repeated argument is transcribed once
+
+
+def test_verbose_prints_transcripts_to_stdout(container: Container, tmp_path: Path, out: Path) -> None:
+    wavs = touch(tmp_path, "a.wav", "b.wav")
+    result = run(container, *wavs, "-o", out, "--verbose")
+    assert result.exit_code == 0, result.output
+    assert f"[00:00.000 --> 00:03.000] {TEXT}" in result.stdout
+    assert f"[00:00.000 --> 00:05.000] {TEXT}" in result.stdout
+    assert f"==> {wavs[0]} <==" in result.stdout
+
+
+def test_quiet_prints_nothing_on_success(container: Container, tmp_path: Path, out: Path) -> None:
+    (wav,) = touch(tmp_path, "a.wav")
+    result = run(container, wav, "-o", out, "--quiet")
+    assert result.exit_code == 0
+    assert result.stdout == "" and result.stderr == ""
+    assert (out / "a.json").exists()
+
+
+def test_decoding_options_reach_the_decoder(
+    container: Container, decoder: RecordingDecoder, tmp_path: Path, out: Path
+) -> None:
+    (wav,) = touch(tmp_path, "a.wav")
+    result = run(
+        container, wav, "-o", out, "--language", "en", "--task", "transcribe", "--initial-prompt", "Fox, Dog.",
+        "--temperature", "0,0.5", "--compression-ratio-threshold", "none", "--logprob-threshold", "-2",
+        "--no-speech-threshold", "0.5",
+    )
+    assert result.exit_code == 0, result.output
+    assert decoder.options == [
+        TranscribeOptions(
+            language="en", task="transcribe", initial_prompt="Fox, Dog.", temperatures=(0.0, 0.5),
+            compression_ratio_threshold=None, logprob_threshold=-2.0, no_speech_threshold=0.5,
+        )
+    ]
+
+
+def test_default_options_are_openai_whispers(
+    container: Container, decoder: RecordingDecoder, tmp_path: Path, out: Path
+) -> None:
+    (wav,) = touch(tmp_path, "a.wav")
+    assert run(container, wav, "-o", out).exit_code == 0
+    assert decoder.options == [TranscribeOptions()]
+
+
+def test_no_word_timestamps_leaves_words_out(
+    container: Container, decoder: RecordingDecoder, tmp_path: Path, out: Path
+) -> None:
+    (wav,) = touch(tmp_path, "a.wav")
+    result = run(container, wav, "-o", out, "--no-word-timestamps")
+    assert result.exit_code == 0, result.output
+    assert decoder.options[0].word_timestamps is False
+    document = read_json(out / "a.json")
+    check_json_schema(document, words=False)
+    assert "words" not in document["segments"][0]
+    assert read_srt(out / "a.srt") == [(0.0, 3.0, TEXT)]  # one cue per segment
+
+
+def test_highlight_words_underlines_each_word(container: Container, tmp_path: Path, out: Path) -> None:
+    (wav,) = touch(tmp_path, "a.wav")
+    result = run(container, wav, "-o", out, "-f", "vtt", "--highlight-words")
+    assert result.exit_code == 0, result.output
+    cues = read_vtt(out / "a.vtt")
+    assert_monotonic(cues)
+    assert len(cues) == len(TEXT.split())
+    assert cues[1][2] == "the <u>quick</u> brown fox jumps over the lazy dog"
+
+
+def test_max_line_width_and_count_cut_cues(container: Container, tmp_path: Path, out: Path) -> None:
+    (wav,) = touch(tmp_path, "a.wav")
+    result = run(container, wav, "-o", out, "-f", "srt", "--max-line-width", "16", "--max-line-count", "1")
+    assert result.exit_code == 0, result.output
+    cues = read_srt(out / "a.srt")
+    assert_monotonic(cues)
+    assert len(cues) > 1 and all(len(text) <= 16 and "\n" not in text for _, _, text in cues)
+    assert " ".join(text for _, _, text in cues) == TEXT
+
+
+def test_max_words_per_line_cuts_cues(container: Container, tmp_path: Path, out: Path) -> None:
+    (wav,) = touch(tmp_path, "a.wav")
+    result = run(container, wav, "-o", out, "-f", "srt", "--max-words-per-line", "3")
+    assert result.exit_code == 0, result.output
+    assert [text for _, _, text in read_srt(out / "a.srt")] == ["the quick brown", "fox jumps over", "the lazy dog"]
+
+
+@pytest.mark.parametrize(
+    ("args", "warning"),
+    [
+        (["--max-line-count", "2"], "--max-line-count has no effect without --max-line-width"),
+        (["--max-words-per-line", "2", "--max-line-width", "20"], "--max-words-per-line has no effect"),
+    ],
+)
+def test_ineffective_subtitle_options_warn(
+    container: Container, tmp_path: Path, out: Path, args: list[str], warning: str
+) -> None:
+    (wav,) = touch(tmp_path, "a.wav")
+    result = run(container, wav, "-o", out, *args)
+    assert result.exit_code == 0, result.output
+    assert warning in result.stderr
+
+
+# ------------------------------------------------------------------------------------------- skip and overwrite
+
+
+def test_existing_outputs_are_skipped_and_said_so(
+    container: Container, decoder: RecordingDecoder, tmp_path: Path, out: Path
+) -> None:
+    wavs = touch(tmp_path, "a.wav", "b.wav")
+    assert run(container, *wavs, "-o", out, "-f", "txt").exit_code == 0
+    (out / "a.txt").write_text("kept\n")
+    (out / "b.txt").unlink()
+    decoder.batches.clear()
+    result = run(container, *wavs, "-o", out, "-f", "txt")
+    assert result.exit_code == 0, result.output
+    assert f"skipped {wavs[0]}" in result.stderr and "--overwrite" in result.stderr
+    assert (out / "a.txt").read_text() == "kept\n"
+    assert (out / "b.txt").read_text() == TEXT + "\n"
+    assert decoder.batches == [1]  # only b was decoded
+    assert "1 transcribed, 1 skipped" in result.stderr
+
+
+def test_a_rerun_writes_only_the_missing_formats(container: Container, tmp_path: Path, out: Path) -> None:
+    (wav,) = touch(tmp_path, "a.wav")
+    out.mkdir()
+    (out / "a.srt").write_text("kept\n")
+    result = run(container, wav, "-o", out)
+    assert result.exit_code == 0, result.output
+    assert (out / "a.srt").read_text() == "kept\n"
+    assert outputs(out) == [f"a.{fmt}" for fmt in sorted(FORMATS)]
+    assert "keeping existing" in result.stderr
+
+
+def test_overwrite_replaces_existing_outputs(container: Container, tmp_path: Path, out: Path) -> None:
+    (wav,) = touch(tmp_path, "a.wav")
+    out.mkdir()
+    (out / "a.txt").write_text("old\n")
+    result = run(container, wav, "-o", out, "-f", "txt", "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert (out / "a.txt").read_text() == TEXT + "\n"
+    assert "skipped" not in result.stderr
+
+
+def test_nothing_to_do_never_loads_the_model(tmp_path: Path, out: Path) -> None:
+    container = Container()
+    (wav,) = touch(tmp_path, "a.wav")
+    out.mkdir()
+    (out / "a.txt").write_text("done\n")
+    with container.override_providers(model_source=FakeModelSource({})):  # loading would fail with exit 3
+        result = run(container, wav, "-o", out, "-f", "txt", "--model", "nowhere")
+    assert result.exit_code == 0, result.output
+    assert "0 transcribed, 1 skipped" in result.stderr
+
+
+# ------------------------------------------------------------------------------------------------ error paths
+
+
+def test_missing_path_is_a_usage_error(container: Container, tmp_path: Path, out: Path) -> None:
+    result = run(container, tmp_path / "nope.wav", "-o", out)
+    assert result.exit_code == 2
+    assert "nope.wav" in result.stderr and "does not exist" in result.stderr
+    assert not out.exists()
+
+
+def test_folder_without_audio_fails_but_others_are_done(container: Container, tmp_path: Path, out: Path) -> None:
+    touch(tmp_path / "empty", "readme.txt")
+    (wav,) = touch(tmp_path, "a.wav")
+    result = run(container, tmp_path / "empty", wav, "-o", out, "-f", "txt")
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "empty" in errors[0] and "no audio files" in errors[0]
+    assert outputs(out) == ["a.txt"]
+
+
+def test_bad_file_among_good_ones(container: Container, tmp_path: Path, out: Path) -> None:
+    wavs = touch(tmp_path, "a.wav", "broken.wav", "b.wav")
+    result = run(container, *wavs, "-o", out, "-f", "json")
+    assert result.exit_code == ExitCode.INPUTS_FAILED
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: cannot read audio {wavs[1]}: no such file"]
+    assert outputs(out) == ["a.json", "b.json"]
+    assert "2 transcribed, 1 failed" in result.stderr
+
+
+def test_unknown_model_exits_3(audio: InMemoryAudioSource, tmp_path: Path, out: Path) -> None:
+    container = Container()
+    (wav,) = touch(tmp_path, "a.wav")
+    with container.override_providers(audio=audio, model_source=FakeModelSource({}), aligner=FakeAligner()):
+        result = run(container, wav, "-o", out, "--model", "no-such-model")
+    assert result.exit_code == 3
+    assert result.stderr.splitlines()[0] == "error: cannot load model 'no-such-model': unknown model"
+    assert not out.exists() or outputs(out) == []
+
+
+def test_unsupported_language_exits_2(container: Container, tmp_path: Path, out: Path) -> None:
+    (wav,) = touch(tmp_path, "a.wav")
+    result = run(container, wav, "-o", out, "--language", "xx")
+    assert result.exit_code == ExitCode.USAGE
+    assert result.stderr.splitlines()[0] == "error: unsupported language 'xx': fake is an English-only model"
+    assert outputs(out) == []
+
+
+def test_task_the_model_refuses_exits_2(container: Container, tmp_path: Path, out: Path) -> None:
+    (wav,) = touch(tmp_path, "a.wav")
+    result = run(container, wav, "-o", out, "--task", "translate")
+    assert result.exit_code == ExitCode.USAGE
+    assert result.stderr.splitlines()[0].startswith("error: invalid option --task translate")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--batch-size", "0"],
+        ["--batch-size", "many"],
+        ["--output-format", "docx"],
+        ["--task", "summarise"],
+        ["--temperature", "hot"],
+        ["--temperature", "0,-1"],
+        ["--temperature", ","],
+        ["--logprob-threshold", "low"],
+        ["--max-line-width", "0"],
+        ["--language", " "],
+        ["--no-word-timestamps", "--highlight-words"],
+        ["--no-word-timestamps", "--max-words-per-line", "3"],
+        ["--unknown-option"],
+    ],
+)
+def test_bad_option_values_are_usage_errors(
+    container: Container, decoder: RecordingDecoder, tmp_path: Path, out: Path, args: list[str]
+) -> None:
+    (wav,) = touch(tmp_path, "a.wav")
+    result = run(container, wav, "-o", out, *args)
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert "Usage:" in result.stderr
+    assert decoder.batches == [] and not out.exists()
+
+
+def test_unwritable_output_dir_exits_4(container: Container, tmp_path: Path) -> None:
+    (wav,) = touch(tmp_path, "a.wav")
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = run(container, wav, "-o", blocker / "out")
+    assert result.exit_code == 4
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: cannot write to the output folder {blocker / 'out'}")
+
+
+def test_a_file_that_cannot_be_written_fails_alone(container: Container, tmp_path: Path, out: Path) -> None:
+    wavs = touch(tmp_path, "a.wav", "b.wav")
+    (out / "a.txt").mkdir(parents=True)  # a folder where a.txt should go
+    result = run(container, *wavs, "-o", out, "-f", "txt", "--overwrite")
+    assert result.exit_code == ExitCode.INPUTS_FAILED
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: {wavs[0]}: cannot write {out / 'a.txt'}")
+    assert (out / "b.txt").read_text() == TEXT + "\n"
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary file left behind
+
+
+def test_interrupt_keeps_finished_transcripts_whole(audio: InMemoryAudioSource, tmp_path: Path, out: Path) -> None:
+    container = Container()
+    wavs = touch(tmp_path, "a.wav", "b.wav")
+    decoder = RecordingDecoder(interrupt_after=1)
+    with container.override_providers(audio=audio, decoder=decoder, aligner=FakeAligner()):
+        result = run(container, *wavs, "-o", out, "--batch-size", "1")
+    assert result.exit_code == 130
+    assert "interrupted after 1 of 2 inputs" in result.stderr
+    assert outputs(out) == [f"a.{fmt}" for fmt in sorted(FORMATS)]
+    check_json_schema(read_json(out / "a.json"))
+
+
+def test_error_lines_stay_on_one_line(container: Container, tmp_path: Path, out: Path) -> None:
+    (wav,) = touch(tmp_path, "a name [with] brackets and a long path " * 3 + "x.wav")
+    result = run(container, wav, "-o", out)
+    assert result.exit_code == ExitCode.INPUTS_FAILED
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert line == f"error: cannot read audio {wav}: no such file"
+
+
+# ------------------------------------------------------------------------------------------------------ models
+
+
+def test_models_lists_builtins_and_the_cache(tmp_path: Path) -> None:
+    container = Container()
+    container.config.cache_dir.from_value(tmp_path / "cache")
+    result = CliRunner().invoke(app, ["models"], obj=container)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["NAME", "INSTALLED", "CACHED", "DESCRIPTION"]
+    assert lines[1].split()[:3] == ["tiny.en", "yes", "-"]
+    assert f"cache folder: {tmp_path / 'cache'}" in result.stdout
+
+
+# ------------------------------------------------------------------------------------------------ the progress
+
+
+def test_audio_clock_counts_audio_seconds_in_input_order() -> None:
+    audio = _MeasuredAudio(InMemoryAudioSource({"a.wav": tone(10.0), "b.wav": tone(60.0)}))
+    clock = _AudioClock(audio)
+    audio.load(Path("a.wav"))
+    assert clock.seconds(0, 1) == 0.0
+    audio.load(Path("b.wav"))
+    assert clock.seconds(0, 3) == 0.0  # b has two windows
+    assert clock.seconds(1, 3) == 10.0
+    assert clock.seconds(2, 3) == 40.0
+    assert clock.seconds(3, 3) == 70.0

@@ -1,0 +1,130 @@
+"""`app eval` edge to edge on a tiny dataset made here, with the fake decoder and aligner."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from entrypoints.cli import app
+from entrypoints.container import Container
+from tests.conftest import REPO
+from tests.fakes import FakeAligner, FakeDecoder, InMemoryAudioSource, tone
+
+SCORE_WORDS = REPO.parent / "shared" / "tools" / "score-words"
+
+# The fakes say "hello world" over each 2-s file: hello 0-1 s, world 1-2 s.
+UTTERANCES = {
+    "a/a1": ("Hello world.", [("hello", 0.0, 1.0), ("world", 1.1, 2.0)]),
+    "b/c/c1": ("Hello there, world!", [("hello", 0.0, 0.6), ("there", 0.6, 1.2), ("world", 1.25, 2.0)]),
+}
+
+
+def write_dataset(root: Path, utterances: dict[str, tuple[str, list[tuple[str, float, float]]]]) -> None:
+    for key, (text, words) in utterances.items():
+        path = root / f"{key}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        timed = [{"word": w, "start": s, "end": e} for w, s, e in words]
+        record = {"audio": f"{path.stem}.wav", "text": text, "words": timed}
+        path.write_text(json.dumps(record))
+    (root / "a" / "notes.json").write_text(json.dumps({"about": "not an utterance"}))
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> Path:
+    root = tmp_path / "eval"
+    write_dataset(root, UTTERANCES)
+    return root
+
+
+@pytest.fixture
+def container() -> Iterator[Container]:
+    c = Container()
+    audio = InMemoryAudioSource({name: tone(2.0) for name in ("a0.wav", "a1.wav", "c1.wav")})
+    with c.override_providers(audio=audio, decoder=FakeDecoder("hello world"), aligner=FakeAligner()):
+        yield c
+
+
+def run(container: Container, *args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, ["eval", *args], obj=container)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_prints_tables_and_writes_scores_per_folder_and_overall(
+    container: Container, dataset: Path, tmp_path: Path
+) -> None:
+    scores = tmp_path / "scores.json"
+
+    code, stdout, stderr = run(container, str(dataset), "--json", str(scores))
+
+    assert code == 0, stderr
+    assert "| a | 1 | 2 | 0.0 | 50 | 0 | -50 | +0 | 2 |" in stdout
+    assert "| b/c | 1 | 3 | 33.3 | 125 | 200 | -125 | +200 | 2 |" in stdout
+    record = json.loads(scores.read_text())
+    overall = record["overall"]
+    assert (overall["utterances"], overall["reference_words"], overall["matched_words"]) == (2, 5, 4)
+    assert overall["wer"] == pytest.approx(1 / 5)
+    assert overall["start_mae_ms"] == pytest.approx((100 + 250) / 4)
+    assert overall["end_mae_ms"] == pytest.approx(400 / 4)
+    assert overall["f1_50"] == pytest.approx(2 * 1 / 9)  # only a1's "hello" has both ends within 50 ms
+    assert overall["f1_200"] == pytest.approx(2 * 2 / 9)
+    assert record["groups"]["b/c"]["end_bias_ms"] == pytest.approx(200)
+    assert record["failed"] == []
+
+
+def test_limit_and_exclude_choose_utterances(container: Container, dataset: Path, tmp_path: Path) -> None:
+    write_dataset(dataset, {"a/a0": ("Hello world.", [("hello", 0.0, 1.0), ("world", 1.0, 2.0)])})
+    scores = tmp_path / "scores.json"
+
+    code, _, stderr = run(container, str(dataset), "--limit", "1", "--exclude", "b/c", "--json", str(scores))
+
+    assert code == 0, stderr
+    groups = json.loads(scores.read_text())["groups"]
+    assert list(groups) == ["a"]
+    assert groups["a"]["utterances"] == 1 and groups["a"]["start_mae_ms"] == 0.0  # a0, not a1
+
+
+def test_an_unreadable_utterance_is_named_scored_as_silence_and_exits_1(
+    container: Container, dataset: Path, tmp_path: Path
+) -> None:
+    write_dataset(dataset, {"a/missing": ("Gone.", [("gone", 0.0, 0.5)])})
+    scores = tmp_path / "scores.json"
+
+    code, _, stderr = run(container, str(dataset), "--json", str(scores))
+
+    assert code == 1
+    assert "missing.wav" in stderr
+    record = json.loads(scores.read_text())
+    assert record["failed"] == ["missing"]
+    assert record["groups"]["a"]["reference_words"] == 3
+
+
+def test_an_empty_dataset_is_an_error(container: Container, tmp_path: Path) -> None:
+    code, _, stderr = run(container, str(tmp_path))
+
+    assert code == 1
+    assert "no utterances" in stderr
+
+
+@pytest.mark.skipif(not SCORE_WORDS.exists(), reason=f"reference scorer not found at {SCORE_WORDS}")
+def test_timing_metrics_agree_with_the_reference_scorer(container: Container, dataset: Path, tmp_path: Path) -> None:
+    scores, hypotheses, reference = tmp_path / "scores.json", tmp_path / "hyp", tmp_path / "reference.json"
+    (dataset / "a" / "notes.json").unlink()  # score-words reads every JSON file as an utterance
+
+    code, _, stderr = run(container, str(dataset), "--json", str(scores), "--hypotheses", str(hypotheses))
+    subprocess.run(
+        [sys.executable, str(SCORE_WORDS), str(dataset), str(hypotheses), "--json", str(reference)],
+        check=True,
+        capture_output=True,
+    )
+
+    assert code == 0, stderr
+    ours, theirs = json.loads(scores.read_text())["overall"], json.loads(reference.read_text())
+    for key in ("start_mae_ms", "end_mae_ms", "f1_50", "f1_200"):
+        assert ours[key] == pytest.approx(theirs[key]), key
+    assert ours["start_within_100"] == pytest.approx(theirs["start_within_100"])

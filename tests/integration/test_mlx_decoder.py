@@ -1,0 +1,138 @@
+"""The batched MLX decoder: batch-size invariance, early exit, timestamp rules and segments, on real weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from mlx_whisper.tokenizer import get_tokenizer
+
+from adapters.dtw.aligner import DtwAligner
+from adapters.librosa_audio import LibrosaAudioSource
+from adapters.mlx.decoder import MlxWhisperDecoder, split_segments
+from adapters.mlx.rules import LogitRules, TimestampState
+from domain.audio import Window
+from domain.model import TranscribeOptions
+from domain.ports import Decoder
+from domain.windowing import split_into_windows
+
+SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "sample.wav"
+
+
+@pytest.fixture(scope="module")
+def windows() -> list[Window]:
+    samples = LibrosaAudioSource().load(SAMPLE).samples
+    windows = split_into_windows(samples, source=0, max_seconds=4.0)  # cut in the pauses between sentences
+    assert len(windows) >= 3
+    return windows
+
+
+def test_one_batch_equals_batches_of_one(tiny_en: Decoder, windows: list[Window]) -> None:
+    options = TranscribeOptions(temperatures=(0.0,))
+    together = tiny_en.decode_batch(windows, options)
+    alone = [tiny_en.decode_batch([w], options)[0] for w in windows]
+    aligner = DtwAligner()
+    assert len({len(c.token_probabilities) for c in together}) > 1  # sequences ended at different steps
+    for a, b in zip(together, alone):
+        assert [s.text for s in a.segments] == [s.text for s in b.segments]
+        assert a.attention.shape == b.attention.shape
+        np.testing.assert_allclose(a.attention, b.attention, atol=1e-3)
+        words_a = [w for seg in aligner.align(a) for w in seg]
+        words_b = [w for seg in aligner.align(b) for w in seg]
+        assert [w.text for w in words_a] == [w.text for w in words_b]
+        np.testing.assert_allclose([w.start for w in words_a], [w.start for w in words_b], atol=1e-6)
+        np.testing.assert_allclose([w.end for w in words_a], [w.end for w in words_b], atol=1e-6)
+
+
+def test_attention_is_cropped_to_each_windows_real_frames(tiny_en: Decoder, windows: list[Window]) -> None:
+    chunks = tiny_en.decode_batch(windows, TranscribeOptions(temperatures=(0.0,)))
+    for chunk in chunks:
+        heads, rows, frames = chunk.attention.shape
+        assert frames == chunk.window.num_frames < 1500
+        assert rows == chunk.token_count + 1 == len(chunk.token_probabilities) + 1
+        assert heads == 8  # tiny.en's alignment heads
+        for segment in chunk.segments:
+            assert 0.0 <= segment.start <= segment.end <= chunk.window.duration
+
+
+def test_sample_words_come_out_in_order(tiny_en: Decoder, windows: list[Window]) -> None:
+    chunks = tiny_en.decode_batch(windows, TranscribeOptions())
+    text = " ".join(s.text.strip() for c in chunks for s in c.segments).lower()
+    assert "small house near the river" in text
+    assert "meet at the station at noon" in text
+
+
+def test_english_only_model_refuses_translation_and_other_languages(tiny_en: Decoder, windows: list[Window]) -> None:
+    from domain.errors import InvalidOptionError, UnsupportedLanguageError
+
+    with pytest.raises(InvalidOptionError):
+        tiny_en.decode_batch(windows[:1], TranscribeOptions(task="translate"))
+    with pytest.raises(UnsupportedLanguageError):
+        tiny_en.decode_batch(windows[:1], TranscribeOptions(language="de"))
+
+
+def test_decoder_has_the_models_alignment_heads(tiny_en: Decoder) -> None:
+    assert isinstance(tiny_en, MlxWhisperDecoder)
+    assert tiny_en.alignment_heads == [(1, 0), (2, 0), (2, 5), (3, 0), (3, 1), (3, 2), (3, 3), (3, 4)]
+
+
+# -- the logit rules at any batch size (no model needed) ------------------------------------------------------
+
+TOKENIZER = get_tokenizer(False)
+TB = TOKENIZER.timestamp_begin
+EOT = TOKENIZER.eot
+
+
+def _rules() -> LogitRules:
+    return LogitRules(
+        n_vocab=51864, eot=EOT, timestamp_begin=TB, no_timestamps=TOKENIZER.no_timestamps,
+        suppress=[TOKENIZER.sot], blank=[EOT], max_initial_timestamp_index=50,
+    )  # fmt: skip
+
+
+def _allowed(logits: mx.array) -> np.ndarray:
+    return np.isfinite(np.array(logits))
+
+
+def test_first_step_allows_only_early_timestamps_for_every_row() -> None:
+    masked = _allowed(_rules().apply(mx.zeros((3, 51864)), TimestampState.initial(3), first_step=True))
+    assert not masked[:, :TB].any()
+    assert masked[:, TB : TB + 51].all() and not masked[:, TB + 51 :].any()
+
+
+def test_timestamp_rules_follow_each_rows_own_history() -> None:
+    state = TimestampState.initial(3)
+    # row 0: "<|1.00|> hello" ; row 1: "<|1.00|>" ; row 2: "<|0.00|> hi <|2.00|>"
+    histories = [[TB + 50, 400], [TB + 50], [TB, 300, TB + 100]]
+    for step in range(3):
+        column = np.array([h[step] if step < len(h) else -1 for h in histories])
+        for row, h in enumerate(histories):
+            if step < len(h):
+                single = TimestampState(
+                    state.last_was_timestamp[row : row + 1], state.penultimate_was_timestamp[row : row + 1],
+                    state.last_timestamp[row : row + 1],
+                ).after(column[row : row + 1], TB)  # fmt: skip
+                state.last_was_timestamp[row] = single.last_was_timestamp[0]
+                state.penultimate_was_timestamp[row] = single.penultimate_was_timestamp[0]
+                state.last_timestamp[row] = single.last_timestamp[0]
+    # make text likelier than timestamps so only the hard rules decide
+    logits = mx.broadcast_to(mx.where(mx.arange(51864) < TB, 5.0, 0.0), (3, 51864))
+    allowed = _allowed(_rules().apply(logits, state, first_step=False))
+    # row 0 after text: text allowed, timestamps only from 1.00 s on
+    assert allowed[0, 400] and not allowed[0, TB + 49] and allowed[0, TB + 50]
+    # row 1 after a single timestamp: text allowed (the pair rule needs a penultimate timestamp)
+    assert allowed[1, 400]
+    # row 2 after "text <|2.00|>": the next must be a timestamp >= 2.00 s or end-of-text, not text
+    assert not allowed[2, 400] and allowed[2, EOT] and allowed[2, TB + 100] and not allowed[2, TB + 99]
+
+
+def test_segments_split_at_timestamp_pairs_and_keep_trailing_text() -> None:
+    hello, world = TOKENIZER.encode(" hello"), TOKENIZER.encode(" world")
+    tokens = [TB + 0, *hello, TB + 50, TB + 50, *world, TB + 100, TB + 150, *hello]
+    segments = split_segments(tokens, TOKENIZER, duration=5.0)
+    assert [(s.start, s.end, s.text) for s in segments] == [
+        (0.0, 1.0, " hello"), (1.0, 2.0, " world"), (3.0, 5.0, " hello"),
+    ]  # fmt: skip
+    assert segments[0].words == (" hello",)

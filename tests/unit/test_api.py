@@ -1,0 +1,204 @@
+"""The library facade on fakes: paths and arrays in, domain ``Transcript`` out, domain errors raised, never an exit."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from dependency_injector import providers
+from numpy.typing import NDArray
+
+import entrypoints.api as api
+from domain.audio import SAMPLE_RATE, DecodedChunk, Window
+from domain.errors import (
+    AudioLoadError,
+    InvalidOptionError,
+    ModelLoadError,
+    TranscriptionError,
+    UnsupportedLanguageError,
+)
+from domain.model import TranscribeOptions, Transcript
+from entrypoints.api import Transcriber, transcribe
+from entrypoints.container import Container
+from tests.fakes import FakeAligner, FakeDecoder, FakeModelSource, InMemoryAudioSource, tone
+
+TEXT = "hello there world"
+
+
+class StrictDecoder(FakeDecoder):
+    """Refuses languages other than English, as an English-only model does; keeps the options it got."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT, name="fake.en")
+        self.options: list[TranscribeOptions] = []
+
+    def decode_batch(self, windows: Sequence[Window], options: TranscribeOptions) -> list[DecodedChunk]:
+        self.options.append(options)
+        if options.language not in (None, "en"):
+            raise UnsupportedLanguageError(options.language, "English-only model")
+        return super().decode_batch(windows, options)
+
+
+@pytest.fixture
+def decoder() -> StrictDecoder:
+    return StrictDecoder()
+
+
+@pytest.fixture
+def container(decoder: StrictDecoder) -> Iterator[Container]:
+    c = Container()
+    audio = InMemoryAudioSource({"a.wav": tone(4.0), "b.wav": tone(35.0)})
+    with c.override_providers(audio=audio, decoder=decoder, aligner=FakeAligner()):
+        yield c
+
+
+@pytest.fixture
+def transcriber(container: Container) -> Transcriber:
+    return Transcriber(container=container)
+
+
+def test_a_path_gives_a_transcript_with_words(transcriber: Transcriber) -> None:
+    transcript = transcriber.transcribe("a.wav")
+    assert isinstance(transcript, Transcript)
+    assert transcript.text == TEXT and transcript.language == "en" and transcript.duration == 4.0
+    assert [w.text for w in transcript.words] == [" hello", " there", " world"]
+    assert transcript.segments[0].start == 0.0 and transcript.segments[0].end == 4.0
+
+
+def test_a_path_object_works_too(transcriber: Transcriber) -> None:
+    assert transcriber.transcribe(Path("b.wav")).duration == 35.0
+
+
+def test_an_array_is_16khz_mono_samples(transcriber: Transcriber) -> None:
+    samples = tone(2.5).samples
+    transcript = transcriber.transcribe(samples)
+    assert transcript.text == TEXT and transcript.duration == 2.5
+
+
+def test_a_float64_array_is_accepted(transcriber: Transcriber) -> None:
+    assert transcriber.transcribe(tone(1.0).samples.astype(np.float64)).duration == 1.0
+
+
+@pytest.mark.parametrize(
+    "samples",
+    [
+        np.zeros((2, SAMPLE_RATE), np.float32),  # stereo
+        np.zeros(SAMPLE_RATE, np.int16),  # PCM integers
+        np.zeros(0, np.float32),  # nothing
+    ],
+)
+def test_arrays_that_are_not_mono_float_samples_are_refused(transcriber: Transcriber, samples: NDArray[Any]) -> None:
+    with pytest.raises(AudioLoadError, match="<array>"):
+        transcriber.transcribe(samples)
+
+
+def test_options_reach_the_decoder(transcriber: Transcriber, decoder: StrictDecoder) -> None:
+    transcriber.transcribe(
+        "a.wav", language="en", initial_prompt="Hi.", temperatures=(0.0, 0.5), logprob_threshold=None
+    )
+    assert decoder.options == [
+        TranscribeOptions(language="en", initial_prompt="Hi.", temperatures=(0.0, 0.5), logprob_threshold=None)
+    ]
+
+
+def test_without_word_timestamps_there_are_no_words(transcriber: Transcriber) -> None:
+    transcript = transcriber.transcribe("a.wav", word_timestamps=False)
+    assert transcript.text == TEXT and transcript.words == ()
+
+
+def test_the_model_stays_loaded_across_calls(container: Container) -> None:
+    loads: list[str] = []
+
+    def load() -> FakeDecoder:
+        loads.append("tiny.en")
+        return FakeDecoder(TEXT)
+
+    with container.decoder.override(providers.Singleton(load)):
+        transcriber = Transcriber(container=container)
+        assert loads == ["tiny.en"]  # loaded when the Transcriber is made: its errors come first
+        for _ in range(3):
+            transcriber.transcribe("a.wav")
+        transcriber.transcribe(tone(1.0).samples)
+    assert loads == ["tiny.en"]
+
+
+def test_the_model_name_is_configured(container: Container) -> None:
+    Transcriber("base", batch_size=2, container=container)
+    assert container.config.model() == "base" and container.config.batch_size() == 2
+
+
+def test_many_files_share_batches_and_failures_are_results(
+    transcriber: Transcriber, decoder: StrictDecoder
+) -> None:
+    results = list(transcriber.transcribe_many(["a.wav", "missing.wav", "b.wav"]))
+    by_name = {Path(r.source).name: r for r in results}
+    assert by_name["a.wav"].transcript is not None and by_name["b.wav"].transcript is not None
+    assert isinstance(by_name["missing.wav"].error, AudioLoadError)
+    assert decoder.batches == [3]  # 1 + 2 windows in one batch of 8
+
+
+# ------------------------------------------------------------------------------------- errors are raised
+
+
+def test_an_unreadable_file_raises_audio_load_error(transcriber: Transcriber) -> None:
+    with pytest.raises(AudioLoadError, match="missing.wav"):
+        transcriber.transcribe("missing.wav")
+
+
+def test_an_unknown_model_raises_model_load_error_when_made() -> None:
+    container = Container()
+    with container.override_providers(model_source=FakeModelSource({})):
+        with pytest.raises(ModelLoadError, match="no-such-model"):
+            Transcriber("no-such-model", container=container)
+
+
+def test_a_refused_language_raises(transcriber: Transcriber) -> None:
+    with pytest.raises(UnsupportedLanguageError):
+        transcriber.transcribe("a.wav", language="xx")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"temperatures": ()},
+        {"temperatures": (-0.5,)},
+        {"task": "summarise"},
+        {"beam_size": 5},
+    ],
+)
+def test_bad_options_raise_invalid_option_error(transcriber: Transcriber, options: dict[str, object]) -> None:
+    with pytest.raises(InvalidOptionError):
+        transcriber.transcribe("a.wav", **options)  # type: ignore[arg-type]
+
+
+def test_a_bad_batch_size_raises(container: Container) -> None:
+    with pytest.raises(InvalidOptionError, match="batch_size"):
+        Transcriber(batch_size=0, container=container)
+
+
+def test_errors_are_transcription_errors_not_exits(transcriber: Transcriber) -> None:
+    with pytest.raises(TranscriptionError):
+        transcriber.transcribe("missing.wav")
+    with pytest.raises(TranscriptionError):
+        transcriber.transcribe("a.wav", language="de")
+
+
+# ------------------------------------------------------------------------------------ the one-call function
+
+
+def test_transcribe_function_uses_a_fresh_container(
+    container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(api, "Container", lambda: container)
+    transcript = transcribe("a.wav", model="tiny.en", language="en")
+    assert transcript.text == TEXT
+    assert container.config.model() == "tiny.en"
+
+
+def test_transcribe_function_raises_domain_errors(container: Container, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(api, "Container", lambda: container)
+    with pytest.raises(AudioLoadError):
+        transcribe("missing.wav")
