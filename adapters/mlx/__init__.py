@@ -14,19 +14,23 @@ from domain.ports import Decoder
 log = logging.getLogger(__name__)
 
 
+def _fast_blas() -> None:
+    try:
+        from adapters.mlx.blas import enable_fast_blas, fast_blas_failure
+    except ImportError:  # pragma: no cover - blas.py ships with the package
+        return
+    if enable_fast_blas() is None and (reason := fast_blas_failure()):
+        log.warning("MLX keeps its reference BLAS (slow on CPU): %s", reason)
+
+
+_fast_blas()  # before anything imports mlx: every module of this package is imported after this one
+
+
 def load_decoder(folder: Path, name: str, dtype: str | None = None) -> Decoder:
     """Load the model in ``folder`` (mlx-whisper layout) as a batched ``Decoder``.
 
     ``dtype``: "float32" or "float16"; by default float32 on the CPU (no faster in float16 there) and float16 on a GPU.
     """
-    try:
-        from adapters.mlx.blas import enable_fast_blas
-    except ImportError:  # pragma: no cover - blas.py ships with the package
-        pass
-    else:
-        if enable_fast_blas() is None:
-            log.debug("no optimized BLAS loaded")
-
     import mlx.core as mx
     from mlx_whisper.load_models import load_model
 
@@ -35,7 +39,11 @@ def load_decoder(folder: Path, name: str, dtype: str | None = None) -> Decoder:
     if dtype is None:
         dtype = "float32" if mx.default_device() == mx.cpu else "float16"
     try:
-        model = load_model(str(folder), dtype=mx.float32 if dtype == "float32" else mx.float16)
+        mx_dtype = mx.float32 if dtype == "float32" else mx.float16
+        model = load_model(str(folder), dtype=mx_dtype)
     except (OSError, ValueError, TypeError, KeyError) as exc:
         raise ModelLoadError(name, f"{folder}: {exc}") from exc
+    # load_model keeps the stored dtype (our cache keeps CT2's float16); on the CPU float16 has no BLAS path
+    model.set_dtype(mx_dtype)
+    mx.eval(model.parameters())
     return MlxWhisperDecoder(model, name=name, alignment_heads=read_alignment_heads(folder))

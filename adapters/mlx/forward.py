@@ -53,9 +53,10 @@ class DecoderState:
         for block in blocks:
             cross = block.cross_attn
             assert cross is not None
-            self.cross_kv.append(
-                (_split_heads(cross.key(audio_features), self.n_head), _split_heads(cross.value(audio_features), self.n_head))
-            )
+            # contiguous once here, or every step would copy the transposed views again
+            k = mx.contiguous(_split_heads(cross.key(audio_features), self.n_head))
+            v = mx.contiguous(_split_heads(cross.value(audio_features), self.n_head))
+            self.cross_kv.append((k, v))
         self.self_k = [mx.zeros((batch, self.n_head, KV_BLOCK, state // self.n_head), dtype=dtype) for _ in blocks]
         self.self_v = [mx.zeros((batch, self.n_head, KV_BLOCK, state // self.n_head), dtype=dtype) for _ in blocks]
         self.offset = 0

@@ -26,7 +26,9 @@ def windows() -> list[Window]:
     samples = LibrosaAudioSource().load(SAMPLE).samples
     windows = split_into_windows(samples, source=0, max_seconds=4.0)  # cut in the pauses between sentences
     assert len(windows) >= 3
-    return windows
+    first = windows[0]
+    half = Window(0, len(windows), 0.0, first.samples[: len(first.samples) // 2])  # ends mid-sentence: fewer tokens
+    return [*windows, half]
 
 
 def test_one_batch_equals_batches_of_one(tiny_en: Decoder, windows: list[Window]) -> None:

@@ -1,0 +1,147 @@
+"""``enable_fast_blas`` in fresh processes (the BLAS is chosen once per process, before ``mlx`` is imported): what it
+reports, which library ``libmlx`` really binds ``cblas_sgemm`` to (the loader's own trace, ``LD_DEBUG=bindings``), and
+that MLX's products stay right. No timings here: ``benchmarks/blas_speed.py`` measures."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.mlx.blas import GFORTRAN_SONAME, dynamic_strings, rename_soname
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _has(distribution: str) -> bool:
+    try:
+        metadata.distribution(distribution)
+    except metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+pytestmark = [
+    pytest.mark.skipif(
+        not sys.platform.startswith("linux") or platform.machine() != "x86_64", reason="Linux x86_64 only"
+    ),
+    pytest.mark.skipif(not _has("mlx-cpu"), reason="the mlx-cpu wheel is not installed"),
+    pytest.mark.skipif(_has("mlx-cuda-12") or _has("mlx-cuda-13"), reason="mlx-cuda is installed"),
+]
+
+# Runs in the child: choose the BLAS, then check MLX's float32 matmul (cblas_sgemm) and a LAPACK call against numpy.
+CHILD = """
+import json, sys
+{before}
+from adapters.mlx.blas import enable_fast_blas, fast_blas_failure, global_provider
+loaded = enable_fast_blas()
+again = enable_fast_blas()
+import mlx.core as mx
+import numpy as np
+rng = np.random.default_rng(0)
+a = rng.standard_normal((300, 200), dtype=np.float32)
+b = rng.standard_normal((200, 100), dtype=np.float32)
+exact = a.astype(np.float64) @ b.astype(np.float64)
+product = np.array(mx.array(a) @ mx.array(b))
+square = rng.standard_normal((64, 64), dtype=np.float32)
+inverse = np.array(mx.linalg.inv(mx.array(square), stream=mx.cpu))
+print(json.dumps({{
+    "loaded": loaded, "again": again, "failure": fast_blas_failure(), "provider": global_provider("cblas_sgemm"),
+    "matmul_error": float(np.abs(product - exact).max() / np.abs(exact).max()),
+    "inverse_error": float(np.abs(inverse @ square - np.eye(64)).max()),
+}}))
+"""
+
+
+def run_child(tmp_path: Path, before: str = "", **env: str) -> tuple[dict[str, Any], str]:
+    """Run CHILD under the loader's binding trace; return its JSON and the library libmlx bound cblas_sgemm to."""
+    trace = tmp_path / "ld"
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    dropped = ("ONEPASS_BLAS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "LD_PRELOAD")
+    environment = {k: v for k, v in os.environ.items() if k not in dropped}
+    environment |= {"PYTHONPATH": path, "LD_DEBUG": "bindings", "LD_DEBUG_OUTPUT": str(trace), **env}
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD.format(before=before)],
+        env=environment, cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    bound = re.compile(r"binding file \S*/libmlx\.so \[0\] to (\S+) \[0\]: normal symbol `cblas_sgemm'")
+    targets = {m.group(1) for log in tmp_path.glob("ld.*") for m in bound.finditer(log.read_text(errors="replace"))}
+    assert len(targets) == 1, targets
+    return json.loads(done.stdout.strip().splitlines()[-1]), targets.pop()
+
+
+def assert_products_right(result: dict[str, Any]) -> None:
+    assert result["matmul_error"] < 1e-5
+    assert result["inverse_error"] < 1e-3
+
+
+def test_fast_blas_is_loaded_and_libmlx_binds_to_it(tmp_path: Path) -> None:
+    result, bound_to = run_child(tmp_path)
+    assert result["failure"] is None
+    assert result["loaded"].startswith("OpenBLAS ") and "cmeel-openblas" in result["loaded"]
+    assert result["again"] == result["loaded"]  # settled once per process
+    assert Path(bound_to).name == "libopenblas.so.0"
+    assert Path(result["provider"]).resolve() == Path(bound_to).resolve()
+    assert_products_right(result)
+
+
+def test_off_switch_keeps_the_wheels_reference_blas(tmp_path: Path) -> None:
+    result, bound_to = run_child(tmp_path, ONEPASS_BLAS="off")
+    assert (result["loaded"], result["failure"], result["provider"]) == (None, None, None)
+    assert Path(bound_to).parent.name == "mlx_cpu.libs" and Path(bound_to).name.startswith("libblas")
+    assert_products_right(result)
+
+
+def test_thread_count_follows_openblas_num_threads(tmp_path: Path) -> None:
+    result, _ = run_child(tmp_path, OPENBLAS_NUM_THREADS="1")
+    assert ", 1 thread)" in result["loaded"]
+    assert_products_right(result)
+
+
+def test_without_memfd_a_temporary_file_is_used(tmp_path: Path) -> None:
+    result, bound_to = run_child(tmp_path, before="import os; del os.memfd_create")
+    assert result["failure"] is None and Path(bound_to).name == "libopenblas.so.0"
+    assert_products_right(result)
+
+
+def test_after_mlx_is_imported_it_is_too_late_and_says_so(tmp_path: Path) -> None:
+    result, bound_to = run_child(tmp_path, before="import mlx.core")
+    assert result["loaded"] is None
+    assert "imported before" in result["failure"]
+    assert Path(bound_to).name.startswith("libblas")
+    assert_products_right(result)
+
+
+def _bundled_gfortran() -> Path:
+    files = metadata.distribution("mlx-cpu").files or []
+    found = [Path(str(f.locate())) for f in files if f.name.startswith("libgfortran")]
+    if not found:
+        pytest.skip("this mlx-cpu wheel bundles no libgfortran")
+    return found[0]
+
+
+def test_rename_soname_changes_only_the_soname() -> None:
+    image = _bundled_gfortran().read_bytes()
+    soname, needed = dynamic_strings(image)
+    assert soname is not None and soname != GFORTRAN_SONAME
+    renamed = rename_soname(image, GFORTRAN_SONAME)
+    assert len(renamed) == len(image)
+    assert dynamic_strings(renamed) == (GFORTRAN_SONAME, needed)
+    assert sum(x != y for x, y in zip(image, renamed)) <= len(soname)
+
+
+def test_rename_soname_refuses_what_it_cannot_do() -> None:
+    image = _bundled_gfortran().read_bytes()
+    with pytest.raises(ValueError, match="longer"):
+        rename_soname(image, "x" * 200)
+    with pytest.raises(ValueError, match="ELF"):
+        rename_soname(b"#!/bin/sh\n" * 10, GFORTRAN_SONAME)
