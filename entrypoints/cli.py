@@ -515,6 +515,8 @@ class _Run:
                 typer.echo(f"==> {plan.job.source} <==")
             for segment in transcript.segments:
                 typer.echo(f"[{_clock(segment.start)} --> {_clock(segment.end)}] {segment.text.strip()}")
+                for word in segment.words:  # with word timestamps: each word on its own line, indented
+                    typer.echo(f"    {word.start:8.2f} {word.end:8.2f}  {word.text.strip()}")
 
     def summary(self, skipped: int, failed: int) -> None:
         elapsed = time.perf_counter() - self.started

@@ -227,6 +227,9 @@ def test_verbose_prints_transcripts_to_stdout(container: Container, tmp_path: Pa
     assert f"[00:00.000 --> 00:03.000] {TEXT}" in result.stdout
     assert f"[00:00.000 --> 00:05.000] {TEXT}" in result.stdout
     assert f"==> {wavs[0]} <==" in result.stdout
+    word_lines = [line.split() for line in result.stdout.splitlines() if line.startswith("    ")]
+    assert [line[2] for line in word_lines[: len(TEXT.split())]] == TEXT.split()  # each word with start and end
+    assert all(float(line[0]) <= float(line[1]) for line in word_lines)
 
 
 def test_quiet_prints_nothing_on_success(container: Container, tmp_path: Path, out: Path) -> None:
