@@ -17,7 +17,7 @@ from typing import BinaryIO, Final
 
 import numpy as np
 import soundfile as sf
-import soxr  # type: ignore[import-untyped]  # soxr ships a .pyi for its extension but no py.typed
+import soxr  # soxr ships a .pyi for its extension but no py.typed
 from attrs import field, frozen
 from attrs import validators as v
 from numpy.typing import NDArray

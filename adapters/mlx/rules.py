@@ -17,11 +17,15 @@ from attrs import frozen
 
 @frozen
 class TimestampState:
-    """What the timestamp rules need to know of each sequence's sampled tokens (host side, one entry a sequence)."""
+    """What the timestamp rules need to know of each sequence's sampled tokens (host side, one entry a sequence).
+
+    The sequences of a batch sample in lockstep, so ``sampled`` (tokens sampled so far) is shared.
+    """
 
     last_was_timestamp: np.ndarray  # bool (batch,)
     penultimate_was_timestamp: np.ndarray  # bool (batch,): True while fewer than 2 tokens were sampled
     last_timestamp: np.ndarray  # int (batch,): the last timestamp token id sampled, -1 if none
+    sampled: int = 0
 
     @classmethod
     def initial(cls, batch: int) -> TimestampState:
@@ -32,12 +36,15 @@ class TimestampState:
         is_timestamp = tokens >= timestamp_begin
         return TimestampState(
             is_timestamp,
-            self.last_was_timestamp.copy(),
+            self.last_was_timestamp.copy() if self.sampled >= 1 else np.ones_like(is_timestamp),
             np.where(is_timestamp, tokens, self.last_timestamp),
+            self.sampled + 1,
         )
 
     def select(self, rows: np.ndarray) -> TimestampState:
-        return TimestampState(self.last_was_timestamp[rows], self.penultimate_was_timestamp[rows], self.last_timestamp[rows])
+        return TimestampState(
+            self.last_was_timestamp[rows], self.penultimate_was_timestamp[rows], self.last_timestamp[rows], self.sampled
+        )
 
 
 class LogitRules:

@@ -88,8 +88,12 @@ def test_tsv_is_in_milliseconds(run: tuple[Result, Path], document: Any) -> None
     assert rows[-1][1] <= round(1000 * document["duration"])
 
 
-def test_verbose_prints_the_segments(run: tuple[Result, Path], document: Any) -> None:
+def test_verbose_prints_the_segments_and_their_words(run: tuple[Result, Path], document: Any) -> None:
     result, _ = run
     lines = result.stdout.splitlines()
-    assert len(lines) == len(document["segments"])
-    assert all(line.startswith("[") and "-->" in line for line in lines)
+    segment_lines = [line for line in lines if line.startswith("[")]
+    assert len(segment_lines) == len(document["segments"])
+    assert all("-->" in line for line in segment_lines)
+    word_lines = [line.split() for line in lines if line.startswith("    ")]
+    assert len(word_lines) == sum(len(s["words"]) for s in document["segments"])
+    assert len(segment_lines) + len(word_lines) == len(lines)

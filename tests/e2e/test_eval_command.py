@@ -128,3 +128,10 @@ def test_timing_metrics_agree_with_the_reference_scorer(container: Container, da
     for key in ("start_mae_ms", "end_mae_ms", "f1_50", "f1_200"):
         assert ours[key] == pytest.approx(theirs[key]), key
     assert ours["start_within_100"] == pytest.approx(theirs["start_within_100"])
+
+
+def test_options_reach_the_container(container: Container, dataset: Path) -> None:
+    code, _, stderr = run(container, str(dataset), "--no-refine", "--batch-size", "3", "--model", "base")
+
+    assert code == 0, stderr
+    assert (container.config.refine(), container.config.batch_size(), container.config.model()) == (False, 3, "base")

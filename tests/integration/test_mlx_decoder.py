@@ -95,7 +95,8 @@ def _rules() -> LogitRules:
 
 
 def _allowed(logits: mx.array) -> np.ndarray:
-    return np.isfinite(np.array(logits))
+    allowed: np.ndarray = np.isfinite(np.array(logits))
+    return allowed
 
 
 def test_first_step_allows_only_early_timestamps_for_every_row() -> None:
@@ -105,29 +106,35 @@ def test_first_step_allows_only_early_timestamps_for_every_row() -> None:
 
 
 def test_timestamp_rules_follow_each_rows_own_history() -> None:
-    state = TimestampState.initial(3)
-    # row 0: "<|1.00|> hello" ; row 1: "<|1.00|>" ; row 2: "<|0.00|> hi <|2.00|>"
-    histories = [[TB + 50, 400], [TB + 50], [TB, 300, TB + 100]]
+    # row 0: "<|1.00|> text"; row 1: "<|1.00|> text <|2.00|>"; row 2: "<|0.00|> text text"; row 3: "<|1.00|>"
+    histories = [[TB + 50, 400], [TB + 50, 400, TB + 100], [TB, 300, 301], [TB + 50]]
+    state = TimestampState.initial(4)
     for step in range(3):
-        column = np.array([h[step] if step < len(h) else -1 for h in histories])
-        for row, h in enumerate(histories):
-            if step < len(h):
-                single = TimestampState(
-                    state.last_was_timestamp[row : row + 1], state.penultimate_was_timestamp[row : row + 1],
-                    state.last_timestamp[row : row + 1],
-                ).after(column[row : row + 1], TB)  # fmt: skip
-                state.last_was_timestamp[row] = single.last_was_timestamp[0]
-                state.penultimate_was_timestamp[row] = single.penultimate_was_timestamp[0]
-                state.last_timestamp[row] = single.last_timestamp[0]
+        rows = np.array([row for row, h in enumerate(histories) if len(h) > step])
+        going = state.select(rows).after(np.array([histories[row][step] for row in rows]), TB)
+        state = TimestampState(
+            _merge(state.last_was_timestamp, rows, going.last_was_timestamp),
+            _merge(state.penultimate_was_timestamp, rows, going.penultimate_was_timestamp),
+            _merge(state.last_timestamp, rows, going.last_timestamp),
+            going.sampled,
+        )
     # make text likelier than timestamps so only the hard rules decide
-    logits = mx.broadcast_to(mx.where(mx.arange(51864) < TB, 5.0, 0.0), (3, 51864))
+    logits = mx.broadcast_to(mx.where(mx.arange(51864) < TB, 10.0, 0.0), (4, 51864))
     allowed = _allowed(_rules().apply(logits, state, first_step=False))
-    # row 0 after text: text allowed, timestamps only from 1.00 s on
-    assert allowed[0, 400] and not allowed[0, TB + 49] and allowed[0, TB + 50]
-    # row 1 after a single timestamp: text allowed (the pair rule needs a penultimate timestamp)
-    assert allowed[1, 400]
-    # row 2 after "text <|2.00|>": the next must be a timestamp >= 2.00 s or end-of-text, not text
-    assert not allowed[2, 400] and allowed[2, EOT] and allowed[2, TB + 100] and not allowed[2, TB + 99]
+    # row 0 after text: text allowed, a closing timestamp only after 1.00 s (segments have non-zero length)
+    assert allowed[0, 400] and not allowed[0, TB + 50] and allowed[0, TB + 51]
+    # row 1 after "text <|2.00|>": the next must be a timestamp >= 2.00 s or end-of-text, not text
+    assert not allowed[1, 400] and allowed[1, EOT] and allowed[1, TB + 100] and not allowed[1, TB + 99]
+    # row 2 after text: timestamps from 0.02 s on
+    assert allowed[2, 400] and not allowed[2, TB] and allowed[2, TB + 1]
+    # row 3 after its opening timestamp alone: text must follow, not a second timestamp
+    assert allowed[3, 400] and not allowed[3, TB + 60]
+
+
+def _merge(old: np.ndarray, rows: np.ndarray, new: np.ndarray) -> np.ndarray:
+    out = old.copy()
+    out[rows] = new
+    return out
 
 
 def test_segments_split_at_timestamp_pairs_and_keep_trailing_text() -> None:
