@@ -10,11 +10,14 @@ import numpy as np
 from attrs import define, field, frozen
 from numpy.typing import NDArray
 
-from domain.audio import DecodedChunk, Waveform, Window
+from domain.audio import SAMPLE_RATE, DecodedChunk, Waveform, Window
 from domain.errors import AudioLoadError, TranscriptionError
 from domain.model import Segment, TranscribeOptions, Transcript
 from domain.ports import Aligner, AudioSource, Decoder, ProgressSink
 from domain.windowing import split_into_windows
+
+
+CONTINUE_SECONDS = 1.0  # heuristic: less than a second left after the last segment holds no more than a word or two
 
 
 def _no_progress(done: int, total: int) -> None:
@@ -102,6 +105,11 @@ class TranscriptionService:
             batch = [queue.popleft() for _ in range(min(self.batch_size, len(queue)))]
             for chunk in self.decoder.decode_batch(batch, options):
                 pending[chunk.window.source].chunks.append(chunk)
+                rest = _undecoded_tail(chunk)
+                if rest is not None:  # decoded again, first thing in the next batch
+                    queue.appendleft(rest)
+                    pending[chunk.window.source].windows_left += 1
+                    total += 1
             for window in batch:
                 entry = pending[window.source]
                 entry.windows_left -= 1
@@ -112,7 +120,7 @@ class TranscriptionService:
             progress(done, total)
 
     def _transcript(self, entry: _Pending, options: TranscribeOptions) -> Transcript:
-        chunks = sorted(entry.chunks, key=lambda c: c.window.index)
+        chunks = sorted(entry.chunks, key=lambda c: c.window.offset)
         segments: list[Segment] = []
         for chunk in chunks:
             segments.extend(self._segments(chunk, options, entry.duration))
@@ -143,6 +151,23 @@ class TranscriptionService:
                 )
             )
         return segments
+
+
+def _undecoded_tail(chunk: DecodedChunk) -> Window | None:
+    """The end of ``chunk``'s window that the model left undecoded, as a window of its own; None if there is none.
+
+    Whisper may emit end-of-text at a timestamp well before the window's end although speech goes on; sequential
+    transcription then seeks to that timestamp and decodes from there. Windows here are decoded in parallel, so the
+    rest becomes a new window. Only after progress (at least one segment), so this always ends.
+    """
+    if not chunk.segments:
+        return None
+    end = chunk.segments[-1].end
+    if chunk.window.duration - end < CONTINUE_SECONDS:
+        return None
+    window = chunk.window
+    cut = int(round(end * SAMPLE_RATE))
+    return Window(source=window.source, index=window.index, offset=window.offset + end, samples=window.samples[cut:])
 
 
 def _finite(samples: NDArray[np.float32]) -> NDArray[np.float32]:

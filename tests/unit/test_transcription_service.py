@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
+from attrs import evolve
 
 from application.transcription import TranscriptionService
-from domain.audio import SAMPLE_RATE, Waveform
+from domain.audio import SAMPLE_RATE, DecodedChunk, Waveform, Window
 from domain.errors import AudioLoadError
 from domain.model import TranscribeOptions
 from tests.fakes import FakeAligner, FakeDecoder, InMemoryAudioSource, tone
@@ -103,3 +105,21 @@ def test_results_come_as_soon_as_each_file_is_done() -> None:
     assert str(first.source) == "a.wav"
     assert isinstance(svc.audio, InMemoryAudioSource)
     assert svc.audio.loaded == [Path("a.wav")]  # b.wav not read yet: inputs are read lazily
+
+
+class EarlyStoppingDecoder(FakeDecoder):
+    """Ends every window's text after at most 10 s, as Whisper sometimes does with speech left."""
+
+    def decode_batch(self, windows: Sequence[Window], options: TranscribeOptions) -> list[DecodedChunk]:
+        chunks = super().decode_batch(windows, options)
+        return [
+            evolve(c, segments=tuple(evolve(s, end=min(s.end, 10.0)) for s in c.segments)) for c in chunks
+        ]
+
+
+def test_what_the_model_left_undecoded_is_decoded_as_a_window_of_its_own() -> None:
+    decoder = EarlyStoppingDecoder()
+    svc = TranscriptionService(audio=InMemoryAudioSource({"a.wav": tone(25.0)}), decoder=decoder, aligner=FakeAligner())
+    transcript = svc.transcribe(Path("a.wav"), TranscribeOptions())
+    assert [(s.start, s.end) for s in transcript.segments] == [(0.0, 10.0), (10.0, 20.0), (20.0, 25.0)]
+    assert decoder.batches == [1, 1, 1]
