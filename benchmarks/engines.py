@@ -115,7 +115,7 @@ def _mlx_whisper(model: str) -> Loaded:
     heads = read_alignment_heads(folder)
     if heads is not None:
         whisper.set_alignment_heads(np.asarray(heads, dtype=np.int64))
-    note = f"float32, {'alignment heads from ' + folder.name if heads else 'all heads of the upper half'}, {blas}"
+    note = f"float32, {'alignment heads of the model' if heads else 'all heads of the upper half'}, {blas}"
 
     def run(samples: NDArray[np.float32]) -> dict[str, Any]:
         result: dict[str, Any] = mlx_whisper.transcribe(
@@ -186,4 +186,4 @@ def _enable_fast_blas() -> str:
     except ImportError:
         return "the wheel's own BLAS"
     loaded = blas.enable_fast_blas()
-    return "the wheel's own BLAS" if loaded is None else f"BLAS {loaded}"
+    return "the wheel's own BLAS" if loaded is None else str(loaded).split(" from ")[0]  # "OpenBLAS x (N threads)"
