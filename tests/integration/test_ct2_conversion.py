@@ -100,13 +100,13 @@ def _ct2_encode(ct2_model: Any, mel: NDArray[np.float32]) -> NDArray[np.float32]
 
 
 @pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("onepass-cache")
+def cache_dir(model_cache: Path) -> Path:
+    return model_cache  # the session's converted models (tests/integration/conftest.py): converted once
 
 
 @pytest.fixture(scope="session")
-def tiny(cache_dir: Path) -> Path:
-    return CachedModelSource(cache_dir).resolve("tiny.en")
+def tiny(tiny_en_folder: Path) -> Path:
+    return tiny_en_folder
 
 
 @pytest.fixture(scope="module")
