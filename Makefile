@@ -32,5 +32,11 @@ lock:
 	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --universal --python-version 3.10 --generate-hashes \
 		--override lock-overrides.txt -o requirements.lock
 
+eval: $(STAMP)
+	$(VENV)/bin/app eval ../shared/data/eval --exclude longform
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.longform
+
 clean-venv:
 	rm -rf $(VENV)
