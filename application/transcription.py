@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter, deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -33,14 +35,24 @@ class FileResult:
     error: TranscriptionError | None = None
 
 
+def default_align_workers() -> int:
+    """Threads that time words while the decoder goes on: every core but the one the decoder's thread keeps busy."""
+    return max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
 @define
 class _Pending:
-    """An input whose windows are being decoded."""
+    """An input whose windows are being decoded; each decoded window's words are being timed in the background."""
 
     source: Path | str
     duration: float
     windows_left: int
-    chunks: list[DecodedChunk] = field(factory=list)
+    languages: list[str] = field(factory=list)  # of the windows that hold text
+    first_language: str | None = None
+    timed: list[tuple[float, Future[list[Segment]]]] = field(factory=list)  # (window offset, its segments)
+
+    def done(self) -> bool:
+        return self.windows_left == 0 and all(future.done() for _, future in self.timed)
 
 
 @define
@@ -49,6 +61,7 @@ class TranscriptionService:
     decoder: Decoder
     aligner: Aligner
     batch_size: int = 8
+    align_workers: int = field(factory=default_align_workers)  # word timing overlaps the next batch's decoding
 
     def transcribe(self, path: Path, options: TranscribeOptions) -> Transcript:
         """One file; raises the ``TranscriptionError`` that stopped it."""
@@ -73,8 +86,24 @@ class TranscriptionService:
         options: TranscribeOptions,
         progress: ProgressSink,
     ) -> Iterator[FileResult]:
+        with ThreadPoolExecutor(max_workers=max(1, self.align_workers), thread_name_prefix="align") as pool:
+            yield from self._pipeline(inputs, options, progress, pool)
+
+    def _pipeline(
+        self,
+        inputs: Iterator[tuple[Path | str, Waveform | None]] | list[tuple[Path | str, Waveform | None]],
+        options: TranscribeOptions,
+        progress: ProgressSink,
+        pool: Executor,
+    ) -> Iterator[FileResult]:
+        """Decode batch after batch; a decoded window's words are timed on ``pool`` while the next batch decodes.
+
+        A window's captured attention lives only until its words are timed. Inputs are yielded in the order their
+        last windows finish, each once its words are all timed.
+        """
         queue: deque[Window] = deque()
         pending: dict[int, _Pending] = {}
+        finished: list[_Pending] = []  # decoded, words possibly still being timed
         source_iter = enumerate(inputs)
         exhausted = False
         done = total = 0
@@ -101,32 +130,40 @@ class TranscriptionService:
                 total += len(windows)
                 progress(done, total)
             if not queue:
-                return
+                break
             batch = [queue.popleft() for _ in range(min(self.batch_size, len(queue)))]
             for chunk in self.decoder.decode_batch(batch, options):
-                pending[chunk.window.source].chunks.append(chunk)
+                entry = pending[chunk.window.source]
+                entry.first_language = entry.first_language or chunk.language
+                if chunk.segments:
+                    entry.languages.append(chunk.language)
+                entry.timed.append((chunk.window.offset, pool.submit(self._segments, chunk, options, entry.duration)))
                 rest = _undecoded_tail(chunk)
                 if rest is not None:  # decoded again, first thing in the next batch
                     queue.appendleft(rest)
-                    pending[chunk.window.source].windows_left += 1
+                    entry.windows_left += 1
                     total += 1
             for window in batch:
                 entry = pending[window.source]
                 entry.windows_left -= 1
                 if entry.windows_left == 0:
                     del pending[window.source]
-                    yield FileResult(entry.source, transcript=self._transcript(entry, options))
+                    finished.append(entry)
             done += len(batch)
             progress(done, total)
+            while finished and finished[0].done():
+                yield self._result(finished.pop(0), options)
+        for entry in finished:  # the last words being timed
+            yield self._result(entry, options)
 
-    def _transcript(self, entry: _Pending, options: TranscribeOptions) -> Transcript:
-        chunks = sorted(entry.chunks, key=lambda c: c.window.offset)
+    def _result(self, entry: _Pending, options: TranscribeOptions) -> FileResult:
         segments: list[Segment] = []
-        for chunk in chunks:
-            segments.extend(self._segments(chunk, options, entry.duration))
-        languages = Counter(c.language for c in chunks if c.segments)
-        language = languages.most_common(1)[0][0] if languages else (options.language or _first(chunks) or "en")
-        return Transcript(segments=segments, language=language, duration=entry.duration, model=self.decoder.name)
+        for _, future in sorted(entry.timed, key=lambda item: item[0]):
+            segments.extend(future.result())
+        languages = Counter(entry.languages)
+        language = languages.most_common(1)[0][0] if languages else (options.language or entry.first_language or "en")
+        transcript = Transcript(segments=segments, language=language, duration=entry.duration, model=self.decoder.name)
+        return FileResult(entry.source, transcript=transcript)
 
     def _segments(self, chunk: DecodedChunk, options: TranscribeOptions, duration: float) -> list[Segment]:
         offset = chunk.window.offset
@@ -175,10 +212,6 @@ def _finite(samples: NDArray[np.float32]) -> NDArray[np.float32]:
     if np.isfinite(samples).all():
         return samples
     return np.nan_to_num(samples, nan=0.0, posinf=0.0, neginf=0.0)
-
-
-def _first(chunks: Sequence[DecodedChunk]) -> str | None:
-    return chunks[0].language if chunks else None
 
 
 def _unwrap(result: FileResult) -> Transcript:

@@ -131,11 +131,11 @@ class DecoderState:
         q = _split_heads(attn.query(x), self.n_head)
         k, v = self.cross_kv[layer]
         scale = q.shape[-1] ** -0.5
+        out = mx.fast.scaled_dot_product_attention(q, k, v, scale=scale)
         heads = self.capture.get(layer)
         if heads is None:
-            out = mx.fast.scaled_dot_product_attention(q, k, v, scale=scale)
             return attn.out(_merge_heads(out)), None
-        qk = (q * scale) @ k.transpose(0, 1, 3, 2)  # batch × heads × length × frames
-        weights = mx.softmax(qk.astype(mx.float32), axis=-1, precise=True).astype(v.dtype)
-        out = weights @ v
-        return attn.out(_merge_heads(out)), qk[:, heads, -1, :]
+        # the alignment heads' QK of the last query only: their K rows are read twice, every other head's once
+        index = mx.array(heads)
+        qk = (q[:, index, -1:, :] * scale) @ k[:, index].transpose(0, 1, 3, 2)  # batch × captured × 1 × frames
+        return attn.out(_merge_heads(out)), qk[:, :, 0, :]

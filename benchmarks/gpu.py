@@ -1,0 +1,347 @@
+"""GPU throughput: our batched decoder on MLX's CUDA backend against PyTorch, at Whisper large-v3 shapes.
+
+Run on the GPU machine (see docs/benchmarks.md, "GPU", for how MLX gets there):
+
+    python -m benchmarks.gpu --engines ours,torch-eager,hf-generate --batches 1,16,64 --json $OUT/gpu.json
+    python -m benchmarks.gpu --check-model ~/.cache/onepass-whisper/tiny.en-... --audio samples/sample.wav
+
+Throughput: random float16 weights of large-v3's shapes, every window decodes exactly ``--tokens`` tokens (end of
+text suppressed), greedy. Each engine runs in its own process (MLX and PyTorch keep their own GPU memory pools).
+- ``ours``: ``MlxWhisperDecoder.decode_batch`` (batched encoder, preallocated KV cache, the timestamp and
+  suppression rules, alignment heads' attention captured every step) and then ``DtwAligner`` on every window:
+  word timing ON. large-v3's real alignment heads (openai-whisper's table) are the ones captured.
+- ``torch-eager``: openai-whisper's model code (SDPA), its KV-cache hooks, a plain greedy loop: NO word timing.
+- ``hf-generate``: Hugging Face transformers ``generate()`` (SDPA), exactly ``--tokens`` new tokens: NO word timing.
+Reported per batch size: encoder ms per window, decoder ms per step, and realtime factor =
+windows × 30 s ÷ wall time of the whole batch (encoder + decoding (+ word timing for ours)).
+
+``--check-model`` is the correctness check of the CUDA path with real weights: it transcribes ``--audio`` with the
+given converted model (mlx-whisper layout) and prints the text and word times, to compare with the CPU's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import gzip
+import json
+import os
+import subprocess
+import sys
+import time
+import wave
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+LARGE_V3 = dict(
+    n_mels=128,
+    n_audio_ctx=1500,
+    n_audio_state=1280,
+    n_audio_head=20,
+    n_audio_layer=32,
+    n_vocab=51866,
+    n_text_ctx=448,
+    n_text_state=1280,
+    n_text_head=20,
+    n_text_layer=32,
+)
+# openai-whisper's alignment heads of large-v3 (whisper/__init__.py, _ALIGNMENT_HEADS["large-v3"])
+LARGE_V3_HEADS = b"ABzY8gWO1E0{>%R7(9S+Kn!D~%ngiGaR?*L!iJG9p-nab0JQ=-{D1-g00"
+WINDOW_SECONDS = 30.0
+SOT_EN_TRANSCRIBE = [50258, 50259, 50360]  # large-v3: <|startoftranscript|><|en|><|transcribe|>
+
+
+def alignment_heads() -> list[tuple[int, int]]:
+    mask = np.frombuffer(gzip.decompress(base64.b85decode(LARGE_V3_HEADS)), dtype=bool)
+    layers, heads = LARGE_V3["n_text_layer"], LARGE_V3["n_text_head"]
+    return [(int(i) // heads, int(i) % heads) for i in np.flatnonzero(mask.reshape(layers, heads).ravel())]
+
+
+def _sync_mlx() -> None:
+    import mlx.core as mx
+
+    mx.synchronize()
+
+
+def bench_ours(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[str, Any]]:
+    from adapters.dtw import DtwAligner
+    from adapters.mlx.decoder import MlxWhisperDecoder  # adapters.mlx first: it sets up the BLAS before mlx loads
+
+    import mlx.core as mx  # noqa: I001
+    from mlx_whisper.whisper import ModelDimensions, Whisper
+    from domain.audio import SAMPLE_RATE, Window
+    from domain.model import TranscribeOptions
+
+    mx.random.seed(0)
+    model = Whisper(ModelDimensions(**LARGE_V3), dtype=mx.float16)
+    model.set_dtype(mx.float16)
+    mx.eval(model.parameters())
+    decoder = MlxWhisperDecoder(model, name="large-v3-random", alignment_heads=alignment_heads())
+    aligner = DtwAligner()
+    eot = 50257
+    options = TranscribeOptions(
+        language="en",
+        temperatures=(0.0,),
+        compression_ratio_threshold=None,
+        logprob_threshold=None,
+        no_speech_threshold=None,
+        suppress_tokens=f"-1,{eot}",
+        suppress_blank=False,
+        max_new_tokens=tokens,
+    )
+    rng = np.random.default_rng(0)
+    results = []
+    for batch in batches:
+        samples = (0.1 * rng.standard_normal((batch, int(WINDOW_SECONDS * SAMPLE_RATE)))).astype(np.float32)
+        windows = [Window(source=i, index=0, offset=0.0, samples=samples[i]) for i in range(batch)]
+        decoder.decode_batch(windows[: min(batch, 2)], options)  # warm-up: kernels built, pools filled
+        for _ in range(repeats):
+            _sync_mlx()
+            t0 = time.perf_counter()
+            features = decoder._encode(windows)
+            mx.eval(features)
+            _sync_mlx()
+            t1 = time.perf_counter()
+            attempts = decoder._decode(features, ["en"] * batch, options, 0.0)
+            _sync_mlx()
+            t2 = time.perf_counter()
+            chunks = decoder.decode_batch(windows, options)
+            t3 = time.perf_counter()
+            failures = 0
+            for chunk in chunks:
+                try:
+                    aligner.align(chunk)
+                except Exception:  # noqa: BLE001 - random weights may give NaN attention; counted, not hidden
+                    failures += 1
+            t4 = time.perf_counter()
+            pipelined = _pipelined(decoder, aligner, windows, options, batches=3)
+            steps = max(len(a.tokens) for a in attempts)
+            results.append(
+                dict(
+                    engine="ours",
+                    batch=batch,
+                    tokens=steps,
+                    encoder_ms_per_window=1000 * (t1 - t0) / batch,
+                    decoder_ms_per_step=1000 * (t2 - t1) / steps,
+                    decode_wall_s=t3 - t2,
+                    align_wall_s=t4 - t3,
+                    align_failures=failures,
+                    realtime=batch * WINDOW_SECONDS / (t4 - t2),
+                    realtime_without_alignment=batch * WINDOW_SECONDS / (t3 - t2),
+                    realtime_pipelined=pipelined,
+                )
+            )
+            print(json.dumps(results[-1]), flush=True)
+    return results
+
+
+def _pipelined(decoder: Any, aligner: Any, windows: Sequence[Any], options: Any, batches: int) -> float:
+    """Realtime factor of ``batches`` batches decoded back to back, words timed on host threads meanwhile.
+
+    The same overlap as ``TranscriptionService``: a decoded batch's word timing runs in a thread pool while the
+    next batch decodes.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from application.transcription import default_align_workers
+
+    _sync_mlx()
+    start = time.perf_counter()
+    with ThreadPoolExecutor(default_align_workers()) as pool:
+        futures = []
+        for _ in range(batches):
+            futures += [pool.submit(aligner.align, chunk) for chunk in decoder.decode_batch(windows, options)]
+        for future in futures:
+            future.result()
+    return batches * len(windows) * WINDOW_SECONDS / (time.perf_counter() - start)
+
+
+def bench_torch_eager(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[str, Any]]:
+    import torch
+    from whisper.model import ModelDimensions, Whisper
+
+    torch.manual_seed(0)
+    with torch.device("cuda"):  # random init on the GPU: seconds, not a minute on the host
+        model = Whisper(ModelDimensions(**LARGE_V3)).half().eval()
+    for module in model.modules():  # openai-whisper's LayerNorm computes in float32 and wants float32 weights
+        if isinstance(module, torch.nn.LayerNorm):
+            module.float()
+    results = []
+    for batch in batches:
+        mel = torch.randn(batch, LARGE_V3["n_mels"], 3000, device="cuda", dtype=torch.float16)
+
+        def run(batch_mel: torch.Tensor, steps: int) -> tuple[float, float]:
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            audio = model.encoder(batch_mel)
+            torch.cuda.synchronize()
+            t1 = time.perf_counter()
+            sequence = torch.tensor([SOT_EN_TRANSCRIBE] * batch_mel.shape[0], device="cuda")
+            cache, hooks = model.install_kv_cache_hooks()
+            try:
+                step_tokens = sequence
+                for _ in range(steps):
+                    logits = model.decoder(step_tokens, audio, kv_cache=cache)
+                    chosen = logits[:, -1].argmax(-1, keepdim=True)
+                    sequence = torch.cat([sequence, chosen], dim=1)
+                    step_tokens = chosen
+            finally:
+                for hook in hooks:
+                    hook.remove()
+            torch.cuda.synchronize()
+            return t1 - t0, time.perf_counter() - t1
+
+        with torch.inference_mode():
+            run(mel[: min(batch, 2)], 4)
+            for _ in range(repeats):
+                encode, decode = run(mel, tokens)
+                results.append(
+                    dict(
+                        engine="torch-eager",
+                        batch=batch,
+                        tokens=tokens,
+                        encoder_ms_per_window=1000 * encode / batch,
+                        decoder_ms_per_step=1000 * decode / tokens,
+                        realtime=batch * WINDOW_SECONDS / (encode + decode),
+                    )
+                )
+                print(json.dumps(results[-1]), flush=True)
+    return results
+
+
+def bench_hf_generate(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[str, Any]]:
+    import torch
+    from transformers import GenerationMixin, WhisperConfig, WhisperForConditionalGeneration
+
+    torch.manual_seed(0)
+    d = LARGE_V3
+    config = WhisperConfig(
+        vocab_size=d["n_vocab"],
+        num_mel_bins=d["n_mels"],
+        d_model=d["n_audio_state"],
+        encoder_layers=d["n_audio_layer"],
+        decoder_layers=d["n_text_layer"],
+        encoder_attention_heads=d["n_audio_head"],
+        decoder_attention_heads=d["n_text_head"],
+        encoder_ffn_dim=4 * d["n_audio_state"],
+        decoder_ffn_dim=4 * d["n_text_state"],
+        max_source_positions=d["n_audio_ctx"],
+        max_target_positions=d["n_text_ctx"],
+        eos_token_id=50257,
+        pad_token_id=50257,
+        decoder_start_token_id=50258,
+    )
+    with torch.device("cuda"):
+        model = WhisperForConditionalGeneration._from_config(config, attn_implementation="sdpa").half().eval()
+    results = []
+    for batch in batches:
+        mel = torch.randn(batch, d["n_mels"], 3000, device="cuda", dtype=torch.float16)
+        prompt = torch.tensor([SOT_EN_TRANSCRIBE] * batch, device="cuda")
+
+        def run(batch_mel: torch.Tensor, batch_prompt: torch.Tensor, steps: int) -> float:
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            # the generic generate(): Whisper's own override wants a real generation config (languages, tasks)
+            GenerationMixin.generate(
+                model,
+                input_features=batch_mel,
+                decoder_input_ids=batch_prompt,
+                max_new_tokens=steps,
+                min_new_tokens=steps,
+                do_sample=False,
+                num_beams=1,
+            )
+            torch.cuda.synchronize()
+            return time.perf_counter() - t0
+
+        with torch.inference_mode():
+            run(mel[: min(batch, 2)], prompt[: min(batch, 2)], 4)
+            for _ in range(repeats):
+                wall = run(mel, prompt, tokens)
+                results.append(
+                    dict(
+                        engine="hf-generate",
+                        batch=batch,
+                        tokens=tokens,
+                        decoder_ms_per_step=1000 * wall / tokens,  # encoder included
+                        realtime=batch * WINDOW_SECONDS / wall,
+                    )
+                )
+                print(json.dumps(results[-1]), flush=True)
+    return results
+
+
+def check_model(folder: Path, audio: Path) -> dict[str, Any]:
+    """Transcribe ``audio`` with real weights; text and word times to compare across backends."""
+    from adapters.dtw import DtwAligner
+    from adapters.mlx import load_decoder  # first: it sets up the BLAS before mlx loads
+
+    import mlx.core as mx  # noqa: I001
+    from application.transcription import TranscriptionService
+    from domain.audio import Waveform
+    from domain.model import TranscribeOptions
+
+    with wave.open(str(audio)) as w:
+        assert w.getframerate() == 16000 and w.getnchannels() == 1 and w.getsampwidth() == 2
+        samples = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.float32) / 32768.0
+    results: dict[str, Any] = {"device": str(mx.default_device())}
+    for dtype in ("float32", "float16"):
+        decoder = load_decoder(folder, name=folder.name, dtype=dtype)
+        service = TranscriptionService(audio=_NoFiles(), decoder=decoder, aligner=DtwAligner(), batch_size=8)
+        transcript = service.transcribe_waveform(Waveform(samples), TranscribeOptions(temperatures=(0.0,)))
+        results[dtype] = {
+            "text": " ".join(s.text.strip() for s in transcript.segments),
+            "words": [(w.text, round(w.start, 2), round(w.end, 2)) for s in transcript.segments for w in s.words],
+        }
+    return results
+
+
+class _NoFiles:
+    def load(self, path: Path) -> Any:
+        raise AssertionError("only in-memory audio here")
+
+
+ENGINES = {"ours": bench_ours, "torch-eager": bench_torch_eager, "hf-generate": bench_hf_generate}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--engines", default="ours,torch-eager,hf-generate")
+    parser.add_argument("--batches", default="1,16,64")
+    parser.add_argument("--tokens", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--json", help="append each result as a JSON line to this file")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--check-model", type=Path, help="converted model folder: correctness check with real weights")
+    parser.add_argument("--audio", type=Path, default=Path("samples/sample.wav"))
+    args = parser.parse_args(argv)
+    if args.check_model:
+        result = check_model(args.check_model, args.audio)
+        print(json.dumps(result, indent=1))
+        if args.json:
+            with open(args.json, "a", encoding="utf-8") as out:
+                out.write(json.dumps({"check": result}) + "\n")
+        return
+    batches = [int(b) for b in args.batches.split(",")]
+    if args.worker:
+        results = ENGINES[args.worker](batches, args.tokens, args.repeats)
+        if args.json:
+            with open(args.json, "a", encoding="utf-8") as out:
+                for result in results:
+                    out.write(json.dumps(result) + "\n")
+        return
+    for engine in args.engines.split(","):  # one process per engine: separate GPU memory pools
+        command = [sys.executable, "-m", "benchmarks.gpu", "--worker", engine, "--batches", args.batches]
+        command += ["--tokens", str(args.tokens), "--repeats", str(args.repeats)]
+        if args.json:
+            command += ["--json", args.json]
+        code = subprocess.call(command, env=os.environ.copy())
+        if code:
+            print(f"{engine}: exited with {code}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
