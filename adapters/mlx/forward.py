@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import mlx.core as mx
+import numpy as np
 from mlx_whisper.whisper import MultiHeadAttention, ResidualAttentionBlock, Whisper
+from scipy import special
 
 KV_BLOCK = 64  # tokens: the self-attention buffer grows by this many positions at a time
 
@@ -36,6 +38,54 @@ def _split_heads(x: mx.array, n_head: int) -> mx.array:
 def _merge_heads(x: mx.array) -> mx.array:
     batch, heads, length, dh = x.shape
     return x.transpose(0, 2, 1, 3).reshape(batch, length, heads * dh)
+
+
+def encode(model: Whisper, mels: mx.array, host_math: bool = False) -> mx.array:
+    """mlx-whisper's ``AudioEncoder`` (batch × frames × mels -> batch × audio ctx × state), same layers and weights.
+
+    Only the non-matmul math differs. By default (GPU) the attention is fused
+    (``mx.fast.scaled_dot_product_attention``): the 1500 × 1500 weights are never needed. With ``host_math`` (the
+    CPU backend) the softmax and GELU run in numpy/scipy, whose vectorised ``exp``/``erf`` are 10-20× faster than
+    MLX's CPU kernels here (``docs/performance.md``); the matmuls stay in MLX (its BLAS). One window's attention
+    weights (heads × 1500 × 1500) at a time bound the memory.
+    """
+    encoder = model.encoder
+    activation = _host_gelu if host_math else gelu
+    x = activation(encoder.conv1(mels))
+    x = activation(encoder.conv2(x))
+    x = x + encoder._positional_embedding
+    blocks: list[ResidualAttentionBlock] = encoder.blocks
+    for block in blocks:
+        attn = block.attn
+        h = block.attn_ln(x)
+        q = _split_heads(attn.query(h), attn.n_head)
+        k = _split_heads(attn.key(h), attn.n_head)
+        v = _split_heads(attn.value(h), attn.n_head)
+        scale = q.shape[-1] ** -0.5
+        if host_math:
+            out = mx.stack([_host_softmax((q[i] * scale) @ k[i].swapaxes(-1, -2)) @ v[i] for i in range(q.shape[0])])
+        else:
+            out = mx.fast.scaled_dot_product_attention(q, k, v, scale=scale)
+        x = x + attn.out(_merge_heads(out))
+        x = x + block.mlp2(activation(block.mlp1(block.mlp_ln(x))))
+    result: mx.array = encoder.ln_post(x)
+    return result
+
+
+def _host_softmax(scores: mx.array) -> mx.array:
+    """Softmax over the last axis, computed in numpy (float32, in place)."""
+    a = np.array(scores, dtype=np.float32)
+    a -= a.max(axis=-1, keepdims=True)
+    np.exp(a, out=a)
+    a /= a.sum(axis=-1, keepdims=True)
+    return mx.array(a).astype(scores.dtype)
+
+
+def _host_gelu(x: mx.array) -> mx.array:
+    """The exact GELU, computed in numpy/scipy."""
+    a = np.array(x, dtype=np.float32)
+    result = a * (1.0 + special.erf(a * np.float32(0.7071067811865476))) * np.float32(0.5)
+    return mx.array(result).astype(x.dtype)
 
 
 class DecoderState:
@@ -136,6 +186,11 @@ class DecoderState:
         if heads is None:
             return attn.out(_merge_heads(out)), None
         # the alignment heads' QK of the last query only: their K rows are read twice, every other head's once
-        index = mx.array(heads)
-        qk = (q[:, index, -1:, :] * scale) @ k[:, index].transpose(0, 1, 3, 2)  # batch × captured × 1 × frames
+        first, count = heads[0], len(heads)
+        if heads == list(range(first, first + count)):  # the usual case (large-v3: one head a layer): views, no copy
+            q_heads, k_heads = q[:, first : first + count, -1:, :], k[:, first : first + count]
+        else:
+            index = mx.array(heads)
+            q_heads, k_heads = q[:, index, -1:, :], k[:, index]
+        qk = (q_heads * scale) @ k_heads.transpose(0, 1, 3, 2)  # batch × captured × 1 × frames
         return attn.out(_merge_heads(out)), qk[:, :, 0, :]

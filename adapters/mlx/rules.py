@@ -101,8 +101,9 @@ class LogitRules:
         logits = mx.where(forbid, -mx.inf, logits)
         if self.with_timestamps:
             # when the timestamps together are likelier than any single text token, sample a timestamp
-            logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-            timestamp_logprob = mx.logsumexp(logprobs[:, self.timestamp_begin :], axis=-1, keepdims=True)
-            max_text_logprob = mx.max(logprobs[:, : self.timestamp_begin], axis=-1, keepdims=True)
-            logits = mx.where((timestamp_logprob > max_text_logprob) & ~self.is_timestamp, -mx.inf, logits)
+            # (openai-whisper compares log-probabilities; the log-sum-exp over the whole vocabulary that both sides
+            # would subtract cancels out, and costs a vocabulary of exponentials per row and step)
+            timestamp_mass = mx.logsumexp(logits[:, self.timestamp_begin :], axis=-1, keepdims=True)
+            max_text = mx.max(logits[:, : self.timestamp_begin], axis=-1, keepdims=True)
+            logits = mx.where((timestamp_mass > max_text) & ~self.is_timestamp, -mx.inf, logits)
         return logits

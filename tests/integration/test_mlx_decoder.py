@@ -145,3 +145,13 @@ def test_segments_split_at_timestamp_pairs_and_keep_trailing_text() -> None:
         (0.0, 1.0, " hello"), (1.0, 2.0, " world"), (3.0, 5.0, " hello"),
     ]  # fmt: skip
     assert segments[0].words == (" hello",)
+
+
+def test_fused_attention_encoder_equals_mlx_whispers(tiny_en: MlxWhisperDecoder) -> None:
+    # the GPU path's encoder: the same layers with fused attention must give mlx-whisper's features
+    from adapters.mlx.forward import encode
+
+    mels = mx.random.normal((2, 3000, tiny_en.model.dims.n_mels), key=mx.random.key(0))
+    expected, actual = tiny_en.model.encoder(mels), encode(tiny_en.model, mels)
+    assert actual.shape == expected.shape
+    assert float(mx.abs(actual - expected).max()) < 1e-3
