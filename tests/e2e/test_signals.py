@@ -18,10 +18,13 @@ from typing import TextIO
 import numpy as np
 import pytest
 import soundfile as sf
+from typer.testing import CliRunner
 
+import entrypoints.cli
 from adapters.writers import write_atomically
 from domain.audio import SAMPLE_RATE
-from entrypoints.cli import ExitCode, _terminate_as_interrupt, _Terminated
+from entrypoints.cli import ExitCode, _terminate_as_interrupt, _Terminated, app
+from entrypoints.container import Container
 from tests.e2e.formats import check_json_schema, read_json
 
 REPO = Path(__file__).resolve().parents[2]
@@ -124,3 +127,18 @@ def test_sigterm_while_a_file_is_written_leaves_the_old_file_and_no_temporary(tm
     assert target.read_text() == "old complete transcript\n"
     assert files_of(tmp_path) == ["a.txt"]
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is only set during the command
+
+
+@pytest.mark.parametrize(("interrupt", "code"), [(KeyboardInterrupt(), 130), (_Terminated(signal.SIGTERM), 143)])
+def test_an_interrupt_before_the_run_is_still_exit_130_or_143(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, interrupt: KeyboardInterrupt, code: int
+) -> None:
+    """While the inputs are being found (a slow network folder), not only while decoding."""
+
+    def find_inputs(_paths: object) -> None:
+        raise interrupt
+
+    monkeypatch.setattr(entrypoints.cli, "find_inputs", find_inputs)
+    result = CliRunner().invoke(app, ["transcribe", str(tmp_path), "-o", str(tmp_path / "out")], obj=Container())
+    assert result.exit_code == code
+    assert result.stderr.splitlines() == ["error: interrupted; rerun to resume"]
