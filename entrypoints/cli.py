@@ -58,7 +58,7 @@ class ExitCode(IntEnum):
 
 EXIT_CODES_HELP: Final = (
     "[b]Exit codes[/b]: 0 all inputs done (or skipped: outputs exist) · 1 some inputs failed, each named on "
-    "stderr, the others written · 2 usage error (bad option, missing path, a language or task the model "
+    "stderr, the others written · 2 usage error (bad option, no path given, a language or task the model "
     "refuses) · 3 the model could not be loaded · 4 the output folder is not writable · 130 interrupted "
     "(Ctrl-C) · 143 terminated (SIGTERM)."
 )

@@ -26,9 +26,9 @@ class Job:
 class Inputs:
     """What ``find_inputs`` found: the jobs, the folders without audio and the paths that do not exist."""
 
-    jobs: list[Job]
-    empty_folders: list[Path]
-    missing: list[Path]
+    jobs: tuple[Job, ...]
+    empty_folders: tuple[Path, ...]
+    missing: tuple[Path, ...]
 
 
 def find_inputs(paths: Iterable[Path]) -> Inputs:
@@ -59,7 +59,7 @@ def find_inputs(paths: Iterable[Path]) -> Inputs:
             if key not in seen:
                 seen.add(key)
                 found.append((source, relative))
-    return Inputs(_unique_names(found), empty, missing)
+    return Inputs(tuple(_unique_names(found)), tuple(empty), tuple(missing))
 
 
 def _audio_files(folder: Path) -> list[Path]:
