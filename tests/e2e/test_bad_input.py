@@ -8,6 +8,9 @@ rates) are in ``tests/integration/test_bad_input_real.py``. ``docs/reliability.m
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -339,3 +342,26 @@ def test_a_folder_that_holds_no_model_exits_3(tmp_path: Path) -> None:
     assert result.exit_code == ExitCode.MODEL
     (line,) = result.stderr.splitlines()
     assert line.startswith(f"error: cannot load model '{tmp_path / 'model'}': {tmp_path / 'model'} holds neither")
+
+
+def test_file_names_that_are_not_utf8(tmp_path: Path) -> None:
+    """Linux names are bytes: a Latin-1 name is transcribed to the same bytes, a bad one is named (escaped) on its
+    error line. A real process (``tests/e2e/slow_app.py``, never held), so that stdout and stderr are the
+    interpreter's own streams."""
+    folder = tmp_path / "in"
+    wav(folder / "good.wav", tone(1.0))
+    os.rename(folder / "good.wav", os.fsencode(folder) + b"/caf\xe9.wav")
+    (Path(os.fsdecode(os.fsencode(folder) + b"/bad\xff.wav"))).write_bytes(b"junk" * 100)
+    out = tmp_path / "out"
+
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.e2e.slow_app", "transcribe", folder, "-o", out, "-f", "txt", "--verbose"],
+        cwd=Path(__file__).resolve().parents[2], env={**os.environ, "SLOW_APP_MARKS": str(tmp_path)},
+        capture_output=True, timeout=120,
+    )
+
+    assert done.returncode == ExitCode.INPUTS_FAILED, done.stderr
+    assert os.listdir(os.fsencode(out)) == [b"caf\xe9.txt"]
+    assert (Path(os.fsdecode(os.fsencode(out) + b"/caf\xe9.txt"))).read_text() == TEXT + "\n"
+    assert b"error: cannot read audio " + os.fsencode(folder) + b"/bad\\udcff.wav: " + NOT_AUDIO.encode() in done.stderr
+    assert b"hello world" in done.stdout

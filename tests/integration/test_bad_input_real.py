@@ -11,6 +11,7 @@ The other cases must still read the bundled sample about as well as the 16 kHz o
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import soxr
 from numpy.typing import NDArray
 from typer.testing import CliRunner, Result
 
+from adapters.models import CachedModelSource
 from domain.audio import SAMPLE_RATE
 from domain.ports import Decoder
 from entrypoints.cli import ExitCode, app
@@ -135,3 +137,26 @@ def test_speech_is_read_whatever_its_rate_or_clipping(run: tuple[Result, Path], 
     assert error_rate <= (MAX_WER_8K if case == "8 kHz" else MAX_WER), (error_rate, found["text"])
     starts = [word["start"] for segment in found["segments"] for word in segment["words"]]
     assert starts == sorted(starts) and all(0.0 <= s <= found["duration"] for s in starts)
+
+
+@pytest.mark.parametrize("damage", ["weights cut in half", "config missing", "only a dead conversion's scratch"])
+def test_a_half_converted_tiny_en_cache_is_detected_and_rebuilt(
+    tiny_en_folder: Path, tmp_path: Path, damage: str
+) -> None:
+    """The real embedded model's cache entry, damaged as a conversion killed half-way would leave it."""
+    cache = tmp_path / "cache"
+    entry = cache / tiny_en_folder.name
+    shutil.copytree(tiny_en_folder, entry)
+    good = (tiny_en_folder / "weights.safetensors").read_bytes()
+    if damage == "weights cut in half":
+        (entry / "weights.safetensors").write_bytes(good[: len(good) // 2])
+    elif damage == "config missing":
+        (entry / "config.json").unlink()
+    else:
+        shutil.rmtree(entry)
+        (cache / ".tmp-dead").mkdir()
+        (cache / ".tmp-dead" / "weights.safetensors").write_bytes(good[:1000])
+
+    assert CachedModelSource(cache).resolve("tiny.en") == entry
+    assert (entry / "weights.safetensors").read_bytes() == good
+    assert sorted(p.name for p in entry.iterdir()) == sorted(p.name for p in tiny_en_folder.iterdir())
