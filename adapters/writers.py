@@ -24,8 +24,8 @@ import contextlib
 import functools
 import importlib.util
 import os
+import secrets
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -134,12 +134,28 @@ class TranscriptFiles:
 
 
 def write_atomically(path: Path, write: Callable[[TextIO], object]) -> None:
-    """Write ``path`` through a temporary file in its folder renamed over it; ``OutputWriteError`` on failure."""
+    """Write ``path`` through a temporary file in its folder renamed over it; ``OutputWriteError`` on failure.
+
+    An interrupt (Ctrl-C, or SIGTERM as the CLI handles it) at any point leaves no temporary file: the name is
+    chosen before the file is made, so an interrupt right after ``os.open`` (where ``tempfile.mkstemp`` would not
+    have returned the name yet) still knows what to remove.
+    """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     except OSError as exc:
         raise OutputWriteError(path, _reason(exc)) from exc
+    while True:
+        temporary = str(path.with_name(f".{path.name}.{secrets.token_hex(8)}.part"))
+        try:
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            break
+        except FileExistsError:
+            continue  # another writer's temporary (a 1 in 2^64 draw): never touched
+        except OSError as exc:
+            raise OutputWriteError(path, _reason(exc)) from exc
+        except BaseException:  # an interrupt, maybe just after the file was made: the name is ours
+            _remove(temporary)
+            raise
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8") as file:
             write(file)

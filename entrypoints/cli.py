@@ -7,10 +7,14 @@ model list) goes to stdout; progress, notes and errors go to stderr, each error 
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import tempfile
 import time
+from collections.abc import Iterator
 from enum import Enum, IntEnum
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, Final
 
 import typer
@@ -48,13 +52,15 @@ class ExitCode(IntEnum):
     USAGE = 2  # bad arguments or options (Click's code), or options the model refuses
     MODEL = 3  # the model could not be resolved, converted or loaded
     OUTPUT_DIR = 4  # the output folder cannot be created or written
-    INTERRUPTED = 130  # Ctrl-C; finished transcripts are kept, none is left half-written
+    INTERRUPTED = 130  # Ctrl-C (SIGINT); finished transcripts are kept, none is left half-written
+    TERMINATED = 143  # SIGTERM (128 + 15), handled as Ctrl-C
 
 
 EXIT_CODES_HELP: Final = (
     "[b]Exit codes[/b]: 0 all inputs done (or skipped: outputs exist) · 1 some inputs failed, each named on "
-    "stderr, the others written · 2 usage error (bad option, missing path, a language or task the model "
-    "refuses) · 3 the model could not be loaded · 4 the output folder is not writable · 130 interrupted."
+    "stderr, the others written · 2 usage error (bad option, no path given, a language or task the model "
+    "refuses) · 3 the model could not be loaded · 4 the output folder is not writable · 130 interrupted "
+    "(Ctrl-C) · 143 terminated (SIGTERM)."
 )
 
 app = typer.Typer(
@@ -98,7 +104,6 @@ def transcribe(
     paths: Annotated[
         list[Path],
         typer.Argument(
-            exists=True,
             metavar="PATH",
             help="Audio files, or folders searched recursively for audio files "
             f"({', '.join(sorted(AUDIO_SUFFIXES))}). All their windows share batches.",
@@ -269,10 +274,9 @@ def transcribe(
 ) -> None:
     """Transcribe audio files and folders into txt, srt, vtt, tsv and json files.
 
-    Inputs that cannot be read are named on stderr and skipped; the others are still transcribed and written.
-    Each file is written atomically (a temporary file renamed into place).
+    Inputs that cannot be read (or do not exist) are named on stderr and skipped; the others are still transcribed
+    and written. Each file is written atomically (a temporary file renamed into place).
     """
-    container: Container = ctx.obj
     stderr = Console(stderr=True, soft_wrap=True, highlight=False)
     layout = SubtitleLayout(highlight_words, max_line_width, max_line_count, max_words_per_line)
     _check_subtitle_options(layout, word_timestamps, stderr)
@@ -288,9 +292,37 @@ def transcribe(
     )
     formats = FORMATS if output_format is OutputFormat.ALL else (output_format.value,)
     files = TranscriptFiles(formats=formats, layout=layout, word_timestamps=word_timestamps)
+    with _terminate_as_interrupt():
+        try:
+            code = _transcribe(
+                ctx.obj, stderr, paths, options, files,
+                model=model, batch_size=batch_size, output_dir=output_dir, overwrite=overwrite, verbose=verbose,
+            )
+        except KeyboardInterrupt as exc:  # before or after the run itself: nothing half-written either way
+            _error(stderr, "interrupted; rerun to resume")
+            code = _interrupted(exc)
+    raise typer.Exit(int(code))
 
-    jobs, missing = find_inputs(paths)
-    for folder in missing:
+
+def _transcribe(
+    container: Container,
+    stderr: Console,
+    paths: list[Path],
+    options: TranscribeOptions,
+    files: TranscriptFiles,
+    *,
+    model: str,
+    batch_size: int,
+    output_dir: Path,
+    overwrite: bool,
+    verbose: bool | None,
+) -> ExitCode:
+    """Find the inputs, plan their outputs, transcribe and write them; the exit code."""
+    inputs = find_inputs(paths)
+    jobs = inputs.jobs
+    for path in inputs.missing:
+        _error(stderr, f"{path}: no such file or folder")
+    for folder in inputs.empty_folders:
         _error(stderr, f"{folder}: no audio files found (looked for {', '.join(sorted(AUDIO_SUFFIXES))})")
     _check_output_dir(output_dir, stderr)
     todo: list[_Plan] = []
@@ -313,12 +345,43 @@ def transcribe(
     else:
         code = ExitCode.OK
     skipped = len(jobs) - len(todo)
-    failed = run.failed + len(missing)
+    failed = run.failed + len(inputs.missing) + len(inputs.empty_folders)
     if verbose is not False and code is ExitCode.OK:
         run.summary(skipped=skipped, failed=failed)
     if code is ExitCode.OK and failed:
         code = ExitCode.INPUTS_FAILED
-    raise typer.Exit(int(code))
+    return code
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so that it unwinds as Ctrl-C does (temporary files removed)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """Within: SIGTERM raises ``_Terminated``. Python's default would end the process on the spot, leaving
+    temporary files behind; a handler can only be set from the main thread (else this does nothing)."""
+
+    def terminate(signum: int, _frame: FrameType | None) -> None:
+        raise _Terminated(signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupted(exc: KeyboardInterrupt) -> ExitCode:
+    return ExitCode.TERMINATED if isinstance(exc, _Terminated) else ExitCode.INTERRUPTED
 
 
 def _optional_float(value: str | float | None, option: str) -> float | None:
@@ -411,6 +474,8 @@ class _Plan:
     @classmethod
     def of(cls, job: Job, output_dir: Path, files: TranscriptFiles, overwrite: bool) -> _Plan:
         base = output_dir / job.name
+        if job.name.is_absolute() or ".." in job.name.parts or base.name in ("", ".", ".."):
+            raise ValueError(f"output name {job.name} would leave the output folder")  # a bug in find_inputs
         existing = () if overwrite else tuple(p for p in files.targets(base) if p.exists())
         formats = tuple(f for f, p in zip(files.formats, files.targets(base)) if p not in existing)
         return cls(job, base, formats, existing)
@@ -496,9 +561,9 @@ class _Run:
             except ModelLoadError as exc:
                 _error(self.stderr, str(exc))
                 return ExitCode.MODEL
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (``_Terminated``)
                 _error(self.stderr, f"interrupted after {self.done} of {len(plans)} inputs; rerun to resume")
-                return ExitCode.INTERRUPTED
+                return _interrupted(exc)
         return ExitCode.OK
 
     def _finish(self, plan: _Plan, transcript: Transcript) -> None:

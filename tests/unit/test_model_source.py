@@ -209,8 +209,36 @@ def test_mlx_folder_is_returned_as_is(cache: Path, tmp_path: Path) -> None:
     folder = tmp_path / "mlx"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps(DIMS.to_config()))
-    (folder / "weights.npz").write_bytes(b"")
+    params: dict[str, Any] = {n: np.zeros(shape, np.float16) for n, shape in ct2.expected_shapes(DIMS).items()}
+    np.savez(folder / "weights.npz", **params)
     assert CachedModelSource(cache).resolve(str(folder)) == folder.resolve()
+    assert entries(cache) == []
+
+
+@pytest.mark.parametrize("weights", ["empty npz", "npz lacking a parameter", "not a zip", "truncated safetensors"])
+def test_an_incomplete_mlx_folder_is_refused(weights: str, cache: Path, tmp_path: Path) -> None:
+    """mlx_whisper.load_model would keep random values for the parameters a file lacks: refused before that."""
+    folder = tmp_path / "mlx"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({**DIMS.to_config(), "model_type": "whisper"}))
+    params: dict[str, Any] = {n: np.zeros(shape, np.float16) for n, shape in ct2.expected_shapes(DIMS).items()}
+    if weights == "empty npz":
+        np.savez(folder / "weights.npz")
+    elif weights == "npz lacking a parameter":
+        del params["decoder.ln.bias"]
+        np.savez(folder / "weights.npz", **params)
+    elif weights == "not a zip":
+        (folder / "weights.npz").write_bytes(b"\x80\x04K\x01.")  # a pickle of 1
+    else:
+        ct2.write_safetensors(folder / "weights.safetensors", params)
+        data = (folder / "weights.safetensors").read_bytes()
+        (folder / "weights.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelLoadError) as info:
+        CachedModelSource(cache).resolve(str(folder))
+    message = str(info.value)
+    assert message.startswith(f"cannot load model '{folder}': ") and "\n" not in message
+    if weights == "npz lacking a parameter":
+        assert message.endswith("weights.npz lacks 1 of the model's parameters (decoder.ln.bias)")
     assert entries(cache) == []
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import stat
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import numpy as np
 import pytest
@@ -117,3 +118,33 @@ def test_written_files_follow_the_umask(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o640
+
+
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, SystemExit])
+def test_an_interrupt_just_after_the_temporary_is_made_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, interrupt: type[BaseException]
+) -> None:
+    """A signal handled right after ``os.open`` returns, before its descriptor is stored anywhere."""
+    real_open = os.open
+
+    def open_then_interrupted(*args: Any, **kwargs: Any) -> int:
+        real_open(*args, **kwargs)
+        raise interrupt
+
+    monkeypatch.setattr(os, "open", open_then_interrupted)
+    with pytest.raises(interrupt):
+        write_atomically(tmp_path / "a.txt", lambda file: file.write("x"))
+    monkeypatch.undo()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_another_writers_temporary_is_never_touched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the drawn temporary name exists already, another name is drawn and the existing file stays."""
+    theirs = tmp_path / ".a.txt.0000000000000000.part"
+    theirs.write_text("someone else's")
+    names = iter(["0000000000000000", "1111111111111111"])
+    monkeypatch.setattr(secrets, "token_hex", lambda _n: next(names))
+    write_atomically(tmp_path / "a.txt", lambda file: file.write("mine\n"))
+    assert theirs.read_text() == "someone else's"
+    assert (tmp_path / "a.txt").read_text() == "mine\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [theirs.name, "a.txt"]
