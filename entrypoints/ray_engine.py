@@ -24,6 +24,7 @@ system), as ``ray start`` workers run the same installation (``docs/scale-out.md
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -31,7 +32,7 @@ from typing import Any, Literal
 
 import ray
 from attrs import define, field, frozen
-from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
+from ray.exceptions import ActorUnavailableError, RayActorError, RayError, RayTaskError
 
 from adapters.writers import TranscriptFiles
 from application.corpus import ManifestRecord, RetryBook, take_batch
@@ -41,6 +42,7 @@ from domain.model import TranscribeOptions
 from entrypoints.container import Container
 
 OVERRIDABLE = ("model_source", "decoder", "audio", "aligner")  # providers whose overrides workers take over
+THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")  # as adapters/mlx/blas.py (not imported: it loads BLAS)
 REPLACEMENTS_PER_WORKER = 3  # heuristic: actors that are gone for good (ray.kill, lost node) replaced before giving up
 
 
@@ -55,6 +57,7 @@ class WorkerSettings:
     overrides: dict[str, Any]  # instances that replace providers (tests' fakes); empty in real use
     options: TranscribeOptions
     files: TranscriptFiles
+    threads: dict[str, str]  # the driver's BLAS thread settings, if any
 
     @classmethod
     def of(cls, container: Container, options: TranscribeOptions, files: TranscriptFiles) -> WorkerSettings:
@@ -62,7 +65,18 @@ class WorkerSettings:
         overrides = {
             name: getattr(container, name)() for name in OVERRIDABLE if getattr(container, name).overridden
         }
-        return cls(dict(container.config()), overrides, options, files)
+        threads = {name: os.environ[name] for name in THREAD_VARIABLES if os.environ.get(name)}
+        return cls(dict(container.config()), overrides, options, files, threads)
+
+    def use_threads(self) -> None:
+        """Give this process the driver's BLAS thread settings, before BLAS is loaded. Ray sets OMP_NUM_THREADS to
+        the actor's CPUs, which would override adapters/mlx/blas.py's measured choice of one thread that
+        ``app transcribe`` makes."""
+        for name in THREAD_VARIABLES:
+            if name in self.threads:
+                os.environ[name] = self.threads[name]
+            else:
+                os.environ.pop(name, None)
 
     def service(self) -> TranscriptionService:
         """A service built by a fresh container; ``ModelLoadError`` when the model cannot be loaded."""
@@ -119,6 +133,10 @@ def connect(address: str | None) -> bool:
     here (``disconnect`` then stops it). A Ray already initialized in this process (tests) is used as it is."""
     if ray.is_initialized():
         return False
+    if not address:
+        # Ray runs workers at nice 15 by default: on a machine that also does other work they would get what it
+        # leaves. Here the workers are the job and the driver only waits. Set RAY_worker_niceness to choose.
+        os.environ.setdefault("RAY_worker_niceness", "0")
     try:
         ray.init(address=address or "local", include_dashboard=False, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -159,6 +177,7 @@ class CorpusWorker:
         self.settings = settings
         self.service: TranscriptionService | None = None
         self.fatal: Fatal | None = None
+        settings.use_threads()
         try:
             self.service = settings.service()
         except TranscriptionError as exc:  # ModelLoadError
@@ -306,7 +325,7 @@ class CorpusRun:
             del self._running[stream]
             self._idle.append(batch.actor)
             return self._lose(batch, _reason(exc))
-        except RayActorError as exc:  # the worker process died; Ray restarts it
+        except RayError as exc:  # RayActorError: the worker process died (Ray restarts it); or its results are lost
             del self._running[stream]
             self._starting[batch.actor.ready.remote()] = batch.actor
             return self._lose(batch, _reason(exc))

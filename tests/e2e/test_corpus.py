@@ -7,6 +7,7 @@ is killed mid-file by ``CrashingAudioSource`` (``os._exit`` while loading a give
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,7 +18,9 @@ import pytest
 from typer.testing import CliRunner, Result
 
 import entrypoints
+from adapters.writers import TranscriptFiles
 from domain.audio import Waveform
+from domain.model import TranscribeOptions
 from entrypoints.cli import app
 from entrypoints.container import Container
 from entrypoints.corpus_command import INSTALL_HINT, CorpusExit
@@ -203,3 +206,17 @@ def test_an_empty_folder_is_an_error(container: Container, tmp_path: Path) -> No
 def test_the_cli_imports_without_ray() -> None:
     code = "import sys, entrypoints.cli; sys.exit('ray' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO, check=False).returncode == 0
+
+
+def test_workers_take_the_drivers_blas_threads_not_rays(monkeypatch: pytest.MonkeyPatch) -> None:
+    from entrypoints.ray_engine import WorkerSettings
+
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the driver's own choice
+    settings = WorkerSettings.of(Container(), TranscribeOptions(), TranscriptFiles())
+    assert settings.threads == {"OMP_NUM_THREADS": "3"}
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # what Ray sets in an actor with 2 CPUs
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
+    settings.use_threads()
+    assert os.environ["OMP_NUM_THREADS"] == "3" and "OPENBLAS_NUM_THREADS" not in os.environ
