@@ -42,6 +42,7 @@ from domain.errors import (
 from domain.model import Transcript, TranscribeOptions
 from domain.ports import AudioSource
 from entrypoints.container import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, Container
+from entrypoints.corpus_command import CORPUS_EXIT_CODES_HELP, transcribe_corpus
 from entrypoints.eval_command import eval_command
 from entrypoints.inputs import AUDIO_SUFFIXES, Job, find_inputs
 
@@ -666,3 +667,8 @@ def models(ctx: typer.Context) -> None:
 # ---------------------------------------------------------------------------------------------------------- eval
 
 app.command("eval")(eval_command)  # `app eval DATASET`: WER and word-timing accuracy (entrypoints/eval_command.py)
+
+# ------------------------------------------------------------------------------------------------------- corpus
+
+# `app transcribe-corpus INPUT_DIR -o OUT`: a folder on Ray workers, with a manifest (entrypoints/corpus_command.py)
+app.command("transcribe-corpus", epilog=CORPUS_EXIT_CODES_HELP)(transcribe_corpus)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,35 @@ class InMemoryAudioSource:
             return self.waveforms[path.name]
         except KeyError:
             raise AudioLoadError(path, "no such file") from None
+
+
+class CrashingAudioSource:
+    """An ``InMemoryAudioSource`` whose worker process dies (``os._exit``) while loading some files: those in
+    ``crash_always`` every time, those in ``crash_once`` the first time (a marker file in ``marker_dir`` remembers
+    it across processes); ``raise_always`` files raise an unexpected ``RuntimeError`` instead."""
+
+    def __init__(
+        self,
+        waveforms: Mapping[str, Waveform],
+        marker_dir: Path,
+        crash_once: Collection[str] = (),
+        crash_always: Collection[str] = (),
+        raise_always: Collection[str] = (),
+    ) -> None:
+        self.inner = InMemoryAudioSource(waveforms)
+        self.marker_dir = marker_dir
+        self.crash_once = frozenset(crash_once)
+        self.crash_always = frozenset(crash_always)
+        self.raise_always = frozenset(raise_always)
+
+    def load(self, path: Path) -> Waveform:
+        marker = self.marker_dir / f"{path.name}.crashed"
+        if path.name in self.crash_always or (path.name in self.crash_once and not marker.exists()):
+            marker.touch()
+            os._exit(17)  # as a segfault or the OOM killer would: no exception, no cleanup
+        if path.name in self.raise_always:
+            raise RuntimeError(f"unexpected failure on {path.name}")
+        return self.inner.load(path)
 
 
 class FakeDecoder:
@@ -111,6 +141,7 @@ def tone(seconds: float, amplitude: float = 0.3) -> Waveform:
 
 def _conforms() -> None:  # mypy-only; never called
     _a: AudioSource = InMemoryAudioSource({})
+    _c: AudioSource = CrashingAudioSource({}, Path("."))
     _d: Decoder = FakeDecoder()
     _l: Aligner = FakeAligner()
     _m: ModelSource = FakeModelSource({})
