@@ -137,8 +137,14 @@ class TranscriptionService:
                 entry.first_language = entry.first_language or chunk.language
                 if chunk.segments:
                     entry.languages.append(chunk.language)
-                entry.timed.append((chunk.window.offset, pool.submit(self._segments, chunk, options, entry.duration)))
                 rest = _undecoded_tail(chunk)
+                if rest is None:
+                    timed = pool.submit(self._segments, chunk, options, entry.duration)
+                else:  # timed now: the tail starts where the window's last word ends, which only the words say
+                    timed = Future()
+                    timed.set_result(self._segments(chunk, options, entry.duration))
+                    rest = _after_words(rest, chunk.window, timed.result())
+                entry.timed.append((chunk.window.offset, timed))
                 if rest is not None:  # decoded again, first thing in the next batch
                     queue.appendleft(rest)
                     entry.windows_left += 1
@@ -193,18 +199,33 @@ class TranscriptionService:
 def _undecoded_tail(chunk: DecodedChunk) -> Window | None:
     """The end of ``chunk``'s window that the model left undecoded, as a window of its own; None if there is none.
 
-    Whisper may emit end-of-text at a timestamp well before the window's end although speech goes on; sequential
+    Whisper may stop early, at a timestamp well before the window's end, although speech goes on; sequential
     transcription then seeks to that timestamp and decodes from there. Windows here are decoded in parallel, so the
-    rest becomes a new window. Only after progress (at least one segment), so this always ends.
+    rest becomes a new window. As openai-whisper's ``transcribe``: not when the output ended with a lone timestamp
+    (the model said the speech ended: on silence, decoding the rest again only repeats a hallucination), and only
+    after progress (the last segment ends after the window's start), so this always ends.
     """
-    if not chunk.segments:
+    if not chunk.segments or chunk.speech_ended:
         return None
     end = chunk.segments[-1].end
-    if chunk.window.duration - end < CONTINUE_SECONDS:
+    if end <= 0.0 or chunk.window.duration - end < CONTINUE_SECONDS:
         return None
-    window = chunk.window
-    cut = int(round(end * SAMPLE_RATE))
-    return Window(source=window.source, index=window.index, offset=window.offset + end, samples=window.samples[cut:])
+    return _window_from(chunk.window, end)
+
+
+def _after_words(tail: Window, window: Window, segments: Sequence[Segment]) -> Window | None:
+    """``tail`` moved to start after the window's last timed word (file times), as whisper does with word times."""
+    ends = [word.end for segment in segments for word in segment.words]
+    start = max([tail.offset, *ends]) - window.offset
+    if window.duration - start < CONTINUE_SECONDS:
+        return None
+    return _window_from(window, start)
+
+
+def _window_from(window: Window, start: float) -> Window:
+    """The rest of ``window`` from ``start`` seconds into it."""
+    cut = int(round(start * SAMPLE_RATE))
+    return Window(source=window.source, index=window.index, offset=window.offset + start, samples=window.samples[cut:])
 
 
 def _finite(samples: NDArray[np.float32]) -> NDArray[np.float32]:

@@ -82,6 +82,9 @@ class DecodedChunk:
     no_speech_prob: float = 0.0
     temperature: float = 0.0
     frame_seconds: float = FRAME_SECONDS
+    # the output ended with a lone timestamp: the model says nothing more is spoken in this window (openai-whisper's
+    # "single timestamp ending", after which it seeks to the window's end instead of decoding the rest again)
+    speech_ended: bool = False
 
     @property
     def token_count(self) -> int:

@@ -306,6 +306,7 @@ class MlxWhisperDecoder:
             compression_ratio=compression_ratio(text.strip()),
             no_speech_prob=attempt.no_speech_prob,
             temperature=attempt.temperature,
+            speech_ended=single_timestamp_ending(attempt.tokens, tokenizer.timestamp_begin),
         )
 
 
@@ -324,6 +325,11 @@ def _token_scores(
     logprob = masked[rows, tokens] - _logsumexp(masked)
     probability = np.exp(logits[rows, tokens] - _logsumexp(logits[:, :eot]))
     return logprob.astype(np.float32), probability.astype(np.float32)
+
+
+def single_timestamp_ending(tokens: Sequence[int], timestamp_begin: int) -> bool:
+    """Whether the sampled tokens end with one timestamp after text: the last segment closed, nothing follows."""
+    return len(tokens) >= 2 and tokens[-1] >= timestamp_begin and tokens[-2] < timestamp_begin
 
 
 def split_segments(tokens: Sequence[int], tokenizer: Tokenizer, duration: float) -> tuple[ChunkSegment, ...]:

@@ -155,3 +155,14 @@ def test_fused_attention_encoder_equals_mlx_whispers(tiny_en: MlxWhisperDecoder)
     expected, actual = tiny_en.model.encoder(mels), encode(tiny_en.model, mels)
     assert actual.shape == expected.shape
     assert float(mx.abs(actual - expected).max()) < 1e-3
+
+
+def test_single_timestamp_ending_is_read_as_whisper_does() -> None:
+    from adapters.mlx.decoder import single_timestamp_ending
+
+    begin = TOKENIZER.timestamp_begin
+    text = TOKENIZER.encode(" hello")
+    assert single_timestamp_ending([begin, *text, begin + 50], begin)  # "<|0.00|> hello<|1.00|>": closed
+    assert not single_timestamp_ending([begin, *text, begin + 50, begin + 50], begin)  # a pair: more may follow
+    assert not single_timestamp_ending([begin, *text], begin)  # cut off in the middle of a segment
+    assert not single_timestamp_ending([], begin)

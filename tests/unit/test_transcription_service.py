@@ -123,3 +123,16 @@ def test_what_the_model_left_undecoded_is_decoded_as_a_window_of_its_own() -> No
     transcript = svc.transcribe(Path("a.wav"), TranscribeOptions())
     assert [(s.start, s.end) for s in transcript.segments] == [(0.0, 10.0), (10.0, 20.0), (20.0, 25.0)]
     assert decoder.batches == [1, 1, 1]
+
+
+def test_a_window_whose_speech_ended_is_not_decoded_again() -> None:
+    # the model closed its last segment with a lone timestamp: the rest is silence, as openai-whisper reads it
+    class EndingDecoder(EarlyStoppingDecoder):
+        def decode_batch(self, windows: Sequence[Window], options: TranscribeOptions) -> list[DecodedChunk]:
+            return [evolve(c, speech_ended=True) for c in super().decode_batch(windows, options)]
+
+    decoder = EndingDecoder()
+    svc = TranscriptionService(audio=InMemoryAudioSource({"a.wav": tone(25.0)}), decoder=decoder, aligner=FakeAligner())
+    transcript = svc.transcribe(Path("a.wav"), TranscribeOptions())
+    assert [(s.start, s.end) for s in transcript.segments] == [(0.0, 10.0)]
+    assert decoder.batches == [1]
