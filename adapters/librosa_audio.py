@@ -12,6 +12,7 @@ the peak memory near the size of the 16 kHz result instead of the whole multicha
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, Final
 
@@ -45,33 +46,40 @@ class LibrosaAudioSource:
     sample_rate: int = field(default=SAMPLE_RATE, validator=v.gt(0))  # Hz of the returned waveform
 
     def load(self, path: Path) -> Waveform:
+        blocks = list(self.stream(path))
+        samples = np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
+        if samples.size == 0:
+            raise AudioLoadError(path, "no samples")
+        return Waveform(samples, self.sample_rate)
+
+    def stream(self, path: Path) -> Iterator[NDArray[np.float32]]:
+        """Blocks of samples as they are decoded: memory stays at a block, whatever the file's length."""
         try:
             with path.open("rb") as file:
                 if os.fstat(file.fileno()).st_size == 0:
                     raise AudioLoadError(path, "file is empty")
-                samples = self._decode(file, path)
+                yield from self._decode(file, path)
         except OSError as exc:
             raise AudioLoadError(path, _os_reason(exc)) from exc
         except sf.LibsndfileError as exc:
             raise AudioLoadError(path, _libsndfile_reason(exc.code, exc.error_string)) from exc
         except sf.SoundFileError as exc:  # soundfile's own checks
             raise AudioLoadError(path, _first_line(str(exc)) or type(exc).__name__) from exc
-        if samples.size == 0:
-            raise AudioLoadError(path, "no samples")
-        return Waveform(samples, self.sample_rate)
 
-    def _decode(self, file: BinaryIO, path: Path) -> NDArray[np.float32]:
-        """All of ``file``'s samples, mixed to mono and resampled to ``sample_rate``; (samples,)."""
+    def _decode(self, file: BinaryIO, path: Path) -> Iterator[NDArray[np.float32]]:
+        """``file``'s samples, mixed to mono and resampled to ``sample_rate``, block by block."""
         with sf.SoundFile(file) as sound:
             rate = int(sound.samplerate)
             resampler = None if rate == self.sample_rate else self._resampler(rate, path)
-            parts: list[NDArray[np.float32]] = []
             for block in sound.blocks(blocksize=BLOCK_FRAMES, dtype="float32", always_2d=True):
                 mono = _finite(_mix_down(block))
-                parts.append(mono if resampler is None else _float32(resampler.resample_chunk(mono)))
+                part = mono if resampler is None else _float32(resampler.resample_chunk(mono))
+                if part.size:
+                    yield part
             if resampler is not None:
-                parts.append(_float32(resampler.resample_chunk(np.zeros(0, np.float32), last=True)))
-        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+                last = _float32(resampler.resample_chunk(np.zeros(0, np.float32), last=True))
+                if last.size:
+                    yield last
 
     def _resampler(self, rate: int, path: Path) -> soxr.ResampleStream:
         try:

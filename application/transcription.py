@@ -16,7 +16,7 @@ from domain.audio import SAMPLE_RATE, DecodedChunk, Waveform, Window
 from domain.errors import AudioLoadError, TranscriptionError
 from domain.model import Segment, TranscribeOptions, Transcript
 from domain.ports import Aligner, AudioSource, Decoder, ProgressSink
-from domain.windowing import split_into_windows
+from domain.windowing import stream_windows
 
 
 CONTINUE_SECONDS = 1.0  # heuristic: less than a second left after the last segment holds no more than a word or two
@@ -42,17 +42,31 @@ def default_align_workers() -> int:
 
 @define
 class _Pending:
-    """An input whose windows are being decoded; each decoded window's words are being timed in the background."""
+    """An input being read, cut into windows and decoded; each decoded window's words are timed in the background."""
 
     source: Path | str
-    duration: float
-    windows_left: int
+    samples: int = 0  # read so far
+    reading: bool = True
+    windows_left: int = 0  # cut but not yet decoded
     languages: list[str] = field(factory=list)  # of the windows that hold text
     first_language: str | None = None
     timed: list[tuple[float, Future[list[Segment]]]] = field(factory=list)  # (window offset, its segments)
 
+    @property
+    def duration(self) -> float:
+        return self.samples / SAMPLE_RATE
+
+    def decoded(self) -> bool:
+        return not self.reading and self.windows_left == 0
+
     def done(self) -> bool:
-        return self.windows_left == 0 and all(future.done() for _, future in self.timed)
+        return self.decoded() and all(future.done() for _, future in self.timed)
+
+    def count(self, blocks: Iterator[NDArray[np.float32]]) -> Iterator[NDArray[np.float32]]:
+        """``blocks`` made finite, their samples counted as they pass."""
+        for block in blocks:
+            self.samples += len(block)
+            yield _finite(block)
 
 
 @define
@@ -105,29 +119,42 @@ class TranscriptionService:
         pending: dict[int, _Pending] = {}
         finished: list[_Pending] = []  # decoded, words possibly still being timed
         source_iter = enumerate(inputs)
-        exhausted = False
+        reading: tuple[int, Iterator[tuple[Window, bool]]] | None = None  # the input being cut into windows
         done = total = 0
         while True:
-            while not exhausted and len(queue) < self.batch_size:
-                try:
-                    number, (source, waveform) = next(source_iter)
-                except StopIteration:
-                    exhausted = True
-                    break
-                try:
+            while len(queue) < self.batch_size:  # read on, only as far as the next batch needs
+                if reading is None:
+                    try:
+                        number, (source, waveform) = next(source_iter)
+                    except StopIteration:
+                        break
+                    entry = pending[number] = _Pending(source)
                     if waveform is None:
                         assert isinstance(source, Path)
-                        waveform = self.audio.load(source)
-                    windows = split_into_windows(_finite(waveform.samples), source=number)
-                except AudioLoadError as exc:
-                    yield FileResult(source, error=exc)
+                        blocks = self.audio.stream(source)
+                    else:
+                        blocks = iter([waveform.samples])
+                    reading = number, _marking_last(stream_windows(entry.count(blocks), source=number))
+                number, windows = reading
+                entry = pending[number]
+                try:
+                    window, last = next(windows)
+                except StopIteration:  # not one window: no samples
+                    reading = None
+                    del pending[number]
+                    yield FileResult(entry.source, error=AudioLoadError(str(entry.source), "no samples"))
                     continue
-                if not windows:
-                    yield FileResult(source, error=AudioLoadError(str(source), "no samples"))
+                except AudioLoadError as exc:  # unreadable, at once or part-way: what was cut of it is dropped
+                    reading = None
+                    del pending[number]
+                    queue = deque(w for w in queue if w.source != number)
+                    yield FileResult(entry.source, error=exc)
                     continue
-                pending[number] = _Pending(source, waveform.duration, len(windows))
-                queue.extend(windows)
-                total += len(windows)
+                if last:  # known at once, so that the input is done as soon as its last window is decoded
+                    reading, entry.reading = None, False
+                queue.append(window)
+                entry.windows_left += 1
+                total += 1
                 progress(done, total)
             if not queue:
                 break
@@ -139,10 +166,10 @@ class TranscriptionService:
                     entry.languages.append(chunk.language)
                 rest = _undecoded_tail(chunk)
                 if rest is None:
-                    timed = pool.submit(self._segments, chunk, options, entry.duration)
+                    timed = pool.submit(self._segments, chunk, options)
                 else:  # timed now: the tail starts where the window's last word ends, which only the words say
                     timed = Future()
-                    timed.set_result(self._segments(chunk, options, entry.duration))
+                    timed.set_result(self._segments(chunk, options))
                     rest = _after_words(rest, chunk.window, timed.result())
                 entry.timed.append((chunk.window.offset, timed))
                 if rest is not None:  # decoded again, first thing in the next batch
@@ -152,15 +179,15 @@ class TranscriptionService:
             for window in batch:
                 entry = pending[window.source]
                 entry.windows_left -= 1
-                if entry.windows_left == 0:
+                if entry.decoded():
                     del pending[window.source]
                     finished.append(entry)
             done += len(batch)
             progress(done, total)
-            while finished and finished[0].done():
+            # an input is yielded once its last window is decoded and timed: waiting here costs only the timing of
+            # its last windows (the timing of unfinished inputs' windows goes on beside the next batch)
+            while finished:
                 yield self._result(finished.pop(0), options)
-        for entry in finished:  # the last words being timed
-            yield self._result(entry, options)
 
     def _result(self, entry: _Pending, options: TranscribeOptions) -> FileResult:
         segments: list[Segment] = []
@@ -171,8 +198,9 @@ class TranscriptionService:
         transcript = Transcript(segments=segments, language=language, duration=entry.duration, model=self.decoder.name)
         return FileResult(entry.source, transcript=transcript)
 
-    def _segments(self, chunk: DecodedChunk, options: TranscribeOptions, duration: float) -> list[Segment]:
+    def _segments(self, chunk: DecodedChunk, options: TranscribeOptions) -> list[Segment]:
         offset = chunk.window.offset
+        duration = offset + chunk.window.duration  # the window's end: nothing of it lies beyond
         aligned = self.aligner.align(chunk) if options.word_timestamps else tuple(() for _ in chunk.segments)
         segments = []
         for decoded, words in zip(chunk.segments, aligned):
@@ -194,6 +222,18 @@ class TranscriptionService:
                 )
             )
         return segments
+
+
+def _marking_last(windows: Iterator[Window]) -> Iterator[tuple[Window, bool]]:
+    """Each window, and whether it is the last: one window of lookahead."""
+    try:
+        current = next(windows)
+    except StopIteration:
+        return
+    for following in windows:
+        yield current, False
+        current = following
+    yield current, True
 
 
 def _undecoded_tail(chunk: DecodedChunk) -> Window | None:

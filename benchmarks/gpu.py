@@ -303,6 +303,9 @@ class _NoFiles:
     def load(self, path: Path) -> Any:
         raise AssertionError("only in-memory audio here")
 
+    def stream(self, path: Path) -> Any:
+        raise AssertionError("only in-memory audio here")
+
 
 def table(lines: Sequence[str]) -> str:
     """Markdown table of a ``--json`` file: per engine and batch, the best repeat (the first one warms up)."""

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
+
+import numpy as np
+from numpy.typing import NDArray
 
 from domain.audio import DecodedChunk, Waveform, Window
 from domain.model import TranscribeOptions, Word
@@ -15,6 +18,13 @@ ProgressSink = Callable[[int, int], None]  # (windows done, windows total)
 class AudioSource(Protocol):
     def load(self, path: Path) -> Waveform:
         """Read ``path`` as 16 kHz mono float32; raise ``AudioLoadError`` when it cannot."""
+        ...
+
+    def stream(self, path: Path) -> Iterator[NDArray[np.float32]]:
+        """``path``'s samples as consecutive blocks of 16 kHz mono float32, read as they are asked for.
+
+        Raises ``AudioLoadError`` when the file cannot be opened or read, possibly after some blocks.
+        """
         ...
 
 

@@ -23,6 +23,7 @@ it, not a copy.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from itertools import pairwise
 from typing import Final
 
@@ -57,6 +58,52 @@ def split_into_windows(
         Window(source=source, index=index, offset=start / SAMPLE_RATE, samples=samples[start:end])
         for index, (start, end) in enumerate(pairwise(bounds))
     ]
+
+
+def stream_windows(
+    blocks: Iterable[NDArray[np.float32]], source: int, max_seconds: float = WINDOW_SECONDS
+) -> Iterator[Window]:
+    """The windows of ``split_into_windows`` over the concatenation of ``blocks``, cut as the blocks arrive.
+
+    The same windows, each a copy, while only about two windows' worth of samples (plus a block) is ever held: the
+    rule for a window starting at ``s`` reads the levels of ``[s, s + 2 * max_seconds]`` and a few frames around,
+    so that much lookahead gives the same cuts as the whole input would. Blocks must be finite 16 kHz mono.
+    """
+    limit = _max_samples(max_seconds)
+    margin = (SMOOTHING_FRAMES + 2) * FRAME_SAMPLES  # the smoothing's reach, and a frame of rounding
+    buffer = np.zeros(0, np.float32)
+    base = 0  # the input's sample index of buffer[0]: a multiple of FRAME_SAMPLES, so frames fall as on the whole
+    start = index = 0  # the next window's first sample and position
+    pending: list[NDArray[np.float32]] = []
+    exhausted = False
+    iterator = iter(blocks)
+    while True:
+        held = len(buffer) + sum(len(b) for b in pending)
+        while not exhausted and base + held - start < 2 * limit + margin:
+            try:
+                block = next(iterator)
+            except StopIteration:
+                exhausted = True
+                break
+            pending.append(np.asarray(block, dtype=np.float32).reshape(-1))
+            held += len(pending[-1])
+        if pending:
+            buffer = np.concatenate([buffer, *pending])
+            pending = []
+        rest = base + len(buffer) - start
+        if rest <= 0:
+            return
+        if exhausted and rest <= limit:
+            yield Window(source=source, index=index, offset=start / SAMPLE_RATE, samples=buffer[start - base :].copy())
+            return
+        power = _frame_power(buffer)
+        levels = _Levels(frame_db=_decibels(power), smoothed_db=_decibels(_centred_mean(power, SMOOTHING_FRAMES)))
+        cut = base + levels.next_cut(start - base, limit)
+        yield Window(source=source, index=index, offset=start / SAMPLE_RATE, samples=buffer[start - base : cut - base].copy())
+        index, start = index + 1, cut
+        drop = max(0, (start - base - margin) // FRAME_SAMPLES * FRAME_SAMPLES)  # keep the smoothing's left reach
+        if drop:
+            buffer, base = buffer[drop:].copy(), base + drop
 
 
 def _max_samples(max_seconds: float) -> int:

@@ -17,8 +17,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Annotated, Final
 
+import numpy as np
 import typer
 from attrs import frozen
+from numpy.typing import NDArray
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -32,7 +34,7 @@ from rich.progress import (
 from rich.text import Text
 
 from adapters.writers import FORMATS, SubtitleLayout, TranscriptFiles
-from domain.audio import Waveform
+from domain.audio import SAMPLE_RATE, Waveform
 from domain.errors import (
     InvalidOptionError,
     ModelLoadError,
@@ -486,37 +488,32 @@ class _Plan:
 
 
 class _MeasuredAudio:
-    """The container's ``AudioSource``, noting each loaded input's duration for the progress bar."""
+    """The container's ``AudioSource``, counting the seconds of audio read, for the progress bar's speed."""
 
     def __init__(self, inner: AudioSource) -> None:
         self.inner = inner
-        self.last_duration = 0.0
+        self.seconds_read = 0.0
 
     def load(self, path: Path) -> Waveform:
         waveform = self.inner.load(path)
-        self.last_duration = waveform.duration
+        self.seconds_read += waveform.duration
         return waveform
+
+    def stream(self, path: Path) -> Iterator[NDArray[np.float32]]:
+        for block in self.inner.stream(path):
+            self.seconds_read += len(block) / SAMPLE_RATE
+            yield block
 
 
 class _AudioClock:
-    """Audio seconds behind ``done`` windows: the service reports a new total right after each load, and windows
-    are decoded in input order."""
+    """Audio seconds behind ``done`` of ``total`` windows: the audio read so far, in the share of its windows that
+    are decoded (inputs are read as the batches need them, so this is close)."""
 
     def __init__(self, audio: _MeasuredAudio) -> None:
         self.audio = audio
-        self.inputs: list[tuple[int, float]] = []  # (windows, seconds) per loaded input
-        self.total = 0
 
     def seconds(self, done: int, total: int) -> float:
-        if total > self.total:
-            self.inputs.append((total - self.total, self.audio.last_duration))
-            self.total = total
-        seconds, left = 0.0, done
-        for windows, duration in self.inputs:
-            if left < windows:
-                return seconds + duration * left / windows
-            seconds, left = seconds + duration, left - windows
-        return seconds
+        return self.audio.seconds_read * done / total if total else 0.0
 
 
 class _Run:

@@ -223,7 +223,7 @@ def transcribe_corpus(
     files = TranscriptFiles(formats=formats)
     options = TranscribeOptions(language=None if language is None else language.strip())
 
-    jobs, _ = find_inputs([input_dir])
+    jobs = find_inputs([input_dir]).jobs
     if not jobs:
         _error(stderr, f"{input_dir}: no audio files found (looked for {', '.join(sorted(AUDIO_SUFFIXES))})")
         raise typer.Exit(int(CorpusExit.FILES_FAILED))

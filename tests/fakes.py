@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import NDArray
 
 from domain.audio import SAMPLE_RATE, ChunkSegment, DecodedChunk, Waveform, Window
 from domain.errors import AudioLoadError, ModelLoadError
 from domain.model import TranscribeOptions, Word
 from domain.ports import Aligner, AudioSource, Decoder, ModelSource
+
+
+BLOCK_SECONDS = 7.0  # not a divisor of the 30-s window: windows are cut across blocks
 
 
 class InMemoryAudioSource:
@@ -27,6 +31,13 @@ class InMemoryAudioSource:
             return self.waveforms[path.name]
         except KeyError:
             raise AudioLoadError(path, "no such file") from None
+
+    def stream(self, path: Path) -> Iterator[NDArray[np.float32]]:
+        """The waveform in blocks of ``BLOCK_SECONDS``, as a file reader gives them."""
+        samples = self.load(path).samples
+        step = int(BLOCK_SECONDS * SAMPLE_RATE)
+        for start in range(0, len(samples), step):
+            yield samples[start : start + step]
 
 
 class CrashingAudioSource:
@@ -56,6 +67,9 @@ class CrashingAudioSource:
         if path.name in self.raise_always:
             raise RuntimeError(f"unexpected failure on {path.name}")
         return self.inner.load(path)
+
+    def stream(self, path: Path) -> Iterator[NDArray[np.float32]]:
+        yield self.load(path).samples
 
 
 class FakeDecoder:

@@ -10,7 +10,7 @@ from hypothesis.extra.numpy import arrays
 from numpy.typing import NDArray
 
 from domain.audio import SAMPLE_RATE, Window
-from domain.windowing import split_into_windows
+from domain.windowing import split_into_windows, stream_windows
 
 Span = tuple[int, int]  # [start, end) in samples
 
@@ -211,3 +211,26 @@ def test_max_seconds_must_allow_a_sample(bad: float) -> None:
 def test_samples_must_be_mono() -> None:
     with pytest.raises(ValueError):
         split_into_windows(np.zeros((10, 2), np.float32), 0)
+
+
+@given(
+    data=st.data(),
+    seconds=st.floats(0.0, 150.0),
+    pauses=st.lists(st.tuples(st.floats(0.0, 1.0), st.floats(0.05, 1.0)), max_size=12),
+)
+def test_streamed_windows_equal_the_whole_inputs(
+    data: st.DataObject, seconds: float, pauses: list[tuple[float, float]]
+) -> None:
+    # the 2-hour-file path: blocks of any sizes give the very windows that the whole input gives
+    n = round(seconds * SAMPLE_RATE)
+    samples = (0.1 * np.random.default_rng(n).standard_normal(n)).astype(np.float32)
+    for where, length in pauses:
+        start = round(where * n)
+        samples[start : start + round(length * SAMPLE_RATE)] *= 1e-4
+    cuts = sorted(data.draw(st.lists(st.integers(0, n), max_size=20)))
+    blocks = np.split(samples, cuts)
+    whole = split_into_windows(samples, source=3)
+    streamed = list(stream_windows(iter(blocks), source=3))
+    assert [(w.index, w.offset, w.samples.tobytes()) for w in streamed] == [
+        (w.index, w.offset, w.samples.tobytes()) for w in whole
+    ]
