@@ -28,7 +28,7 @@ from entrypoints.container import DEFAULT_BATCH_SIZE, DEFAULT_MODEL
 if TYPE_CHECKING:
     from entrypoints.container import Container
 
-stderr = Console(stderr=True)
+stderr = Console(stderr=True, soft_wrap=True, highlight=False)  # one error a line, whatever the width
 
 
 @attrs.frozen
