@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 from attrs import evolve
+from numpy.typing import NDArray
 
 from application.transcription import TranscriptionService
 from domain.audio import SAMPLE_RATE, DecodedChunk, Waveform, Window
@@ -136,3 +137,53 @@ def test_a_window_whose_speech_ended_is_not_decoded_again() -> None:
     transcript = svc.transcribe(Path("a.wav"), TranscribeOptions())
     assert [(s.start, s.end) for s in transcript.segments] == [(0.0, 10.0)]
     assert decoder.batches == [1]
+
+
+class FailingMidwaySource(InMemoryAudioSource):
+    """``b.wav`` reads for 40 s, then its file turns out corrupt (a truncated FLAC frame, a network drop)."""
+
+    def stream(self, path: Path) -> Iterator[NDArray[np.float32]]:
+        for index, block in enumerate(super().stream(path)):
+            if path.name == "b.wav" and index * 7.0 >= 40.0:
+                raise AudioLoadError(path, "corrupt or truncated audio")
+            yield block
+
+
+def test_a_file_failing_part_way_is_reported_and_the_others_complete() -> None:
+    audio = FailingMidwaySource({"a.wav": tone(20.0), "b.wav": tone(95.0), "c.wav": tone(35.0)})
+    decoder = FakeDecoder("hello world")
+    svc = TranscriptionService(audio=audio, decoder=decoder, aligner=FakeAligner(), batch_size=2)
+    results = {str(r.source): r for r in svc.transcribe_many([Path("a.wav"), Path("b.wav"), Path("c.wav")],
+                                                            TranscribeOptions())}
+    assert set(results) == {"a.wav", "b.wav", "c.wav"}
+    assert results["b.wav"].transcript is None
+    assert "corrupt or truncated audio" in str(results["b.wav"].error)
+    for name, seconds in (("a.wav", 20.0), ("c.wav", 35.0)):
+        transcript = results[name].transcript
+        assert transcript is not None and transcript.duration == pytest.approx(seconds)
+        assert transcript.words and transcript.words[-1].end <= seconds
+
+
+def test_audio_is_read_only_as_far_as_the_batches_need() -> None:
+    # a long input is not read whole before its first window is decoded: memory stays flat in its length
+    read: list[int] = []
+
+    class CountingSource(InMemoryAudioSource):
+        def stream(self, path: Path) -> Iterator[NDArray[np.float32]]:
+            for block in super().stream(path):
+                read.append(len(block))
+                yield block
+
+    seen_at_first_batch: list[float] = []
+
+    class Recording(FakeDecoder):
+        def decode_batch(self, windows: Sequence[Window], options: TranscribeOptions) -> list[DecodedChunk]:
+            if not seen_at_first_batch:
+                seen_at_first_batch.append(sum(read) / SAMPLE_RATE)
+            return super().decode_batch(windows, options)
+
+    svc = TranscriptionService(audio=CountingSource({"long.wav": tone(3600.0)}), decoder=Recording("hi"),
+                               aligner=FakeAligner(), batch_size=2)
+    transcript = svc.transcribe(Path("long.wav"), TranscribeOptions())
+    assert transcript.duration == pytest.approx(3600.0)
+    assert seen_at_first_batch[0] <= 2 * 30.0 + 60.0 + 7.0  # two windows, the cutter's lookahead and a block
