@@ -65,6 +65,7 @@ def run_engine(engine: str, model: str, files: Sequence[Path], batch_size: int, 
     runners: dict[str, Callable[[], Loaded]] = {
         "onepass": lambda: _onepass(model, batch_size),
         "mlx-whisper": lambda: _mlx_whisper(model),
+        "mlx-whisper-nocond": lambda: _mlx_whisper(model, condition_on_previous_text=False),
         "fw-f32": lambda: _faster_whisper(model, "float32", None, cpu_threads),
         "fw-int8": lambda: _faster_whisper(model, "int8", None, cpu_threads),
         "fw-batched-f32": lambda: _faster_whisper(model, "float32", batch_size, cpu_threads),
@@ -102,7 +103,7 @@ def _onepass(model: str, batch_size: int) -> Loaded:
     return warm_up, transcribe_all, f"batch {batch_size}, one call over all files"
 
 
-def _mlx_whisper(model: str) -> Loaded:
+def _mlx_whisper(model: str, condition_on_previous_text: bool = True) -> Loaded:
     blas = _enable_fast_blas()  # the same BLAS as ours, before libmlx loads
     import mlx.core as mx
     import mlx_whisper
@@ -116,10 +117,17 @@ def _mlx_whisper(model: str) -> Loaded:
     if heads is not None:
         whisper.set_alignment_heads(np.asarray(heads, dtype=np.int64))
     note = f"float32, {'alignment heads of the model' if heads else 'all heads of the upper half'}, {blas}"
+    if not condition_on_previous_text:
+        note += ", condition_on_previous_text=False"
 
     def run(samples: NDArray[np.float32]) -> dict[str, Any]:
         result: dict[str, Any] = mlx_whisper.transcribe(
-            samples, path_or_hf_repo=str(folder), word_timestamps=True, fp16=False, language="en"
+            samples,
+            path_or_hf_repo=str(folder),
+            word_timestamps=True,
+            fp16=False,
+            language="en",
+            condition_on_previous_text=condition_on_previous_text,
         )
         return result
 
