@@ -74,7 +74,7 @@ class TranscriptionService:
     audio: AudioSource
     decoder: Decoder
     aligner: Aligner
-    batch_size: int = 8
+    batch_size: int = 16
     align_workers: int = field(factory=default_align_workers)  # word timing overlaps the next batch's decoding
 
     def transcribe(self, path: Path, options: TranscribeOptions) -> Transcript:
