@@ -59,9 +59,6 @@ class _Pending:
     def decoded(self) -> bool:
         return not self.reading and self.windows_left == 0
 
-    def done(self) -> bool:
-        return self.decoded() and all(future.done() for _, future in self.timed)
-
     def count(self, blocks: Iterator[NDArray[np.float32]]) -> Iterator[NDArray[np.float32]]:
         """``blocks`` made finite, their samples counted as they pass."""
         for block in blocks:
@@ -117,7 +114,7 @@ class TranscriptionService:
         """
         queue: deque[Window] = deque()
         pending: dict[int, _Pending] = {}
-        finished: list[_Pending] = []  # decoded, words possibly still being timed
+        finished: list[_Pending] = []  # decoded: yielded at the end of the batch, once their words are timed
         source_iter = enumerate(inputs)
         reading: tuple[int, Iterator[tuple[Window, bool]]] | None = None  # the input being cut into windows
         done = total = 0
@@ -164,13 +161,13 @@ class TranscriptionService:
                 entry.first_language = entry.first_language or chunk.language
                 if chunk.segments:
                     entry.languages.append(chunk.language)
-                rest = _undecoded_tail(chunk)
-                if rest is None:
-                    timed = pool.submit(self._segments, chunk, options)
-                else:  # timed now: the tail starts where the window's last word ends, which only the words say
-                    timed = Future()
+                rest = None
+                if _may_have_undecoded_tail(chunk):  # timed now: the tail starts after the window's last word
+                    timed: Future[list[Segment]] = Future()
                     timed.set_result(self._segments(chunk, options))
-                    rest = _after_words(rest, chunk.window, timed.result())
+                    rest = _undecoded_tail(chunk, timed.result())
+                else:
+                    timed = pool.submit(self._segments, chunk, options)
                 entry.timed.append((chunk.window.offset, timed))
                 if rest is not None:  # decoded again, first thing in the next batch
                     queue.appendleft(rest)
@@ -236,34 +233,29 @@ def _marking_last(windows: Iterator[Window]) -> Iterator[tuple[Window, bool]]:
     yield current, True
 
 
-def _undecoded_tail(chunk: DecodedChunk) -> Window | None:
-    """The end of ``chunk``'s window that the model left undecoded, as a window of its own; None if there is none.
+def _may_have_undecoded_tail(chunk: DecodedChunk) -> bool:
+    """Whether the model stopped early in ``chunk``'s window, after progress, with speech possibly left.
 
-    Whisper may stop early, at a timestamp well before the window's end, although speech goes on; sequential
-    transcription then seeks to that timestamp and decodes from there. Windows here are decoded in parallel, so the
-    rest becomes a new window. As openai-whisper's ``transcribe``: not when the output ended with a lone timestamp
-    (the model said the speech ended: on silence, decoding the rest again only repeats a hallucination), and only
-    after progress (the last segment ends after the window's start), so this always ends.
+    Whisper may emit end-of-text at a timestamp well before the window's end although speech goes on; sequential
+    transcription then seeks to that point and decodes from there. As openai-whisper's ``transcribe``: not when
+    the output ended with a lone timestamp (the model said the speech ended: on silence, decoding the rest again
+    only repeats a hallucination), and only after progress (the last segment ends after the window's start), so
+    re-decoding always ends.
     """
     if not chunk.segments or chunk.speech_ended:
-        return None
+        return False
     end = chunk.segments[-1].end
-    if end <= 0.0 or chunk.window.duration - end < CONTINUE_SECONDS:
-        return None
-    return _window_from(chunk.window, end)
+    return end > 0.0 and chunk.window.duration - end >= CONTINUE_SECONDS
 
 
-def _after_words(tail: Window, window: Window, segments: Sequence[Segment]) -> Window | None:
-    """``tail`` moved to start after the window's last timed word (file times), as whisper does with word times."""
-    ends = [word.end for segment in segments for word in segment.words]
-    start = max([tail.offset, *ends]) - window.offset
+def _undecoded_tail(chunk: DecodedChunk, segments: Sequence[Segment]) -> Window | None:
+    """The rest of ``chunk``'s window after its last segment and its last timed word (``segments``, file times),
+    as a window of its own: windows here are decoded in parallel, so the rest is decoded as a new one."""
+    window = chunk.window
+    ends = [word.end - window.offset for segment in segments for word in segment.words]
+    start = max([chunk.segments[-1].end, *ends])
     if window.duration - start < CONTINUE_SECONDS:
         return None
-    return _window_from(window, start)
-
-
-def _window_from(window: Window, start: float) -> Window:
-    """The rest of ``window`` from ``start`` seconds into it."""
     cut = int(round(start * SAMPLE_RATE))
     return Window(source=window.source, index=window.index, offset=window.offset + start, samples=window.samples[cut:])
 

@@ -66,20 +66,28 @@ def _sync_mlx() -> None:
     mx.synchronize()
 
 
-def bench_ours(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[str, Any]]:
-    from adapters.dtw import DtwAligner
+def random_large_v3() -> Any:
+    """Our batched decoder over a Whisper of large-v3's shapes with random float16 weights (seeded)."""
     from adapters.mlx.decoder import MlxWhisperDecoder  # adapters.mlx first: it sets up the BLAS before mlx loads
 
     import mlx.core as mx  # noqa: I001
     from mlx_whisper.whisper import ModelDimensions, Whisper
-    from domain.audio import SAMPLE_RATE, Window
-    from domain.model import TranscribeOptions
 
     mx.random.seed(0)
     model = Whisper(ModelDimensions(**LARGE_V3), dtype=mx.float16)
     model.set_dtype(mx.float16)
     mx.eval(model.parameters())
-    decoder = MlxWhisperDecoder(model, name="large-v3-random", alignment_heads=alignment_heads())
+    return MlxWhisperDecoder(model, name="large-v3-random", alignment_heads=alignment_heads())
+
+
+def bench_ours(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[str, Any]]:
+    decoder = random_large_v3()
+    from adapters.dtw import DtwAligner
+
+    import mlx.core as mx  # noqa: I001
+    from domain.audio import SAMPLE_RATE, Window
+    from domain.model import TranscribeOptions
+
     aligner = DtwAligner()
     eot = 50257
     options = TranscribeOptions(
@@ -161,18 +169,13 @@ def _pipelined(decoder: Any, aligner: Any, windows: Sequence[Any], options: Any,
 
 def bench_micro(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[str, Any]]:
     """Where a decoder step's time goes: each part timed alone (synchronised), summed over the 32 layers."""
-    from adapters.mlx.decoder import MlxWhisperDecoder  # adapters.mlx first: it sets up the BLAS before mlx loads
+    decoder = random_large_v3()
     from adapters.mlx.forward import DecoderState, gelu
 
     import mlx.core as mx  # noqa: I001
-    from mlx_whisper.whisper import ModelDimensions, Whisper
 
-    mx.random.seed(0)
-    dims = ModelDimensions(**LARGE_V3)
-    model = Whisper(dims, dtype=mx.float16)
-    model.set_dtype(mx.float16)
-    mx.eval(model.parameters())
-    decoder = MlxWhisperDecoder(model, name="large-v3-random", alignment_heads=alignment_heads())
+    model = decoder.model
+    dims = model.dims
     layers, heads, state = dims.n_text_layer, dims.n_text_head, dims.n_text_state
     dh = state // heads
 

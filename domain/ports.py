@@ -9,17 +9,13 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from domain.audio import DecodedChunk, Waveform, Window
+from domain.audio import DecodedChunk, Window
 from domain.model import TranscribeOptions, Word
 
 ProgressSink = Callable[[int, int], None]  # (windows done, windows total)
 
 
 class AudioSource(Protocol):
-    def load(self, path: Path) -> Waveform:
-        """Read ``path`` as 16 kHz mono float32; raise ``AudioLoadError`` when it cannot."""
-        ...
-
     def stream(self, path: Path) -> Iterator[NDArray[np.float32]]:
         """``path``'s samples as consecutive blocks of 16 kHz mono float32, read as they are asked for.
 

@@ -34,7 +34,7 @@ from rich.progress import (
 from rich.text import Text
 
 from adapters.writers import FORMATS, SubtitleLayout, TranscriptFiles
-from domain.audio import SAMPLE_RATE, Waveform
+from domain.audio import SAMPLE_RATE
 from domain.errors import (
     InvalidOptionError,
     ModelLoadError,
@@ -47,6 +47,7 @@ from entrypoints.container import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, Container
 from entrypoints.corpus_command import CORPUS_EXIT_CODES_HELP, transcribe_corpus
 from entrypoints.eval_command import eval_command
 from entrypoints.inputs import AUDIO_SUFFIXES, Job, find_inputs
+from entrypoints.options import BatchSizeOption, LanguageOption, ModelOption
 
 
 class ExitCode(IntEnum):
@@ -113,28 +114,9 @@ def transcribe(
             show_default=False,
         ),
     ],
-    model: Annotated[
-        str,
-        typer.Option(
-            metavar="NAME",
-            help="A built-in model (see [b]app models[/b]), a local model folder (mlx-whisper or CTranslate2 "
-            "layout) or a Hugging Face repository id.",
-            rich_help_panel="Model",
-        ),
-    ] = DEFAULT_MODEL,
-    batch_size: Annotated[
-        int,
-        typer.Option(min=1, metavar="N", help="Windows (30 s each) decoded together.", rich_help_panel="Model"),
-    ] = DEFAULT_BATCH_SIZE,
-    language: Annotated[
-        str | None,
-        typer.Option(
-            metavar="LANG",
-            help="Spoken language, a code or name ('en', 'German'); detected per window when left out.",
-            show_default=False,
-            rich_help_panel="Decoding",
-        ),
-    ] = None,
+    model: ModelOption = DEFAULT_MODEL,
+    batch_size: BatchSizeOption = DEFAULT_BATCH_SIZE,
+    language: LanguageOption = None,
     task: Annotated[
         Task,
         typer.Option(
@@ -493,11 +475,6 @@ class _MeasuredAudio:
     def __init__(self, inner: AudioSource) -> None:
         self.inner = inner
         self.seconds_read = 0.0
-
-    def load(self, path: Path) -> Waveform:
-        waveform = self.inner.load(path)
-        self.seconds_read += waveform.duration
-        return waveform
 
     def stream(self, path: Path) -> Iterator[NDArray[np.float32]]:
         for block in self.inner.stream(path):

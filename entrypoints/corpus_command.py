@@ -24,6 +24,7 @@ from application.corpus import ManifestRecord, plan_corpus, read_manifest
 from domain.model import TranscribeOptions
 from entrypoints.container import DEFAULT_BATCH_SIZE, DEFAULT_MODEL
 from entrypoints.inputs import AUDIO_SUFFIXES, Job, find_inputs
+from entrypoints.options import BatchSizeOption, LanguageOption, ModelOption
 
 if TYPE_CHECKING:
     from entrypoints.container import Container
@@ -146,28 +147,9 @@ def transcribe_corpus(
             rich_help_panel="Cluster",
         ),
     ] = 8,
-    model: Annotated[
-        str,
-        typer.Option(
-            metavar="NAME",
-            help="A built-in model, a model folder or a Hugging Face repository id (as [b]app transcribe[/b]); "
-            "every node must be able to load it.",
-            rich_help_panel="Model",
-        ),
-    ] = DEFAULT_MODEL,
-    batch_size: Annotated[
-        int,
-        typer.Option(min=1, metavar="N", help="Windows (30 s each) decoded together.", rich_help_panel="Model"),
-    ] = DEFAULT_BATCH_SIZE,
-    language: Annotated[
-        str | None,
-        typer.Option(
-            metavar="LANG",
-            help="Spoken language, a code or name; detected per window when left out.",
-            show_default=False,
-            rich_help_panel="Model",
-        ),
-    ] = None,
+    model: ModelOption = DEFAULT_MODEL,
+    batch_size: BatchSizeOption = DEFAULT_BATCH_SIZE,
+    language: LanguageOption = None,
     output_format: Annotated[
         CorpusFormat,
         typer.Option(
@@ -210,9 +192,9 @@ def transcribe_corpus(
 ) -> None:
     """Transcribe a folder of audio on Ray workers; a rerun resumes from the manifest.
 
-    Each worker loads the model once and decodes the files it holds together. Every transcript is written
-    atomically as it finishes, and a line about it (file, status, duration, seconds, error) is appended to the
-    manifest. A rerun skips files done earlier; a file whose worker dies is tried again elsewhere, and one that
+    Each worker loads the model once (every node must be able to load it) and decodes the files it holds
+    together. Every transcript is written atomically as it finishes, and a line about it (file, status, duration,
+    seconds, error) is appended to the manifest. A rerun skips files done earlier; a file whose worker dies is tried again elsewhere, and one that
     fails twice is marked failed with the reason.
     """
     container: Container = ctx.obj

@@ -1,0 +1,30 @@
+"""Options that several commands share, declared once so that their names, checks and help stay alike."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+ModelOption = Annotated[
+    str,
+    typer.Option(
+        metavar="NAME",
+        help="A built-in model (see [b]app models[/b]), a local model folder (mlx-whisper or CTranslate2 layout) "
+        "or a Hugging Face repository id.",
+        rich_help_panel="Model",
+    ),
+]
+BatchSizeOption = Annotated[
+    int,
+    typer.Option(min=1, metavar="N", help="Windows (30 s each) decoded together.", rich_help_panel="Model"),
+]
+LanguageOption = Annotated[
+    str | None,
+    typer.Option(
+        metavar="LANG",
+        help="Spoken language, a code or name ('en', 'German'); detected per window when left out.",
+        show_default=False,
+        rich_help_panel="Decoding",
+    ),
+]
