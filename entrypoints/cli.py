@@ -47,7 +47,13 @@ from entrypoints.container import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, Container
 from entrypoints.corpus_command import CORPUS_EXIT_CODES_HELP, transcribe_corpus
 from entrypoints.eval_command import eval_command
 from entrypoints.inputs import AUDIO_SUFFIXES, Job, find_inputs
-from entrypoints.options import BatchSizeOption, LanguageOption, ModelOption
+from entrypoints.options import (
+    BatchSizeOption,
+    LanguageOption,
+    ModelOption,
+    OutputFormat,
+    OutputFormatOption,
+)
 
 
 class ExitCode(IntEnum):
@@ -76,15 +82,6 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,  # locals hold whole waveforms and model weights
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-
-class OutputFormat(str, Enum):
-    TXT = "txt"
-    SRT = "srt"
-    VTT = "vtt"
-    TSV = "tsv"
-    JSON = "json"
-    ALL = "all"
 
 
 class Task(str, Enum):
@@ -190,16 +187,7 @@ def transcribe(
             rich_help_panel="Output",
         ),
     ] = Path("."),
-    output_format: Annotated[
-        OutputFormat,
-        typer.Option(
-            "--output-format",
-            "-f",
-            metavar="FORMAT",
-            help="[b]txt[/b], [b]srt[/b], [b]vtt[/b], [b]tsv[/b], [b]json[/b] or [b]all[/b] of them.",
-            rich_help_panel="Output",
-        ),
-    ] = OutputFormat.ALL,
+    output_format: OutputFormatOption = OutputFormat.ALL,
     overwrite: Annotated[
         bool,
         typer.Option(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from enum import Enum, IntEnum
+from enum import IntEnum
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Annotated, Final
 
@@ -24,7 +24,13 @@ from application.corpus import ManifestRecord, plan_corpus, read_manifest
 from domain.model import TranscribeOptions
 from entrypoints.container import DEFAULT_BATCH_SIZE, DEFAULT_MODEL
 from entrypoints.inputs import AUDIO_SUFFIXES, Job, find_inputs
-from entrypoints.options import BatchSizeOption, LanguageOption, ModelOption
+from entrypoints.options import (
+    BatchSizeOption,
+    LanguageOption,
+    ModelOption,
+    OutputFormat,
+    OutputFormatOption,
+)
 
 if TYPE_CHECKING:
     from entrypoints.container import Container
@@ -48,15 +54,6 @@ CORPUS_EXIT_CODES_HELP: Final = (
     "with its reason · 2 usage error · 3 the model could not be loaded · 4 the output folder is not writable · "
     "5 Ray missing, unreachable or its workers cannot start · 130 interrupted (rerun to resume)."
 )
-
-
-class CorpusFormat(str, Enum):
-    TXT = "txt"
-    SRT = "srt"
-    VTT = "vtt"
-    TSV = "tsv"
-    JSON = "json"
-    ALL = "all"
 
 
 class ManifestFile:
@@ -150,16 +147,7 @@ def transcribe_corpus(
     model: ModelOption = DEFAULT_MODEL,
     batch_size: BatchSizeOption = DEFAULT_BATCH_SIZE,
     language: LanguageOption = None,
-    output_format: Annotated[
-        CorpusFormat,
-        typer.Option(
-            "--output-format",
-            "-f",
-            metavar="FORMAT",
-            help="[b]txt[/b], [b]srt[/b], [b]vtt[/b], [b]tsv[/b], [b]json[/b] or [b]all[/b] of them.",
-            rich_help_panel="Output",
-        ),
-    ] = CorpusFormat.ALL,
+    output_format: OutputFormatOption = OutputFormat.ALL,
     manifest: Annotated[
         Path | None,
         typer.Option(
@@ -194,14 +182,14 @@ def transcribe_corpus(
 
     Each worker loads the model once (every node must be able to load it) and decodes the files it holds
     together. Every transcript is written atomically as it finishes, and a line about it (file, status, duration,
-    seconds, error) is appended to the manifest. A rerun skips files done earlier; a file whose worker dies is tried again elsewhere, and one that
-    fails twice is marked failed with the reason.
+    seconds, error) is appended to the manifest. A rerun skips files done earlier; a file whose worker dies is
+    tried again elsewhere, and one that fails twice is marked failed with the reason.
     """
     container: Container = ctx.obj
     stderr = Console(stderr=True, soft_wrap=True, highlight=False)
     if language is not None and not language.strip():
         raise typer.BadParameter("give a language code or name, or leave the option out", param_hint="--language")
-    formats = FORMATS if output_format is CorpusFormat.ALL else (output_format.value,)
+    formats = FORMATS if output_format is OutputFormat.ALL else (output_format.value,)
     files = TranscriptFiles(formats=formats)
     options = TranscribeOptions(language=None if language is None else language.strip())
 

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Annotated
 
 import typer
+
+
+class OutputFormat(str, Enum):
+    TXT = "txt"
+    SRT = "srt"
+    VTT = "vtt"
+    TSV = "tsv"
+    JSON = "json"
+    ALL = "all"
+
 
 ModelOption = Annotated[
     str,
@@ -26,5 +37,15 @@ LanguageOption = Annotated[
         help="Spoken language, a code or name ('en', 'German'); detected per window when left out.",
         show_default=False,
         rich_help_panel="Decoding",
+    ),
+]
+OutputFormatOption = Annotated[
+    OutputFormat,
+    typer.Option(
+        "--output-format",
+        "-f",
+        metavar="FORMAT",
+        help="[b]txt[/b], [b]srt[/b], [b]vtt[/b], [b]tsv[/b], [b]json[/b] or [b]all[/b] of them.",
+        rich_help_panel="Output",
     ),
 ]
