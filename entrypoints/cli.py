@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import tempfile
 import time
 from collections.abc import Iterator
 from enum import Enum, IntEnum
@@ -31,7 +30,6 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from rich.text import Text
 
 from adapters.writers import FORMATS, SubtitleLayout, TranscriptFiles
 from domain.audio import SAMPLE_RATE
@@ -43,6 +41,7 @@ from domain.errors import (
 )
 from domain.model import Transcript, TranscribeOptions
 from domain.ports import AudioSource
+from entrypoints.console import check_output_dir, error, note, warn
 from entrypoints.container import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, Container
 from entrypoints.corpus_command import CORPUS_EXIT_CODES_HELP, transcribe_corpus
 from entrypoints.eval_command import eval_command
@@ -272,7 +271,7 @@ def transcribe(
                 model=model, batch_size=batch_size, output_dir=output_dir, overwrite=overwrite, verbose=verbose,
             )
         except KeyboardInterrupt as exc:  # before or after the run itself: nothing half-written either way
-            _error(stderr, "interrupted; rerun to resume")
+            error(stderr, "interrupted; rerun to resume")
             code = _interrupted(exc)
     raise typer.Exit(int(code))
 
@@ -294,20 +293,20 @@ def _transcribe(
     inputs = find_inputs(paths)
     jobs = inputs.jobs
     for path in inputs.missing:
-        _error(stderr, f"{path}: no such file or folder")
+        error(stderr, f"{path}: no such file or folder")
     for folder in inputs.empty_folders:
-        _error(stderr, f"{folder}: no audio files found (looked for {', '.join(sorted(AUDIO_SUFFIXES))})")
-    _check_output_dir(output_dir, stderr)
+        error(stderr, f"{folder}: no audio files found (looked for {', '.join(sorted(AUDIO_SUFFIXES))})")
+    check_output_dir(output_dir, stderr, int(ExitCode.OUTPUT_DIR))
     todo: list[_Plan] = []
     for job in jobs:
         plan = _Plan.of(job, output_dir, files, overwrite)
         if not plan.formats:
             if verbose is not False:
-                _note(stderr, f"skipped {job.source}: its outputs exist (use --overwrite to replace them)")
+                note(stderr, f"skipped {job.source}: its outputs exist (use --overwrite to replace them)")
             continue
         if plan.existing and verbose is not False:
             shown = ", ".join(str(p) for p in plan.existing)
-            _note(stderr, f"{job.source}: keeping existing {shown} (use --overwrite to replace)")
+            note(stderr, f"{job.source}: keeping existing {shown} (use --overwrite to replace)")
         todo.append(plan)
 
     run = _Run(stderr=stderr, files=files, verbose=verbose, several=len(todo) > 1)
@@ -417,19 +416,9 @@ def _check_subtitle_options(layout: SubtitleLayout, word_timestamps: bool, stder
             if value:
                 raise typer.BadParameter("needs word timestamps (leave out --no-word-timestamps)", param_hint=flag)
     if layout.max_line_count and not layout.max_line_width:
-        _warn(stderr, "--max-line-count has no effect without --max-line-width")
+        warn(stderr, "--max-line-count has no effect without --max-line-width")
     if layout.max_words_per_line and layout.max_line_width:
-        _warn(stderr, "--max-words-per-line has no effect with --max-line-width")
-
-
-def _check_output_dir(folder: Path, stderr: Console) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as exc:
-        _error(stderr, f"cannot write to the output folder {folder}: {exc.strerror or exc}")
-        raise typer.Exit(int(ExitCode.OUTPUT_DIR)) from exc
+        warn(stderr, "--max-words-per-line has no effect with --max-line-width")
 
 
 # ---------------------------------------------------------------------------------------------------- outputs
@@ -514,18 +503,18 @@ class _Run:
                     plan = by_source[Path(result.source)]
                     if result.error is not None:
                         self.failed += 1
-                        _error(self.stderr, str(result.error))
+                        error(self.stderr, str(result.error))
                     else:
                         assert result.transcript is not None
                         self._finish(plan, result.transcript)
             except (InvalidOptionError, UnsupportedLanguageError) as exc:
-                _error(self.stderr, str(exc))
+                error(self.stderr, str(exc))
                 return ExitCode.USAGE
             except ModelLoadError as exc:
-                _error(self.stderr, str(exc))
+                error(self.stderr, str(exc))
                 return ExitCode.MODEL
             except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (``_Terminated``)
-                _error(self.stderr, f"interrupted after {self.done} of {len(plans)} inputs; rerun to resume")
+                error(self.stderr, f"interrupted after {self.done} of {len(plans)} inputs; rerun to resume")
                 return _interrupted(exc)
         return ExitCode.OK
 
@@ -534,7 +523,7 @@ class _Run:
             self.files.write(transcript, plan.base, plan.formats)
         except TranscriptionError as exc:  # OutputWriteError: the disk filled up, a folder became unwritable...
             self.failed += 1
-            _error(self.stderr, f"{plan.job.source}: {exc}")
+            error(self.stderr, f"{plan.job.source}: {exc}")
             return
         self.done += 1
         self.audio_seconds += transcript.duration
@@ -554,7 +543,7 @@ class _Run:
         if failed:
             parts.append(f"{failed} failed")
         speed = f" ({self.audio_seconds / elapsed:.1f} s of audio per second)" if self.done and elapsed > 0 else ""
-        _note(self.stderr, f"{', '.join(parts)} in {elapsed:.1f} s{speed}")
+        note(self.stderr, f"{', '.join(parts)} in {elapsed:.1f} s{speed}")
 
 
 def _progress_bar(stderr: Console, show: bool) -> Progress:
@@ -580,22 +569,6 @@ def _clock(seconds: float) -> str:
     minutes, milliseconds = divmod(milliseconds, 60_000)
     whole, milliseconds = divmod(milliseconds, 1000)
     return (f"{hours:02d}:" if hours else "") + f"{minutes:02d}:{whole:02d}.{milliseconds:03d}"
-
-
-def _error(stderr: Console, message: str) -> None:
-    stderr.print(Text.assemble(("error: ", "bold red"), _one_line(message)))
-
-
-def _warn(stderr: Console, message: str) -> None:
-    stderr.print(Text.assemble(("warning: ", "yellow"), _one_line(message)))
-
-
-def _note(stderr: Console, message: str) -> None:
-    stderr.print(Text(_one_line(message), style="dim"))
-
-
-def _one_line(message: str) -> str:
-    return " ".join(message.split())
 
 
 # -------------------------------------------------------------------------------------------------------- models

@@ -9,7 +9,6 @@ whole story.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from enum import IntEnum
 from pathlib import Path
@@ -17,11 +16,11 @@ from typing import IO, TYPE_CHECKING, Annotated, Final
 
 import typer
 from rich.console import Console
-from rich.text import Text
 
 from adapters.writers import FORMATS, TranscriptFiles
 from application.corpus import ManifestRecord, plan_corpus, read_manifest
 from domain.model import TranscribeOptions
+from entrypoints.console import check_output_dir, error, note, warn
 from entrypoints.container import DEFAULT_BATCH_SIZE, DEFAULT_MODEL
 from entrypoints.inputs import AUDIO_SUFFIXES, Job, find_inputs
 from entrypoints.options import (
@@ -195,9 +194,9 @@ def transcribe_corpus(
 
     jobs = find_inputs([input_dir]).jobs
     if not jobs:
-        _error(stderr, f"{input_dir}: no audio files found (looked for {', '.join(sorted(AUDIO_SUFFIXES))})")
+        error(stderr, f"{input_dir}: no audio files found (looked for {', '.join(sorted(AUDIO_SUFFIXES))})")
         raise typer.Exit(int(CorpusExit.FILES_FAILED))
-    _check_output_dir(output_dir, stderr)
+    check_output_dir(output_dir, stderr, int(CorpusExit.OUTPUT_DIR))
     by_file = {_manifest_name(job, input_dir): job for job in jobs}
     log = ManifestFile(manifest or output_dir / MANIFEST_NAME)
     plan = plan_corpus(
@@ -208,9 +207,9 @@ def transcribe_corpus(
         overwrite=overwrite,
     )
     if plan.done_before and not quiet:
-        _note(stderr, f"{len(plan.done_before)} files done in an earlier run: skipped")
+        note(stderr, f"{len(plan.done_before)} files done in an earlier run: skipped")
     if plan.failed_before:
-        _error(
+        error(
             stderr,
             f"{len(plan.failed_before)} files failed in an earlier run (see {log.path}; --retry-failed tries "
             "them again)",
@@ -250,7 +249,7 @@ def _run(
     except ModuleNotFoundError as exc:
         if exc.name is None or exc.name.split(".")[0] != "ray":
             raise
-        _error(stderr, f"transcribe-corpus needs Ray, which is not installed: {INSTALL_HINT}")
+        error(stderr, f"transcribe-corpus needs Ray, which is not installed: {INSTALL_HINT}")
         return CorpusExit.RAY
 
     def record(entry: ManifestRecord) -> None:
@@ -261,19 +260,19 @@ def _run(
     try:
         started = ray_engine.connect(address)
     except ray_engine.ClusterError as exc:
-        _error(stderr, str(exc))
+        error(stderr, str(exc))
         return CorpusExit.RAY
     try:
         for warning in ray_engine.check_resources(count, cpus, gpus):
-            _warn(stderr, warning)
+            warn(stderr, warning)
         settings = ray_engine.WorkerSettings.of(container, options, files)
         run = ray_engine.CorpusRun(settings, ray_engine.Workers(count, cpus, gpus, per_batch), record)
         run.run([ray_engine.FileTask(file, str(source), str(base)) for file, source, base in tasks])
     except ray_engine.RunStopped as exc:
-        _error(stderr, str(exc))
+        error(stderr, str(exc))
         return {"model": CorpusExit.MODEL, "usage": CorpusExit.USAGE, "cluster": CorpusExit.RAY}[exc.fatal.kind]
     except KeyboardInterrupt:
-        _error(stderr, f"interrupted after {tally.done + tally.failed} of {len(tasks)} files; rerun to resume")
+        error(stderr, f"interrupted after {tally.done + tally.failed} of {len(tasks)} files; rerun to resume")
         return CorpusExit.INTERRUPTED
     finally:
         if started:
@@ -283,16 +282,6 @@ def _run(
 
 def _manifest_name(job: Job, input_dir: Path) -> str:
     return job.source.relative_to(input_dir).as_posix()
-
-
-def _check_output_dir(folder: Path, stderr: Console) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as exc:
-        _error(stderr, f"cannot write to the output folder {folder}: {exc.strerror or exc}")
-        raise typer.Exit(int(CorpusExit.OUTPUT_DIR)) from exc
 
 
 class _Tally:
@@ -311,10 +300,10 @@ class _Tally:
             self.done += 1
             self.audio_seconds += record.duration or 0.0
             if not self.quiet:
-                _note(self.stderr, f"done {record.file} ({record.duration or 0.0:.1f} s of audio)")
+                note(self.stderr, f"done {record.file} ({record.duration or 0.0:.1f} s of audio)")
         else:
             self.failed += 1
-            _error(self.stderr, f"{record.file}: {record.error}")
+            error(self.stderr, f"{record.file}: {record.error}")
 
     def summary(self, skipped: int, failed_before: int, workers: int) -> None:
         elapsed = time.perf_counter() - self.started
@@ -324,16 +313,4 @@ class _Tally:
         if self.failed or failed_before:
             parts.append(f"{self.failed + failed_before} failed")
         speed = f", {self.audio_seconds / elapsed:.1f} s of audio per second" if self.done and elapsed > 0 else ""
-        _note(self.stderr, f"{', '.join(parts)} in {elapsed:.1f} s ({workers} workers{speed})")
-
-
-def _error(stderr: Console, message: str) -> None:
-    stderr.print(Text.assemble(("error: ", "bold red"), " ".join(message.split())))
-
-
-def _warn(stderr: Console, message: str) -> None:
-    stderr.print(Text.assemble(("warning: ", "yellow"), " ".join(message.split())))
-
-
-def _note(stderr: Console, message: str) -> None:
-    stderr.print(Text(" ".join(message.split()), style="dim"))
+        note(self.stderr, f"{', '.join(parts)} in {elapsed:.1f} s ({workers} workers{speed})")
