@@ -221,3 +221,29 @@ def _mean_ms(seconds: NDArray[np.float64]) -> float:
 
 def _share(hits: NDArray[np.bool_]) -> float:
     return float(hits.mean()) if len(hits) else float("nan")
+
+
+CONNECTED_GAP_SECONDS = 0.05  # reference words this close meet without a pause (a boundary DTW can place alone)
+
+
+def connected_boundary_errors(
+    references: Sequence[Reference], hypotheses: Mapping[str, Hypothesis], metrics: TextMetrics
+) -> NDArray[np.float64]:
+    """Signed errors (hypothesis - reference, seconds) of the matched word edges that the reference shows meeting
+    their neighbour without a pause: starts after, and ends before, a gap of at most ``CONNECTED_GAP_SECONDS``.
+
+    Their median is a model's lag (``adapters/dtw/calibration.py``): edges next to pauses carry DTW's pause error
+    as well, so they are left out.
+    """
+    errors: list[float] = []
+    for reference in references:
+        hypothesis = hypotheses.get(reference.name)
+        if hypothesis is None:
+            continue
+        words = reference.words
+        connected_start = {id(b) for a, b in zip(words, words[1:]) if b.start - a.end <= CONNECTED_GAP_SECONDS}
+        connected_end = {id(a) for a, b in zip(words, words[1:]) if b.start - a.end <= CONNECTED_GAP_SECONDS}
+        pairs, _, _ = matched_pairs(words, hypothesis.words, metrics)
+        errors += [h.start - r.start for r, h in pairs if id(r) in connected_start]
+        errors += [h.end - r.end for r, h in pairs if id(r) in connected_end]
+    return np.array(errors, dtype=np.float64)

@@ -11,8 +11,8 @@ never import MLX, soundfile or scipy. Tests swap adapters by instance::
 
 Configuration keys: ``model`` (name, folder or hub id; default ``tiny.en``), ``batch_size`` (windows decoded
 together; default 16), ``cache_dir`` (converted models; default ``$ONEPASS_CACHE_DIR`` or
-``~/.cache/onepass-whisper``), ``refine`` (move word boundaries onto pauses in the audio after DTW; default
-true).
+``~/.cache/onepass-whisper``), ``refine`` (take the model's calibrated lag off DTW's word times and move
+boundaries onto pauses and energy valleys in the audio; default true).
 """
 
 from __future__ import annotations
@@ -61,10 +61,10 @@ def _audio() -> AudioSource:
     return LibrosaAudioSource()
 
 
-def _aligner(refine: bool) -> Aligner:
-    from adapters.dtw import DtwAligner
+def _aligner(refine: bool, model: str) -> Aligner:
+    from adapters.dtw import DtwAligner, model_lag
 
-    return DtwAligner(median_width=7, refine=refine)
+    return DtwAligner(median_width=7, refine=refine, lag_seconds=model_lag(model))
 
 
 class Container(containers.DeclarativeContainer):
@@ -75,7 +75,7 @@ class Container(containers.DeclarativeContainer):
     model_source: providers.Provider[ModelCatalog] = providers.Singleton(_model_source, config.cache_dir)
     decoder: providers.Provider[Decoder] = providers.Singleton(_decoder, model_source, config.model)
     audio: providers.Provider[AudioSource] = providers.Singleton(_audio)
-    aligner: providers.Provider[Aligner] = providers.Singleton(_aligner, config.refine)
+    aligner: providers.Provider[Aligner] = providers.Singleton(_aligner, config.refine, config.model)
     service: providers.Provider[TranscriptionService] = providers.Factory(
         TranscriptionService, audio=audio, decoder=decoder, aligner=aligner, batch_size=config.batch_size
     )

@@ -5,7 +5,9 @@ median filter along time, mean over heads, DTW on the negated matrix; a token's 
 its row; a word runs from its first token's time to the next word's (the last word's end is end-of-text's time).
 Then whisper's heuristics: long words at sentence ends are truncated, punctuation merges into its neighbour, the
 first word after a pause and the segment's first and last words are reconciled with the segment's timestamps.
-Optionally (``refine``), boundaries move onto the pauses found in the window's audio (``refine.py``).
+Optionally (``refine``): the model's lag (``lag_seconds``, calibrated per model in ``calibration.py``) is taken off
+DTW's times, and boundaries move onto the pauses, window edges and energy valleys of the window's audio
+(``refine.py``).
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from numpy.typing import NDArray
 
 from adapters.dtw.filters import median_filter
 from adapters.dtw.path import dtw_path
-from adapters.dtw.refine import find_pauses, refine_boundaries
-from domain.audio import SAMPLE_RATE, ChunkSegment, DecodedChunk
+from adapters.dtw.refine import refine_words
+from domain.audio import ChunkSegment, DecodedChunk
 from domain.model import Word
 
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"  # merged into the following word (whisper's defaults)
@@ -48,12 +50,14 @@ def _odd_width(_instance: object, _attribute: object, width: int) -> None:
 class DtwAligner:
     """Times words from a decoded chunk's cross-attention with a median filter and DTW (implements ``Aligner``).
 
-    ``refine=False`` gives the pure DTW timing with whisper's heuristics; ``refine=True`` also moves boundaries
-    onto the pauses heard in the window's audio.
+    ``refine=False`` gives the pure DTW timing with whisper's heuristics, as openai-whisper; ``refine=True`` takes
+    ``lag_seconds`` (how late the model's attention comes, on average; negative: early) off DTW's times and moves
+    boundaries onto what the window's audio shows (``refine.py``).
     """
 
     median_width: int = field(default=7, validator=_odd_width)
     refine: bool = True
+    lag_seconds: float = 0.0
 
     def align(self, chunk: DecodedChunk) -> tuple[tuple[Word, ...], ...]:
         """The words of each of ``chunk``'s segments, in seconds from the window's start."""
@@ -63,6 +67,8 @@ class DtwAligner:
         tokens = _check_shapes(chunk)
         duration = chunk.window.duration
         token_times = self.token_times(chunk.attention, chunk.frame_seconds)  # (tokens + 1,) seconds
+        if self.refine and self.lag_seconds:  # DTW pins the first row to the first frame: that time carries no lag
+            token_times[1:] = (token_times[1:] - self.lag_seconds).clip(0.0, duration)
         probabilities = np.nan_to_num(chunk.token_probabilities.astype(np.float64), nan=0.0).clip(0.0, 1.0)
         per_segment = _word_timings(segments, token_times, probabilities, tokens)
         median_duration, max_duration = _typical_durations([w for ws in per_segment for w in ws])
@@ -75,8 +81,8 @@ class DtwAligner:
         flat = [w for words in kept for w in words]
         starts, ends = _ordered([w.start for w in flat], [w.end for w in flat], duration)
         if self.refine:
-            pauses = find_pauses(chunk.window.samples, SAMPLE_RATE)
-            starts, ends = _ordered(*refine_boundaries(starts, ends, pauses), duration)
+            refined = refine_words(starts, ends, chunk.window.samples, speech_ended=chunk.speech_ended)
+            starts, ends = _ordered(*refined, duration)
         for word, start, end in zip(flat, starts.tolist(), ends.tolist(), strict=True):
             word.start, word.end = start, end
         return tuple(tuple(Word(w.text, w.start, w.end, w.probability) for w in words) for words in kept)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import attrs
 import numpy as np
 import pytest
 from hypothesis import given
@@ -11,7 +12,15 @@ from hypothesis import strategies as st
 from numpy.typing import NDArray
 
 from adapters.dtw.aligner import DtwAligner
-from adapters.dtw.refine import find_pauses, refine_boundaries
+from adapters.dtw.calibration import MODEL_LAG_SECONDS, model_lag
+from adapters.dtw.refine import (
+    FINAL_SEARCH_SECONDS,
+    find_pauses,
+    frame_levels,
+    refine_boundaries,
+    snap_to_valleys,
+    start_after_last_pause,
+)
 from domain.audio import SAMPLE_RATE, ChunkSegment, DecodedChunk, Window
 from domain.model import Word
 from domain.ports import Aligner
@@ -266,3 +275,86 @@ def test_refined_boundaries_stay_ordered(
     assert np.all(np.diff(times) >= 0.0)
     moved = (new_starts != starts) | (new_ends != ends)
     assert np.all(new_ends[moved] > new_starts[moved])  # a word that moves keeps some length
+
+
+def test_lag_is_taken_off_every_time_but_the_pinned_first_start() -> None:
+    chunk = chunk_of(TEXTS, [0.0, 0.80, 1.50, 2.60], 3.20, bursts([], 3.7))  # no contrast: no audio refinement
+    (plain,) = DtwAligner(refine=True).align(chunk)
+    (late,) = DtwAligner(refine=True, lag_seconds=0.1).align(chunk)
+    (early,) = DtwAligner(refine=True, lag_seconds=-0.1).align(chunk)
+    (off,) = DtwAligner(refine=False, lag_seconds=0.1).align(chunk)
+    assert late[0].start == early[0].start == plain[0].start == 0.0
+    assert np.allclose(np.subtract(edges_of(late)[1:], edges_of(plain)[1:]), -0.1)
+    assert np.allclose(np.subtract(edges_of(early)[1:], edges_of(plain)[1:]), 0.1)
+    assert off == plain  # refinement off: whisper's DTW times, no correction
+
+
+def test_calibrated_lags_are_those_of_the_built_in_models() -> None:
+    assert set(MODEL_LAG_SECONDS) == {"tiny.en", "base"}
+    assert model_lag("tiny.en") > 0.0 > model_lag("base")  # tiny.en's heads attend late, base's early
+    assert model_lag("/some/folder") == model_lag("large-v3") == 0.0
+
+
+@pytest.mark.parametrize("speech_ended", [True, False])
+def test_the_last_word_reaches_the_pause_after_it_only_when_speech_ended(speech_ended: bool) -> None:
+    # DTW ends "four" (burst 2.80-3.20) 300 ms early, beyond SEARCH_SECONDS of the pause after it.
+    chunk = attrs.evolve(chunk_of(TEXTS, [0.0, 0.80, 1.50, 2.60], 2.90, bursts(BURSTS, 3.7)), speech_ended=speech_ended)
+    (words,) = DtwAligner(refine=True).align(chunk)
+    if speech_ended:
+        assert words[-1].end == pytest.approx(3.20, abs=TOLERANCE)
+    else:  # a later window decodes what follows: the word keeps DTW's end
+        assert words[-1].end == pytest.approx(2.90, abs=TOLERANCE)
+    assert FINAL_SEARCH_SECONDS > 0.3
+
+
+def test_a_breath_between_two_leading_pauses_is_not_the_first_word() -> None:
+    # 0.2-0.35 s: a quiet breath-like burst, then a pause, then the word at 0.5-1.0 s; DTW starts it at 0.
+    pauses = np.array([[0.0, 0.2], [0.35, 0.5], [1.0, 1.5]])
+    starts, ends = start_after_last_pause(np.array([0.0, 1.0]), np.array([1.0, 1.4]), pauses)
+    assert starts.tolist() == [0.5, 1.0] and ends.tolist() == [1.0, 1.4]
+    # a pause that would leave the word less than MIN_WORD_SECONDS of sound is not its start
+    starts, _ = start_after_last_pause(np.array([0.0]), np.array([0.52]), pauses)
+    assert starts.tolist() == [0.2]
+
+
+def test_a_boundary_without_a_pause_moves_to_the_energy_dip_nearby() -> None:
+    # Two tones that meet at 1.00 s with a 30-ms dip (-40 dB) there; DTW puts the boundary at 1.04 s.
+    t = np.arange(2 * SAMPLE_RATE) / SAMPLE_RATE
+    samples = 0.3 * np.sin(2 * np.pi * 220 * t)
+    samples[(t >= 0.985) & (t < 1.015)] *= 0.01
+    levels = frame_levels(samples.astype(np.float32))
+    starts, ends = snap_to_valleys(np.array([0.0, 1.04]), np.array([1.04, 2.0]), levels)
+    assert starts[1] == ends[0] == pytest.approx(1.0, abs=0.011)
+    # beyond VALLEY_SEARCH_SECONDS the dip is not this boundary's
+    starts, ends = snap_to_valleys(np.array([0.0, 1.2]), np.array([1.2, 2.0]), levels)
+    assert abs(starts[1] - 1.0) > 0.1 and starts[1] == ends[0]
+    # a boundary with a gap (a pause put it there) stays
+    starts, ends = snap_to_valleys(np.array([0.0, 1.1]), np.array([1.04, 2.0]), levels)
+    assert starts.tolist() == [0.0, 1.1] and ends.tolist() == [1.04, 2.0]
+
+
+@given(
+    case=boundaries_and_pauses(),
+    levels=st.lists(st.floats(-100.0, 0.0), min_size=0, max_size=600),
+)
+def test_valley_snapping_keeps_words_ordered_and_longer_than_a_frame(
+    case: tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]], levels: list[float]
+) -> None:
+    starts, ends, _ = case
+    ends = np.minimum(ends, np.append(starts[1:], np.inf))  # ordered words, some meeting their neighbour
+    new_starts, new_ends = snap_to_valleys(starts, ends, np.array(levels, dtype=np.float64))
+    times = np.column_stack((new_starts, new_ends)).ravel()
+    assert np.all(np.diff(times) >= 0.0)
+    moved = (new_starts != starts) | (new_ends != ends)
+    assert np.all(new_ends[moved] - new_starts[moved] > 0.01 - 1e-9)
+
+
+@given(case=boundaries_and_pauses())
+def test_the_first_word_rule_keeps_words_ordered(
+    case: tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]],
+) -> None:
+    starts, ends, pauses = case
+    new_starts, new_ends = start_after_last_pause(starts, ends, pauses)
+    times = np.column_stack((new_starts, new_ends)).ravel()
+    assert np.all(np.diff(times) >= 0.0)
+    assert np.array_equal(new_starts[1:], starts[1:]) and np.array_equal(new_ends, ends)

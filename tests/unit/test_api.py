@@ -202,3 +202,15 @@ def test_transcribe_function_raises_domain_errors(container: Container, monkeypa
     monkeypatch.setattr(api, "Container", lambda: container)
     with pytest.raises(AudioLoadError):
         transcribe("missing.wav")
+
+
+@pytest.mark.parametrize(("model", "refine"), [("base", True), ("tiny.en", True), ("/models/mine", True), ("base", False)])
+def test_the_container_gives_the_aligner_the_models_calibrated_lag(model: str, refine: bool) -> None:
+    from adapters.dtw import DtwAligner, model_lag
+
+    container = Container()
+    container.config.model.from_value(model)
+    container.config.refine.from_value(refine)
+    aligner = container.aligner()
+    assert isinstance(aligner, DtwAligner)
+    assert (aligner.lag_seconds, aligner.refine) == (model_lag(model), refine)

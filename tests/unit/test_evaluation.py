@@ -15,6 +15,7 @@ from application.evaluation import (
     TextMetrics,
     TimedWord,
     UtteranceScore,
+    connected_boundary_errors,
     matched_pairs,
     report,
     score_corpus,
@@ -173,3 +174,17 @@ def test_a_corpus_without_a_hypothesis_for_an_utterance_scores_it_as_silence() -
 
     assert result.overall.wer == 1.0
     assert list(result.groups) == ["folder"]
+
+
+def test_connected_boundary_errors_skip_the_edges_next_to_pauses() -> None:
+    # "a" and "b" meet (gap 0.02 s), then a pause, then "c"; the hypothesis is 0.1 s late everywhere, 0.3 s at the
+    # pause. Only b's start and a's end meet a neighbour without a pause; "x" is not in the reference.
+    reference = Reference("u", "g", "a b c", words(("a", 0.0, 0.5), ("b", 0.52, 1.0), ("c", 2.0, 2.5)))
+    hypothesis = Hypothesis("a b x c", words(("a", 0.1, 0.6), ("b", 0.62, 1.3), ("x", 1.3, 1.4), ("c", 1.7, 2.6)))
+    errors = connected_boundary_errors([reference], {"u": hypothesis}, METRICS)
+    assert sorted(errors.round(6).tolist()) == [0.1, 0.1]
+
+
+def test_connected_boundary_errors_of_missing_hypotheses_are_empty() -> None:
+    reference = Reference("u", "g", "a b", words(("a", 0.0, 0.5), ("b", 0.5, 1.0)))
+    assert connected_boundary_errors([reference], {}, METRICS).size == 0
