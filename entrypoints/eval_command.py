@@ -20,10 +20,11 @@ from rich.progress import Progress
 from adapters.text_metrics import WhisperTextMetrics
 from adapters.writers import result_dict
 from application.evaluation import EvaluationReport, Hypothesis, Metrics, Reference, TimedWord, score_corpus
-from domain.errors import ModelLoadError, TranscriptionError
+from domain.errors import InvalidOptionError, ModelLoadError, TranscriptionError, UnsupportedLanguageError
 from domain.model import TranscribeOptions, Transcript
 
 from entrypoints.container import DEFAULT_BATCH_SIZE, DEFAULT_MODEL
+from entrypoints.options import LanguageOption
 
 if TYPE_CHECKING:
     from entrypoints.container import Container
@@ -109,6 +110,7 @@ def eval_command(
     model: Annotated[str, typer.Option(help="Model name, folder or hub id.")] = DEFAULT_MODEL,
     batch_size: Annotated[int, typer.Option(min=1, help="Windows decoded together.")] = DEFAULT_BATCH_SIZE,
     refine: Annotated[bool, typer.Option("--refine/--no-refine", help="Refine word boundaries after DTW.")] = True,
+    language: LanguageOption = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N utterances of each folder.")] = None,
     exclude: Annotated[list[str] | None, typer.Option(help=EXCLUDE_HELP)] = None,
     json_file: Annotated[Path | None, typer.Option("--json", dir_okay=False, help="Also write the scores.")] = None,
@@ -117,8 +119,11 @@ def eval_command(
     """Transcribe the utterances of [bold]DATASET[/bold] and print WER and word-timing accuracy per folder.
 
     Timing metrics are over words matched after Whisper's English normalisation. Exit codes: 0 all utterances
-    transcribed, 1 some failed (scored as empty, named on stderr), 3 the model could not be loaded.
+    transcribed, 1 some failed (scored as empty, named on stderr), 2 usage (a language the model does not know),
+    3 the model could not be loaded.
     """
+    if language is not None and not language.strip():
+        raise typer.BadParameter("give a language code or name, or leave the option out", param_hint="--language")
     container: Container = ctx.obj
     corpus = read_corpus(dataset, limit, exclude or ())
     if not corpus:
@@ -135,7 +140,7 @@ def eval_command(
             task = bar.add_task("transcribing", total=None)
             results = service.transcribe_many(
                 [u.audio for u in corpus],
-                TranscribeOptions(),
+                TranscribeOptions(language=None if language is None else language.strip()),
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
             names = {u.audio: u.reference.name for u in corpus}
@@ -146,6 +151,9 @@ def eval_command(
                 else:
                     failed.append(name)
                     stderr.print(f"[red]error:[/red] {outcome.error}")
+    except (InvalidOptionError, UnsupportedLanguageError) as exc:
+        stderr.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(code=2) from exc
     except TranscriptionError as exc:
         stderr.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(code=3 if isinstance(exc, ModelLoadError) else 1) from exc
@@ -155,6 +163,7 @@ def eval_command(
     typer.echo(format_tables({**result.groups, "overall": result.overall}))
     if json_file is not None:
         record: dict[str, object] = {"dataset": str(dataset), "model": model, "batch_size": batch_size}
+        record["language"] = language
         record |= {"refine": refine, "limit": limit, "failed": failed, **report_record(result)}
         json_file.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     if hypotheses is not None:

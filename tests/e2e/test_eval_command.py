@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from domain.audio import DecodedChunk, Window
+from domain.errors import UnsupportedLanguageError
+from domain.model import TranscribeOptions
 from entrypoints.cli import app
 from entrypoints.container import Container
 from tests.conftest import REPO
@@ -135,3 +138,34 @@ def test_options_reach_the_container(container: Container, dataset: Path) -> Non
 
     assert code == 0, stderr
     assert (container.config.refine(), container.config.batch_size(), container.config.model()) == (False, 3, "base")
+
+
+class EnglishOnlyDecoder(FakeDecoder):
+    """Refuses any language but English, as an English-only model does; keeps the languages it was asked for."""
+
+    def __init__(self) -> None:
+        super().__init__("hello world", name="fake.en")
+        self.languages: list[str | None] = []
+
+    def decode_batch(self, windows: Sequence[Window], options: TranscribeOptions) -> list[DecodedChunk]:
+        self.languages.append(options.language)
+        if options.language not in (None, "en"):
+            raise UnsupportedLanguageError(str(options.language), f"{self.name} is an English-only model")
+        return super().decode_batch(windows, options)
+
+
+@pytest.mark.parametrize(("language", "expected_code"), [(None, 0), ("en", 0), ("de", 2), (" ", 2)])
+def test_language_reaches_the_decoder_and_a_bad_one_is_a_usage_error(
+    dataset: Path, language: str | None, expected_code: int
+) -> None:
+    decoder = EnglishOnlyDecoder()
+    container = Container()
+    audio = InMemoryAudioSource({name: tone(2.0) for name in ("a1.wav", "c1.wav")})
+    with container.override_providers(audio=audio, decoder=decoder, aligner=FakeAligner()):
+        code, _, stderr = run(container, str(dataset), *(["--language", language] if language is not None else []))
+
+    assert code == expected_code, stderr
+    if language is not None and language.strip():
+        assert set(decoder.languages) == {language}
+    if language == "de":  # one line naming the language
+        assert stderr.strip().splitlines() == ["error: unsupported language 'de': fake.en is an English-only model"]
