@@ -64,8 +64,9 @@ class Transcriber:
 
     ``model``: a built-in name (``tiny.en``, ``base``), a model folder or a Hugging Face repository id.
     ``container``: the composition root to use (tests pass one with fake adapters); it is configured with
-    ``model``, ``batch_size`` and ``cache_dir``. The model is loaded here: a ``ModelLoadError`` comes now, not on
-    the first call.
+    ``model``, ``batch_size``, ``refine`` and ``cache_dir``. ``refine=False``: whisper's plain DTW word times,
+    without the model's lag correction and the audio-based refinement (``docs/alignment.md``). The model is loaded
+    here: a ``ModelLoadError`` comes now, not on the first call.
     """
 
     def __init__(
@@ -73,6 +74,7 @@ class Transcriber:
         model: str = DEFAULT_MODEL,
         *,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        refine: bool = True,
         cache_dir: Path | None = None,
         container: Container | None = None,
     ) -> None:
@@ -81,6 +83,7 @@ class Transcriber:
         self.container = Container() if container is None else container
         self.container.config.model.from_value(model)
         self.container.config.batch_size.from_value(batch_size)
+        self.container.config.refine.from_value(refine)
         if cache_dir is not None:
             self.container.config.cache_dir.from_value(cache_dir)
         self.service: TranscriptionService = self.container.service()

@@ -52,6 +52,7 @@ from entrypoints.options import (
     ModelOption,
     OutputFormat,
     OutputFormatOption,
+    RefineOption,
 )
 
 
@@ -175,6 +176,7 @@ def transcribe(
             rich_help_panel="Decoding",
         ),
     ] = True,
+    refine: RefineOption = True,
     output_dir: Annotated[
         Path,
         typer.Option(
@@ -268,7 +270,8 @@ def transcribe(
         try:
             code = _transcribe(
                 ctx.obj, stderr, paths, options, files,
-                model=model, batch_size=batch_size, output_dir=output_dir, overwrite=overwrite, verbose=verbose,
+                model=model, batch_size=batch_size, refine=refine, output_dir=output_dir, overwrite=overwrite,
+                verbose=verbose,
             )
         except KeyboardInterrupt as exc:  # before or after the run itself: nothing half-written either way
             error(stderr, "interrupted; rerun to resume")
@@ -285,6 +288,7 @@ def _transcribe(
     *,
     model: str,
     batch_size: int,
+    refine: bool,
     output_dir: Path,
     overwrite: bool,
     verbose: bool | None,
@@ -313,6 +317,7 @@ def _transcribe(
     if todo:
         container.config.model.from_value(model)
         container.config.batch_size.from_value(batch_size)
+        container.config.refine.from_value(refine)
         code = run.execute(container, todo, options, model)
     else:
         code = ExitCode.OK

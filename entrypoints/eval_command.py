@@ -24,7 +24,7 @@ from domain.errors import InvalidOptionError, ModelLoadError, TranscriptionError
 from domain.model import TranscribeOptions, Transcript
 
 from entrypoints.container import DEFAULT_BATCH_SIZE, DEFAULT_MODEL
-from entrypoints.options import LanguageOption
+from entrypoints.options import LanguageOption, RefineOption
 
 if TYPE_CHECKING:
     from entrypoints.container import Container
@@ -109,7 +109,7 @@ def eval_command(
     dataset: Annotated[Path, typer.Argument(exists=True, file_okay=False, help=DATASET_HELP)],
     model: Annotated[str, typer.Option(help="Model name, folder or hub id.")] = DEFAULT_MODEL,
     batch_size: Annotated[int, typer.Option(min=1, help="Windows decoded together.")] = DEFAULT_BATCH_SIZE,
-    refine: Annotated[bool, typer.Option("--refine/--no-refine", help="Refine word boundaries after DTW.")] = True,
+    refine: RefineOption = True,
     language: LanguageOption = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N utterances of each folder.")] = None,
     exclude: Annotated[list[str] | None, typer.Option(help=EXCLUDE_HELP)] = None,

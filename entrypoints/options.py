@@ -30,6 +30,15 @@ BatchSizeOption = Annotated[
     int,
     typer.Option(min=1, metavar="N", help="Windows (30 s each) decoded together.", rich_help_panel="Model"),
 ]
+RefineOption = Annotated[
+    bool,
+    typer.Option(
+        "--refine/--no-refine",
+        help="Refine word times: take the model's measured lag off DTW's times and move word edges onto the pauses "
+        "and energy dips of the audio. --no-refine gives whisper's plain DTW times.",
+        rich_help_panel="Decoding",
+    ),
+]
 LanguageOption = Annotated[
     str | None,
     typer.Option(

@@ -126,7 +126,7 @@ def test_transcribe_help_documents_options_and_exit_codes() -> None:
     for option in (
         "--model", "--batch-size", "--language", "--task", "--initial-prompt", "--temperature",
         "--compression-ratio-threshold", "--logprob-threshold", "--no-speech-threshold", "--word-timestamps",
-        "--no-word-timestamps", "--output-dir", "--output-format", "--overwrite", "--highlight-words",
+        "--no-word-timestamps", "--refine", "--no-refine", "--output-dir", "--output-format", "--overwrite", "--highlight-words",
         "--max-line-width", "--max-line-count", "--max-words-per-line", "--verbose", "--quiet",
     ):
         assert option in text, option
@@ -189,6 +189,16 @@ def test_default_output_dir_is_the_current_folder(
     result = run(container, wav, "-f", "txt")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "a.txt").read_text() == TEXT + "\n"
+
+
+@pytest.mark.parametrize(("flag", "refine"), [((), True), (("--no-refine",), False), (("--refine",), True)])
+def test_refine_reaches_the_container(
+    container: Container, tmp_path: Path, out: Path, flag: tuple[str, ...], refine: bool
+) -> None:
+    (wav,) = touch(tmp_path, "a.wav")
+    result = run(container, wav, "-o", out, "-f", "txt", *flag)
+    assert result.exit_code == 0, result.stderr
+    assert container.config.refine() is refine
 
 
 def test_folders_are_searched_and_their_windows_share_batches(

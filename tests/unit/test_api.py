@@ -128,6 +128,9 @@ def test_the_model_stays_loaded_across_calls(container: Container) -> None:
 def test_the_model_name_is_configured(container: Container) -> None:
     Transcriber("base", batch_size=2, container=container)
     assert container.config.model() == "base" and container.config.batch_size() == 2
+    assert container.config.refine() is True
+    Transcriber("base", refine=False, container=container)
+    assert container.config.refine() is False
 
 
 def test_many_files_share_batches_and_failures_are_results(
