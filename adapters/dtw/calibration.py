@@ -7,7 +7,7 @@ DTW boundaries (refinement off) between words that meet without a pause in a ref
 
 Measured with ``python -m benchmarks.calibrate_lag ../shared/data/eval/ljspeech_mfa --model NAME`` (34 utterances
 of one audiobook reader, forced alignments; about 900 word edges a model), 2026-11-26. The accuracy goal is judged on
-timit_dev, which this calibration never sees; on timit_dev the same statistic is +90 ms (tiny.en) and -55 ms (base).
+timit_dev, which this calibration never sees; there the same statistic is +90 ms (tiny.en) and -54 ms (base).
 A model not in the table gets no correction.
 """
 
