@@ -15,6 +15,10 @@ text suppressed), greedy. Each engine runs in its own process (MLX and PyTorch k
 Reported per batch size: encoder ms per window, decoder ms per step, and realtime factor =
 windows × 30 s ÷ wall time of the whole batch (encoder + decoding (+ word timing for ours)).
 
+``--engines micro``: a decoder step's parts, each timed alone (either cross-attention, the whole ``_decode`` loop
+lagged and synced). ``--engines loop``: ``_decode``'s parts timed one after the other (K/V and prompt, the lagged
+loop, the attention rows to the host, the forward alone with argmax fed back, the loop with the rules not compiled).
+
 ``--check-model`` is the correctness check of the CUDA path with real weights: it transcribes ``--audio`` with the
 given converted model (mlx-whisper layout) and prints the text and word times, to compare with the CPU's.
 """
@@ -80,17 +84,12 @@ def random_large_v3() -> Any:
     return MlxWhisperDecoder(model, name="large-v3-random", alignment_heads=alignment_heads())
 
 
-def bench_ours(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[str, Any]]:
-    decoder = random_large_v3()
-    from adapters.dtw import DtwAligner
-
-    import mlx.core as mx  # noqa: I001
-    from domain.audio import SAMPLE_RATE, Window
+def fixed_length_options(tokens: int) -> Any:
+    """Greedy, English, no fallback, end-of-text suppressed: every window decodes exactly ``tokens`` tokens."""
     from domain.model import TranscribeOptions
 
-    aligner = DtwAligner()
     eot = 50257
-    options = TranscribeOptions(
+    return TranscribeOptions(
         language="en",
         temperatures=(0.0,),
         compression_ratio_threshold=None,
@@ -100,6 +99,17 @@ def bench_ours(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[s
         suppress_blank=False,
         max_new_tokens=tokens,
     )
+
+
+def bench_ours(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[str, Any]]:
+    decoder = random_large_v3()
+    from adapters.dtw import DtwAligner
+
+    import mlx.core as mx  # noqa: I001
+    from domain.audio import SAMPLE_RATE, Window
+
+    aligner = DtwAligner()
+    options = fixed_length_options(tokens)
     rng = np.random.default_rng(0)
     results = []
     for batch in batches:
@@ -174,6 +184,8 @@ def bench_micro(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[
 
     import mlx.core as mx  # noqa: I001
 
+    options = fixed_length_options(tokens)
+
     model = decoder.model
     dims = model.dims
     layers, heads, state = dims.n_text_layer, dims.n_text_head, dims.n_text_state
@@ -192,25 +204,40 @@ def bench_micro(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[
     for batch in batches:
         features = mx.random.normal((batch, dims.n_audio_ctx, state)).astype(mx.float16)
         mx.eval(features)
-        decoder_state = DecoderState(model, features, decoder.alignment_heads)
-        logits, _ = decoder_state.step(mx.array([SOT_EN_TRANSCRIBE] * batch))
-        mx.eval(logits)
-        token = mx.array([[400]] * batch)
+        steps: dict[str, float] = {}
+        fused_layout: tuple[Any, Any] = (None, None)
+        for explicit in (False, True):
+            decoder_state = DecoderState(model, features, decoder.alignment_heads, explicit_cross=explicit, fused=True)
+            logits, _ = decoder_state.step(mx.array([SOT_EN_TRANSCRIBE] * batch))
+            mx.eval(logits)
+            token = mx.array([[400]] * batch)
 
-        def step() -> Any:
-            decoder_state.offset = 3
-            out, attention = decoder_state.step(token)
-            return out[0], attention
+            def step() -> Any:
+                decoder_state.offset = 3
+                out, attention = decoder_state.step(token)
+                return out[0], attention
 
+            steps[f"step, {'explicit' if explicit else 'SDPA'} cross"] = timed(step)
+            if not explicit:
+                fused_layout = decoder_state.cross_kv[0]  # layer 0's K/V as the fused kernel wants them, for below
+        for lagged in (True, False):  # the whole loop of _decode, per step (rules, scores, attention kept)
+            decoder.lagged = lagged
+            decoder._decode(features, ["en"] * batch, options, 0.0)
+            _sync_mlx()
+            t0 = time.perf_counter()
+            decoder._decode(features, ["en"] * batch, options, 0.0)
+            _sync_mlx()
+            steps[f"decode loop a step, {'lagged' if lagged else 'synced'}"] = 1000 * (time.perf_counter() - t0) / tokens
+        decoder.lagged = True
         x = mx.random.normal((batch, 1, state)).astype(mx.float16)
         q = mx.random.normal((batch, heads, 1, dh)).astype(mx.float16)
-        k, v = decoder_state.cross_kv[0]
+        k, v = fused_layout
         kt = mx.contiguous(k.transpose(0, 1, 3, 2))
         block = model.decoder.blocks[0]
         self_k = mx.random.normal((batch, heads, 64, dh)).astype(mx.float16)
         mx.eval(x, q, kt, self_k)
         parts = {
-            "step (whole)": timed(step),
+            **steps,
             "cross SDPA x32": layers * timed(lambda: mx.fast.scaled_dot_product_attention(q, k, v, scale=dh**-0.5)),
             "cross explicit (K^T stored) x32": layers
             * timed(lambda: mx.softmax((q * dh**-0.5) @ kt, axis=-1, precise=True) @ v),
@@ -226,6 +253,75 @@ def bench_micro(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[
         record = dict(engine="micro", batch=batch, **{name: round(ms, 3) for name, ms in parts.items()})
         print(json.dumps(record), flush=True)
         results.append(record)
+    return results
+
+
+def bench_loop(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[str, Any]]:
+    """Where ``_decode``'s time goes besides the forward: its parts timed one after the other, ms a step."""
+    decoder = random_large_v3()
+    from adapters.mlx.decoder import EXPLICIT_CROSS_MIN_BATCH
+    from adapters.mlx.forward import DecoderState
+    from adapters.mlx.loop import Progress, decode_lagged
+
+    import mlx.core as mx  # noqa: I001
+
+    rules = decoder._rules(fixed_length_options(tokens))
+    dims = decoder.model.dims
+    results = []
+    for batch in batches:
+        features = mx.random.normal((batch, dims.n_audio_ctx, dims.n_audio_state)).astype(mx.float16)
+        mx.eval(features)
+        explicit = batch >= EXPLICIT_CROSS_MIN_BATCH
+
+        def start() -> tuple[Any, Any, Any]:
+            state = DecoderState(decoder.model, features, decoder.alignment_heads, explicit_cross=explicit, fused=True)
+            logits, attention = state.step(mx.array([SOT_EN_TRANSCRIBE] * batch), logit_positions=(2, -1))
+            mx.eval(logits, attention)
+            return state, logits[1], attention
+
+        for repeat in range(max(2, repeats)):  # the first warms up
+            marks = [time.perf_counter()]
+            state, logits, attention = start()
+            _sync_mlx()
+            marks.append(time.perf_counter())
+            progress = Progress(batch, rules.eot, tokens)
+            decode_lagged(state, rules, logits, attention, progress, tokens, 0.0)
+            _sync_mlx()
+            marks.append(time.perf_counter())
+            progress.attention(len(decoder.alignment_heads))
+            marks.append(time.perf_counter())
+            state, logits, attention = start()
+            _sync_mlx()
+            marks.append(time.perf_counter())
+            for _ in range(tokens):  # the forward and argmax alone, queued the same way: no rules, no scores
+                logits_list, attention = state.step(mx.argmax(logits, axis=-1)[:, None])
+                logits = logits_list[0]
+                mx.async_eval(logits, attention)  # type: ignore[no-untyped-call]
+            _sync_mlx()
+            marks.append(time.perf_counter())
+            state, logits, attention = start()
+            rules._later, compiled = rules._mask_later, rules._later  # the same loop, the rules' mask not compiled
+            _sync_mlx()
+            marks.append(time.perf_counter())
+            decode_lagged(state, rules, logits, attention, Progress(batch, rules.eot, tokens), tokens, 0.0)
+            _sync_mlx()
+            marks.append(time.perf_counter())
+            rules._later = compiled
+            ms = [1000 * (b - a) for a, b in zip(marks, marks[1:])]
+            record = dict(
+                engine="loop",
+                batch=batch,
+                tokens=tokens,
+                explicit_cross=explicit,
+                state_and_prompt_ms=round(ms[0], 2),
+                lagged_loop_ms_per_step=round(ms[1] / tokens, 3),
+                attention_to_host_ms=round(ms[2], 2),
+                forward_argmax_only_ms_per_step=round(ms[4] / tokens, 3),
+                lagged_loop_rules_not_compiled_ms_per_step=round(ms[6] / tokens, 3),
+            )
+            if repeat:
+                print(json.dumps(record), flush=True)
+                results.append(record)
     return results
 
 
@@ -403,7 +499,7 @@ def table(lines: Sequence[str]) -> str:
     return "\n".join(rows)
 
 
-ENGINES = {"micro": bench_micro, "ours": bench_ours, "torch-eager": bench_torch_eager, "hf-generate": bench_hf_generate}
+ENGINES = {"micro": bench_micro, "loop": bench_loop, "ours": bench_ours, "torch-eager": bench_torch_eager, "hf-generate": bench_hf_generate}
 
 
 def main(argv: Sequence[str] | None = None) -> None:

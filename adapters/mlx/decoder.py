@@ -23,12 +23,14 @@ from mlx_whisper.whisper import Whisper
 from numpy.typing import NDArray
 
 from adapters.mlx.forward import DecoderState, encode
-from adapters.mlx.rules import LogitRules, TimestampState
+from adapters.mlx.loop import Progress, decode_lagged, decode_synced
+from adapters.mlx.rules import LogitRules
 from domain.audio import FRAME_SECONDS, ChunkSegment, DecodedChunk, Window
 from domain.errors import InvalidOptionError, UnsupportedLanguageError
 from domain.model import TranscribeOptions
 
 ENCODER_BATCH = 8  # windows per encoder call: bounds the encoder's activation memory
+EXPLICIT_CROSS_MIN_BATCH = 16  # GPU: from this batch on, explicit cross-attention beats the fused kernel
 
 
 @frozen
@@ -37,7 +39,8 @@ class Attempt:
 
     tokens: tuple[int, ...]  # sampled tokens, end-of-text excluded
     token_probabilities: NDArray[np.float32]  # (tokens,): probability of each token among text tokens
-    attention: NDArray[np.float32]  # alignment heads × (tokens + 1) × frames: one row per sampled token + end
+    # alignment heads × rows × frames: one row per sampled token, then end-of-text's (none when cut at the limit)
+    attention: NDArray[np.float32]
     sum_logprob: float
     no_speech_prob: float
     temperature: float
@@ -51,7 +54,14 @@ def compression_ratio(text: str) -> float:
 class MlxWhisperDecoder:
     """The ``Decoder`` port on MLX (Metal, CUDA or CPU)."""
 
-    def __init__(self, model: Whisper, name: str, alignment_heads: Sequence[tuple[int, int]] | None = None) -> None:
+    def __init__(
+        self,
+        model: Whisper,
+        name: str,
+        alignment_heads: Sequence[tuple[int, int]] | None = None,
+        lagged: bool | None = None,
+    ) -> None:
+        """``lagged``: the decoding loop that keeps the device busy (``adapters/mlx/loop.py``); by default on a GPU."""
         self.model = model
         self._name = name
         if alignment_heads is None:  # as openai-whisper: every head of the last half of the layers
@@ -60,6 +70,8 @@ class MlxWhisperDecoder:
         self.alignment_heads = [(int(layer), int(head)) for layer, head in alignment_heads]
         self.dtype = model.decoder.token_embedding.weight.dtype
         self.host_math = mx.default_device() == mx.cpu  # transcendental math in numpy: see forward.encode
+        self.lagged = not self.host_math if lagged is None else lagged
+        self._rules_cache: dict[tuple[str, str, bool], LogitRules] = {}
 
     @property
     def name(self) -> str:
@@ -152,6 +164,12 @@ class MlxWhisperDecoder:
         return tokens, tokens.index(tokenizer.sot)
 
     def _rules(self, options: TranscribeOptions) -> LogitRules:
+        key = (options.task, options.suppress_tokens, options.suppress_blank)
+        if key not in self._rules_cache:  # kept: on a GPU its mask is a compiled function
+            self._rules_cache[key] = self._new_rules(options)
+        return self._rules_cache[key]
+
+    def _new_rules(self, options: TranscribeOptions) -> LogitRules:
         tokenizer = self._tokenizer("en", options.task)
         suppress = set(tokenizer.non_speech_tokens) if "-1" in options.suppress_tokens.split(",") else set()
         suppress |= {int(t) for t in options.suppress_tokens.split(",") if t.strip() and int(t) >= 0}
@@ -167,6 +185,7 @@ class MlxWhisperDecoder:
             suppress=sorted(suppress),
             blank=blank,
             max_initial_timestamp_index=round(1.0 / FRAME_SECONDS),  # openai-whisper: max_initial_timestamp=1.0 s
+            compiled=not self.host_math,
         )
 
     def _decode(
@@ -175,7 +194,6 @@ class MlxWhisperDecoder:
         """Greedy (or sampled, at ``temperature`` > 0) decoding of a batch; finished sequences leave it."""
         batch = features.shape[0]
         tokenizer = self._tokenizer(languages[0], options.task)
-        eot, timestamp_begin, no_speech = tokenizer.eot, tokenizer.timestamp_begin, tokenizer.no_speech
         rules = self._rules(options)
         prompts = [self._prompt(language, options) for language in languages]
         sot_index = prompts[0][1]
@@ -183,85 +201,30 @@ class MlxWhisperDecoder:
         limit = options.max_new_tokens or self.model.dims.n_text_ctx // 2
         limit = min(limit, self.model.dims.n_text_ctx - prompt.shape[1])
 
-        state = DecoderState(self.model, features, self.alignment_heads)
-        ts_state = TimestampState.initial(batch)
-        active = np.arange(batch)  # row -> sequence
-        sampled: list[list[int]] = [[] for _ in range(batch)]
-        probabilities: list[list[float]] = [[] for _ in range(batch)]
-        rows: list[list[mx.array]] = [[] for _ in range(batch)]
-        sum_logprobs = np.zeros(batch)
-        no_speech_probs = np.full(batch, np.nan)
-
+        gpu = not self.host_math
+        explicit = gpu and batch >= EXPLICIT_CROSS_MIN_BATCH
+        state = DecoderState(self.model, features, self.alignment_heads, explicit_cross=explicit, fused=gpu)
         logits_list, attention = state.step(prompt, logit_positions=(sot_index, -1))
-        if no_speech is not None:
-            no_speech_probs = np.array(mx.softmax(logits_list[0], axis=-1)[:, no_speech])
-        logits = logits_list[1]
-        for step in range(limit):
-            masked = rules.apply(logits, ts_state, first_step=step == 0)
-            if temperature > 0:
-                chosen = mx.random.categorical(masked / temperature)
-            else:
-                chosen = mx.argmax(masked, axis=-1)
-            if self.host_math:  # the CPU backend: numpy's exp is 10-20x faster than MLX's there
-                mx.eval(chosen, masked, logits, attention)
-                tokens = np.array(chosen)
-                token_logprobs, token_probs = _token_scores(np.array(masked), np.array(logits), tokens, eot)
-            else:
-                logprobs = masked - mx.logsumexp(masked, axis=-1, keepdims=True)
-                chosen_logprob = mx.take_along_axis(logprobs, chosen[:, None], axis=-1)[:, 0]
-                text_lse = mx.logsumexp(logits[:, :eot], axis=-1)
-                chosen_prob = mx.exp(mx.take_along_axis(logits, chosen[:, None], axis=-1)[:, 0] - text_lse)
-                mx.eval(chosen, chosen_logprob, chosen_prob, attention)
-                tokens = np.array(chosen)
-                token_logprobs = np.array(chosen_logprob)
-                token_probs = np.array(chosen_prob)
-            for row, sequence in enumerate(active):
-                rows[sequence].append(attention[row])
-                token = int(tokens[row])
-                sum_logprobs[sequence] += token_logprobs[row]
-                if token != eot:
-                    sampled[sequence].append(token)
-                    probabilities[sequence].append(float(token_probs[row]))
-            going = tokens != eot
-            if step == limit - 1 or not going.any():
-                break
-            ts_state = ts_state.after(tokens, timestamp_begin)
-            if not going.all():
-                keep = np.flatnonzero(going)
-                state.keep(mx.array(keep))
-                ts_state = ts_state.select(keep)
-                active = active[keep]
-                tokens = tokens[keep]
-            logits_list, attention = state.step(mx.array(tokens)[:, None])
-            logits = logits_list[0]
-
+        no_speech = tokenizer.no_speech
+        no_speech_probs = mx.softmax(logits_list[0], axis=-1)[:, no_speech] if no_speech is not None else None
+        progress = Progress(batch, tokenizer.eot, limit)
+        if self.lagged:
+            decode_lagged(state, rules, logits_list[1], attention, progress, limit, temperature)
+        else:
+            decode_synced(state, rules, logits_list[1], attention, progress, limit, temperature, self.host_math)
+        no_speech_host = np.full(batch, np.nan) if no_speech_probs is None else np.array(no_speech_probs)
+        rows = progress.attention(len(self.alignment_heads))
         return [
-            self._attempt(sampled[i], probabilities[i], rows[i], sum_logprobs[i], no_speech_probs[i], temperature, eot)
+            Attempt(
+                tokens=tuple(progress.tokens[i]),
+                token_probabilities=np.array(progress.probabilities[i], np.float32),
+                attention=rows[i],
+                sum_logprob=float(progress.sum_logprobs[i]),
+                no_speech_prob=float(no_speech_host[i]),
+                temperature=temperature,
+            )
             for i in range(batch)
         ]
-
-    def _attempt(
-        self,
-        tokens: list[int],
-        probabilities: list[float],
-        rows: list[mx.array],
-        sum_logprob: float,
-        no_speech_prob: float,
-        temperature: float,
-        eot: int,
-    ) -> Attempt:
-        # one row per sampled token, then end-of-text; a sequence cut at the length limit reuses its last row
-        if len(rows) == len(tokens):
-            rows = [*rows, rows[-1]] if rows else rows
-        stacked = np.array(mx.stack(rows, axis=1)) if rows else np.zeros((len(self.alignment_heads), 0, 0), np.float32)
-        return Attempt(
-            tokens=tuple(tokens),
-            token_probabilities=np.array(probabilities, np.float32),
-            attention=stacked.astype(np.float32),
-            sum_logprob=float(sum_logprob),
-            no_speech_prob=float(no_speech_prob),
-            temperature=temperature,
-        )
 
     def _avg_logprob(self, attempt: Attempt) -> float:
         return attempt.sum_logprob / (len(attempt.tokens) + 1)
@@ -294,7 +257,8 @@ class MlxWhisperDecoder:
         text_index = [i for i, t in enumerate(attempt.tokens) if t < tokenizer.eot]
         if silent:
             text_index = []
-        row_index = [*text_index, len(attempt.tokens)]
+        # the end-of-text row; a sequence cut at the length limit has none: its last row stands in
+        row_index = [*text_index, min(len(attempt.tokens), attempt.attention.shape[1] - 1)]
         attention = attempt.attention[:, row_index, : window.num_frames] if attempt.attention.size else attempt.attention
         return DecodedChunk(
             window=window,
@@ -308,23 +272,6 @@ class MlxWhisperDecoder:
             temperature=attempt.temperature,
             speech_ended=single_timestamp_ending(attempt.tokens, tokenizer.timestamp_begin),
         )
-
-
-def _logsumexp(x: NDArray[np.float32]) -> NDArray[np.float32]:
-    """Row-wise log-sum-exp of a 2-D array whose rows hold at least one finite value."""
-    top = x.max(axis=-1, keepdims=True)
-    with np.errstate(under="ignore"):
-        return np.asarray((top + np.log(np.exp(x - top).sum(axis=-1, keepdims=True)))[:, 0], dtype=np.float32)
-
-
-def _token_scores(
-    masked: NDArray[np.float32], logits: NDArray[np.float32], tokens: NDArray[np.integer], eot: int
-) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-    """Each row's chosen token's log-probability under the rules' mask, and its probability among text tokens."""
-    rows = np.arange(len(tokens))
-    logprob = masked[rows, tokens] - _logsumexp(masked)
-    probability = np.exp(logits[rows, tokens] - _logsumexp(logits[:, :eot]))
-    return logprob.astype(np.float32), probability.astype(np.float32)
 
 
 def single_timestamp_ending(tokens: Sequence[int], timestamp_begin: int) -> bool:

@@ -23,6 +23,10 @@ def gelu(x: mx.array) -> mx.array:
     return x * (1 + mx.erf(x / 1.4142135623730951)) / 2
 
 
+# the same GELU as one fused kernel (GPU): five elementwise passes over the MLP's activations become one
+fused_gelu = mx.compile(gelu, shapeless=True)
+
+
 def causal_mask(length: int, offset: int, dtype: mx.Dtype) -> mx.array:
     """Additive mask: query ``i`` (at position offset + i) sees keys 0 .. offset + i."""
     queries = mx.arange(length)[:, None] + offset
@@ -50,7 +54,7 @@ def encode(model: Whisper, mels: mx.array, host_math: bool = False) -> mx.array:
     weights (heads × 1500 × 1500) at a time bound the memory.
     """
     encoder = model.encoder
-    activation = _host_gelu if host_math else gelu
+    activation = _host_gelu if host_math else fused_gelu
     x = activation(encoder.conv1(mels))
     x = activation(encoder.conv2(x))
     x = x + encoder._positional_embedding
@@ -89,10 +93,24 @@ def _host_gelu(x: mx.array) -> mx.array:
 
 
 class DecoderState:
-    """Everything one batch of sequences carries between steps; rows follow the active sequences."""
+    """Everything one batch of sequences carries between steps; rows follow the active sequences.
 
-    def __init__(self, model: Whisper, audio_features: mx.array, alignment_heads: Sequence[tuple[int, int]]) -> None:
+    ``explicit_cross``: the cross-attention as two matmuls and a softmax over K stored transposed, instead of
+    ``mx.fast.scaled_dot_product_attention``: faster on the GPU at large batches (``docs/performance.md``), and the
+    alignment heads' QK comes with it. ``fused``: the MLP's GELU as one compiled kernel (GPU).
+    """
+
+    def __init__(
+        self,
+        model: Whisper,
+        audio_features: mx.array,
+        alignment_heads: Sequence[tuple[int, int]],
+        explicit_cross: bool = False,
+        fused: bool = False,
+    ) -> None:
         self.model = model
+        self.explicit_cross = explicit_cross
+        self.gelu = fused_gelu if fused else gelu
         blocks: list[ResidualAttentionBlock] = model.decoder.blocks
         self.n_head = blocks[0].attn.n_head
         batch = audio_features.shape[0]
@@ -104,7 +122,8 @@ class DecoderState:
             cross = block.cross_attn
             assert cross is not None
             # contiguous once here, or every step would copy the transposed views again
-            k = mx.contiguous(_split_heads(cross.key(audio_features), self.n_head))
+            k = _split_heads(cross.key(audio_features), self.n_head)
+            k = mx.contiguous(k.transpose(0, 1, 3, 2) if explicit_cross else k)  # batch × heads × dh × frames
             v = mx.contiguous(_split_heads(cross.value(audio_features), self.n_head))
             self.cross_kv.append((k, v))
         self.self_k = [mx.zeros((batch, self.n_head, KV_BLOCK, state // self.n_head), dtype=dtype) for _ in blocks]
@@ -137,7 +156,7 @@ class DecoderState:
         """Feed ``tokens`` (batch × length) and advance the cache.
 
         Returns the logits (batch × vocab, float32) at each of ``logit_positions`` and the alignment heads'
-        cross-attention QK of the last position (batch × alignment heads × audio frames, float32).
+        cross-attention QK of the last position (batch × alignment heads × audio frames, in the model's dtype).
         """
         model = self.model
         length = tokens.shape[1]
@@ -150,16 +169,16 @@ class DecoderState:
             x = x + self._self_attention(layer, block.attn, block.attn_ln(x), start, end, mask)
             cross = block.cross_attn
             assert cross is not None and block.cross_attn_ln is not None
-            y, qk = self._cross_attention(layer, cross, block.cross_attn_ln(x))
+            y, qk = self._cross_attention(layer, cross, block.cross_attn_ln(x), *self.cross_kv[layer])
             x = x + y
             if qk is not None:
                 for i, head in enumerate(self.capture[layer]):
                     captured[(layer, head)] = qk[:, i]
-            x = x + block.mlp2(gelu(block.mlp1(block.mlp_ln(x))))
+            x = x + block.mlp2(self.gelu(block.mlp1(block.mlp_ln(x))))
         self.offset = end
         picked = model.decoder.ln(x[:, list(logit_positions)])
         logits = model.decoder.token_embedding.as_linear(picked).astype(mx.float32)  # batch × positions × vocab
-        attention = mx.stack([captured[h] for h in self.alignment_heads], axis=1).astype(mx.float32)
+        attention = mx.stack([captured[h] for h in self.alignment_heads], axis=1)
         return [logits[:, i] for i in range(len(logit_positions))], attention
 
     def _self_attention(
@@ -176,21 +195,26 @@ class DecoderState:
         return merged
 
     def _cross_attention(
-        self, layer: int, attn: MultiHeadAttention, x: mx.array
+        self, layer: int, attn: MultiHeadAttention, x: mx.array, k: mx.array, v: mx.array
     ) -> tuple[mx.array, mx.array | None]:
         q = _split_heads(attn.query(x), self.n_head)
-        k, v = self.cross_kv[layer]
         scale = q.shape[-1] ** -0.5
-        out = mx.fast.scaled_dot_product_attention(q, k, v, scale=scale)
         heads = self.capture.get(layer)
+        if self.explicit_cross:
+            scores = (q * scale) @ k  # batch × heads × length × frames (k: batch × heads × dh × frames)
+            out = mx.softmax(scores, axis=-1, precise=True) @ v
+            qk = None if heads is None else scores[:, :, -1, :][:, _head_index(heads)]
+            return attn.out(_merge_heads(out)), qk
+        out = mx.fast.scaled_dot_product_attention(q, k, v, scale=scale)
         if heads is None:
             return attn.out(_merge_heads(out)), None
         # the alignment heads' QK of the last query only: their K rows are read twice, every other head's once
-        first, count = heads[0], len(heads)
-        if heads == list(range(first, first + count)):  # the usual case (large-v3: one head a layer): views, no copy
-            q_heads, k_heads = q[:, first : first + count, -1:, :], k[:, first : first + count]
-        else:
-            index = mx.array(heads)
-            q_heads, k_heads = q[:, index, -1:, :], k[:, index]
-        qk = (q_heads * scale) @ k_heads.transpose(0, 1, 3, 2)  # batch × captured × 1 × frames
+        index = _head_index(heads)
+        qk = (q[:, index, -1:, :] * scale) @ k[:, index].transpose(0, 1, 3, 2)  # batch × captured × 1 × frames
         return attn.out(_merge_heads(out)), qk[:, :, 0, :]
+
+
+def _head_index(heads: list[int]) -> slice | mx.array:
+    """The heads as a slice where they are consecutive (the usual case; large-v3: one a layer): views, no copy."""
+    first, count = heads[0], len(heads)
+    return slice(first, first + count) if heads == list(range(first, first + count)) else mx.array(heads)

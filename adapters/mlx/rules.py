@@ -41,8 +41,41 @@ class TimestampState:
             self.sampled + 1,
         )
 
+    def to_device(self) -> DeviceTimestampState:
+        return DeviceTimestampState(
+            mx.array(self.last_was_timestamp),
+            mx.array(self.penultimate_was_timestamp),
+            mx.array(self.last_timestamp),
+            self.sampled,
+        )
+
     def select(self, rows: np.ndarray) -> TimestampState:
         return TimestampState(
+            self.last_was_timestamp[rows], self.penultimate_was_timestamp[rows], self.last_timestamp[rows], self.sampled
+        )
+
+
+@frozen(eq=False)
+class DeviceTimestampState:
+    """``TimestampState`` kept on the device: updated from the sampled tokens without the host reading them."""
+
+    last_was_timestamp: mx.array  # bool (batch,)
+    penultimate_was_timestamp: mx.array  # bool (batch,)
+    last_timestamp: mx.array  # int32 (batch,), -1 if none
+    sampled: int = 0
+
+    @classmethod
+    def initial(cls, batch: int) -> DeviceTimestampState:
+        return cls(mx.zeros((batch,), mx.bool_), mx.ones((batch,), mx.bool_), mx.full((batch,), -1, mx.int32))
+
+    def after(self, tokens: mx.array, timestamp_begin: int) -> DeviceTimestampState:
+        is_timestamp = tokens >= timestamp_begin
+        penultimate = self.last_was_timestamp if self.sampled >= 1 else mx.ones_like(is_timestamp)
+        last = mx.where(is_timestamp, tokens.astype(mx.int32), self.last_timestamp)
+        return DeviceTimestampState(is_timestamp, penultimate, last, self.sampled + 1)
+
+    def select(self, rows: mx.array) -> DeviceTimestampState:
+        return DeviceTimestampState(
             self.last_was_timestamp[rows], self.penultimate_was_timestamp[rows], self.last_timestamp[rows], self.sampled
         )
 
@@ -60,6 +93,7 @@ class LogitRules:
         blank: Sequence[int],
         max_initial_timestamp_index: int | None,
         with_timestamps: bool = True,
+        compiled: bool = False,
     ) -> None:
         self.eot = eot
         self.timestamp_begin = timestamp_begin
@@ -82,22 +116,34 @@ class LogitRules:
         self.ids = mx.array(ids)
         self.is_timestamp = mx.array(ids >= timestamp_begin)
         self.is_text = mx.array(ids < eot)
+        # one fused kernel for the elementwise mask (GPU): the rules' arrays are constants of the compiled graph
+        self._later = mx.compile(self._mask_later) if compiled else self._mask_later
 
-    def apply(self, logits: mx.array, state: TimestampState, first_step: bool) -> mx.array:
+    def apply(self, logits: mx.array, state: TimestampState | DeviceTimestampState, first_step: bool) -> mx.array:
         """Mask ``logits`` (batch × vocab, float32) with -inf where a token is not allowed."""
-        forbid = mx.broadcast_to(self.always, logits.shape)
+        if isinstance(state, TimestampState):
+            state = state.to_device()
+        last, penultimate, last_ts = state.last_was_timestamp, state.penultimate_was_timestamp, state.last_timestamp
         if first_step:
-            forbid = forbid | self.first
+            return self._mask(logits, last, penultimate, last_ts, self.first)
+        result: mx.array = self._later(logits, last, penultimate, last_ts)
+        return result
+
+    def _mask_later(self, logits: mx.array, last: mx.array, penultimate: mx.array, last_ts: mx.array) -> mx.array:
+        return self._mask(logits, last, penultimate, last_ts, None)
+
+    def _mask(
+        self, logits: mx.array, last: mx.array, penultimate: mx.array, last_ts: mx.array, first: mx.array | None
+    ) -> mx.array:
+        forbid = self.always if first is None else self.always | first
         if self.with_timestamps:
-            last = mx.array(state.last_was_timestamp)[:, None]
-            penultimate = mx.array(state.penultimate_was_timestamp)[:, None]
+            last, penultimate = last[:, None], penultimate[:, None]
             # timestamps come in pairs, except directly before end-of-text
             forbid = forbid | (last & penultimate & self.is_timestamp) | (last & ~penultimate & self.is_text)
             # timestamps never decrease, and a segment has non-zero length
-            last_ts = state.last_timestamp
-            floor = np.where(state.last_was_timestamp & ~state.penultimate_was_timestamp, last_ts, last_ts + 1)
-            floor = np.where(last_ts >= 0, floor, 0)
-            forbid = forbid | (self.is_timestamp & (self.ids < mx.array(floor)[:, None]))
+            floor = mx.where(last[:, 0] & ~penultimate[:, 0], last_ts, last_ts + 1)
+            floor = mx.where(last_ts >= 0, floor, 0)
+            forbid = forbid | (self.is_timestamp & (self.ids < floor[:, None]))
         logits = mx.where(forbid, -mx.inf, logits)
         if self.with_timestamps:
             # when the timestamps together are likelier than any single text token, sample a timestamp

@@ -1,0 +1,122 @@
+"""The GPU flavour of the decoder (lagged loop, device-side timestamp state, explicit cross-attention), run on the
+CPU backend: same tokens, rows and word times as the CPU flavour."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from mlx_whisper.tokenizer import get_tokenizer
+
+from adapters.dtw.aligner import DtwAligner
+from adapters.librosa_audio import LibrosaAudioSource
+from adapters.mlx import load_decoder
+from adapters.mlx.decoder import MlxWhisperDecoder
+from adapters.mlx.forward import DecoderState, encode
+from adapters.mlx.loop import Progress
+from adapters.mlx.rules import DeviceTimestampState, LogitRules, TimestampState
+from domain.audio import Window
+from domain.model import TranscribeOptions
+from domain.windowing import split_into_windows
+
+SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "sample.wav"
+TOKENIZER = get_tokenizer(False)
+TB, EOT = TOKENIZER.timestamp_begin, TOKENIZER.eot
+
+
+@pytest.fixture(scope="module")
+def windows() -> list[Window]:
+    samples = LibrosaAudioSource().load(SAMPLE).samples
+    windows = split_into_windows(samples, source=0, max_seconds=4.0)
+    first = windows[0]
+    return [*windows, Window(0, len(windows), 0.0, first.samples[: len(first.samples) // 2])]
+
+
+@pytest.fixture(scope="module")
+def lagged(tiny_en_folder: Path) -> MlxWhisperDecoder:
+    decoder = load_decoder(tiny_en_folder, "tiny.en")
+    assert isinstance(decoder, MlxWhisperDecoder)
+    decoder.lagged = True
+    return decoder
+
+
+@pytest.mark.parametrize("max_new_tokens", [None, 6])  # 6: every sequence is cut at the length limit
+def test_lagged_loop_gives_the_synced_loops_results(
+    tiny_en: MlxWhisperDecoder, lagged: MlxWhisperDecoder, windows: list[Window], max_new_tokens: int | None
+) -> None:
+    assert not tiny_en.lagged  # the CPU backend's default
+    options = TranscribeOptions(temperatures=(0.0,), max_new_tokens=max_new_tokens)
+    synced_chunks, lagged_chunks = tiny_en.decode_batch(windows, options), lagged.decode_batch(windows, options)
+    aligner = DtwAligner()
+    for a, b in zip(synced_chunks, lagged_chunks, strict=True):
+        assert [s.text for s in a.segments] == [s.text for s in b.segments]
+        assert a.attention.shape == b.attention.shape
+        np.testing.assert_allclose(a.attention, b.attention, atol=1e-3)
+        np.testing.assert_allclose(a.token_probabilities, b.token_probabilities, atol=1e-3)
+        assert a.avg_logprob == pytest.approx(b.avg_logprob, abs=1e-3)
+        words_a = [(w.text, w.start, w.end) for seg in aligner.align(a) for w in seg]
+        words_b = [(w.text, w.start, w.end) for seg in aligner.align(b) for w in seg]
+        assert words_a == words_b
+
+
+def test_progress_keeps_each_sequences_rows_across_compaction_and_late_reads() -> None:
+    # 3 sequences, 2 heads, 4 frames; row values encode (sequence, step)
+    progress = Progress(3, eot=EOT, limit=3)
+
+    def rows(active: list[int], step: int) -> np.ndarray:
+        return np.array([[[10 * s + step] * 4] * 2 for s in active], np.float32)
+
+    ones = np.ones(3, np.float32)
+    everyone = np.arange(3)
+    progress.add(everyone, rows([0, 1, 2], 0), np.array([5, EOT, 7]), ones, ones)  # 1 ends at step 0
+    progress.add(everyone, rows([0, 1, 2], 1), np.array([6, 8, 8]), ones, ones)  # 1's row is read late: ignored
+    kept = np.array([0, 2])
+    progress.add(kept, rows([0, 2], 2), np.array([EOT, 9]), ones, ones)
+    assert progress.tokens == [[5, 6], [], [7, 8, 9]]
+    assert list(progress.done) == [True, True, False]
+    attention = progress.attention(heads=2)
+    assert [a.shape for a in attention] == [(2, 3, 4), (2, 1, 4), (2, 3, 4)]  # 2 has no end-of-text row: cut
+    assert attention[0][0, :, 0].tolist() == [0, 1, 2]
+    assert attention[1][0, :, 0].tolist() == [10]
+    assert attention[2][1, :, 0].tolist() == [20, 21, 22]
+    assert progress.sum_logprobs.tolist() == [3.0, 1.0, 3.0]
+
+
+def test_device_timestamp_state_masks_as_the_host_state() -> None:
+    rules = LogitRules(
+        n_vocab=51864, eot=EOT, timestamp_begin=TB, no_timestamps=TOKENIZER.no_timestamps,
+        suppress=[TOKENIZER.sot], blank=[EOT], max_initial_timestamp_index=50,
+    )  # fmt: skip
+    compiled = LogitRules(
+        n_vocab=51864, eot=EOT, timestamp_begin=TB, no_timestamps=TOKENIZER.no_timestamps,
+        suppress=[TOKENIZER.sot], blank=[EOT], max_initial_timestamp_index=50, compiled=True,
+    )  # fmt: skip
+    rng = np.random.default_rng(0)
+    batch = 5
+    host, device = TimestampState.initial(batch), DeviceTimestampState.initial(batch)
+    for step in range(8):
+        logits = mx.array(rng.standard_normal((batch, 51864)).astype(np.float32))
+        expected = np.array(rules.apply(logits, host, first_step=step == 0))
+        np.testing.assert_array_equal(np.array(rules.apply(logits, device, first_step=step == 0)), expected)
+        np.testing.assert_array_equal(np.array(compiled.apply(logits, device, first_step=step == 0)), expected)
+        tokens = np.where(rng.random(batch) < 0.5, TB + rng.integers(0, 1500, batch), rng.integers(0, EOT, batch))
+        host, device = host.after(tokens, TB), device.after(mx.array(tokens), TB)
+        if step == 4:
+            host, device = host.select(np.array([0, 2, 3, 4])), device.select(mx.array([0, 2, 3, 4]))
+            batch = 4
+
+
+def test_explicit_cross_attention_equals_the_fused_kernel(tiny_en: MlxWhisperDecoder) -> None:
+    mels = mx.random.normal((3, 3000, tiny_en.model.dims.n_mels), key=mx.random.key(1))
+    features = encode(tiny_en.model, mels, host_math=True)
+    prompt = mx.array([list(TOKENIZER.sot_sequence)] * 3)
+    results = []
+    for explicit in (False, True):
+        state = DecoderState(tiny_en.model, features, tiny_en.alignment_heads, explicit_cross=explicit, fused=explicit)
+        first, _ = state.step(prompt)
+        logits, attention = state.step(mx.argmax(first[0], axis=-1)[:, None])
+        results.append((np.array(logits[0]), np.array(attention)))
+    np.testing.assert_allclose(results[0][0], results[1][0], atol=1e-3)
+    np.testing.assert_allclose(results[0][1], results[1][1], atol=1e-4)
