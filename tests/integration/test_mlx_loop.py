@@ -120,3 +120,11 @@ def test_explicit_cross_attention_equals_the_fused_kernel(tiny_en: MlxWhisperDec
         results.append((np.array(logits[0]), np.array(attention)))
     np.testing.assert_allclose(results[0][0], results[1][0], atol=1e-3)
     np.testing.assert_allclose(results[0][1], results[1][1], atol=1e-4)
+
+
+def test_lagged_loop_samples_at_a_temperature(lagged: MlxWhisperDecoder, windows: list[Window]) -> None:
+    # the fallback's sampled decoding: every chunk keeps one attention row per text token, then end-of-text's
+    options = TranscribeOptions(temperatures=(0.8,), max_new_tokens=20)
+    for chunk in lagged.decode_batch(windows, options):
+        assert chunk.attention.shape[1] == chunk.token_count + 1 == len(chunk.token_probabilities) + 1
+        assert np.isfinite(chunk.attention).all()
