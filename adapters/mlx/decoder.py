@@ -203,7 +203,9 @@ class MlxWhisperDecoder:
 
         gpu = not self.host_math
         explicit = gpu and batch >= EXPLICIT_CROSS_MIN_BATCH
-        state = DecoderState(self.model, features, self.alignment_heads, explicit_cross=explicit, fused=gpu)
+        state = DecoderState(
+            self.model, features, self.alignment_heads, explicit_cross=explicit, fused=gpu, host_cross=self.host_math
+        )
         logits_list, attention = state.step(prompt, logit_positions=(sot_index, -1))
         no_speech = tokenizer.no_speech
         no_speech_probs = mx.softmax(logits_list[0], axis=-1)[:, no_speech] if no_speech is not None else None

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import mlx.core as mx
 import numpy as np
+from numpy.typing import NDArray
 from mlx_whisper.whisper import MultiHeadAttention, ResidualAttentionBlock, Whisper
 from scipy import special
 
@@ -49,9 +50,9 @@ def encode(model: Whisper, mels: mx.array, host_math: bool = False) -> mx.array:
 
     Only the non-matmul math differs. By default (GPU) the attention is fused
     (``mx.fast.scaled_dot_product_attention``): the 1500 × 1500 weights are never needed. With ``host_math`` (the
-    CPU backend) the softmax and GELU run in numpy/scipy, whose vectorised ``exp``/``erf`` are 10-20× faster than
-    MLX's CPU kernels here (``docs/performance.md``); the matmuls stay in MLX (its BLAS). One window's attention
-    weights (heads × 1500 × 1500) at a time bound the memory.
+    CPU backend) the self-attention (two matmuls and the softmax) runs in numpy and the GELU in scipy: their
+    vectorised ``exp``/``erf`` are 10-20× faster than MLX's CPU kernels here (``docs/performance.md``); the other
+    matmuls stay in MLX (its BLAS). One window's attention weights (heads × 1500 × 1500) at a time bound the memory.
     """
     encoder = model.encoder
     activation = _host_gelu if host_math else fused_gelu
@@ -67,7 +68,7 @@ def encode(model: Whisper, mels: mx.array, host_math: bool = False) -> mx.array:
         v = _split_heads(attn.value(h), attn.n_head)
         scale = q.shape[-1] ** -0.5
         if host_math:
-            out = mx.stack([_host_softmax((q[i] * scale) @ k[i].swapaxes(-1, -2)) @ v[i] for i in range(q.shape[0])])
+            out = _host_attention(q, k, v, scale)
         else:
             out = mx.fast.scaled_dot_product_attention(q, k, v, scale=scale)
         x = x + attn.out(_merge_heads(out))
@@ -76,13 +77,24 @@ def encode(model: Whisper, mels: mx.array, host_math: bool = False) -> mx.array:
     return result
 
 
-def _host_softmax(scores: mx.array) -> mx.array:
-    """Softmax over the last axis, computed in numpy (float32, in place)."""
-    a = np.array(scores, dtype=np.float32)
-    a -= a.max(axis=-1, keepdims=True)
-    np.exp(a, out=a)
-    a /= a.sum(axis=-1, keepdims=True)
-    return mx.array(a).astype(scores.dtype)
+def _host_attention(q: mx.array, k: mx.array, v: mx.array, scale: float) -> mx.array:
+    """Softmax attention (batch × heads × frames × dh each) computed in numpy, one window at a time.
+
+    Only q, k, v and the output cross between MLX and numpy (2.3 MB a window and tensor for tiny), never the
+    heads × 1500 × 1500 scores; the scale goes into q, and the softmax's normalisation is applied to the output
+    (frames × dh) instead of the scores: ``softmax(s) @ v = (exp(s - max) @ v) / sum(exp(s - max))``. On 2 cores,
+    tiny.en: a window's attention layer 290 -> 70 ms (``docs/performance.md`` #28).
+    """
+    qn = np.array(q, dtype=np.float32)
+    qn *= np.float32(scale)
+    kn, vn = np.array(k, dtype=np.float32), np.array(v, dtype=np.float32)
+    out = np.empty_like(qn)
+    for i in range(qn.shape[0]):  # one window's heads × frames × frames scores at a time bound the memory
+        scores = np.matmul(qn[i], kn[i].transpose(0, 2, 1))
+        scores -= scores.max(axis=-1, keepdims=True)
+        np.exp(scores, out=scores)
+        np.divide(np.matmul(scores, vn[i]), scores.sum(axis=-1, keepdims=True), out=out[i])
+    return mx.array(out).astype(q.dtype)
 
 
 def _host_gelu(x: mx.array) -> mx.array:
@@ -97,7 +109,9 @@ class DecoderState:
 
     ``explicit_cross``: the cross-attention as two matmuls and a softmax over K stored transposed, instead of
     ``mx.fast.scaled_dot_product_attention``: faster on the GPU at large batches (``docs/performance.md``), and the
-    alignment heads' QK comes with it. ``fused``: the MLP's GELU as one compiled kernel (GPU).
+    alignment heads' QK comes with it. ``host_cross`` (the CPU backend): the same, in numpy, over K and V kept as
+    numpy arrays; its ``exp`` is 10-20× faster than MLX's CPU kernel. ``fused``: the MLP's GELU as one compiled
+    kernel (GPU).
     """
 
     def __init__(
@@ -107,9 +121,11 @@ class DecoderState:
         alignment_heads: Sequence[tuple[int, int]],
         explicit_cross: bool = False,
         fused: bool = False,
+        host_cross: bool = False,
     ) -> None:
         self.model = model
-        self.explicit_cross = explicit_cross
+        self.explicit_cross = explicit_cross or host_cross
+        self.host_cross = host_cross
         self.gelu = fused_gelu if fused else gelu
         blocks: list[ResidualAttentionBlock] = model.decoder.blocks
         self.n_head = blocks[0].attn.n_head
@@ -123,9 +139,13 @@ class DecoderState:
             assert cross is not None
             # contiguous once here, or every step would copy the transposed views again
             k = _split_heads(cross.key(audio_features), self.n_head)
-            k = mx.contiguous(k.transpose(0, 1, 3, 2) if explicit_cross else k)  # batch × heads × dh × frames
+            k = mx.contiguous(k.transpose(0, 1, 3, 2) if self.explicit_cross else k)  # batch × heads × dh × frames
             v = mx.contiguous(_split_heads(cross.value(audio_features), self.n_head))
             self.cross_kv.append((k, v))
+        self.host_kv: list[tuple[NDArray[np.float32], NDArray[np.float32]]] = []
+        if host_cross:  # numpy holds them instead
+            self.host_kv = [(np.array(k, dtype=np.float32), np.array(v, dtype=np.float32)) for k, v in self.cross_kv]
+            self.cross_kv = []
         self.self_k = [mx.zeros((batch, self.n_head, KV_BLOCK, state // self.n_head), dtype=dtype) for _ in blocks]
         self.self_v = [mx.zeros((batch, self.n_head, KV_BLOCK, state // self.n_head), dtype=dtype) for _ in blocks]
         self.offset = 0
@@ -138,6 +158,9 @@ class DecoderState:
     def keep(self, rows: mx.array) -> None:
         """Compact the batch to ``rows`` (indices of the sequences that go on)."""
         self.cross_kv = [(k[rows], v[rows]) for k, v in self.cross_kv]
+        if self.host_cross:
+            kept = np.array(rows)
+            self.host_kv = [(k[kept], v[kept]) for k, v in self.host_kv]
         self.self_k = [k[rows] for k in self.self_k]
         self.self_v = [v[rows] for v in self.self_v]
 
@@ -169,7 +192,10 @@ class DecoderState:
             x = x + self._self_attention(layer, block.attn, block.attn_ln(x), start, end, mask)
             cross = block.cross_attn
             assert cross is not None and block.cross_attn_ln is not None
-            y, qk = self._cross_attention(layer, cross, block.cross_attn_ln(x), *self.cross_kv[layer])
+            if self.host_cross:
+                y, qk = self._host_cross_attention(layer, cross, block.cross_attn_ln(x))
+            else:
+                y, qk = self._cross_attention(layer, cross, block.cross_attn_ln(x), *self.cross_kv[layer])
             x = x + y
             if qk is not None:
                 for i, head in enumerate(self.capture[layer]):
@@ -212,6 +238,23 @@ class DecoderState:
         index = _head_index(heads)
         qk = (q[:, index, -1:, :] * scale) @ k[:, index].transpose(0, 1, 3, 2)  # batch × captured × 1 × frames
         return attn.out(_merge_heads(out)), qk[:, :, 0, :]
+
+
+    def _host_cross_attention(
+        self, layer: int, attn: MultiHeadAttention, x: mx.array
+    ) -> tuple[mx.array, mx.array | None]:
+        """``_cross_attention`` in numpy: the softmax's normalisation goes to the output, the QK of the alignment
+        heads' last query is copied out of the scores before they are exponentiated."""
+        k, v = self.host_kv[layer]  # batch × heads × dh × frames, batch × heads × frames × dh
+        q = np.array(_split_heads(attn.query(x), self.n_head), dtype=np.float32)  # batch × heads × length × dh
+        q *= np.float32(q.shape[-1] ** -0.5)
+        scores = np.matmul(q, k)  # batch × heads × length × frames
+        heads = self.capture.get(layer)
+        qk = None if heads is None else mx.array(scores[:, heads, -1, :])
+        scores -= scores.max(axis=-1, keepdims=True)
+        np.exp(scores, out=scores)
+        out = np.matmul(scores, v) / scores.sum(axis=-1, keepdims=True)
+        return attn.out(_merge_heads(mx.array(out).astype(x.dtype))), qk
 
 
 def _head_index(heads: list[int]) -> slice | mx.array:
