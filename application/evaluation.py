@@ -241,8 +241,8 @@ def connected_boundary_errors(
         if hypothesis is None:
             continue
         words = reference.words
-        connected_start = {id(b) for a, b in zip(words, words[1:]) if b.start - a.end <= CONNECTED_GAP_SECONDS}
-        connected_end = {id(a) for a, b in zip(words, words[1:]) if b.start - a.end <= CONNECTED_GAP_SECONDS}
+        meeting = [(a, b) for a, b in zip(words, words[1:]) if b.start - a.end <= CONNECTED_GAP_SECONDS]
+        connected_start, connected_end = {id(b) for _, b in meeting}, {id(a) for a, _ in meeting}
         pairs, _, _ = matched_pairs(words, hypothesis.words, metrics)
         errors += [h.start - r.start for r, h in pairs if id(r) in connected_start]
         errors += [h.end - r.end for r, h in pairs if id(r) in connected_end]

@@ -20,7 +20,7 @@ from adapters.text_metrics import WhisperTextMetrics
 from application.evaluation import Hypothesis, connected_boundary_errors
 from domain.model import TranscribeOptions
 from entrypoints.container import Container
-from entrypoints.eval_command import read_corpus
+from entrypoints.eval_command import read_corpus, transcribe_corpus
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -32,11 +32,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     container = Container()
     container.config.model.from_value(args.model)
     container.config.refine.from_value(False)
-    names = {u.audio: u.reference.name for u in corpus}
-    hypotheses = {}
-    for result in container.service().transcribe_many([u.audio for u in corpus], TranscribeOptions()):
-        if result.transcript is not None:
-            hypotheses[names[Path(result.source)]] = Hypothesis.from_transcript(result.transcript)
+    hypotheses = {
+        name: Hypothesis.from_transcript(result.transcript)
+        for name, result in transcribe_corpus(container.service(), corpus, TranscribeOptions())
+        if result.transcript is not None
+    }
     errors = connected_boundary_errors([u.reference for u in corpus], hypotheses, WhisperTextMetrics())
     if errors.size == 0:
         raise SystemExit("no matched word edges without a pause: nothing to calibrate on")

@@ -285,7 +285,7 @@ def bench_loop(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[s
             _sync_mlx()
             marks.append(time.perf_counter())
             progress = Progress(batch, rules.eot, tokens)
-            decode_lagged(state, rules, logits, attention, progress, tokens, 0.0)
+            decode_lagged(state, rules, logits, attention, progress, 0.0)
             _sync_mlx()
             marks.append(time.perf_counter())
             progress.attention(len(decoder.alignment_heads))
@@ -303,7 +303,7 @@ def bench_loop(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[s
             rules._later, compiled = rules._mask_later, rules._later  # the same loop, the rules' mask not compiled
             _sync_mlx()
             marks.append(time.perf_counter())
-            decode_lagged(state, rules, logits, attention, Progress(batch, rules.eot, tokens), tokens, 0.0)
+            decode_lagged(state, rules, logits, attention, Progress(batch, rules.eot, tokens), 0.0)
             _sync_mlx()
             marks.append(time.perf_counter())
             rules._later = compiled

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -22,11 +22,13 @@ from adapters.writers import result_dict
 from application.evaluation import EvaluationReport, Hypothesis, Metrics, Reference, TimedWord, score_corpus
 from domain.errors import InvalidOptionError, ModelLoadError, TranscriptionError, UnsupportedLanguageError
 from domain.model import TranscribeOptions, Transcript
+from domain.ports import ProgressSink
 
 from entrypoints.container import DEFAULT_BATCH_SIZE, DEFAULT_MODEL
 from entrypoints.options import LanguageOption, RefineOption
 
 if TYPE_CHECKING:
+    from application.transcription import FileResult, TranscriptionService
     from entrypoints.container import Container
 
 stderr = Console(stderr=True, soft_wrap=True, highlight=False)  # one error a line, whatever the width
@@ -60,6 +62,18 @@ def read_corpus(root: Path, limit: int | None = None, exclude: Iterable[str] = (
         corpus.append(Utterance(audio, Reference(path.stem, group, text, timed)))
         taken[group] = taken.get(group, 0) + 1
     return corpus
+
+
+def transcribe_corpus(
+    service: TranscriptionService,
+    corpus: Sequence[Utterance],
+    options: TranscribeOptions,
+    progress: ProgressSink = lambda done, total: None,
+) -> Iterator[tuple[str, FileResult]]:
+    """Each utterance's reference name and result, in the order utterances finish (not the order given)."""
+    names = {u.audio: u.reference.name for u in corpus}
+    for result in service.transcribe_many([u.audio for u in corpus], options, progress):
+        yield names[Path(result.source)], result
 
 
 def format_tables(rows: Mapping[str, Metrics], label: str = "folder") -> str:
@@ -138,14 +152,13 @@ def eval_command(
         service = container.service()
         with Progress(console=stderr, transient=True) as bar:
             task = bar.add_task("transcribing", total=None)
-            results = service.transcribe_many(
-                [u.audio for u in corpus],
+            results = transcribe_corpus(
+                service,
+                corpus,
                 TranscribeOptions(language=None if language is None else language.strip()),
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
-            names = {u.audio: u.reference.name for u in corpus}
-            for outcome in results:  # in the order inputs finish, not the order given
-                name = names[Path(outcome.source)]
+            for name, outcome in results:
                 if outcome.transcript is not None:
                     transcripts[name] = outcome.transcript
                 else:

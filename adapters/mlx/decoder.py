@@ -211,9 +211,9 @@ class MlxWhisperDecoder:
         no_speech_probs = mx.softmax(logits_list[0], axis=-1)[:, no_speech] if no_speech is not None else None
         progress = Progress(batch, tokenizer.eot, limit)
         if self.lagged:
-            decode_lagged(state, rules, logits_list[1], attention, progress, limit, temperature)
+            decode_lagged(state, rules, logits_list[1], attention, progress, temperature)
         else:
-            decode_synced(state, rules, logits_list[1], attention, progress, limit, temperature, self.host_math)
+            decode_synced(state, rules, logits_list[1], attention, progress, temperature, self.host_math)
         no_speech_host = np.full(batch, np.nan) if no_speech_probs is None else np.array(no_speech_probs)
         rows = progress.attention(len(self.alignment_heads))
         return [

@@ -90,11 +90,17 @@ def _host_attention(q: mx.array, k: mx.array, v: mx.array, scale: float) -> mx.a
     kn, vn = np.array(k, dtype=np.float32), np.array(v, dtype=np.float32)
     out = np.empty_like(qn)
     for i in range(qn.shape[0]):  # one window's heads × frames × frames scores at a time bound the memory
-        scores = np.matmul(qn[i], kn[i].transpose(0, 2, 1))
-        scores -= scores.max(axis=-1, keepdims=True)
-        np.exp(scores, out=scores)
-        np.divide(np.matmul(scores, vn[i]), scores.sum(axis=-1, keepdims=True), out=out[i])
+        out[i] = _softmax_times(np.matmul(qn[i], kn[i].transpose(0, 2, 1)), vn[i])
     return mx.array(out).astype(q.dtype)
+
+
+def _softmax_times(scores: NDArray[np.float32], v: NDArray[np.float32]) -> NDArray[np.float32]:
+    """``softmax(scores) @ v`` over the last axis, with ``scores`` overwritten: the exponentials are taken in place
+    and the normalisation divides the (much smaller) product, not the scores."""
+    scores -= scores.max(axis=-1, keepdims=True)
+    np.exp(scores, out=scores)
+    out: NDArray[np.float32] = np.matmul(scores, v) / scores.sum(axis=-1, keepdims=True)
+    return out
 
 
 def _host_gelu(x: mx.array) -> mx.array:
@@ -243,17 +249,14 @@ class DecoderState:
     def _host_cross_attention(
         self, layer: int, attn: MultiHeadAttention, x: mx.array
     ) -> tuple[mx.array, mx.array | None]:
-        """``_cross_attention`` in numpy: the softmax's normalisation goes to the output, the QK of the alignment
-        heads' last query is copied out of the scores before they are exponentiated."""
+        """``_cross_attention`` in numpy; the QK of the alignment heads' last query comes from the scores."""
         k, v = self.host_kv[layer]  # batch × heads × dh × frames, batch × heads × frames × dh
         q = np.array(_split_heads(attn.query(x), self.n_head), dtype=np.float32)  # batch × heads × length × dh
         q *= np.float32(q.shape[-1] ** -0.5)
         scores = np.matmul(q, k)  # batch × heads × length × frames
         heads = self.capture.get(layer)
-        qk = None if heads is None else mx.array(scores[:, heads, -1, :])
-        scores -= scores.max(axis=-1, keepdims=True)
-        np.exp(scores, out=scores)
-        out = np.matmul(scores, v) / scores.sum(axis=-1, keepdims=True)
+        qk = None if heads is None else mx.array(scores[:, heads, -1, :])  # copied before _softmax_times overwrites
+        out = _softmax_times(scores, v)
         return attn.out(_merge_heads(mx.array(out).astype(x.dtype))), qk
 
 

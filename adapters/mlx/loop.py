@@ -98,7 +98,6 @@ def decode_synced(
     logits: mx.array,
     attention: mx.array,
     progress: Progress,
-    limit: int,
     temperature: float,
     host_math: bool,
 ) -> None:
@@ -106,6 +105,7 @@ def decode_synced(
     eot, timestamp_begin = rules.eot, rules.timestamp_begin
     ts_state = TimestampState.initial(len(progress.tokens))
     active = np.arange(len(progress.tokens))
+    limit = progress.limit  # steps at most
     for step in range(limit):
         masked = rules.apply(logits, ts_state, first_step=step == 0)
         chosen = choose(masked, temperature)
@@ -139,7 +139,6 @@ def decode_lagged(
     logits: mx.array,
     attention: mx.array,
     progress: Progress,
-    limit: int,
     temperature: float,
 ) -> None:
     """Step t+1 is queued on the device before the host reads step t: the host never keeps the device waiting."""
@@ -147,6 +146,7 @@ def decode_lagged(
     ts_state = DeviceTimestampState.initial(len(progress.tokens))
     active = np.arange(len(progress.tokens))
     unread: tuple[NDArray[np.int64], mx.array, mx.array, mx.array, mx.array] | None = None
+    limit = progress.limit  # steps at most
     for step in range(limit):
         masked = rules.apply(logits, ts_state, first_step=step == 0)
         chosen = choose(masked, temperature)
