@@ -1,7 +1,14 @@
-"""Time the anti-diagonal (vectorised) DTW against a naive Python double loop on a 448 × 1500 matrix.
+"""Word timing's costs: the aligner before and after issue #7's rework, and DTW against naive loops.
 
-Run: ``.venv/bin/python -m benchmarks.dtw_speed`` (about 10 s). A script, not a test: prints the times and checks
-that the vectorised and the naive paths cost the same. Wall-clock times: run it on an idle machine.
+Run: ``.venv/bin/python -m benchmarks.dtw_speed`` (about 20 s). A script, not a test. Wall-clock times, best of
+several runs: run it on an idle machine.
+
+1. ``DtwAligner.align`` of one window at large-v3's (10 alignment heads) and tiny.en's (8) shapes, 100 tokens ×
+   1500 frames, with refinement: the previous implementation (``previous_attention_matrix``: whole-array softmax
+   and z-score, the full 7-input sorting network on whole lanes) beside the current one (head by head, the pruned
+   network on cache-sized blocks of rows), part by part, and whether both give the same matrix.
+2. The anti-diagonal (vectorised) DTW against a naive Python double loop on a 448 × 1500 matrix; checks that the
+   vectorised and the naive paths cost the same.
 """
 
 from __future__ import annotations
@@ -13,11 +20,112 @@ from collections.abc import Callable
 import numpy as np
 from numpy.typing import NDArray
 
+from adapters.dtw import aligner as aligner_module
+from adapters.dtw.aligner import DtwAligner, attention_matrix
+from adapters.dtw.filters import median_filter
 from adapters.dtw.path import dtw_path
+from domain.audio import ChunkSegment, DecodedChunk, Window
 
 TOKENS, FRAMES = 448, 1500  # twice whisper's 224-token context × the 30-s window's 1500 frames
 REPEATS = 5  # best of, for the vectorised version
 NAIVE_REPEATS = 3
+ALIGN_TOKENS = 100  # text tokens of a window at the GPU benchmark's shapes (``benchmarks/gpu.py --tokens``)
+ALIGN_REPEATS = 7
+MODEL_HEADS = {"large-v3": 10, "tiny.en": 8}  # alignment heads (openai-whisper's tables)
+
+# The previous 7-input median: the full sorting network on whole lanes, each lane a contiguous copy (commit 73dbdf0).
+_NETWORK_7 = (
+    (0, 6), (2, 3), (4, 5), (0, 2), (1, 4), (3, 6), (0, 1), (2, 5),
+    (3, 4), (1, 2), (4, 6), (2, 3), (4, 5), (1, 2), (3, 4), (5, 6),
+)  # fmt: skip
+
+
+def previous_median_filter_7(x: NDArray[np.float32]) -> NDArray[np.float32]:
+    padded = np.pad(x, [(0, 0)] * (x.ndim - 1) + [(3, 3)], mode="reflect")
+    n = padded.shape[-1] - 6
+    lanes = [np.array(padded[..., i : i + n]) for i in range(7)]
+    spare = np.empty_like(lanes[0])
+    for i, j in _NETWORK_7:
+        np.minimum(lanes[i], lanes[j], out=spare)
+        np.maximum(lanes[i], lanes[j], out=lanes[j])
+        lanes[i], spare = spare, lanes[i]
+    return lanes[3]
+
+
+def previous_zscores(attention: NDArray[np.floating]) -> NDArray[np.float32]:
+    with np.errstate(over="ignore", invalid="ignore"):
+        weights = np.nan_to_num(attention.astype(np.float32), nan=0.0)
+        weights = weights - weights.max(axis=-1, keepdims=True)
+        np.exp(weights, out=weights)
+        weights /= weights.sum(axis=-1, keepdims=True)
+        mean = weights.mean(axis=-2, keepdims=True)
+        std = weights.std(axis=-2, keepdims=True)
+        return np.asarray((weights - mean) / np.where(std > 0.0, std, np.float32(1.0)), dtype=np.float32)
+
+
+def previous_attention_matrix(attention: NDArray[np.floating], median_width: int = 7) -> NDArray[np.float32]:
+    assert median_width == 7
+    return np.asarray(previous_median_filter_7(previous_zscores(attention)).mean(axis=0), dtype=np.float32)
+
+
+def window_chunk(heads: int, tokens: int = ALIGN_TOKENS, frames: int = 1500) -> DecodedChunk:
+    """One 30-s window of noise with a quiet 200 ms each second (pauses for the refinement), random attention."""
+    rng = np.random.default_rng(heads)
+    samples = (0.1 * rng.standard_normal(frames * 320)).astype(np.float32)
+    for start in range(0, len(samples), 16_000):
+        samples[start : start + 3_200] *= 1e-3
+    words = tuple(f" w{i}" for i in range(tokens))
+    return DecodedChunk(
+        window=Window(source=0, index=0, offset=0.0, samples=samples),
+        language="en",
+        segments=[ChunkSegment(0.0, frames * 0.02, "".join(words), words, (1,) * tokens)],
+        token_probabilities=np.full(tokens, 0.9, dtype=np.float32),
+        attention=(3.0 * rng.standard_normal((heads, tokens + 1, frames))).astype(np.float32),
+    )
+
+
+def aligner_rows(heads: int) -> list[tuple[str, float, float]]:
+    """(part, previous ms, current ms) for one window."""
+    chunk = window_chunk(heads)
+    attention = chunk.attention
+    aligner = DtwAligner(lag_seconds=0.05)
+    matrix = attention_matrix(attention)
+    zscores = previous_zscores(attention)
+
+    def align_previous() -> object:
+        current = aligner_module.attention_matrix
+        aligner_module.attention_matrix = previous_attention_matrix
+        try:
+            return aligner.align(chunk)
+        finally:
+            aligner_module.attention_matrix = current
+
+    pairs = [
+        ("DtwAligner.align (refine on)", align_previous, lambda: aligner.align(chunk)),
+        ("attention_matrix", lambda: previous_attention_matrix(attention), lambda: attention_matrix(attention)),
+        ("median filter, width 7, all heads", lambda: previous_median_filter_7(zscores), lambda: median_filter(zscores, 7)),
+        ("dtw_path (unchanged)", lambda: dtw_path(-matrix), lambda: dtw_path(-matrix)),
+    ]
+    rows = []
+    for _ in range(2):  # alternating, twice: the machine's noise hits both columns alike
+        for label, before, after in pairs:
+            rows.append((label, best_time(before, ALIGN_REPEATS), best_time(after, ALIGN_REPEATS)))
+    best: dict[str, tuple[float, float]] = {}
+    for label, before_s, after_s in rows:
+        old = best.get(label, (math.inf, math.inf))
+        best[label] = (min(old[0], before_s), min(old[1], after_s))
+    return [(label, *times) for label, times in best.items()]
+
+
+def print_aligner() -> None:
+    for model, heads in MODEL_HEADS.items():
+        chunk = window_chunk(heads)
+        same = np.array_equal(previous_attention_matrix(chunk.attention), attention_matrix(chunk.attention))
+        print(f"{model} shapes: {heads} heads × {ALIGN_TOKENS + 1} rows × 1500 frames, one window (best of "
+              f"{ALIGN_REPEATS} × 2, wall clock); same matrix before and after: {same}")
+        print(f"  {'':<38} {'before ms':>10} {'after ms':>10} {'speed-up':>9}")
+        for label, before, after in aligner_rows(heads):
+            print(f"  {label:<38} {before * 1e3:10.1f} {after * 1e3:10.1f} {before / after:8.2f}×")
 
 
 def naive_dtw_path(cost: NDArray[np.float64]) -> tuple[list[int], list[int]]:
@@ -68,6 +176,7 @@ def best_time(function: Callable[[], object], repeats: int) -> float:
 
 
 def main() -> None:
+    print_aligner()
     cost = -np.random.default_rng(0).normal(size=(TOKENS, FRAMES))
     rows, cols = dtw_path(cost)
     naive_rows, naive_cols = naive_dtw_path(cost)

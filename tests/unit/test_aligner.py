@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
-from adapters.dtw.aligner import DtwAligner
+from adapters.dtw.aligner import DtwAligner, attention_matrix
 from adapters.dtw.calibration import MODEL_LAG_SECONDS, model_lag
 from adapters.dtw.refine import (
     FINAL_SEARCH_SECONDS,
@@ -361,3 +361,34 @@ def test_the_first_word_rule_keeps_words_ordered(
     new_starts, new_ends = start_after_last_pause(starts, ends, pauses)
     assert_still_ordered((starts, ends), (new_starts, new_ends))
     assert np.array_equal(new_starts[1:], starts[1:]) and np.array_equal(new_ends, ends)  # only the first start
+
+
+def whole_array_attention_matrix(attention: NDArray[np.floating], median_width: int) -> NDArray[np.float32]:
+    """The aligner's first steps as whole-array expressions (how ``attention_matrix`` was written before it went
+    head by head): the oracle that the head-by-head version must equal exactly."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        weights = np.nan_to_num(attention.astype(np.float32), nan=0.0)
+        weights = weights - weights.max(axis=-1, keepdims=True)
+        np.exp(weights, out=weights)
+        weights /= weights.sum(axis=-1, keepdims=True)
+        mean = weights.mean(axis=-2, keepdims=True)
+        std = weights.std(axis=-2, keepdims=True)
+        zscores = (weights - mean) / np.where(std > 0.0, std, np.float32(1.0))
+    padded = np.pad(zscores, [(0, 0), (0, 0), (median_width // 2,) * 2], mode="reflect")
+    windows = np.lib.stride_tricks.sliding_window_view(padded, median_width, axis=-1)
+    return np.asarray(np.median(windows, axis=-1).mean(axis=0), dtype=np.float32)
+
+
+@given(chunk=decoded_chunks(extreme=True), width=st.sampled_from([1, 3, 7]))
+def test_attention_matrix_equals_the_whole_array_formula(chunk: DecodedChunk, width: int) -> None:
+    attention = chunk.attention
+    if attention.shape[-1] == 0:
+        return
+    assert np.array_equal(attention_matrix(attention, width), whole_array_attention_matrix(attention, width))
+
+
+@pytest.mark.parametrize("heads", [8, 10])  # tiny.en's and large-v3's alignment heads
+def test_attention_matrix_at_model_shapes_equals_the_whole_array_formula(heads: int) -> None:
+    attention = (3.0 * np.random.default_rng(heads).normal(size=(heads, 101, 1500))).astype(np.float32)
+    attention[0, 5, 9], attention[1, 7, :] = np.nan, np.inf
+    assert np.array_equal(attention_matrix(attention, 7), whole_array_attention_matrix(attention, 7))

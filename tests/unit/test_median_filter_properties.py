@@ -60,3 +60,16 @@ def test_median_filter_rejects_even_or_non_positive_widths(width: int) -> None:
 def test_whispers_width_seven_equals_the_numpy_oracle(x: NDArray[np.float64]) -> None:
     # width 7 takes the sorting-network path: every input shape, short ones (mirrored more than once) included
     assert np.array_equal(median_filter(x, 7), reference_median_filter(x, 7))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_width_seven_in_blocks_of_rows_equals_the_numpy_oracle(dtype: type[np.floating]) -> None:
+    # large-v3's shapes: the network runs on blocks of rows (cache-sized), so here blocks meet inside the array
+    x = np.random.default_rng(7).normal(size=(3, 101, 1500)).astype(dtype)
+    x[1, 50, 700:720] = x[1, 50, 700]  # runs of equal values
+    assert np.array_equal(median_filter(x, 7), reference_median_filter(x, 7))
+
+
+def test_width_seven_of_a_strided_view_equals_the_numpy_oracle() -> None:
+    x = np.random.default_rng(8).normal(size=(40, 2, 300))[:, 1, ::2]  # not contiguous
+    assert np.array_equal(median_filter(x, 7), reference_median_filter(x, 7))
