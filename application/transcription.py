@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from collections import Counter, deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
 from attrs import define, field, frozen
 from numpy.typing import NDArray
 
+from application.word_timing import WordTiming, default_align_workers, timed_segments
 from domain.audio import SAMPLE_RATE, DecodedChunk, Waveform, Window
 from domain.errors import AudioLoadError, TranscriptionError
 from domain.model import Segment, TranscribeOptions, Transcript
@@ -33,11 +33,6 @@ class FileResult:
     source: Path | str
     transcript: Transcript | None = None
     error: TranscriptionError | None = None
-
-
-def default_align_workers() -> int:
-    """Threads that time words while the decoder goes on: every core but the one the decoder's thread keeps busy."""
-    return max(1, min(4, (os.cpu_count() or 2) - 1))
 
 
 @define
@@ -73,6 +68,8 @@ class TranscriptionService:
     aligner: Aligner
     batch_size: int = 16
     align_workers: int = field(factory=default_align_workers)  # word timing overlaps the next batch's decoding
+    # worker processes for word timing from the second batch on (0: threads only); the composition root chooses
+    align_processes: int = 0
 
     def transcribe(self, path: Path, options: TranscribeOptions) -> Transcript:
         """One file; raises the ``TranscriptionError`` that stopped it."""
@@ -97,17 +94,18 @@ class TranscriptionService:
         options: TranscribeOptions,
         progress: ProgressSink,
     ) -> Iterator[FileResult]:
-        with ThreadPoolExecutor(max_workers=max(1, self.align_workers), thread_name_prefix="align") as pool:
-            yield from self._pipeline(inputs, options, progress, pool)
+        with WordTiming(self.aligner, self.align_workers, self.align_processes) as timing:
+            yield from self._pipeline(inputs, options, progress, timing)
 
     def _pipeline(
         self,
         inputs: Iterator[tuple[Path | str, Waveform | None]] | list[tuple[Path | str, Waveform | None]],
         options: TranscribeOptions,
         progress: ProgressSink,
-        pool: Executor,
+        timing: WordTiming,
     ) -> Iterator[FileResult]:
-        """Decode batch after batch; a decoded window's words are timed on ``pool`` while the next batch decodes.
+        """Decode batch after batch; a decoded window's words are timed on ``timing``'s pool while the next batch
+        decodes.
 
         A window's captured attention lives only until its words are timed. Inputs are yielded in the order their
         last windows finish, each once its words are all timed.
@@ -156,6 +154,7 @@ class TranscriptionService:
             if not queue:
                 break
             batch = [queue.popleft() for _ in range(min(self.batch_size, len(queue)))]
+            timing.batch_started()
             for chunk in self.decoder.decode_batch(batch, options):
                 entry = pending[chunk.window.source]
                 entry.first_language = entry.first_language or chunk.language
@@ -164,10 +163,10 @@ class TranscriptionService:
                 rest = None
                 if _may_have_undecoded_tail(chunk):  # timed now: the tail starts after the window's last word
                     timed: Future[list[Segment]] = Future()
-                    timed.set_result(self._segments(chunk, options))
+                    timed.set_result(timed_segments(self.aligner, chunk, options.word_timestamps))
                     rest = _undecoded_tail(chunk, timed.result())
                 else:
-                    timed = pool.submit(self._segments, chunk, options)
+                    timed = timing.submit(chunk, options.word_timestamps)
                 entry.timed.append((chunk.window.offset, timed))
                 if rest is not None:  # decoded again, first thing in the next batch
                     queue.appendleft(rest)
@@ -194,31 +193,6 @@ class TranscriptionService:
         language = languages.most_common(1)[0][0] if languages else (options.language or entry.first_language or "en")
         transcript = Transcript(segments=segments, language=language, duration=entry.duration, model=self.decoder.name)
         return FileResult(entry.source, transcript=transcript)
-
-    def _segments(self, chunk: DecodedChunk, options: TranscribeOptions) -> list[Segment]:
-        offset = chunk.window.offset
-        duration = offset + chunk.window.duration  # the window's end: nothing of it lies beyond
-        aligned = self.aligner.align(chunk) if options.word_timestamps else tuple(() for _ in chunk.segments)
-        segments = []
-        for decoded, words in zip(chunk.segments, aligned):
-            file_words = tuple(word.shifted(offset) for word in words)
-            start = min(offset + decoded.start, duration)
-            end = min(max(offset + decoded.end, start), duration)
-            if file_words:  # as openai-whisper: with word times, a segment spans its words
-                start, end = file_words[0].start, file_words[-1].end
-            segments.append(
-                Segment(
-                    start=start,
-                    end=end,
-                    text=decoded.text,
-                    words=file_words,
-                    avg_logprob=chunk.avg_logprob,
-                    compression_ratio=chunk.compression_ratio,
-                    no_speech_prob=chunk.no_speech_prob,
-                    temperature=chunk.temperature,
-                )
-            )
-        return segments
 
 
 def _marking_last(windows: Iterator[Window]) -> Iterator[tuple[Window, bool]]:

@@ -8,6 +8,18 @@ from pathlib import Path
 class TranscriptionError(Exception):
     """Base for failures the user can act on."""
 
+    def __reduce__(self) -> tuple[object, ...]:
+        """Pickled as its class, message and attributes: subclasses' ``__init__`` takes other arguments than the
+        message, which ``Exception``'s own pickling passes back (errors cross to word-timing processes and Ray)."""
+        return (_restore, (type(self), self.args, dict(self.__dict__)))
+
+
+def _restore(kind: type[TranscriptionError], args: tuple[object, ...], state: dict[str, object]) -> TranscriptionError:
+    error = kind.__new__(kind)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
 
 class AudioLoadError(TranscriptionError):
     """An input could not be read as audio."""

@@ -12,17 +12,22 @@ never import MLX, soundfile or scipy. Tests swap adapters by instance::
 Configuration keys: ``model`` (name, folder or hub id; default ``tiny.en``), ``batch_size`` (windows decoded
 together; default 16), ``cache_dir`` (converted models; default ``$ONEPASS_CACHE_DIR`` or
 ``~/.cache/onepass-whisper``), ``refine`` (take the model's calibrated lag off DTW's word times and move
-boundaries onto pauses and energy valleys in the audio; default true).
+boundaries onto pauses and energy valleys in the audio; default true), ``align_processes`` (worker processes that
+time words from a run's second batch on, 0 for threads only; default ``$ONEPASS_ALIGN_PROCESSES``, else
+``default_align_processes()`` on machines of more than 2 cores and 0 on smaller ones, where processes did not pay:
+``docs/performance.md`` #40-#43).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from dependency_injector import containers, providers
 
 from application.transcription import TranscriptionService
+from application.word_timing import default_align_processes
 from domain.ports import Aligner, AudioSource, Decoder, ModelSource
 
 if TYPE_CHECKING:
@@ -30,6 +35,7 @@ if TYPE_CHECKING:
 
 DEFAULT_MODEL = "tiny.en"
 DEFAULT_BATCH_SIZE = 16  # measured: long-form tiny.en on 2 CPU cores, batch 4/8/16/32: 6.7/7.9/8.8/8.9x realtime
+MIN_CORES_FOR_ALIGN_PROCESSES = 3  # on 2 cores a process pool's pickling and start cost what the GIL saves
 
 
 class ModelCatalog(ModelSource, Protocol):
@@ -61,6 +67,15 @@ def _audio() -> AudioSource:
     return LibrosaAudioSource()
 
 
+def _align_processes(configured: int | None) -> int:
+    """Word-timing processes: as configured, else ``$ONEPASS_ALIGN_PROCESSES``, else by the machine's cores."""
+    if configured is not None:
+        return max(0, int(configured))
+    if os.environ.get("ONEPASS_ALIGN_PROCESSES"):
+        return max(0, int(os.environ["ONEPASS_ALIGN_PROCESSES"]))
+    return default_align_processes() if (os.cpu_count() or 1) >= MIN_CORES_FOR_ALIGN_PROCESSES else 0
+
+
 def _aligner(refine: bool, model: str) -> Aligner:
     from adapters.dtw import DtwAligner, model_lag
 
@@ -69,13 +84,25 @@ def _aligner(refine: bool, model: str) -> Aligner:
 
 class Container(containers.DeclarativeContainer):
     config = providers.Configuration(
-        default={"model": DEFAULT_MODEL, "batch_size": DEFAULT_BATCH_SIZE, "cache_dir": None, "refine": True}
+        default={
+            "model": DEFAULT_MODEL,
+            "batch_size": DEFAULT_BATCH_SIZE,
+            "cache_dir": None,
+            "refine": True,
+            "align_processes": None,
+        }
     )
 
     model_source: providers.Provider[ModelCatalog] = providers.Singleton(_model_source, config.cache_dir)
     decoder: providers.Provider[Decoder] = providers.Singleton(_decoder, model_source, config.model)
     audio: providers.Provider[AudioSource] = providers.Singleton(_audio)
     aligner: providers.Provider[Aligner] = providers.Singleton(_aligner, config.refine, config.model)
+    align_processes: providers.Provider[int] = providers.Callable(_align_processes, config.align_processes)
     service: providers.Provider[TranscriptionService] = providers.Factory(
-        TranscriptionService, audio=audio, decoder=decoder, aligner=aligner, batch_size=config.batch_size
+        TranscriptionService,
+        audio=audio,
+        decoder=decoder,
+        aligner=aligner,
+        batch_size=config.batch_size,
+        align_processes=align_processes,
     )

@@ -82,6 +82,8 @@ class WorkerSettings:
         """A service built by a fresh container; ``ModelLoadError`` when the model cannot be loaded."""
         container = Container()
         container.config.from_dict(self.config)
+        if container.config.align_processes() is None:  # the actors already fill the cores: words timed on threads
+            container.config.align_processes.from_value(0)
         container.override_providers(**self.overrides)  # for the worker's whole life: never reset
         return container.service()
 

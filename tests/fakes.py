@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -134,6 +135,25 @@ class FakeAligner:
         return tuple(out)
 
 
+class ProcessCrashingAligner:
+    """``FakeAligner``'s words, except in a worker process, which it ends as the OOM killer would."""
+
+    def align(self, chunk: DecodedChunk) -> tuple[tuple[Word, ...], ...]:
+        if multiprocessing.parent_process() is not None:
+            os._exit(19)
+        return FakeAligner().align(chunk)
+
+
+class RaisingAligner:
+    """Raises ``error`` for every window (picklable: it crosses to word-timing processes)."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def align(self, chunk: DecodedChunk) -> tuple[tuple[Word, ...], ...]:
+        raise self.error
+
+
 class FakeModelSource:
     """Knows a fixed set of names, each mapped to a folder."""
 
@@ -154,6 +174,8 @@ def tone(seconds: float, amplitude: float = 0.3) -> Waveform:
 
 
 def _conforms() -> None:  # mypy-only; never called
+    _p: Aligner = ProcessCrashingAligner()
+    _r: Aligner = RaisingAligner(ValueError())
     _a: AudioSource = InMemoryAudioSource({})
     _c: AudioSource = CrashingAudioSource({}, Path("."))
     _d: Decoder = FakeDecoder()

@@ -1,0 +1,149 @@
+"""Where decoded windows get their word times: a pool beside the decoding thread, threads or worker processes.
+
+Word timing (``Aligner.align``: softmax, median filter, DTW, whisper's heuristics, refinement) costs tens of ms a
+window, and its Python parts (DTW's anti-diagonal loop, the heuristics) hold the GIL. On threads it competes with
+the decoding thread, whose host work (building and launching each step's kernels) needs the GIL too: on an H100 at
+batch 64 word timing on 4 threads took the decoder from 919× to 682× realtime. Worker processes have GILs of
+their own; what they cost is the pickling of each window's attention and samples (~8 MB at large-v3's shapes).
+
+``WordTiming`` hands windows to threads, and, when given ``processes``, to a process pool from the second decoded
+batch on: a run of one batch (a short single file) never waits for processes to start, and a longer run starts them
+while its second batch decodes. A window whose process dies is timed again on a thread; an error raised by the
+aligner reaches the caller as it would from a thread.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from types import TracebackType
+
+from domain.audio import DecodedChunk
+from domain.model import Segment
+from domain.ports import Aligner
+
+MAX_ALIGN_PROCESSES = 8  # a batch of 64 large-v3 windows (~45 ms each) keeps 8 processes busy for ~0.4 s
+
+
+def default_align_workers() -> int:
+    """Threads that time words while the decoder goes on: every core but the one the decoder's thread keeps busy."""
+    return max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
+def default_align_processes() -> int:
+    """Processes that time words: every core but two (the decoding thread, and the pickling of windows)."""
+    return max(1, min(MAX_ALIGN_PROCESSES, (os.cpu_count() or 2) - 2))
+
+
+def timed_segments(aligner: Aligner, chunk: DecodedChunk, word_timestamps: bool) -> list[Segment]:
+    """``chunk``'s segments in file time, with their words timed by ``aligner`` when ``word_timestamps``.
+
+    A module-level function, so that a process pool can run it: its arguments are pickled (the aligner's settings,
+    the chunk's attention and its window's samples) and its segments come back.
+    """
+    offset = chunk.window.offset
+    duration = offset + chunk.window.duration  # the window's end: nothing of it lies beyond
+    aligned = aligner.align(chunk) if word_timestamps else tuple(() for _ in chunk.segments)
+    segments = []
+    for decoded, words in zip(chunk.segments, aligned):
+        file_words = tuple(word.shifted(offset) for word in words)
+        start = min(offset + decoded.start, duration)
+        end = min(max(offset + decoded.end, start), duration)
+        if file_words:  # as openai-whisper: with word times, a segment spans its words
+            start, end = file_words[0].start, file_words[-1].end
+        segments.append(
+            Segment(
+                start=start,
+                end=end,
+                text=decoded.text,
+                words=file_words,
+                avg_logprob=chunk.avg_logprob,
+                compression_ratio=chunk.compression_ratio,
+                no_speech_prob=chunk.no_speech_prob,
+                temperature=chunk.temperature,
+            )
+        )
+    return segments
+
+
+class WordTiming:
+    """A context manager that times decoded windows with ``aligner`` on ``threads`` threads, and on ``processes``
+    worker processes (none: threads only) from the second batch on (``batch_started``)."""
+
+    def __init__(self, aligner: Aligner, threads: int, processes: int = 0) -> None:
+        self.aligner = aligner
+        self._threads = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="align")
+        self._wanted = processes
+        self._processes: ProcessPoolExecutor | None = None
+        self._batches = 0
+
+    def __enter__(self) -> WordTiming:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def batch_started(self) -> None:
+        """A batch is about to be decoded: from the second on, processes (if any) start and take the windows."""
+        self._batches += 1
+        if self._batches >= 2:
+            self.start_processes()
+
+    def start_processes(self) -> None:
+        """Start the worker processes now (a no-op without ``processes`` or once started); they import numpy and
+        the aligner while the caller goes on."""
+        if self._wanted > 0 and self._processes is None:
+            # spawn, not fork: the parent runs MLX's threads (and a GPU context) that a forked child must not inherit
+            context = multiprocessing.get_context("spawn")
+            self._processes = ProcessPoolExecutor(max_workers=self._wanted, mp_context=context)
+            for _ in range(self._wanted):  # every worker started (one each), importing the aligner's modules
+                self._processes.submit(_warm, self.aligner)
+
+    @property
+    def uses_processes(self) -> bool:
+        return self._processes is not None
+
+    def submit(self, chunk: DecodedChunk, word_timestamps: bool) -> Future[list[Segment]]:
+        """``timed_segments(aligner, chunk, word_timestamps)`` on the pool; its future."""
+        aligner = self.aligner
+        if self._processes is None or not word_timestamps:  # without word times there is nothing worth a process
+            return self._threads.submit(timed_segments, aligner, chunk, word_timestamps)
+        try:
+            inner = self._processes.submit(timed_segments, aligner, chunk, word_timestamps)
+        except BrokenProcessPool:  # a worker died earlier: threads from now on
+            self._processes = None
+            return self._threads.submit(timed_segments, aligner, chunk, word_timestamps)
+        outer: Future[list[Segment]] = Future()
+
+        def settle(done: Future[list[Segment]]) -> None:
+            error = done.exception()
+            if isinstance(error, BrokenProcessPool):  # the process died (killed, out of memory): on a thread again
+                retry = self._threads.submit(timed_segments, aligner, chunk, word_timestamps)
+                retry.add_done_callback(lambda again: _copy(again, outer))
+            else:
+                _copy(done, outer)
+
+        inner.add_done_callback(settle)
+        return outer
+
+    def close(self) -> None:
+        """Wait for the windows submitted, then stop the threads and processes."""
+        if self._processes is not None:
+            self._processes.shutdown(wait=True)
+        self._threads.shutdown(wait=True)
+
+
+def _copy(source: Future[list[Segment]], target: Future[list[Segment]]) -> None:
+    error = source.exception()
+    if error is None:
+        target.set_result(source.result())
+    else:
+        target.set_exception(error)
+
+
+def _warm(aligner: Aligner) -> None:
+    """Run once in each new worker process: unpickling ``aligner`` imported its modules (numpy, scipy) there."""

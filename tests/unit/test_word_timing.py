@@ -1,0 +1,74 @@
+"""Word timing on threads or worker processes (``WordTiming``): the same segments, errors and fallbacks either way."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+
+from adapters.dtw.aligner import DtwAligner
+from application.transcription import TranscriptionService
+from application.word_timing import WordTiming
+from domain import errors
+from domain.errors import UnsupportedLanguageError
+from domain.model import TranscribeOptions, Transcript
+from domain.ports import Aligner
+from tests.fakes import FakeAligner, FakeDecoder, InMemoryAudioSource, ProcessCrashingAligner, RaisingAligner, tone
+
+LONG = 95.0  # seconds of tone: four windows, decoded one a batch, so processes take the later ones
+
+
+def transcribe(aligner: Aligner, processes: int) -> Transcript:
+    service = TranscriptionService(
+        InMemoryAudioSource({"a.wav": tone(LONG)}), FakeDecoder(), aligner, batch_size=1, align_processes=processes
+    )
+    return service.transcribe(Path("a.wav"), TranscribeOptions())
+
+
+def test_processes_give_the_words_that_threads_give() -> None:
+    aligner = DtwAligner()  # the real one: attention and samples cross to the workers
+    on_threads, on_processes = transcribe(aligner, 0), transcribe(aligner, 2)
+    assert len(on_processes.segments) == 4
+    assert on_processes.segments == on_threads.segments
+
+
+@pytest.mark.parametrize("error", [ValueError("attention of the wrong shape"), UnsupportedLanguageError("xx", "no")])
+def test_an_error_in_a_worker_reaches_the_caller_as_from_a_thread(error: Exception) -> None:
+    for processes in (0, 2):
+        with pytest.raises(type(error), match=str(error)):
+            transcribe(RaisingAligner(error), processes)
+
+
+def test_a_window_whose_process_died_is_timed_on_a_thread() -> None:
+    assert transcribe(ProcessCrashingAligner(), 2).segments == transcribe(FakeAligner(), 0).segments
+
+
+def test_processes_start_with_the_second_batch_only() -> None:
+    with WordTiming(FakeAligner(), threads=1, processes=2) as timing:
+        timing.batch_started()
+        assert not timing.uses_processes  # a one-batch run (a short file) never waits for processes to start
+        timing.batch_started()
+        assert timing.uses_processes
+
+
+def test_without_processes_threads_do_everything() -> None:
+    with WordTiming(FakeAligner(), threads=1) as timing:
+        for _ in range(3):
+            timing.batch_started()
+        assert not timing.uses_processes
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        errors.AudioLoadError("a.wav", "truncated"),
+        errors.ModelLoadError("tiny", "missing"),
+        errors.UnsupportedLanguageError("xx", "no"),
+        errors.InvalidOptionError("batch_size", "must be at least 1"),
+        errors.OutputWriteError("out.json", "disk full"),
+    ],
+)
+def test_domain_errors_survive_pickling(error: errors.TranscriptionError) -> None:
+    copy = pickle.loads(pickle.dumps(error))
+    assert (type(copy), str(copy), copy.__dict__) == (type(error), str(error), error.__dict__)
