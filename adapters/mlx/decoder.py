@@ -10,8 +10,11 @@ decoded again, together, at the next temperature; the rows of the discarded atte
 
 from __future__ import annotations
 
+import os
 import zlib
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 
 import mlx.core as mx
 import numpy as np
@@ -21,6 +24,7 @@ from mlx_whisper.decoding import detect_language
 from mlx_whisper.tokenizer import LANGUAGES, TO_LANGUAGE_CODE, Tokenizer, get_tokenizer
 from mlx_whisper.whisper import Whisper
 from numpy.typing import NDArray
+from threadpoolctl import threadpool_limits
 
 from adapters.mlx.forward import DecoderState, encode
 from adapters.mlx.loop import Progress, decode_lagged, decode_synced
@@ -61,7 +65,9 @@ class MlxWhisperDecoder:
         alignment_heads: Sequence[tuple[int, int]] | None = None,
         lagged: bool | None = None,
     ) -> None:
-        """``lagged``: the decoding loop that keeps the device busy (``adapters/mlx/loop.py``); by default on a GPU."""
+        """``lagged``: the device flavour of the decoding loop, everything on MLX with the device kept busy
+        (``adapters/mlx/loop.py``), by default on a GPU; else the host flavour (numpy for the cross-attention,
+        logits and rules, synced every step), the CPU backend's default."""
         self.model = model
         self._name = name
         if alignment_heads is None:  # as openai-whisper: every head of the last half of the layers
@@ -71,6 +77,8 @@ class MlxWhisperDecoder:
         self.dtype = model.decoder.token_embedding.weight.dtype
         self.host_math = mx.default_device() == mx.cpu  # transcendental math in numpy: see forward.encode
         self.lagged = not self.host_math if lagged is None else lagged
+        # CPU: the encoder's attention heads are shared out among one thread a core (each numpy BLAS call on one)
+        self._pool = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="encoder") if self.host_math else None
         self._rules_cache: dict[tuple[str, str, bool], LogitRules] = {}
 
     @property
@@ -142,8 +150,9 @@ class MlxWhisperDecoder:
                 for w in windows[start : start + ENCODER_BATCH]
             ]
             batch = mx.stack(mels).astype(self.dtype)
-            features = encode(self.model, batch, host_math=self.host_math)
-            mx.eval(features)
+            with threadpool_limits(1, user_api="blas") if self.host_math else nullcontext():
+                features = encode(self.model, batch, host_math=self.host_math, pool=self._pool)
+                mx.eval(features)
             parts.append(features)
         return mx.concatenate(parts) if len(parts) > 1 else parts[0]
 
@@ -204,17 +213,19 @@ class MlxWhisperDecoder:
         gpu = not self.host_math
         explicit = gpu and batch >= EXPLICIT_CROSS_MIN_BATCH
         state = DecoderState(
-            self.model, features, self.alignment_heads, explicit_cross=explicit, fused=gpu, host_cross=self.host_math
+            self.model, features, self.alignment_heads, explicit_cross=explicit, fused=gpu, host_cross=not self.lagged
         )
-        logits_list, attention = state.step(prompt, logit_positions=(sot_index, -1))
         no_speech = tokenizer.no_speech
-        no_speech_probs = mx.softmax(logits_list[0], axis=-1)[:, no_speech] if no_speech is not None else None
         progress = Progress(batch, tokenizer.eot, limit)
         if self.lagged:
+            logits_list, attention = state.step(prompt, logit_positions=(sot_index, -1))
+            no_speech_probs = mx.softmax(logits_list[0], axis=-1)[:, no_speech] if no_speech is not None else None
             decode_lagged(state, rules, logits_list[1], attention, progress, temperature)
+            no_speech_host = np.full(batch, np.nan) if no_speech_probs is None else np.array(no_speech_probs)
         else:
-            decode_synced(state, rules, logits_list[1], attention, progress, temperature, self.host_math)
-        no_speech_host = np.full(batch, np.nan) if no_speech_probs is None else np.array(no_speech_probs)
+            host_logits, host_attention = state.host_step(prompt, logit_positions=(sot_index, -1))
+            no_speech_host = np.full(batch, np.nan) if no_speech is None else _softmax_at(host_logits[0], no_speech)
+            decode_synced(state, rules, host_logits[1], host_attention, progress, temperature)
         rows = progress.attention(len(self.alignment_heads))
         return [
             Attempt(
@@ -321,3 +332,11 @@ def split_segments(tokens: Sequence[int], tokenizer: Tokenizer, duration: float)
     if text_tokens:
         close(duration)
     return tuple(segments)
+
+
+def _softmax_at(logits: NDArray[np.float32], token: int) -> NDArray[np.float64]:
+    """Each row's probability of ``token`` (rows × vocab logits)."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted.astype(np.float64))
+    probability: NDArray[np.float64] = exp[:, token] / exp.sum(axis=-1)
+    return probability

@@ -9,12 +9,15 @@ is kept only for the alignment heads' layers (and only its last query row), so w
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import Executor
+from typing import Any
 
 import mlx.core as mx
 import numpy as np
 from numpy.typing import NDArray
 from mlx_whisper.whisper import MultiHeadAttention, ResidualAttentionBlock, Whisper
-from scipy import special
+
+from adapters.mlx import cpu_kernels
 
 KV_BLOCK = 64  # tokens: the self-attention buffer grows by this many positions at a time
 
@@ -45,19 +48,21 @@ def _merge_heads(x: mx.array) -> mx.array:
     return x.transpose(0, 2, 1, 3).reshape(batch, length, heads * dh)
 
 
-def encode(model: Whisper, mels: mx.array, host_math: bool = False) -> mx.array:
+def encode(model: Whisper, mels: mx.array, host_math: bool = False, pool: Executor | None = None) -> mx.array:
     """mlx-whisper's ``AudioEncoder`` (batch × frames × mels -> batch × audio ctx × state), same layers and weights.
 
-    Only the non-matmul math differs. By default (GPU) the attention is fused
-    (``mx.fast.scaled_dot_product_attention``): the 1500 × 1500 weights are never needed. With ``host_math`` (the
-    CPU backend) the self-attention (two matmuls and the softmax) runs in numpy and the GELU in scipy: their
-    vectorised ``exp``/``erf`` are 10-20× faster than MLX's CPU kernels here (``docs/performance.md``); the other
-    matmuls stay in MLX (its BLAS). One window's attention weights (heads × 1500 × 1500) at a time bound the memory.
+    By default (GPU) the attention is fused (``mx.fast.scaled_dot_product_attention``): the 1500 × 1500 weights
+    are never needed. With ``host_math`` (the CPU backend) the whole encoder runs in numpy over the model's own
+    weights (``cpu_kernels.encode``), its row blocks and attention heads shared out among ``pool``'s threads: MLX's
+    CPU ``exp``/``erf`` are not vectorised, and MLX keeps its BLAS on one thread for the decoder's small matmuls
+    (``docs/performance.md`` #28, #30-#31).
     """
+    if host_math:
+        features = cpu_kernels.encode(encoder_weights(model), np.array(mels, dtype=np.float32), pool)
+        return mx.array(features).astype(mels.dtype)
     encoder = model.encoder
-    activation = _host_gelu if host_math else fused_gelu
-    x = activation(encoder.conv1(mels))
-    x = activation(encoder.conv2(x))
+    x = fused_gelu(encoder.conv1(mels))
+    x = fused_gelu(encoder.conv2(x))
     x = x + encoder._positional_embedding
     blocks: list[ResidualAttentionBlock] = encoder.blocks
     for block in blocks:
@@ -66,48 +71,57 @@ def encode(model: Whisper, mels: mx.array, host_math: bool = False) -> mx.array:
         q = _split_heads(attn.query(h), attn.n_head)
         k = _split_heads(attn.key(h), attn.n_head)
         v = _split_heads(attn.value(h), attn.n_head)
-        scale = q.shape[-1] ** -0.5
-        if host_math:
-            out = _host_attention(q, k, v, scale)
-        else:
-            out = mx.fast.scaled_dot_product_attention(q, k, v, scale=scale)
+        out = mx.fast.scaled_dot_product_attention(q, k, v, scale=q.shape[-1] ** -0.5)
         x = x + attn.out(_merge_heads(out))
-        x = x + block.mlp2(activation(block.mlp1(block.mlp_ln(x))))
+        x = x + block.mlp2(fused_gelu(block.mlp1(block.mlp_ln(x))))
     result: mx.array = encoder.ln_post(x)
     return result
 
 
-def _host_attention(q: mx.array, k: mx.array, v: mx.array, scale: float) -> mx.array:
-    """Softmax attention (batch × heads × frames × dh each) computed in numpy, one window at a time.
+def encoder_weights(model: Whisper) -> cpu_kernels.EncoderWeights:
+    """The model's audio encoder as numpy views of its weights (float32 on the CPU backend: no copies)."""
+    encoder = model.encoder
 
-    Only q, k, v and the output cross between MLX and numpy (2.3 MB a window and tensor for tiny), never the
-    heads × 1500 × 1500 scores; the scale goes into q, and the softmax's normalisation is applied to the output
-    (frames × dh) instead of the scores: ``softmax(s) @ v = (exp(s - max) @ v) / sum(exp(s - max))``. On 2 cores,
-    tiny.en: a window's attention layer 290 -> 70 ms (``docs/performance.md`` #28).
-    """
-    qn = np.array(q, dtype=np.float32)
-    qn *= np.float32(scale)
-    kn, vn = np.array(k, dtype=np.float32), np.array(v, dtype=np.float32)
-    out = np.empty_like(qn)
-    for i in range(qn.shape[0]):  # one window's heads × frames × frames scores at a time bound the memory
-        out[i] = _softmax_times(np.matmul(qn[i], kn[i].transpose(0, 2, 1)), vn[i])
-    return mx.array(out).astype(q.dtype)
+    def array(a: mx.array) -> NDArray[np.float32]:
+        return np.asarray(a, dtype=np.float32)
 
+    def linear(layer: Any) -> cpu_kernels.Linear:
+        bias = array(layer.bias) if "bias" in layer else None
+        return cpu_kernels.Linear(array(layer.weight).T, bias)
 
-def _softmax_times(scores: NDArray[np.float32], v: NDArray[np.float32]) -> NDArray[np.float32]:
-    """``softmax(scores) @ v`` over the last axis, with ``scores`` overwritten: the exponentials are taken in place
-    and the normalisation divides the (much smaller) product, not the scores."""
-    scores -= scores.max(axis=-1, keepdims=True)
-    np.exp(scores, out=scores)
-    out: NDArray[np.float32] = np.matmul(scores, v) / scores.sum(axis=-1, keepdims=True)
-    return out
+    def conv(layer: Any) -> cpu_kernels.Linear:  # out × taps × in -> (taps × in) × out
+        weight = array(layer.weight)
+        return cpu_kernels.Linear(weight.reshape(weight.shape[0], -1).T, array(layer.bias))
+
+    def norm(layer: Any) -> cpu_kernels.LayerNorm:
+        return cpu_kernels.LayerNorm(array(layer.weight), array(layer.bias))
+
+    blocks: list[ResidualAttentionBlock] = encoder.blocks
+    return cpu_kernels.EncoderWeights(
+        conv1=conv(encoder.conv1),
+        conv2=conv(encoder.conv2),
+        positional=array(encoder._positional_embedding),
+        blocks=tuple(
+            cpu_kernels.EncoderBlock(
+                attn_ln=norm(b.attn_ln),
+                query=linear(b.attn.query),
+                key=linear(b.attn.key),
+                value=linear(b.attn.value),
+                out=linear(b.attn.out),
+                mlp_ln=norm(b.mlp_ln),
+                mlp1=linear(b.mlp1),
+                mlp2=linear(b.mlp2),
+            )
+            for b in blocks
+        ),
+        ln_post=norm(encoder.ln_post),
+        n_head=blocks[0].attn.n_head,
+    )
 
 
 def _host_gelu(x: mx.array) -> mx.array:
-    """The exact GELU, computed in numpy/scipy."""
-    a = np.array(x, dtype=np.float32)
-    result = a * (1.0 + special.erf(a * np.float32(0.7071067811865476))) * np.float32(0.5)
-    return mx.array(result).astype(x.dtype)
+    """The exact GELU, computed in numpy (``cpu_kernels.gelu``)."""
+    return mx.array(cpu_kernels.gelu(np.array(x, dtype=np.float32))).astype(x.dtype)
 
 
 class DecoderState:
@@ -132,7 +146,7 @@ class DecoderState:
         self.model = model
         self.explicit_cross = explicit_cross or host_cross
         self.host_cross = host_cross
-        self.gelu = fused_gelu if fused else gelu
+        self.gelu = fused_gelu if fused else _host_gelu if host_cross else gelu
         blocks: list[ResidualAttentionBlock] = model.decoder.blocks
         self.n_head = blocks[0].attn.n_head
         batch = audio_features.shape[0]
@@ -152,6 +166,8 @@ class DecoderState:
         if host_cross:  # numpy holds them instead
             self.host_kv = [(np.array(k, dtype=np.float32), np.array(v, dtype=np.float32)) for k, v in self.cross_kv]
             self.cross_kv = []
+            # the token embedding, read in place (MLX arrays export their buffer), for host_step's logits
+            self._host_embedding = np.asarray(model.decoder.token_embedding.weight, dtype=np.float32)
         self.self_k = [mx.zeros((batch, self.n_head, KV_BLOCK, state // self.n_head), dtype=dtype) for _ in blocks]
         self.self_v = [mx.zeros((batch, self.n_head, KV_BLOCK, state // self.n_head), dtype=dtype) for _ in blocks]
         self.offset = 0
@@ -187,17 +203,49 @@ class DecoderState:
         Returns the logits (batch × vocab, float32) at each of ``logit_positions`` and the alignment heads'
         cross-attention QK of the last position (batch × alignment heads × audio frames, in the model's dtype).
         """
+        assert not self.host_cross, "the CPU flavour steps with host_step"
+        hidden, captured = self._forward(tokens, logit_positions)
+        logits = self.model.decoder.token_embedding.as_linear(hidden).astype(mx.float32)  # batch × positions × vocab
+        attention = mx.stack([captured[h] for h in self.alignment_heads], axis=1)
+        return [logits[:, i] for i in range(len(logit_positions))], attention
+
+    def host_step(
+        self, tokens: mx.array, logit_positions: Sequence[int] = (-1,)
+    ) -> tuple[list[NDArray[np.float32]], NDArray[np.float32]]:
+        """``step`` for the CPU flavour (``host_cross``), its results as numpy arrays (attention in float32).
+
+        The logits' matmul (batch × state by state × vocab: 80 MB of weights for tiny) runs in numpy, whose BLAS
+        uses every core, while MLX's stays on one for the step's small matmuls (``adapters/mlx/blas.py``).
+        """
+        assert self.host_cross, "the GPU flavour steps with step"
+        hidden, captured = self._forward(tokens, logit_positions)
+        logits = self._logits(hidden)  # batch × positions × vocab
+        attention = np.stack([captured[h] for h in self.alignment_heads], axis=1).astype(np.float32, copy=False)
+        return [logits[:, i] for i in range(len(logit_positions))], attention
+
+    def _logits(self, hidden: mx.array) -> NDArray[np.float32]:
+        """batch × positions × state -> batch × positions × vocab, as one 2-D matmul (numpy runs a 3-D one as a
+        loop of matrix-vector products)."""
+        batch, positions, state = hidden.shape
+        flat = np.array(hidden, dtype=np.float32).reshape(batch * positions, state)
+        logits: NDArray[np.float32] = (flat @ self._host_embedding.T).reshape(batch, positions, -1)
+        return logits
+
+    def _forward(self, tokens: mx.array, logit_positions: Sequence[int]) -> tuple[mx.array, dict[tuple[int, int], Any]]:
+        """The blocks over ``tokens``: the final layer norm's output at ``logit_positions`` (batch × positions ×
+        state) and each alignment head's QK of the last position (batch × frames; numpy arrays on the host)."""
         model = self.model
         length = tokens.shape[1]
         self._reserve(length)
         start, end = self.offset, self.offset + length
         x = model.decoder.token_embedding(tokens) + model.decoder.positional_embedding[start:end]
         mask = causal_mask(length, start, x.dtype) if length > 1 else None
-        captured: dict[tuple[int, int], mx.array] = {}
+        captured: dict[tuple[int, int], Any] = {}
         for layer, block in enumerate(model.decoder.blocks):
             x = x + self._self_attention(layer, block.attn, block.attn_ln(x), start, end, mask)
             cross = block.cross_attn
             assert cross is not None and block.cross_attn_ln is not None
+            qk: mx.array | NDArray[np.float32] | None
             if self.host_cross:
                 y, qk = self._host_cross_attention(layer, cross, block.cross_attn_ln(x))
             else:
@@ -208,10 +256,8 @@ class DecoderState:
                     captured[(layer, head)] = qk[:, i]
             x = x + block.mlp2(self.gelu(block.mlp1(block.mlp_ln(x))))
         self.offset = end
-        picked = model.decoder.ln(x[:, list(logit_positions)])
-        logits = model.decoder.token_embedding.as_linear(picked).astype(mx.float32)  # batch × positions × vocab
-        attention = mx.stack([captured[h] for h in self.alignment_heads], axis=1)
-        return [logits[:, i] for i in range(len(logit_positions))], attention
+        hidden: mx.array = model.decoder.ln(x[:, list(logit_positions)])
+        return hidden, captured
 
     def _self_attention(
         self, layer: int, attn: MultiHeadAttention, x: mx.array, start: int, end: int, mask: mx.array | None
@@ -248,15 +294,15 @@ class DecoderState:
 
     def _host_cross_attention(
         self, layer: int, attn: MultiHeadAttention, x: mx.array
-    ) -> tuple[mx.array, mx.array | None]:
+    ) -> tuple[mx.array, NDArray[np.float32] | None]:
         """``_cross_attention`` in numpy; the QK of the alignment heads' last query comes from the scores."""
         k, v = self.host_kv[layer]  # batch × heads × dh × frames, batch × heads × frames × dh
         q = np.array(_split_heads(attn.query(x), self.n_head), dtype=np.float32)  # batch × heads × length × dh
         q *= np.float32(q.shape[-1] ** -0.5)
         scores = np.matmul(q, k)  # batch × heads × length × frames
         heads = self.capture.get(layer)
-        qk = None if heads is None else mx.array(scores[:, heads, -1, :])  # copied before _softmax_times overwrites
-        out = _softmax_times(scores, v)
+        qk = None if heads is None else scores[:, heads, -1, :]  # a copy (fancy indexing), before the scores are overwritten
+        out = cpu_kernels.softmax_times(scores, v)
         return attn.out(_merge_heads(mx.array(out).astype(x.dtype))), qk
 
 

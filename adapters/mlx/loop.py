@@ -1,8 +1,8 @@
 """The greedy (or sampled) decoding loop over a batch, in two flavours that give the same tokens.
 
-``decode_synced`` (the CPU backend): the host reads every step's tokens before it builds the next step, and the
-per-step log-sum-exps run in numpy (``host_math``: numpy's ``exp`` is 10-20× faster than MLX's CPU kernel here);
-finished sequences leave the batch at once.
+``decode_synced`` (the CPU backend): the host reads every step's tokens before it builds the next step; the
+cross-attention, logits, rules and scores run in numpy (its ``exp`` is 10-20× faster than MLX's CPU kernel here,
+and its BLAS takes the logits' matmul on every core); finished sequences leave the batch at once.
 
 ``decode_lagged`` (a GPU): everything a step needs stays on the device (the rules' timestamp state too), so step
 t+1's forward is queued (``mx.async_eval``) before the host reads step t's tokens: the host learns of an
@@ -19,7 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from adapters.mlx.forward import DecoderState
-from adapters.mlx.rules import DeviceTimestampState, LogitRules, TimestampState
+from adapters.mlx.rules import DeviceTimestampState, LogitRules, TimestampState, logsumexp
 
 COMPACT_FRACTION = 8  # decode_lagged compacts once a 1/8 of the rows (at least one) belong to finished sequences
 
@@ -95,30 +95,25 @@ def device_scores(masked: mx.array, logits: mx.array, chosen: mx.array, eot: int
 def decode_synced(
     state: DecoderState,
     rules: LogitRules,
-    logits: mx.array,
-    attention: mx.array,
+    logits: NDArray[np.float32],
+    attention: NDArray[np.float32],
     progress: Progress,
     temperature: float,
-    host_math: bool,
 ) -> None:
-    """Step by step, the host reading each step before the next: finished sequences leave the batch at once."""
+    """Step by step in numpy (``DecoderState.host_step``, ``LogitRules.apply_host``), the host reading each step
+    before the next: finished sequences leave the batch at once."""
     eot, timestamp_begin = rules.eot, rules.timestamp_begin
     ts_state = TimestampState.initial(len(progress.tokens))
     active = np.arange(len(progress.tokens))
     limit = progress.limit  # steps at most
     for step in range(limit):
-        masked = rules.apply(logits, ts_state, first_step=step == 0)
-        chosen = choose(masked, temperature)
-        rows = attention.astype(mx.float32)
-        if host_math:  # the CPU backend: numpy's exp is 10-20x faster than MLX's there
-            mx.eval(chosen, masked, logits, rows)
-            tokens = np.array(chosen)
-            logprobs, probabilities = _token_scores(np.array(masked), np.array(logits), tokens, eot)
+        masked = rules.apply_host(logits, ts_state, first_step=step == 0)
+        if temperature > 0:
+            tokens = np.array(choose(mx.array(masked), temperature))
         else:
-            logprob, probability = device_scores(masked, logits, chosen, eot)
-            mx.eval(chosen, logprob, probability, rows)
-            tokens, logprobs, probabilities = np.array(chosen), np.array(logprob), np.array(probability)
-        progress.add(active, np.array(rows), tokens, logprobs, probabilities)
+            tokens = masked.argmax(axis=-1)
+        logprobs, probabilities = _token_scores(masked, logits, tokens, eot)
+        progress.add(active, attention, tokens, logprobs, probabilities)
         going = tokens != eot
         if step == limit - 1 or not going.any():
             break
@@ -129,7 +124,7 @@ def decode_synced(
             ts_state = ts_state.select(keep)
             active = active[keep]
             tokens = tokens[keep]
-        logits_list, attention = state.step(mx.array(tokens)[:, None])
+        logits_list, attention = state.host_step(mx.array(tokens)[:, None])
         logits = logits_list[0]
 
 
@@ -181,19 +176,12 @@ def _read(progress: Progress, step: tuple[NDArray[np.int64], mx.array, mx.array,
     progress.add(active, np.array(attention), np.array(chosen), np.array(logprob), np.array(probability))
 
 
-def _logsumexp(x: NDArray[np.float32]) -> NDArray[np.float32]:
-    """Row-wise log-sum-exp of a 2-D array whose rows hold at least one finite value."""
-    top = x.max(axis=-1, keepdims=True)
-    with np.errstate(under="ignore"):
-        return np.asarray((top + np.log(np.exp(x - top).sum(axis=-1, keepdims=True)))[:, 0], dtype=np.float32)
-
-
 def _token_scores(
     masked: NDArray[np.float32], logits: NDArray[np.float32], tokens: NDArray[np.integer], eot: int
 ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
     """Each row's chosen token's log-probability under the rules' mask, and its probability among text tokens."""
     rows = np.arange(len(tokens))
-    logprob = masked[rows, tokens] - _logsumexp(masked)
-    probability = np.exp(logits[rows, tokens] - _logsumexp(logits[:, :eot]))
+    logprob = masked[rows, tokens] - logsumexp(masked)
+    probability = np.exp(logits[rows, tokens] - logsumexp(logits[:, :eot]))
     return logprob.astype(np.float32), probability.astype(np.float32)
 

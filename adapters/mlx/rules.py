@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import mlx.core as mx
 import numpy as np
 from attrs import frozen
+from numpy.typing import NDArray
 
 
 @frozen
@@ -106,6 +107,7 @@ class LogitRules:
         if not with_timestamps:
             always[timestamp_begin:] = True
         self.always = mx.array(always)
+        self._always_ids = np.flatnonzero(always)  # numpy flavour: the columns, few but for no-timestamp decoding
         first = np.zeros(n_vocab, bool)
         first[list(blank)] = True  # suppress_blank: no leading space or end-of-text as the first token
         if with_timestamps:
@@ -113,6 +115,7 @@ class LogitRules:
             if max_initial_timestamp_index is not None:
                 first[timestamp_begin + max_initial_timestamp_index + 1 :] = True
         self.first = mx.array(first)
+        self._first_host = first
         self.ids = mx.array(ids)
         self.is_timestamp = mx.array(ids >= timestamp_begin)
         self.is_text = mx.array(ids < eot)
@@ -128,6 +131,27 @@ class LogitRules:
             return self._mask(logits, last, penultimate, last_ts, self.first)
         result: mx.array = self._later(logits, last, penultimate, last_ts)
         return result
+
+    def apply_host(self, logits: NDArray[np.float32], state: TimestampState, first_step: bool) -> NDArray[np.float32]:
+        """``apply`` in numpy (the CPU backend, where MLX's elementwise kernels are slow): the same mask, built
+        from column slices and a few rows instead of vocabulary-wide boolean arrays; a new array."""
+        masked = logits.copy()
+        masked[:, self._always_ids] = -np.inf
+        if first_step:
+            masked[:, self._first_host] = -np.inf
+        if not self.with_timestamps:
+            return masked
+        begin = self.timestamp_begin
+        last, penultimate, last_ts = state.last_was_timestamp, state.penultimate_was_timestamp, state.last_timestamp
+        masked[last & penultimate, begin:] = -np.inf  # timestamps come in pairs, except directly before end-of-text
+        masked[last & ~penultimate, : self.eot] = -np.inf
+        # timestamps never decrease, and a segment has non-zero length
+        floor = np.where(last_ts >= 0, np.where(last & ~penultimate, last_ts, last_ts + 1), 0)
+        timestamps = masked[:, begin:]  # a view
+        timestamps[np.arange(begin, masked.shape[1]) < floor[:, None]] = -np.inf
+        # when the timestamps together are likelier than any single text token, sample a timestamp
+        masked[logsumexp(timestamps) > masked[:, :begin].max(axis=-1), :begin] = -np.inf
+        return masked
 
     def _mask_later(self, logits: mx.array, last: mx.array, penultimate: mx.array, last_ts: mx.array) -> mx.array:
         return self._mask(logits, last, penultimate, last_ts, None)
@@ -153,3 +177,13 @@ class LogitRules:
             max_text = mx.max(logits[:, : self.timestamp_begin], axis=-1, keepdims=True)
             logits = mx.where((timestamp_mass > max_text) & ~self.is_timestamp, -mx.inf, logits)
         return logits
+
+
+def logsumexp(x: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Row-wise log-sum-exp of a 2-D array; ``-inf`` for a row of ``-inf`` only."""
+    top = x.max(axis=-1, keepdims=True)
+    finite = np.isfinite(top)
+    shift = np.where(finite, top, 0)
+    with np.errstate(under="ignore", divide="ignore"):
+        total = np.log(np.exp(x - shift).sum(axis=-1, keepdims=True)) + shift
+    return np.asarray(np.where(finite, total, top)[:, 0], dtype=np.float32)

@@ -94,18 +94,23 @@ def _rules() -> LogitRules:
     )  # fmt: skip
 
 
-def _allowed(logits: mx.array) -> np.ndarray:
-    allowed: np.ndarray = np.isfinite(np.array(logits))
+def _allowed(logits: mx.array, state: TimestampState, first_step: bool, host: bool) -> np.ndarray:
+    """The tokens the rules allow, by the MLX mask or by its numpy flavour."""
+    rules = _rules()
+    masked = rules.apply_host(np.array(logits), state, first_step) if host else rules.apply(logits, state, first_step)
+    allowed: np.ndarray = np.isfinite(np.array(masked))
     return allowed
 
 
-def test_first_step_allows_only_early_timestamps_for_every_row() -> None:
-    masked = _allowed(_rules().apply(mx.zeros((3, 51864)), TimestampState.initial(3), first_step=True))
+@pytest.mark.parametrize("host", [False, True])
+def test_first_step_allows_only_early_timestamps_for_every_row(host: bool) -> None:
+    masked = _allowed(mx.zeros((3, 51864)), TimestampState.initial(3), first_step=True, host=host)
     assert not masked[:, :TB].any()
     assert masked[:, TB : TB + 51].all() and not masked[:, TB + 51 :].any()
 
 
-def test_timestamp_rules_follow_each_rows_own_history() -> None:
+@pytest.mark.parametrize("host", [False, True])
+def test_timestamp_rules_follow_each_rows_own_history(host: bool) -> None:
     # row 0: "<|1.00|> text"; row 1: "<|1.00|> text <|2.00|>"; row 2: "<|0.00|> text text"; row 3: "<|1.00|>"
     histories = [[TB + 50, 400], [TB + 50, 400, TB + 100], [TB, 300, 301], [TB + 50]]
     state = TimestampState.initial(4)
@@ -120,7 +125,7 @@ def test_timestamp_rules_follow_each_rows_own_history() -> None:
         )
     # make text likelier than timestamps so only the hard rules decide
     logits = mx.broadcast_to(mx.where(mx.arange(51864) < TB, 10.0, 0.0), (4, 51864))
-    allowed = _allowed(_rules().apply(logits, state, first_step=False))
+    allowed = _allowed(logits, state, first_step=False, host=host)
     # row 0 after text: text allowed, a closing timestamp only after 1.00 s (segments have non-zero length)
     assert allowed[0, 400] and not allowed[0, TB + 50] and allowed[0, TB + 51]
     # row 1 after "text <|2.00|>": the next must be a timestamp >= 2.00 s or end-of-text, not text

@@ -84,7 +84,7 @@ def test_progress_keeps_each_sequences_rows_across_compaction_and_late_reads() -
     assert progress.sum_logprobs.tolist() == [3.0, 1.0, 3.0]
 
 
-def test_device_timestamp_state_masks_as_the_host_state() -> None:
+def test_device_timestamp_state_and_numpy_rules_mask_as_the_host_state() -> None:
     rules = LogitRules(
         n_vocab=51864, eot=EOT, timestamp_begin=TB, no_timestamps=TOKENIZER.no_timestamps,
         suppress=[TOKENIZER.sot], blank=[EOT], max_initial_timestamp_index=50,
@@ -97,10 +97,14 @@ def test_device_timestamp_state_masks_as_the_host_state() -> None:
     batch = 5
     host, device = TimestampState.initial(batch), DeviceTimestampState.initial(batch)
     for step in range(8):
-        logits = mx.array(rng.standard_normal((batch, 51864)).astype(np.float32))
+        # text likelier than timestamps in some rows, so that the timestamp-mass rule goes both ways
+        values = rng.standard_normal((batch, 51864)).astype(np.float32)
+        values[:, :TB] += rng.choice([0.0, 6.0], size=(batch, 1)).astype(np.float32)
+        logits = mx.array(values)
         expected = np.array(rules.apply(logits, host, first_step=step == 0))
         np.testing.assert_array_equal(np.array(rules.apply(logits, device, first_step=step == 0)), expected)
         np.testing.assert_array_equal(np.array(compiled.apply(logits, device, first_step=step == 0)), expected)
+        np.testing.assert_array_equal(rules.apply_host(values, host, first_step=step == 0), expected)
         tokens = np.where(rng.random(batch) < 0.5, TB + rng.integers(0, 1500, batch), rng.integers(0, EOT, batch))
         host, device = host.after(tokens, TB), device.after(mx.array(tokens), TB)
         if step == 4:
@@ -117,9 +121,10 @@ def test_explicit_and_numpy_cross_attention_equal_the_fused_kernel(tiny_en: MlxW
         state = DecoderState(
             tiny_en.model, features, tiny_en.alignment_heads, explicit_cross=explicit, fused=explicit, host_cross=host
         )
-        first, _ = state.step(prompt)
+        step = state.host_step if host else state.step
+        first, _ = step(prompt)
         state.keep(mx.array([0, 2]))  # the numpy K/V follow the batch's compaction too
-        logits, attention = state.step(mx.argmax(first[0][mx.array([0, 2])], axis=-1)[:, None])
+        logits, attention = step(mx.argmax(mx.array(first[0])[mx.array([0, 2])], axis=-1)[:, None])
         results.append((np.array(logits[0]), np.array(attention)))
     for other in results[1:]:
         np.testing.assert_allclose(results[0][0], other[0], atol=1e-3)

@@ -1,0 +1,261 @@
+"""Whisper's audio encoder and the decoder's elementwise-heavy math in numpy, for the CPU backend.
+
+MLX's CPU kernels for ``exp``/``erf`` are not vectorised, and scipy's ``erf`` is scalar code too (~18 ns an
+element here, against ~1 ns for numpy's SIMD ``exp``/``tanh``). So the GELU's ``erf`` is evaluated here as the
+rational approximation that XLA and Eigen use for float32 (``generic_fast_erf_float``: odd degree-13 over even
+degree-8 polynomial, clamped to [-4, 4], within 1.4e-6 of float64's GELU), as plain numpy arithmetic. numpy runs
+each operation as its own pass over memory, so the work goes in blocks small enough for a core's L2 cache, and
+the blocks are shared out among threads (numpy releases the GIL in its loops and BLAS calls)
+(``docs/performance.md`` #30-#31).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import Protocol
+
+import numpy as np
+from attrs import frozen
+from numpy.typing import NDArray
+
+GELU_BLOCK = 32768  # elements: three float32 buffers of this size (384 KB) stay in a 1 MB L2
+ATTENTION_ROWS = 256  # query rows a block: 256 × 1500 float32 scores (1.5 MB), measured best of 32-256
+
+# erf(z) ~= z * P(z²) / Q(z²) on [-4, 4] (erf(±4) is ±1 in float32); highest power first, for Horner's rule
+_ERF_P = np.array(
+    [
+        -2.72614225801306e-10,
+        2.77068142495902e-08,
+        -2.10102402082508e-06,
+        -5.69250639462346e-05,
+        -7.34990630326855e-04,
+        -2.95459980854025e-03,
+        -1.60960333262415e-02,
+    ],
+    dtype=np.float32,
+)
+_ERF_Q = np.array(
+    [-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03, -7.37332916720468e-03, -1.42647390514189e-02],
+    dtype=np.float32,
+)
+
+
+def gelu(x: NDArray[np.float32]) -> NDArray[np.float32]:
+    """The exact GELU, ``x * (1 + erf(x / sqrt(2))) / 2``, of a float32 array (a new array)."""
+    flat = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
+    out = np.empty_like(flat)
+    z = np.empty(min(GELU_BLOCK, flat.size), dtype=np.float32)
+    z2 = np.empty_like(z)
+    for start in range(0, flat.size, GELU_BLOCK):
+        stop = min(start + GELU_BLOCK, flat.size)
+        _gelu_block(flat[start:stop], out[start:stop], z[: stop - start], z2[: stop - start])
+    return out.reshape(np.shape(x))
+
+
+def _gelu_block(x: NDArray[np.float32], out: NDArray[np.float32], z: NDArray[np.float32], z2: NDArray[np.float32]) -> None:
+    """``out = gelu(x)``, with ``z`` and ``z2`` as scratch; every operation in place."""
+    np.multiply(x, np.float32(0.7071067811865476), out=z)
+    np.clip(z, -4.0, 4.0, out=z)
+    np.multiply(z, z, out=z2)
+    p = out  # numerator, then erf, then the GELU
+    np.multiply(z2, _ERF_P[0], out=p)
+    p += _ERF_P[1]
+    for coefficient in _ERF_P[2:]:
+        p *= z2
+        p += coefficient
+    p *= z
+    q = z  # z is not needed past this point: the denominator takes its place
+    np.multiply(z2, _ERF_Q[0], out=q)
+    q += _ERF_Q[1]
+    for coefficient in _ERF_Q[2:]:
+        q *= z2
+        q += coefficient
+    p /= q
+    p += np.float32(1.0)
+    p *= x
+    p *= np.float32(0.5)
+
+
+def attention(
+    q: NDArray[np.float32], k: NDArray[np.float32], v: NDArray[np.float32], pool: Executor | None = None
+) -> NDArray[np.float32]:
+    """``softmax(q @ kᵀ) @ v``, (windows × heads) × frames × dh each (the scale already in ``q``); the heads are
+    shared out among ``pool``'s threads (numpy releases the GIL in its loops and matmuls).
+
+    Per head, in blocks of ``ATTENTION_ROWS`` queries over a contiguous ``kᵀ``: a block's scores stay in cache
+    through the max, ``exp`` and sum, and the softmax's normalisation divides the (frames × dh) output instead of
+    the scores: ``softmax(s) @ v = (exp(s - max) @ v) / sum(exp(s - max))``.
+    """
+    shape = q.shape
+    q, k, v = (a.reshape(-1, *shape[-2:]) for a in (q, k, v))
+    out = np.empty_like(q)
+
+    def head(index: int) -> None:
+        frames = q.shape[1]
+        scores = np.empty((min(ATTENTION_ROWS, frames), k.shape[1]), dtype=np.float32)
+        kt = np.ascontiguousarray(k[index].T)
+        for start in range(0, frames, ATTENTION_ROWS):
+            stop = min(start + ATTENTION_ROWS, frames)
+            block = scores[: stop - start]
+            np.matmul(q[index, start:stop], kt, out=block)
+            out[index, start:stop] = softmax_times(block, v[index])
+
+    if pool is None:
+        for index in range(len(q)):
+            head(index)
+    else:
+        for done in [pool.submit(head, index) for index in range(len(q))]:
+            done.result()
+    return out.reshape(shape)
+
+
+def softmax_times(scores: NDArray[np.float32], v: NDArray[np.float32]) -> NDArray[np.float32]:
+    """``softmax(scores) @ v`` over the last axis, with ``scores`` overwritten: the exponentials are taken in place
+    and the normalisation divides the (much smaller) product, not the scores."""
+    scores -= scores.max(axis=-1, keepdims=True)
+    np.exp(scores, out=scores)
+    out: NDArray[np.float32] = np.matmul(scores, v) / scores.sum(axis=-1, keepdims=True)
+    return out
+
+
+ROW_BLOCK = 256  # encoder frames a task: its layer norm, projections and MLP stay in one core's cache
+LAYER_NORM_EPS = 1e-5  # mlx.nn.LayerNorm's default, as in mlx-whisper's model
+
+
+@frozen
+class Linear:
+    weight_t: NDArray[np.float32]  # in × out (the transpose of the model's out × in, a view)
+    bias: NDArray[np.float32] | None
+
+    def __call__(self, x: NDArray[np.float32], out: NDArray[np.float32] | None = None) -> NDArray[np.float32]:
+        result: NDArray[np.float32] = np.matmul(x, self.weight_t, out=out)
+        if self.bias is not None:
+            result += self.bias
+        return result
+
+
+@frozen
+class LayerNorm:
+    weight: NDArray[np.float32]
+    bias: NDArray[np.float32]
+
+    def __call__(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
+        centred: NDArray[np.float32] = x - x.mean(axis=-1, keepdims=True)
+        variance = np.square(centred).mean(axis=-1, keepdims=True)
+        centred *= 1 / np.sqrt(variance + np.float32(LAYER_NORM_EPS))
+        centred *= self.weight
+        centred += self.bias
+        return centred
+
+
+@frozen
+class EncoderBlock:
+    attn_ln: LayerNorm
+    query: Linear
+    key: Linear
+    value: Linear
+    out: Linear
+    mlp_ln: LayerNorm
+    mlp1: Linear
+    mlp2: Linear
+
+
+@frozen
+class EncoderWeights:
+    """Whisper's audio encoder as numpy arrays (views of the model's own weights where the layout allows)."""
+
+    conv1: Linear  # (3 × mels) × state: the kernel's taps flattened, for im2col
+    conv2: Linear  # (3 × state) × state
+    positional: NDArray[np.float32]  # frames × state
+    blocks: tuple[EncoderBlock, ...]
+    ln_post: LayerNorm
+    n_head: int
+
+
+def encode(weights: EncoderWeights, mels: NDArray[np.float32], pool: Executor | None = None) -> NDArray[np.float32]:
+    """Whisper's audio encoder (windows × 3000 frames × mels -> windows × 1500 × state) in numpy.
+
+    Everything but the self-attention and the convolutions' neighbouring frames is row-wise, so each layer is two
+    passes over blocks of ``ROW_BLOCK`` frames shared out among ``pool``'s threads (layer norm and q, k, v; then
+    the output projection, layer norm and MLP with both residuals), with the attention (``attention``, per window
+    and head) between them. Each thread's BLAS calls should run on one thread (``threadpoolctl``): the
+    parallelism is the pool's.
+    """
+    run = _runner(pool)
+    windows, _, _ = mels.shape
+    x = _conv(mels, weights.conv1, stride=1, run=run)  # windows × 3000 × state
+    x = _conv(x, weights.conv2, stride=2, run=run)  # windows × 1500 × state
+    x += weights.positional[: x.shape[1]]
+    frames, state = x.shape[1:]
+    rows = x.reshape(-1, state)  # a view: row blocks write through to x
+    q, k, v, merged = (np.empty_like(rows) for _ in range(4))
+    scale = np.float32((state // weights.n_head) ** -0.5)
+    for block in weights.blocks:
+
+        def project(part: slice, block: EncoderBlock = block) -> None:
+            h = block.attn_ln(rows[part])
+            block.query(h, out=q[part])
+            q[part] *= scale
+            block.key(h, out=k[part])
+            block.value(h, out=v[part])
+
+        run(project, len(rows))
+        per_head = [_split(a, windows, frames, weights.n_head) for a in (q, k, v)]
+        attended = attention(per_head[0], per_head[1], per_head[2], pool)  # (windows × heads) × frames × dh
+        merged[:] = attended.reshape(windows, weights.n_head, frames, -1).transpose(0, 2, 1, 3).reshape(rows.shape)
+
+        def mlp(part: slice, block: EncoderBlock = block) -> None:
+            y = rows[part]
+            y += block.out(merged[part])
+            y += block.mlp2(gelu(block.mlp1(block.mlp_ln(y))))
+
+        run(mlp, len(rows))
+    result = np.empty_like(rows)
+    run(lambda part: result.__setitem__(part, weights.ln_post(rows[part])), len(rows))
+    return result.reshape(windows, frames, state)
+
+
+def _split(x: NDArray[np.float32], windows: int, frames: int, heads: int) -> NDArray[np.float32]:
+    """(windows × frames) × state -> (windows × heads) × frames × dh, contiguous."""
+    state = x.shape[-1]
+    return np.ascontiguousarray(x.reshape(windows, frames, heads, state // heads).transpose(0, 2, 1, 3)).reshape(
+        windows * heads, frames, state // heads
+    )
+
+
+def _conv(x: NDArray[np.float32], linear: Linear, stride: int, run: _Runner) -> NDArray[np.float32]:
+    """A kernel-3, padding-1 convolution over frames (windows × frames × channels) as im2col and a matmul, with
+    the GELU that follows each of Whisper's convolutions; ``linear``'s rows are the taps' channels, tap-major."""
+    windows, frames, channels = x.shape
+    padded = np.pad(x, ((0, 0), (1, 1), (0, 0)))
+    out_frames = (frames - 1) // stride + 1
+    span = stride * (out_frames - 1) + 1
+    cols = np.concatenate([padded[:, tap : tap + span : stride] for tap in range(3)], axis=-1)
+    cols = cols.reshape(windows * out_frames, 3 * channels)
+    out = np.empty((len(cols), linear.weight_t.shape[1]), dtype=np.float32)
+
+    def part(rows: slice) -> None:
+        out[rows] = gelu(linear(cols[rows]))
+
+    run(part, len(out))
+    return out.reshape(windows, out_frames, -1)
+
+
+class _Runner(Protocol):
+    def __call__(self, task: Callable[[slice], None], rows: int) -> None: ...
+
+
+def _runner(pool: Executor | None) -> _Runner:
+    """Runs ``task`` over blocks of ``ROW_BLOCK`` rows, on ``pool``'s threads if there is one."""
+
+    def run(task: Callable[[slice], None], rows: int) -> None:
+        parts = [slice(start, min(start + ROW_BLOCK, rows)) for start in range(0, rows, ROW_BLOCK)]
+        if pool is None:
+            for part in parts:
+                task(part)
+        else:
+            for done in [pool.submit(task, part) for part in parts]:
+                done.result()
+
+    return run
