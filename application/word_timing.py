@@ -4,7 +4,10 @@ Word timing (``Aligner.align``: softmax, median filter, DTW, whisper's heuristic
 window, and its Python parts (DTW's anti-diagonal loop, the heuristics) hold the GIL. On threads it competes with
 the decoding thread, whose host work (building and launching each step's kernels) needs the GIL too: on an H100 at
 batch 64 word timing on 4 threads took the decoder from 919× to 682× realtime. Worker processes have GILs of
-their own; what they cost is the pickling of each window's attention and samples (~8 MB at large-v3's shapes).
+their own. A window's attention and samples (~8 MB at large-v3's shapes) do not go through the pool's one pipe
+(pickled, then read by one worker at a time: ~20 ms a window on the 2-core CPU, a queue that a batch of 64 large-v3
+windows outgrew on an H100): they are written to a file in shared memory (``/dev/shm``, numpy's ``tofile``, which
+releases the GIL), which the worker reads and deletes; only the rest of the chunk is pickled.
 
 ``WordTiming`` hands windows to threads, and, when given ``processes``, to a process pool from the second decoded
 batch on: a run of one batch (a short single file) never waits for processes to start, and a longer run starts them
@@ -14,11 +17,20 @@ aligner reaches the caller as it would from a thread.
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
+import shutil
+import tempfile
+from contextlib import suppress
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 from types import TracebackType
+
+import numpy as np
+from attrs import evolve, frozen
 
 from domain.audio import DecodedChunk
 from domain.model import Segment
@@ -78,6 +90,8 @@ class WordTiming:
         self._wanted = processes
         self._processes: ProcessPoolExecutor | None = None
         self._batches = 0
+        self._spill: Path | None = None  # the folder of the windows' arrays on their way to a process
+        self._names = itertools.count()
 
     def __enter__(self) -> WordTiming:
         return self
@@ -99,6 +113,8 @@ class WordTiming:
         if self._wanted > 0 and self._processes is None:
             # spawn, not fork: the parent runs MLX's threads (and a GPU context) that a forked child must not inherit
             context = multiprocessing.get_context("spawn")
+            shared = Path("/dev/shm")
+            self._spill = Path(tempfile.mkdtemp(prefix="onepass-align-", dir=shared if shared.is_dir() else None))
             self._processes = ProcessPoolExecutor(max_workers=self._wanted, mp_context=context)
             for _ in range(self._wanted):  # every worker started (one each), importing the aligner's modules
                 self._processes.submit(_warm, self.aligner)
@@ -109,32 +125,53 @@ class WordTiming:
 
     def submit(self, chunk: DecodedChunk, word_timestamps: bool) -> Future[list[Segment]]:
         """``timed_segments(aligner, chunk, word_timestamps)`` on the pool; its future."""
-        aligner = self.aligner
         if self._processes is None or not word_timestamps:  # without word times there is nothing worth a process
-            return self._threads.submit(timed_segments, aligner, chunk, word_timestamps)
-        try:
-            inner = self._processes.submit(timed_segments, aligner, chunk, word_timestamps)
-        except BrokenProcessPool:  # a worker died earlier: threads from now on
-            self._processes = None
-            return self._threads.submit(timed_segments, aligner, chunk, word_timestamps)
+            return self._threads.submit(timed_segments, self.aligner, chunk, word_timestamps)
         outer: Future[list[Segment]] = Future()
-
-        def settle(done: Future[list[Segment]]) -> None:
-            error = done.exception()
-            if isinstance(error, BrokenProcessPool):  # the process died (killed, out of memory): on a thread again
-                retry = self._threads.submit(timed_segments, aligner, chunk, word_timestamps)
-                retry.add_done_callback(lambda again: _copy(again, outer))
-            else:
-                _copy(done, outer)
-
-        inner.add_done_callback(settle)
+        self._threads.submit(self._hand_over, chunk, word_timestamps, outer)  # the decoding thread goes on at once
         return outer
+
+    def _hand_over(self, chunk: DecodedChunk, word_timestamps: bool, outer: Future[list[Segment]]) -> None:
+        """On a thread: write ``chunk``'s arrays out and give it to a process; time it here if none is left."""
+        processes = self._processes
+        if processes is not None and self._spill is not None:
+            spilled = _SpilledChunk.write(chunk, self._spill / str(next(self._names)))
+            try:
+                inner = processes.submit(_timed_spilled, self.aligner, spilled, word_timestamps)
+            except (BrokenProcessPool, RuntimeError):  # a worker died earlier (or the pool closed): threads only
+                spilled.delete()
+                self._processes = None
+            else:
+
+                def settle(done: Future[list[Segment]]) -> None:
+                    spilled.delete()  # the worker deleted the files, unless it died first
+                    if isinstance(done.exception(), BrokenProcessPool):  # killed, out of memory: time it here
+                        _run(timed_segments, (self.aligner, chunk, word_timestamps), outer)
+                    else:
+                        _copy(done, outer)
+
+                inner.add_done_callback(settle)
+                return
+        _run(timed_segments, (self.aligner, chunk, word_timestamps), outer)
 
     def close(self) -> None:
         """Wait for the windows submitted, then stop the threads and processes."""
+        self._threads.shutdown(wait=True)  # first: its hand-overs may still give windows to the processes
         if self._processes is not None:
             self._processes.shutdown(wait=True)
-        self._threads.shutdown(wait=True)
+        if self._spill is not None:
+            shutil.rmtree(self._spill, ignore_errors=True)
+
+
+def _run(
+    function: Callable[[Aligner, DecodedChunk, bool], list[Segment]],
+    arguments: tuple[Aligner, DecodedChunk, bool],
+    target: Future[list[Segment]],
+) -> None:
+    try:
+        target.set_result(function(*arguments))
+    except BaseException as error:  # noqa: BLE001 - handed to the future's reader, as an executor does
+        target.set_exception(error)
 
 
 def _copy(source: Future[list[Segment]], target: Future[list[Segment]]) -> None:
@@ -143,6 +180,45 @@ def _copy(source: Future[list[Segment]], target: Future[list[Segment]]) -> None:
         target.set_result(source.result())
     else:
         target.set_exception(error)
+
+
+@frozen
+class _SpilledChunk:
+    """A decoded chunk on its way to a worker process: its two big arrays in files, the rest pickled."""
+
+    chunk: DecodedChunk  # attention and samples emptied
+    attention: Path
+    attention_shape: tuple[int, ...]
+    samples: Path
+
+    @classmethod
+    def write(cls, chunk: DecodedChunk, stem: Path) -> _SpilledChunk:
+        attention, samples = stem.with_suffix(".attention"), stem.with_suffix(".samples")
+        np.ascontiguousarray(chunk.attention, dtype=np.float32).tofile(attention)
+        chunk.window.samples.tofile(samples)  # float32, contiguous: the window's converter made it so
+        empty = evolve(
+            chunk,
+            window=evolve(chunk.window, samples=np.empty(0, np.float32)),
+            attention=np.empty((0, 0, 0), np.float32),
+        )
+        return cls(empty, attention, chunk.attention.shape, samples)
+
+    def read(self) -> DecodedChunk:
+        """The chunk as it was (in the worker); the files are deleted."""
+        attention = np.fromfile(self.attention, dtype=np.float32).reshape(self.attention_shape)
+        samples = np.fromfile(self.samples, dtype=np.float32)
+        self.delete()
+        return evolve(self.chunk, window=evolve(self.chunk.window, samples=samples), attention=attention)
+
+    def delete(self) -> None:
+        for path in (self.attention, self.samples):
+            with suppress(FileNotFoundError):
+                path.unlink()
+
+
+def _timed_spilled(aligner: Aligner, spilled: _SpilledChunk, word_timestamps: bool) -> list[Segment]:
+    """``timed_segments`` in a worker process, on a chunk whose arrays came through files."""
+    return timed_segments(aligner, spilled.read(), word_timestamps)
 
 
 def _warm(aligner: Aligner) -> None:

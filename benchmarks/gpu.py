@@ -136,7 +136,10 @@ def bench_ours(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[s
                 except Exception:  # noqa: BLE001 - random weights may give NaN attention; counted, not hidden
                     failures += 1
             t4 = time.perf_counter()
-            pipelined = _pipelined(decoder, aligner, windows, options, batches=3, warm=chunks[: 2 * ALIGN_PROCESSES])
+            pipelined, pipelined_decode_s = _pipelined(
+                decoder, aligner, windows, options, batches=3, warm=chunks[: 2 * ALIGN_PROCESSES]
+            )
+            back_to_back, back_to_back_decode_s = _pipelined(decoder, None, windows, options, batches=3, warm=())
             steps = max(len(a.tokens) for a in attempts)
             results.append(
                 dict(
@@ -151,6 +154,9 @@ def bench_ours(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[s
                     realtime=batch * WINDOW_SECONDS / (t4 - t2),
                     realtime_without_alignment=batch * WINDOW_SECONDS / (t3 - t2),
                     realtime_pipelined=pipelined,
+                    pipelined_decode_s=pipelined_decode_s,
+                    realtime_back_to_back=back_to_back,  # the same batches without word timing
+                    back_to_back_decode_s=back_to_back_decode_s,
                     align_processes=ALIGN_PROCESSES,
                     host_cores=os.cpu_count(),
                 )
@@ -161,28 +167,33 @@ def bench_ours(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[s
 
 def _pipelined(
     decoder: Any, aligner: Any, windows: Sequence[Any], options: Any, batches: int, warm: Sequence[Any]
-) -> float:
-    """Realtime factor of ``batches`` batches decoded back to back, words timed meanwhile.
+) -> tuple[float, list[float]]:
+    """Realtime factor of ``batches`` batches decoded back to back, words timed meanwhile, and each batch's
+    ``decode_batch`` wall time.
 
     The same overlap as ``TranscriptionService``: a decoded batch's word timing runs on ``WordTiming``'s pool (the
     threads, or ``ALIGN_PROCESSES`` worker processes, started and warmed with the ``warm`` chunks beforehand, as
-    they are in a long run) while the next batch decodes.
+    they are in a long run) while the next batch decodes. ``aligner`` None: no word timing at all (the batches
+    back to back alone).
     """
     from application.word_timing import WordTiming, default_align_workers
 
     with WordTiming(aligner, default_align_workers(), ALIGN_PROCESSES) as timing:
         timing.start_processes()
-        for future in [timing.submit(chunk, True) for chunk in warm]:
+        for future in [timing.submit(chunk, True) for chunk in warm if aligner is not None]:
             future.result()
         _sync_mlx()
         start = time.perf_counter()
-        futures = []
+        futures, decode_s = [], []
         for _ in range(batches):
-            futures += [timing.submit(chunk, True) for chunk in decoder.decode_batch(windows, options)]
+            began = time.perf_counter()
+            chunks = decoder.decode_batch(windows, options)
+            decode_s.append(time.perf_counter() - began)
+            futures += [timing.submit(chunk, True) for chunk in chunks if aligner is not None]
         for future in futures:
             future.result()
         elapsed = time.perf_counter() - start
-    return batches * len(windows) * WINDOW_SECONDS / elapsed
+    return batches * len(windows) * WINDOW_SECONDS / elapsed, decode_s
 
 
 def bench_micro(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[str, Any]]:

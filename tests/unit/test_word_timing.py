@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,14 @@ def test_without_processes_threads_do_everything() -> None:
 def test_domain_errors_survive_pickling(error: errors.TranscriptionError) -> None:
     copy = pickle.loads(pickle.dumps(error))
     assert (type(copy), str(copy), copy.__dict__) == (type(error), str(error), error.__dict__)
+
+
+def test_the_arrays_on_their_way_to_processes_leave_no_files() -> None:
+    folders = [Path("/dev/shm"), Path(tempfile.gettempdir())]
+
+    def spills() -> set[Path]:
+        return {p for folder in folders if folder.is_dir() for p in folder.glob("onepass-align-*")}
+
+    before = spills()
+    transcribe(DtwAligner(), 2)
+    assert spills() == before
