@@ -6,8 +6,10 @@ the decoding thread, whose host work (building and launching each step's kernels
 batch 64 word timing on 4 threads took the decoder from 919× to 682× realtime. Worker processes have GILs of
 their own. A window's attention and samples (~8 MB at large-v3's shapes) do not go through the pool's one pipe
 (pickled, then read by one worker at a time: ~20 ms a window on the 2-core CPU, a queue that a batch of 64 large-v3
-windows outgrew on an H100): they are written to a file in shared memory (``/dev/shm``, numpy's ``tofile``, which
-releases the GIL), which the worker reads and deletes; only the rest of the chunk is pickled.
+windows outgrew on an H100): a helper thread writes them to a file in shared memory (``/dev/shm``, else the temporary
+folder; numpy's ``tofile`` releases the GIL), which the worker reads and deletes; only the rest of the chunk is
+pickled. On an H200 at batch 64 the overlapped run then reached 93-94 % of the throughput without word timing
+(``docs/performance.md`` #40-#43).
 
 ``WordTiming`` hands windows to threads, and, when given ``processes``, to a process pool from the second decoded
 batch on: a run of one batch (a short single file) never waits for processes to start, and a longer run starts them
@@ -22,8 +24,8 @@ import multiprocessing
 import os
 import shutil
 import tempfile
-from contextlib import suppress
 from collections.abc import Callable
+from contextlib import suppress
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -36,7 +38,7 @@ from domain.audio import DecodedChunk
 from domain.model import Segment
 from domain.ports import Aligner
 
-MAX_ALIGN_PROCESSES = 8  # a batch of 64 large-v3 windows (~45 ms each) keeps 8 processes busy for ~0.4 s
+MAX_ALIGN_PROCESSES = 8  # a batch of 64 large-v3 windows (~32 ms each on an H100 host) keeps 8 busy for ~0.25 s
 
 
 def default_align_workers() -> int:
