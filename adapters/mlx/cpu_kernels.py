@@ -53,7 +53,9 @@ def gelu(x: NDArray[np.float32]) -> NDArray[np.float32]:
     return out.reshape(np.shape(x))
 
 
-def _gelu_block(x: NDArray[np.float32], out: NDArray[np.float32], z: NDArray[np.float32], z2: NDArray[np.float32]) -> None:
+def _gelu_block(
+    x: NDArray[np.float32], out: NDArray[np.float32], z: NDArray[np.float32], z2: NDArray[np.float32]
+) -> None:
     """``out = gelu(x)``, with ``z`` and ``z2`` as scratch; every operation in place."""
     np.multiply(x, np.float32(0.7071067811865476), out=z)
     np.clip(z, -4.0, 4.0, out=z)
@@ -129,10 +131,13 @@ class Linear:
     bias: NDArray[np.float32] | None
 
     def __call__(self, x: NDArray[np.float32], out: NDArray[np.float32] | None = None) -> NDArray[np.float32]:
-        result: NDArray[np.float32] = np.matmul(x, self.weight_t, out=out)
+        """``x @ weightᵀ + bias`` over the last axis, as one 2-D matmul (numpy runs a stacked one as a loop)."""
+        rows = x.reshape(-1, x.shape[-1])
+        target = None if out is None else out.reshape(len(rows), -1)  # a view of a contiguous ``out``
+        result: NDArray[np.float32] = np.matmul(rows, self.weight_t, out=target)
         if self.bias is not None:
             result += self.bias
-        return result
+        return result.reshape(*x.shape[:-1], result.shape[-1])
 
 
 @frozen

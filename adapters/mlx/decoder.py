@@ -26,7 +26,8 @@ from mlx_whisper.whisper import Whisper
 from numpy.typing import NDArray
 from threadpoolctl import threadpool_limits
 
-from adapters.mlx.forward import DecoderState, encode
+from adapters.mlx.cpu_decoder import NumpyDecoderState
+from adapters.mlx.forward import DecoderState, decoder_weights, encode
 from adapters.mlx.loop import Progress, decode_lagged, decode_synced
 from adapters.mlx.rules import LogitRules
 from domain.audio import FRAME_SECONDS, ChunkSegment, DecodedChunk, Window
@@ -66,8 +67,8 @@ class MlxWhisperDecoder:
         lagged: bool | None = None,
     ) -> None:
         """``lagged``: the device flavour of the decoding loop, everything on MLX with the device kept busy
-        (``adapters/mlx/loop.py``), by default on a GPU; else the host flavour (numpy for the cross-attention,
-        logits and rules, synced every step), the CPU backend's default."""
+        (``adapters/mlx/loop.py``), by default on a GPU; else the host flavour (the decoder, rules and scores in
+        numpy, synced every step: ``adapters/mlx/cpu_decoder.py``), the CPU backend's default."""
         self.model = model
         self._name = name
         if alignment_heads is None:  # as openai-whisper: every head of the last half of the layers
@@ -79,6 +80,7 @@ class MlxWhisperDecoder:
         self.lagged = not self.host_math if lagged is None else lagged
         # CPU: the encoder's attention heads are shared out among one thread a core (each numpy BLAS call on one)
         self._pool = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="encoder") if self.host_math else None
+        self._decoder_weights = decoder_weights(model)  # views: the host flavour's numpy decoder
         self._rules_cache: dict[tuple[str, str, bool], LogitRules] = {}
 
     @property
@@ -210,22 +212,28 @@ class MlxWhisperDecoder:
         limit = options.max_new_tokens or self.model.dims.n_text_ctx // 2
         limit = min(limit, self.model.dims.n_text_ctx - prompt.shape[1])
 
-        gpu = not self.host_math
-        explicit = gpu and batch >= EXPLICIT_CROSS_MIN_BATCH
-        state = DecoderState(
-            self.model, features, self.alignment_heads, explicit_cross=explicit, fused=gpu, host_cross=not self.lagged
-        )
         no_speech = tokenizer.no_speech
         progress = Progress(batch, tokenizer.eot, limit)
         if self.lagged:
+            gpu = not self.host_math
+            explicit = gpu and batch >= EXPLICIT_CROSS_MIN_BATCH
+            state = DecoderState(self.model, features, self.alignment_heads, explicit_cross=explicit, fused=gpu)
             logits_list, attention = state.step(prompt, logit_positions=(sot_index, -1))
             no_speech_probs = mx.softmax(logits_list[0], axis=-1)[:, no_speech] if no_speech is not None else None
             decode_lagged(state, rules, logits_list[1], attention, progress, temperature)
             no_speech_host = np.full(batch, np.nan) if no_speech_probs is None else np.array(no_speech_probs)
         else:
-            host_logits, host_attention = state.host_step(prompt, logit_positions=(sot_index, -1))
-            no_speech_host = np.full(batch, np.nan) if no_speech is None else _softmax_at(host_logits[0], no_speech)
-            decode_synced(state, rules, host_logits[1], host_attention, progress, temperature)
+            # the pool's threads share the larger matmuls, each on one BLAS thread: numpy's own BLAS threads would
+            # hand off every small matmul, at great cost whenever another process holds a core
+            with threadpool_limits(1, user_api="blas"):
+                host = NumpyDecoderState(
+                    self._decoder_weights, np.asarray(features, np.float32), self.alignment_heads, self._pool
+                )
+                host_logits, host_attention = host.step(np.array(prompt), logit_positions=(sot_index, -1))
+                no_speech_host = (
+                    np.full(batch, np.nan) if no_speech is None else _softmax_at(host_logits[0], no_speech)
+                )
+                decode_synced(host, rules, host_logits[1], host_attention, progress, temperature)
         rows = progress.attention(len(self.alignment_heads))
         return [
             Attempt(

@@ -17,7 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 from mlx_whisper.whisper import MultiHeadAttention, ResidualAttentionBlock, Whisper
 
-from adapters.mlx import cpu_kernels
+from adapters.mlx import cpu_decoder, cpu_kernels
 
 KV_BLOCK = 64  # tokens: the self-attention buffer grows by this many positions at a time
 
@@ -81,47 +81,79 @@ def encode(model: Whisper, mels: mx.array, host_math: bool = False, pool: Execut
 def encoder_weights(model: Whisper) -> cpu_kernels.EncoderWeights:
     """The model's audio encoder as numpy views of its weights (float32 on the CPU backend: no copies)."""
     encoder = model.encoder
-
-    def array(a: mx.array) -> NDArray[np.float32]:
-        return np.asarray(a, dtype=np.float32)
-
-    def linear(layer: Any) -> cpu_kernels.Linear:
-        bias = array(layer.bias) if "bias" in layer else None
-        return cpu_kernels.Linear(array(layer.weight).T, bias)
-
-    def conv(layer: Any) -> cpu_kernels.Linear:  # out × taps × in -> (taps × in) × out
-        weight = array(layer.weight)
-        return cpu_kernels.Linear(weight.reshape(weight.shape[0], -1).T, array(layer.bias))
-
-    def norm(layer: Any) -> cpu_kernels.LayerNorm:
-        return cpu_kernels.LayerNorm(array(layer.weight), array(layer.bias))
-
     blocks: list[ResidualAttentionBlock] = encoder.blocks
     return cpu_kernels.EncoderWeights(
-        conv1=conv(encoder.conv1),
-        conv2=conv(encoder.conv2),
-        positional=array(encoder._positional_embedding),
+        conv1=_conv(encoder.conv1),
+        conv2=_conv(encoder.conv2),
+        positional=_array(encoder._positional_embedding),
         blocks=tuple(
             cpu_kernels.EncoderBlock(
-                attn_ln=norm(b.attn_ln),
-                query=linear(b.attn.query),
-                key=linear(b.attn.key),
-                value=linear(b.attn.value),
-                out=linear(b.attn.out),
-                mlp_ln=norm(b.mlp_ln),
-                mlp1=linear(b.mlp1),
-                mlp2=linear(b.mlp2),
+                attn_ln=_norm(b.attn_ln),
+                query=_linear(b.attn.query),
+                key=_linear(b.attn.key),
+                value=_linear(b.attn.value),
+                out=_linear(b.attn.out),
+                mlp_ln=_norm(b.mlp_ln),
+                mlp1=_linear(b.mlp1),
+                mlp2=_linear(b.mlp2),
             )
             for b in blocks
         ),
-        ln_post=norm(encoder.ln_post),
+        ln_post=_norm(encoder.ln_post),
         n_head=blocks[0].attn.n_head,
     )
 
 
-def _host_gelu(x: mx.array) -> mx.array:
-    """The exact GELU, computed in numpy (``cpu_kernels.gelu``)."""
-    return mx.array(cpu_kernels.gelu(np.array(x, dtype=np.float32))).astype(x.dtype)
+def decoder_weights(model: Whisper) -> cpu_decoder.DecoderWeights:
+    """The model's text decoder as numpy views of its weights (float32 on the CPU backend: no copies)."""
+    decoder = model.decoder
+    blocks: list[ResidualAttentionBlock] = decoder.blocks
+
+    def block(b: ResidualAttentionBlock) -> cpu_decoder.DecoderBlock:
+        cross, cross_ln = b.cross_attn, b.cross_attn_ln
+        assert cross is not None and cross_ln is not None
+        return cpu_decoder.DecoderBlock(
+            attn_ln=_norm(b.attn_ln),
+            query=_linear(b.attn.query),
+            key=_linear(b.attn.key),
+            value=_linear(b.attn.value),
+            out=_linear(b.attn.out),
+            cross_ln=_norm(cross_ln),
+            cross_query=_linear(cross.query),
+            cross_key=_linear(cross.key),
+            cross_value=_linear(cross.value),
+            cross_out=_linear(cross.out),
+            mlp_ln=_norm(b.mlp_ln),
+            mlp1=_linear(b.mlp1),
+            mlp2=_linear(b.mlp2),
+        )
+
+    return cpu_decoder.DecoderWeights(
+        token_embedding=_array(decoder.token_embedding.weight),
+        positional=_array(decoder.positional_embedding),
+        blocks=tuple(block(b) for b in blocks),
+        ln=_norm(decoder.ln),
+        n_head=blocks[0].attn.n_head,
+    )
+
+
+def _array(a: mx.array) -> NDArray[np.float32]:
+    """A view of ``a`` (MLX arrays export their buffer), or a float32 copy if it is of another type."""
+    return np.asarray(a, dtype=np.float32)
+
+
+def _linear(layer: Any) -> cpu_kernels.Linear:
+    return cpu_kernels.Linear(_array(layer.weight).T, _array(layer.bias) if "bias" in layer else None)
+
+
+def _conv(layer: Any) -> cpu_kernels.Linear:
+    """A convolution's out × taps × in weight as a (taps × in) × out matrix, for im2col."""
+    weight = _array(layer.weight)
+    return cpu_kernels.Linear(weight.reshape(weight.shape[0], -1).T, _array(layer.bias))
+
+
+def _norm(layer: Any) -> cpu_kernels.LayerNorm:
+    return cpu_kernels.LayerNorm(_array(layer.weight), _array(layer.bias))
 
 
 class DecoderState:
@@ -129,9 +161,8 @@ class DecoderState:
 
     ``explicit_cross``: the cross-attention as two matmuls and a softmax over K stored transposed, instead of
     ``mx.fast.scaled_dot_product_attention``: faster on the GPU at large batches (``docs/performance.md``), and the
-    alignment heads' QK comes with it. ``host_cross`` (the CPU backend): the same, in numpy, over K and V kept as
-    numpy arrays; its ``exp`` is 10-20× faster than MLX's CPU kernel. ``fused``: the MLP's GELU as one compiled
-    kernel (GPU).
+    alignment heads' QK comes with it. ``fused``: the MLP's GELU as one compiled kernel (GPU). The CPU backend
+    steps in numpy instead (``adapters/mlx/cpu_decoder.py``).
     """
 
     def __init__(
@@ -141,12 +172,10 @@ class DecoderState:
         alignment_heads: Sequence[tuple[int, int]],
         explicit_cross: bool = False,
         fused: bool = False,
-        host_cross: bool = False,
     ) -> None:
         self.model = model
-        self.explicit_cross = explicit_cross or host_cross
-        self.host_cross = host_cross
-        self.gelu = fused_gelu if fused else _host_gelu if host_cross else gelu
+        self.explicit_cross = explicit_cross
+        self.gelu = fused_gelu if fused else gelu
         blocks: list[ResidualAttentionBlock] = model.decoder.blocks
         self.n_head = blocks[0].attn.n_head
         batch = audio_features.shape[0]
@@ -162,12 +191,6 @@ class DecoderState:
             k = mx.contiguous(k.transpose(0, 1, 3, 2) if self.explicit_cross else k)  # batch × heads × dh × frames
             v = mx.contiguous(_split_heads(cross.value(audio_features), self.n_head))
             self.cross_kv.append((k, v))
-        self.host_kv: list[tuple[NDArray[np.float32], NDArray[np.float32]]] = []
-        if host_cross:  # numpy holds them instead
-            self.host_kv = [(np.array(k, dtype=np.float32), np.array(v, dtype=np.float32)) for k, v in self.cross_kv]
-            self.cross_kv = []
-            # the token embedding, read in place (MLX arrays export their buffer), for host_step's logits
-            self._host_embedding = np.asarray(model.decoder.token_embedding.weight, dtype=np.float32)
         self.self_k = [mx.zeros((batch, self.n_head, KV_BLOCK, state // self.n_head), dtype=dtype) for _ in blocks]
         self.self_v = [mx.zeros((batch, self.n_head, KV_BLOCK, state // self.n_head), dtype=dtype) for _ in blocks]
         self.offset = 0
@@ -180,9 +203,6 @@ class DecoderState:
     def keep(self, rows: mx.array) -> None:
         """Compact the batch to ``rows`` (indices of the sequences that go on)."""
         self.cross_kv = [(k[rows], v[rows]) for k, v in self.cross_kv]
-        if self.host_cross:
-            kept = np.array(rows)
-            self.host_kv = [(k[kept], v[kept]) for k, v in self.host_kv]
         self.self_k = [k[rows] for k in self.self_k]
         self.self_v = [v[rows] for v in self.self_v]
 
@@ -203,61 +223,28 @@ class DecoderState:
         Returns the logits (batch × vocab, float32) at each of ``logit_positions`` and the alignment heads'
         cross-attention QK of the last position (batch × alignment heads × audio frames, in the model's dtype).
         """
-        assert not self.host_cross, "the CPU flavour steps with host_step"
-        hidden, captured = self._forward(tokens, logit_positions)
-        logits = self.model.decoder.token_embedding.as_linear(hidden).astype(mx.float32)  # batch × positions × vocab
-        attention = mx.stack([captured[h] for h in self.alignment_heads], axis=1)
-        return [logits[:, i] for i in range(len(logit_positions))], attention
-
-    def host_step(
-        self, tokens: mx.array, logit_positions: Sequence[int] = (-1,)
-    ) -> tuple[list[NDArray[np.float32]], NDArray[np.float32]]:
-        """``step`` for the CPU flavour (``host_cross``), its results as numpy arrays (attention in float32).
-
-        The logits' matmul (batch × state by state × vocab: 80 MB of weights for tiny) runs in numpy, whose BLAS
-        uses every core, while MLX's stays on one for the step's small matmuls (``adapters/mlx/blas.py``).
-        """
-        assert self.host_cross, "the GPU flavour steps with step"
-        hidden, captured = self._forward(tokens, logit_positions)
-        logits = self._logits(hidden)  # batch × positions × vocab
-        attention = np.stack([captured[h] for h in self.alignment_heads], axis=1).astype(np.float32, copy=False)
-        return [logits[:, i] for i in range(len(logit_positions))], attention
-
-    def _logits(self, hidden: mx.array) -> NDArray[np.float32]:
-        """batch × positions × state -> batch × positions × vocab, as one 2-D matmul (numpy runs a 3-D one as a
-        loop of matrix-vector products)."""
-        batch, positions, state = hidden.shape
-        flat = np.array(hidden, dtype=np.float32).reshape(batch * positions, state)
-        logits: NDArray[np.float32] = (flat @ self._host_embedding.T).reshape(batch, positions, -1)
-        return logits
-
-    def _forward(self, tokens: mx.array, logit_positions: Sequence[int]) -> tuple[mx.array, dict[tuple[int, int], Any]]:
-        """The blocks over ``tokens``: the final layer norm's output at ``logit_positions`` (batch × positions ×
-        state) and each alignment head's QK of the last position (batch × frames; numpy arrays on the host)."""
         model = self.model
         length = tokens.shape[1]
         self._reserve(length)
         start, end = self.offset, self.offset + length
         x = model.decoder.token_embedding(tokens) + model.decoder.positional_embedding[start:end]
         mask = causal_mask(length, start, x.dtype) if length > 1 else None
-        captured: dict[tuple[int, int], Any] = {}
+        captured: dict[tuple[int, int], mx.array] = {}
         for layer, block in enumerate(model.decoder.blocks):
             x = x + self._self_attention(layer, block.attn, block.attn_ln(x), start, end, mask)
             cross = block.cross_attn
             assert cross is not None and block.cross_attn_ln is not None
-            qk: mx.array | NDArray[np.float32] | None
-            if self.host_cross:
-                y, qk = self._host_cross_attention(layer, cross, block.cross_attn_ln(x))
-            else:
-                y, qk = self._cross_attention(layer, cross, block.cross_attn_ln(x), *self.cross_kv[layer])
+            y, qk = self._cross_attention(layer, cross, block.cross_attn_ln(x), *self.cross_kv[layer])
             x = x + y
             if qk is not None:
                 for i, head in enumerate(self.capture[layer]):
                     captured[(layer, head)] = qk[:, i]
             x = x + block.mlp2(self.gelu(block.mlp1(block.mlp_ln(x))))
         self.offset = end
-        hidden: mx.array = model.decoder.ln(x[:, list(logit_positions)])
-        return hidden, captured
+        picked = model.decoder.ln(x[:, list(logit_positions)])
+        logits = model.decoder.token_embedding.as_linear(picked).astype(mx.float32)  # batch × positions × vocab
+        attention = mx.stack([captured[h] for h in self.alignment_heads], axis=1)
+        return [logits[:, i] for i in range(len(logit_positions))], attention
 
     def _self_attention(
         self, layer: int, attn: MultiHeadAttention, x: mx.array, start: int, end: int, mask: mx.array | None
@@ -290,20 +277,6 @@ class DecoderState:
         index = _head_index(heads)
         qk = (q[:, index, -1:, :] * scale) @ k[:, index].transpose(0, 1, 3, 2)  # batch × captured × 1 × frames
         return attn.out(_merge_heads(out)), qk[:, :, 0, :]
-
-
-    def _host_cross_attention(
-        self, layer: int, attn: MultiHeadAttention, x: mx.array
-    ) -> tuple[mx.array, NDArray[np.float32] | None]:
-        """``_cross_attention`` in numpy; the QK of the alignment heads' last query comes from the scores."""
-        k, v = self.host_kv[layer]  # batch × heads × dh × frames, batch × heads × frames × dh
-        q = np.array(_split_heads(attn.query(x), self.n_head), dtype=np.float32)  # batch × heads × length × dh
-        q *= np.float32(q.shape[-1] ** -0.5)
-        scores = np.matmul(q, k)  # batch × heads × length × frames
-        heads = self.capture.get(layer)
-        qk = None if heads is None else scores[:, heads, -1, :]  # a copy (fancy indexing), before the scores are overwritten
-        out = cpu_kernels.softmax_times(scores, v)
-        return attn.out(_merge_heads(mx.array(out).astype(x.dtype))), qk
 
 
 def _head_index(heads: list[int]) -> slice | mx.array:

@@ -18,6 +18,7 @@ import mlx.core as mx
 import numpy as np
 from numpy.typing import NDArray
 
+from adapters.mlx.cpu_decoder import NumpyDecoderState
 from adapters.mlx.forward import DecoderState
 from adapters.mlx.rules import DeviceTimestampState, LogitRules, TimestampState, logsumexp
 
@@ -93,15 +94,15 @@ def device_scores(masked: mx.array, logits: mx.array, chosen: mx.array, eot: int
 
 
 def decode_synced(
-    state: DecoderState,
+    state: NumpyDecoderState,
     rules: LogitRules,
     logits: NDArray[np.float32],
     attention: NDArray[np.float32],
     progress: Progress,
     temperature: float,
 ) -> None:
-    """Step by step in numpy (``DecoderState.host_step``, ``LogitRules.apply_host``), the host reading each step
-    before the next: finished sequences leave the batch at once."""
+    """Step by step in numpy (``NumpyDecoderState``, ``LogitRules.apply_host``), the host reading each step before
+    the next: finished sequences leave the batch at once."""
     eot, timestamp_begin = rules.eot, rules.timestamp_begin
     ts_state = TimestampState.initial(len(progress.tokens))
     active = np.arange(len(progress.tokens))
@@ -120,11 +121,11 @@ def decode_synced(
         ts_state = ts_state.after(tokens, timestamp_begin)
         if not going.all():
             keep = np.flatnonzero(going)
-            state.keep(mx.array(keep))
+            state.keep(keep)
             ts_state = ts_state.select(keep)
             active = active[keep]
             tokens = tokens[keep]
-        logits_list, attention = state.host_step(mx.array(tokens)[:, None])
+        logits_list, attention = state.step(tokens[:, None])
         logits = logits_list[0]
 
 

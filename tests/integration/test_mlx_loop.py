@@ -3,6 +3,7 @@ CPU backend: same tokens, rows and word times as the CPU flavour."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import mlx.core as mx
@@ -14,7 +15,8 @@ from adapters.dtw.aligner import DtwAligner
 from adapters.librosa_audio import LibrosaAudioSource
 from adapters.mlx import load_decoder
 from adapters.mlx.decoder import MlxWhisperDecoder
-from adapters.mlx.forward import DecoderState, encode
+from adapters.mlx.cpu_decoder import NumpyDecoderState
+from adapters.mlx.forward import DecoderState, decoder_weights, encode
 from adapters.mlx.loop import Progress
 from adapters.mlx.rules import DeviceTimestampState, LogitRules, TimestampState
 from domain.audio import Window
@@ -112,20 +114,27 @@ def test_device_timestamp_state_and_numpy_rules_mask_as_the_host_state() -> None
             batch = 4
 
 
-def test_explicit_and_numpy_cross_attention_equal_the_fused_kernel(tiny_en: MlxWhisperDecoder) -> None:
+@pytest.mark.parametrize("threads", [0, 2])
+def test_explicit_cross_attention_and_the_numpy_decoder_equal_the_fused_kernel(
+    tiny_en: MlxWhisperDecoder, threads: int
+) -> None:
     mels = mx.random.normal((3, 3000, tiny_en.model.dims.n_mels), key=mx.random.key(1))
     features = encode(tiny_en.model, mels, host_math=True)
-    prompt = mx.array([list(TOKENIZER.sot_sequence)] * 3)
+    prompt = [list(TOKENIZER.sot_sequence)] * 3
     results = []
-    for explicit, host in ((False, False), (True, False), (False, True)):  # fused, explicit on MLX, numpy (CPU)
-        state = DecoderState(
-            tiny_en.model, features, tiny_en.alignment_heads, explicit_cross=explicit, fused=explicit, host_cross=host
-        )
-        step = state.host_step if host else state.step
-        first, _ = step(prompt)
-        state.keep(mx.array([0, 2]))  # the numpy K/V follow the batch's compaction too
-        logits, attention = step(mx.argmax(mx.array(first[0])[mx.array([0, 2])], axis=-1)[:, None])
+    for explicit in (False, True):  # fused, explicit on MLX
+        state = DecoderState(tiny_en.model, features, tiny_en.alignment_heads, explicit_cross=explicit, fused=explicit)
+        first, _ = state.step(mx.array(prompt))
+        state.keep(mx.array([0, 2]))  # the batch's compaction
+        logits, attention = state.step(mx.argmax(first[0][mx.array([0, 2])], axis=-1)[:, None])
         results.append((np.array(logits[0]), np.array(attention)))
+    # the CPU backend's decoder, over numpy views of the same weights (its pool shares K/V and logits)
+    pool = ThreadPoolExecutor(threads) if threads else None
+    host = NumpyDecoderState(decoder_weights(tiny_en.model), np.array(features), tiny_en.alignment_heads, pool)
+    host_first, _ = host.step(np.array(prompt))
+    host.keep(np.array([0, 2]))
+    host_logits, host_attention = host.step(host_first[0][[0, 2]].argmax(axis=-1)[:, None])
+    results.append((host_logits[0], host_attention))
     for other in results[1:]:
         np.testing.assert_allclose(results[0][0], other[0], atol=1e-3)
         np.testing.assert_allclose(results[0][1], other[1], atol=1e-4)

@@ -1,0 +1,211 @@
+"""Whisper's text decoder stepped over a batch in numpy: the CPU backend's flavour of ``forward.DecoderState``.
+
+A step at batch 16 is a few hundred small operations; in MLX each is a graph node, and every exchange with
+numpy (the cross-attention and GELU run there: MLX's CPU ``exp``/``erf`` are slow) is a synchronisation. Here the
+whole step is numpy over the model's own weights (views, no copies): per layer a layer norm, the self-attention
+over a preallocated K/V cache written in place, the cross-attention over K (transposed) and V computed once per
+window, and the MLP; then the logits as one 2-D matmul on numpy's BLAS (every core). The captured alignment heads'
+QK of the last position come straight from the cross-attention's scores (``docs/performance.md`` #32-#33).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Executor
+from typing import Any
+
+import numpy as np
+from attrs import frozen
+from numpy.typing import NDArray
+
+from adapters.mlx.cpu_kernels import LayerNorm, Linear, gelu, softmax_times
+
+KV_BLOCK = 64  # tokens: the self-attention cache grows by this many positions at a time
+VOCAB_SLICES = 2  # the logits' matmul in this many parts on the pool: one a core of the 2-core target
+
+
+@frozen
+class DecoderBlock:
+    attn_ln: LayerNorm
+    query: Linear
+    key: Linear
+    value: Linear
+    out: Linear
+    cross_ln: LayerNorm
+    cross_query: Linear
+    cross_key: Linear
+    cross_value: Linear
+    cross_out: Linear
+    mlp_ln: LayerNorm
+    mlp1: Linear
+    mlp2: Linear
+
+
+@frozen
+class DecoderWeights:
+    """Whisper's text decoder as numpy arrays (views of the model's weights)."""
+
+    token_embedding: NDArray[np.float32]  # vocab × state; also the logits' matrix
+    positional: NDArray[np.float32]  # text ctx × state
+    blocks: tuple[DecoderBlock, ...]
+    ln: LayerNorm
+    n_head: int
+
+
+class NumpyDecoderState:
+    """Everything one batch of sequences carries between steps; rows follow the active sequences."""
+
+    def __init__(
+        self,
+        weights: DecoderWeights,
+        audio_features: NDArray[np.float32],
+        alignment_heads: Sequence[tuple[int, int]],
+        pool: Executor | None = None,
+    ) -> None:
+        """``audio_features``: batch × audio frames × state (the encoder's output). ``pool``: threads that share
+        the cross-attention's K/V projections (per window) and the logits (per slice of the vocabulary); numpy's
+        BLAS should then run on one thread (``threadpoolctl``)."""
+        self.weights = weights
+        self._pool = pool
+        self.n_head = weights.n_head
+        batch, frames, state = audio_features.shape
+        self.dh = state // self.n_head
+        self.scale = np.float32(self.dh**-0.5)
+        shape = (batch, self.n_head, self.dh, frames)
+        # batch × heads × dh × frames (K, transposed once here) and batch × heads × frames × dh (V)
+        self.cross_k = [np.empty(shape, np.float32) for _ in weights.blocks]
+        self.cross_v = [np.empty((batch, self.n_head, frames, self.dh), np.float32) for _ in weights.blocks]
+
+        def project(window: int) -> None:
+            features = audio_features[window]
+            for layer, block in enumerate(weights.blocks):
+                k = block.cross_key(features).reshape(frames, self.n_head, self.dh)
+                v = block.cross_value(features).reshape(frames, self.n_head, self.dh)
+                self.cross_k[layer][window] = k.transpose(1, 2, 0)
+                self.cross_v[layer][window] = v.transpose(1, 0, 2)
+
+        self._map(project, range(batch))
+        shape = (batch, self.n_head, KV_BLOCK, self.dh)
+        self.self_k = [np.zeros(shape, np.float32) for _ in weights.blocks]
+        self.self_v = [np.zeros(shape, np.float32) for _ in weights.blocks]
+        self.offset = 0
+        self.capture: dict[int, list[int]] = {}  # layer -> heads whose QK is captured
+        for layer, head in alignment_heads:
+            self.capture.setdefault(layer, []).append(head)
+        self.alignment_heads = list(alignment_heads)
+
+    def keep(self, rows: NDArray[np.integer]) -> None:
+        """Compact the batch to ``rows`` (indices of the sequences that go on)."""
+        self.cross_k = [k[rows] for k in self.cross_k]
+        self.cross_v = [v[rows] for v in self.cross_v]
+        self.self_k = [k[rows] for k in self.self_k]
+        self.self_v = [v[rows] for v in self.self_v]
+
+    def step(
+        self, tokens: NDArray[np.integer], logit_positions: Sequence[int] = (-1,)
+    ) -> tuple[list[NDArray[np.float32]], NDArray[np.float32]]:
+        """Feed ``tokens`` (batch × length) and advance the cache.
+
+        Returns the logits (batch × vocab) at each of ``logit_positions`` and the alignment heads' cross-attention
+        QK of the last position (batch × alignment heads × audio frames), float32.
+        """
+        weights = self.weights
+        batch, length = tokens.shape
+        self._reserve(length)
+        start, end = self.offset, self.offset + length
+        x = weights.token_embedding[tokens] + weights.positional[start:end]  # batch × length × state
+        mask = _causal_mask(length, start) if length > 1 else None
+        captured: dict[tuple[int, int], NDArray[np.float32]] = {}
+        for layer, block in enumerate(weights.blocks):
+            x += self._self_attention(layer, block, block.attn_ln(x), start, end, mask)
+            y, qk = self._cross_attention(layer, block, block.cross_ln(x))
+            x += y
+            if qk is not None:
+                for i, head in enumerate(self.capture[layer]):
+                    captured[(layer, head)] = qk[:, i]
+            x += block.mlp2(gelu(block.mlp1(block.mlp_ln(x))))
+        self.offset = end
+        picked = weights.ln(x[:, list(logit_positions)])  # batch × positions × state
+        logits = self._logits(picked.reshape(batch * len(logit_positions), -1)).reshape(batch, len(logit_positions), -1)
+        attention = np.stack([captured[h] for h in self.alignment_heads], axis=1)
+        return [logits[:, i] for i in range(len(logit_positions))], attention
+
+    def _logits(self, rows: NDArray[np.float32]) -> NDArray[np.float32]:
+        """rows × state -> rows × vocab: 2-D matmuls (numpy runs a stacked one as a loop of matrix-vector
+        products), one slice of the vocabulary a thread."""
+        embedding = self.weights.token_embedding
+        logits = np.empty((len(rows), len(embedding)), np.float32)
+        slices = _slices(len(embedding), 1 if self._pool is None else VOCAB_SLICES)
+
+        def part(columns: slice) -> None:
+            np.matmul(rows, embedding[columns].T, out=logits[:, columns])
+
+        self._map(part, slices)
+        return logits
+
+    def _map(self, task: Callable[[Any], None], items: Iterable[Any]) -> None:
+        if self._pool is None:
+            for item in items:
+                task(item)
+        else:
+            for done in [self._pool.submit(task, item) for item in items]:
+                done.result()
+
+    def _reserve(self, length: int) -> None:
+        needed = self.offset + length
+        capacity = self.self_k[0].shape[2]
+        if needed <= capacity:
+            return
+        grow = -(-(needed - capacity) // KV_BLOCK) * KV_BLOCK
+        for cache in (self.self_k, self.self_v):
+            for i, buffer in enumerate(cache):
+                pad = np.zeros((*buffer.shape[:2], grow, buffer.shape[3]), np.float32)
+                cache[i] = np.concatenate([buffer, pad], axis=2)
+
+    def _heads(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
+        """batch × length × state -> batch × heads × length × dh (a view)."""
+        batch, length, _ = x.shape
+        return x.reshape(batch, length, self.n_head, self.dh).transpose(0, 2, 1, 3)
+
+    def _merge(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
+        batch, _, length, _ = x.shape
+        return x.transpose(0, 2, 1, 3).reshape(batch, length, self.n_head * self.dh)
+
+    def _self_attention(
+        self,
+        layer: int,
+        block: DecoderBlock,
+        h: NDArray[np.float32],
+        start: int,
+        end: int,
+        mask: NDArray[np.float32] | None,
+    ) -> NDArray[np.float32]:
+        q = self._heads(block.query(h)) * self.scale
+        self.self_k[layer][:, :, start:end] = self._heads(block.key(h))
+        self.self_v[layer][:, :, start:end] = self._heads(block.value(h))
+        scores: NDArray[np.float32] = np.matmul(q, self.self_k[layer][:, :, :end].swapaxes(-1, -2))  # … × end
+        if mask is not None:
+            scores += mask
+        return block.out(self._merge(softmax_times(scores, self.self_v[layer][:, :, :end])))
+
+    def _cross_attention(
+        self, layer: int, block: DecoderBlock, h: NDArray[np.float32]
+    ) -> tuple[NDArray[np.float32], NDArray[np.float32] | None]:
+        q = self._heads(block.cross_query(h)) * self.scale
+        scores: NDArray[np.float32] = np.matmul(q, self.cross_k[layer])  # batch × heads × length × frames
+        heads = self.capture.get(layer)
+        qk = None if heads is None else scores[:, heads, -1, :]  # a copy (fancy indexing), before the softmax
+        return block.cross_out(self._merge(softmax_times(scores, self.cross_v[layer]))), qk
+
+
+def _slices(total: int, count: int) -> list[slice]:
+    """``count`` consecutive slices of about equal size that cover ``range(total)``."""
+    bounds = np.linspace(0, total, count + 1).round().astype(int)
+    return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def _causal_mask(length: int, offset: int) -> NDArray[np.float32]:
+    """Additive mask: query ``i`` (at position offset + i) sees keys 0 .. offset + i."""
+    queries = np.arange(length)[:, None] + offset
+    keys = np.arange(offset + length)[None, :]
+    return np.where(keys > queries, np.float32(-np.inf), np.float32(0)).astype(np.float32)
