@@ -118,7 +118,8 @@ def _spawn(engine: str, args: argparse.Namespace, files: Sequence[Path]) -> Meas
     with tempfile.TemporaryDirectory() as scratch:
         result = Path(scratch) / "result.json"
         command = [sys.executable, "-m", "benchmarks.longform", "--worker", engine, "--result", str(result)]
-        command += ["--model", args.model, "--batch-size", str(args.batch_size), "--cpu-threads", str(args.cpu_threads)]
+        batch = args.fw_batch_size if engine.startswith("fw-batched") else args.batch_size
+        command += ["--model", args.model, "--batch-size", str(batch), "--cpu-threads", str(args.cpu_threads)]
         command += ["--files", *map(str, files)]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
         subprocess.run(command, check=True, cwd=REPO, env=env)
@@ -150,7 +151,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--engines", default=",".join(ENGINES), help=f"comma-separated, of: {', '.join(ENGINES)}")
     parser.add_argument("--repeats", type=int, default=3, help="runs per engine, alternating engines")
     parser.add_argument("--files", nargs="+", help=f"16 kHz wav files with <stem>.json beside (default: {LONGFORM})")
-    parser.add_argument("--batch-size", type=int, default=8, help="ours and faster-whisper's batched pipeline")
+    parser.add_argument("--batch-size", type=int, default=16, help="ours (the app's default)")
+    parser.add_argument(
+        "--fw-batch-size", type=int, default=8, help="faster-whisper's batched pipeline (issue #7's baseline: 8)"
+    )
     parser.add_argument("--cpu-threads", type=int, default=os.cpu_count() or 1, help="faster-whisper's CPU threads")
     parser.add_argument("--json", help="also write every run and the accuracy here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)

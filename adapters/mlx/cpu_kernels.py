@@ -122,6 +122,7 @@ def softmax_times(scores: NDArray[np.float32], v: NDArray[np.float32]) -> NDArra
 
 
 ROW_BLOCK = 256  # encoder frames a task: its layer norm, projections and MLP stay in one core's cache
+FEW_ROWS = 64  # a decoder step's batch: measured at 8 and 16 rows, (weight @ xᵀ)ᵀ takes half x @ weightᵀ's time
 LAYER_NORM_EPS = 1e-5  # mlx.nn.LayerNorm's default, as in mlx-whisper's model
 
 
@@ -133,8 +134,12 @@ class Linear:
     def __call__(self, x: NDArray[np.float32], out: NDArray[np.float32] | None = None) -> NDArray[np.float32]:
         """``x @ weightᵀ + bias`` over the last axis, as one 2-D matmul (numpy runs a stacked one as a loop)."""
         rows = x.reshape(-1, x.shape[-1])
-        target = None if out is None else out.reshape(len(rows), -1)  # a view of a contiguous ``out``
-        result: NDArray[np.float32] = np.matmul(rows, self.weight_t, out=target)
+        result: NDArray[np.float32]
+        if out is None and len(rows) <= FEW_ROWS:  # (weight @ xᵀ)ᵀ: OpenBLAS is ~2x faster this way round
+            result = np.matmul(self.weight_t.T, rows.T).T
+        else:
+            target = None if out is None else out.reshape(len(rows), -1)  # a view of a contiguous ``out``
+            result = np.matmul(rows, self.weight_t, out=target)
         if self.bias is not None:
             result += self.bias
         return result.reshape(*x.shape[:-1], result.shape[-1])

@@ -78,8 +78,9 @@ class MlxWhisperDecoder:
         self.dtype = model.decoder.token_embedding.weight.dtype
         self.host_math = mx.default_device() == mx.cpu  # transcendental math in numpy: see forward.encode
         self.lagged = not self.host_math if lagged is None else lagged
-        # CPU: the encoder's attention heads are shared out among one thread a core (each numpy BLAS call on one)
-        self._pool = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="encoder") if self.host_math else None
+        # CPU: the encoder's and decoder's numpy work is shared out among one thread a core (each BLAS call on one)
+        self._threads = os.cpu_count() or 1
+        self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="numpy") if self.host_math else None
         self._decoder_weights = decoder_weights(model)  # views: the host flavour's numpy decoder
         self._rules_cache: dict[tuple[str, str, bool], LogitRules] = {}
 
@@ -226,8 +227,9 @@ class MlxWhisperDecoder:
             # the pool's threads share the larger matmuls, each on one BLAS thread: numpy's own BLAS threads would
             # hand off every small matmul, at great cost whenever another process holds a core
             with threadpool_limits(1, user_api="blas"):
+                features_host = np.asarray(features, np.float32)
                 host = NumpyDecoderState(
-                    self._decoder_weights, np.asarray(features, np.float32), self.alignment_heads, self._pool
+                    self._decoder_weights, features_host, self.alignment_heads, self._pool, self._threads
                 )
                 host_logits, host_attention = host.step(np.array(prompt), logit_positions=(sot_index, -1))
                 no_speech_host = (
