@@ -10,15 +10,14 @@ QK of the last position come straight from the cross-attention's scores (``docs/
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Executor
-from typing import Any
 
 import numpy as np
 from attrs import frozen
 from numpy.typing import NDArray
 
-from adapters.mlx.cpu_kernels import LayerNorm, Linear, gelu, softmax_times
+from adapters.mlx.cpu_kernels import LayerNorm, Linear, gelu, run_all, softmax_times
 
 KV_BLOCK = 64  # tokens: the self-attention cache grows by this many positions at a time
 
@@ -86,7 +85,7 @@ class NumpyDecoderState:
                 self.cross_k[layer][window] = k.transpose(1, 2, 0)
                 self.cross_v[layer][window] = v.transpose(1, 0, 2)
 
-        self._map(project, range(batch))
+        run_all(self._pool, project, range(batch))
         shape = (batch, self.n_head, KV_BLOCK, self.dh)
         self.self_k = [np.zeros(shape, np.float32) for _ in weights.blocks]
         self.self_v = [np.zeros(shape, np.float32) for _ in weights.blocks]
@@ -142,16 +141,8 @@ class NumpyDecoderState:
             # vocabulary × rows, then transposed: OpenBLAS is up to 2x faster this way round for a few rows
             logits[:, columns] = np.matmul(embedding[columns], rows.T).T
 
-        self._map(part, _slices(len(embedding), self._parts))
+        run_all(self._pool, part, _slices(len(embedding), self._parts))
         return logits
-
-    def _map(self, task: Callable[[Any], None], items: Iterable[Any]) -> None:
-        if self._pool is None:
-            for item in items:
-                task(item)
-        else:
-            for done in [self._pool.submit(task, item) for item in items]:
-                done.result()
 
     def _reserve(self, length: int) -> None:
         needed = self.offset + length
@@ -205,7 +196,7 @@ class NumpyDecoderState:
                 qk[rows] = scores[:, heads, -1, :]  # before the softmax overwrites them
             out[rows] = softmax_times(scores, v[rows])
 
-        self._map(part, _slices(len(q), min(self._parts, len(q))))
+        run_all(self._pool, part, _slices(len(q), min(self._parts, len(q))))
         return block.cross_out(self._merge(out)), qk
 
 

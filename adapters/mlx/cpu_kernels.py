@@ -11,13 +11,15 @@ the blocks are shared out among threads (numpy releases the GIL in its loops and
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 from attrs import frozen
 from numpy.typing import NDArray
+
+T = TypeVar("T")
 
 GELU_BLOCK = 32768  # elements: three float32 buffers of this size (384 KB) stay in a 1 MB L2
 ATTENTION_ROWS = 256  # query rows a block: 256 × 1500 float32 scores (1.5 MB), measured best of 32-256
@@ -103,12 +105,7 @@ def attention(
             np.matmul(q[index, start:stop], kt, out=block)
             out[index, start:stop] = softmax_times(block, v[index])
 
-    if pool is None:
-        for index in range(len(q)):
-            head(index)
-    else:
-        for done in [pool.submit(head, index) for index in range(len(q))]:
-            done.result()
+    run_all(pool, head, range(len(q)))
     return out.reshape(shape)
 
 
@@ -222,7 +219,11 @@ def encode(weights: EncoderWeights, mels: NDArray[np.float32], pool: Executor | 
 
         run(mlp, len(rows))
     result = np.empty_like(rows)
-    run(lambda part: result.__setitem__(part, weights.ln_post(rows[part])), len(rows))
+
+    def final(part: slice) -> None:
+        result[part] = weights.ln_post(rows[part])
+
+    run(final, len(rows))
     return result.reshape(windows, frames, state)
 
 
@@ -260,12 +261,17 @@ def _runner(pool: Executor | None) -> _Runner:
     """Runs ``task`` over blocks of ``ROW_BLOCK`` rows, on ``pool``'s threads if there is one."""
 
     def run(task: Callable[[slice], None], rows: int) -> None:
-        parts = [slice(start, min(start + ROW_BLOCK, rows)) for start in range(0, rows, ROW_BLOCK)]
-        if pool is None:
-            for part in parts:
-                task(part)
-        else:
-            for done in [pool.submit(task, part) for part in parts]:
-                done.result()
+        run_all(pool, task, [slice(start, min(start + ROW_BLOCK, rows)) for start in range(0, rows, ROW_BLOCK)])
 
     return run
+
+
+def run_all(pool: Executor | None, task: Callable[[T], None], items: Iterable[T]) -> None:
+    """``task`` on each item, on ``pool``'s threads if there is one (else here, in order); the first error raised
+    is raised here once all have run."""
+    if pool is None:
+        for item in items:
+            task(item)
+        return
+    for done in [pool.submit(task, item) for item in items]:
+        done.result()
