@@ -26,7 +26,7 @@ from mlx_whisper.whisper import Whisper
 from numpy.typing import NDArray
 from threadpoolctl import threadpool_limits
 
-from adapters.mlx.cpu_decoder import NumpyDecoderState
+from adapters.mlx.cpu_decoder import DecoderWeights, NumpyDecoderState
 from adapters.mlx.forward import DecoderState, decoder_weights, encode
 from adapters.mlx.loop import Progress, decode_lagged, decode_synced
 from adapters.mlx.rules import LogitRules
@@ -81,7 +81,7 @@ class MlxWhisperDecoder:
         # CPU: the encoder's and decoder's numpy work is shared out among one thread a core (each BLAS call on one)
         self._threads = os.cpu_count() or 1
         self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="numpy") if self.host_math else None
-        self._decoder_weights = decoder_weights(model)  # views: the host flavour's numpy decoder
+        self._decoder_weights: DecoderWeights | None = None  # the host flavour's, made on first use
         self._rules_cache: dict[tuple[str, str, bool], LogitRules] = {}
 
     @property
@@ -228,6 +228,8 @@ class MlxWhisperDecoder:
             # hand off every small matmul, at great cost whenever another process holds a core
             with threadpool_limits(1, user_api="blas"):
                 features_host = np.asarray(features, np.float32)
+                if self._decoder_weights is None:  # views on the CPU backend; copies elsewhere
+                    self._decoder_weights = decoder_weights(self.model)
                 host = NumpyDecoderState(
                     self._decoder_weights, features_host, self.alignment_heads, self._pool, self._threads
                 )

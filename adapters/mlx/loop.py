@@ -1,8 +1,9 @@
 """The greedy (or sampled) decoding loop over a batch, in two flavours that give the same tokens.
 
 ``decode_synced`` (the CPU backend): the host reads every step's tokens before it builds the next step; the
-cross-attention, logits, rules and scores run in numpy (its ``exp`` is 10-20× faster than MLX's CPU kernel here,
-and its BLAS takes the logits' matmul on every core); finished sequences leave the batch at once.
+decoder's step (``cpu_decoder.NumpyDecoderState``), the rules and the scores run in numpy (MLX's CPU ``exp`` is
+10-20× slower than numpy's, and each MLX/numpy exchange is a synchronisation); finished sequences leave the batch
+at once.
 
 ``decode_lagged`` (a GPU): everything a step needs stays on the device (the rules' timestamp state too), so step
 t+1's forward is queued (``mx.async_eval``) before the host reads step t's tokens: the host learns of an
