@@ -14,7 +14,7 @@ import os
 import zlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 
 import mlx.core as mx
 import numpy as np
@@ -24,12 +24,12 @@ from mlx_whisper.decoding import detect_language
 from mlx_whisper.tokenizer import LANGUAGES, TO_LANGUAGE_CODE, Tokenizer, get_tokenizer
 from mlx_whisper.whisper import Whisper
 from numpy.typing import NDArray
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from adapters.mlx.cpu_decoder import DecoderWeights, NumpyDecoderState
 from adapters.mlx.forward import DecoderState, decoder_weights, encode
 from adapters.mlx.loop import Progress, decode_lagged, decode_synced
-from adapters.mlx.rules import LogitRules
+from adapters.mlx.rules import LogitRules, logsumexp
 from domain.audio import FRAME_SECONDS, ChunkSegment, DecodedChunk, Window
 from domain.errors import InvalidOptionError, UnsupportedLanguageError
 from domain.model import TranscribeOptions
@@ -81,6 +81,7 @@ class MlxWhisperDecoder:
         # CPU: the encoder's and decoder's numpy work is shared out among one thread a core (each BLAS call on one)
         self._threads = os.cpu_count() or 1
         self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="numpy") if self.host_math else None
+        self._blas = ThreadpoolController() if self.host_math else None  # the loaded BLAS libraries, found once
         self._decoder_weights: DecoderWeights | None = None  # the host flavour's, made on first use
         self._rules_cache: dict[tuple[str, str, bool], LogitRules] = {}
 
@@ -122,6 +123,11 @@ class MlxWhisperDecoder:
 
     # -- steps ------------------------------------------------------------------------------------------------
 
+    def _one_blas_thread(self) -> AbstractContextManager[object]:
+        """numpy's BLAS on one thread while the CPU backend's pool shares out the work: its own threads would hand
+        off every small matmul, at great cost whenever another process holds a core. Nothing elsewhere."""
+        return nullcontext() if self._blas is None else self._blas.limit(limits=1, user_api="blas")
+
     def _check_options(self, options: TranscribeOptions) -> str | None:
         """The language code to force, or None to detect it per window."""
         language = options.language
@@ -153,7 +159,7 @@ class MlxWhisperDecoder:
                 for w in windows[start : start + ENCODER_BATCH]
             ]
             batch = mx.stack(mels).astype(self.dtype)
-            with threadpool_limits(1, user_api="blas") if self.host_math else nullcontext():
+            with self._one_blas_thread():
                 features = encode(self.model, batch, host_math=self.host_math, pool=self._pool)
                 mx.eval(features)
             parts.append(features)
@@ -224,9 +230,7 @@ class MlxWhisperDecoder:
             decode_lagged(state, rules, logits_list[1], attention, progress, temperature)
             no_speech_host = np.full(batch, np.nan) if no_speech_probs is None else np.array(no_speech_probs)
         else:
-            # the pool's threads share the larger matmuls, each on one BLAS thread: numpy's own BLAS threads would
-            # hand off every small matmul, at great cost whenever another process holds a core
-            with threadpool_limits(1, user_api="blas"):
+            with self._one_blas_thread():
                 features_host = np.asarray(features, np.float32)
                 if self._decoder_weights is None:  # views on the CPU backend; copies elsewhere
                     self._decoder_weights = decoder_weights(self.model)
@@ -234,8 +238,9 @@ class MlxWhisperDecoder:
                     self._decoder_weights, features_host, self.alignment_heads, self._pool, self._threads
                 )
                 host_logits, host_attention = host.step(np.array(prompt), logit_positions=(sot_index, -1))
+                first = host_logits[0]  # at the start-of-transcript token: each row's probability of no speech
                 no_speech_host = (
-                    np.full(batch, np.nan) if no_speech is None else _softmax_at(host_logits[0], no_speech)
+                    np.full(batch, np.nan) if no_speech is None else np.exp(first[:, no_speech] - logsumexp(first))
                 )
                 decode_synced(host, rules, host_logits[1], host_attention, progress, temperature)
         rows = progress.attention(len(self.alignment_heads))
@@ -345,10 +350,3 @@ def split_segments(tokens: Sequence[int], tokenizer: Tokenizer, duration: float)
         close(duration)
     return tuple(segments)
 
-
-def _softmax_at(logits: NDArray[np.float32], token: int) -> NDArray[np.float64]:
-    """Each row's probability of ``token`` (rows × vocab logits)."""
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    exp = np.exp(shifted.astype(np.float64))
-    probability: NDArray[np.float64] = exp[:, token] / exp.sum(axis=-1)
-    return probability
