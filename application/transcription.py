@@ -12,14 +12,11 @@ from attrs import define, field, frozen
 from numpy.typing import NDArray
 
 from application.word_timing import WordTiming, default_align_workers, timed_segments
-from domain.audio import SAMPLE_RATE, DecodedChunk, Waveform, Window
+from domain.audio import CONTINUE_SECONDS, SAMPLE_RATE, DecodedChunk, Waveform, Window
 from domain.errors import AudioLoadError, TranscriptionError
 from domain.model import Segment, TranscribeOptions, Transcript
 from domain.ports import Aligner, AudioSource, Decoder, ProgressSink
 from domain.windowing import stream_windows
-
-
-CONTINUE_SECONDS = 1.0  # heuristic: less than a second left after the last segment holds no more than a word or two
 
 
 def _no_progress(done: int, total: int) -> None:

@@ -106,6 +106,24 @@ def stream_windows(
             buffer, base = buffer[drop:].copy(), base + drop
 
 
+def sound_end(samples: NDArray[np.float32]) -> float:
+    """Seconds from the start of ``samples`` (16 kHz mono) to the end of the last frame that is not quiet by step
+    3's rule, with the samples' own loudness; 0.0 when all are quiet (digital silence, dither) or none are given.
+
+    The smoothed power is used, as for cuts: a frame within 110 ms of sound counts as sound.
+    """
+    if samples.size == 0:
+        return 0.0
+    power = _frame_power(samples)
+    frame_db = _decibels(power)
+    loudness = float(np.percentile(frame_db, LOUDNESS_PERCENTILE))
+    threshold = max(loudness - QUIET_BELOW_LOUDNESS_DB, SILENCE_DB)
+    loud = np.flatnonzero(_decibels(_centred_mean(power, SMOOTHING_FRAMES)) > threshold)
+    if not loud.size:
+        return 0.0
+    return min((int(loud[-1]) + 1) * FRAME_SAMPLES, len(samples)) / SAMPLE_RATE
+
+
 def _max_samples(max_seconds: float) -> int:
     """The most samples whose duration is ``<= max_seconds``."""
     if not (np.isfinite(max_seconds) and max_seconds * SAMPLE_RATE >= 1):

@@ -4,7 +4,9 @@ One ``decode_batch`` call: log-mel spectrograms of all windows, one batched enco
 window where asked, then greedy decoding of the batch with a per-sequence KV cache. A sequence that emits
 end-of-text leaves the batch (the caches are compacted by active indices) and the rest go on. Each step keeps, per
 sequence, one row of cross-attention for each alignment head: that is all the word aligner needs, so there is no
-second encoder or decoder pass. Windows whose result fails the compression-ratio or log-probability checks are
+second encoder or decoder pass. A sequence may not end with a segment opened (a timestamp pair) while more than
+a second of sound follows the opening in its window: windows end in pauses, so the segment is whole there and is
+transcribed in the same pass (openai-whisper would seek to it and decode another window). Windows whose result fails the compression-ratio or log-probability checks are
 decoded again, together, at the next temperature; the rows of the discarded attempt are dropped with it.
 """
 
@@ -30,9 +32,10 @@ from adapters.mlx.cpu_decoder import DecoderWeights, NumpyDecoderState
 from adapters.mlx.forward import DecoderState, decoder_weights, encode
 from adapters.mlx.loop import Progress, decode_lagged, decode_synced
 from adapters.mlx.rules import LogitRules, logsumexp
-from domain.audio import FRAME_SECONDS, ChunkSegment, DecodedChunk, Window
+from domain.audio import CONTINUE_SECONDS, FRAME_SECONDS, ChunkSegment, DecodedChunk, Window
 from domain.errors import InvalidOptionError, UnsupportedLanguageError
 from domain.model import TranscribeOptions
+from domain.windowing import sound_end
 
 ENCODER_BATCH = 8  # windows per encoder call: bounds the encoder's activation memory
 EXPLICIT_CROSS_MIN_BATCH = 16  # GPU: from this batch on, explicit cross-attention beats the fused kernel
@@ -101,11 +104,14 @@ class MlxWhisperDecoder:
         language = self._check_options(options)
         features = self._encode(windows)  # windows × audio ctx × state
         languages = self._languages(features, language)
+        finish_below = self._finish_below(windows)
         results: list[Attempt | None] = [None] * len(windows)
         pending = list(range(len(windows)))
         for number, temperature in enumerate(options.temperatures):
             last = number == len(options.temperatures) - 1
-            attempts = self._decode(features[mx.array(pending)], [languages[i] for i in pending], options, temperature)
+            attempts = self._decode(
+                features[mx.array(pending)], [languages[i] for i in pending], options, temperature, finish_below[pending]
+            )
             retry = []
             for index, attempt in zip(pending, attempts):
                 if not last and self._needs_fallback(attempt, languages[index], options):
@@ -165,6 +171,15 @@ class MlxWhisperDecoder:
             parts.append(features)
         return mx.concatenate(parts) if len(parts) > 1 else parts[0]
 
+    def _finish_below(self, windows: Sequence[Window]) -> NDArray[np.int64]:
+        """Per window, the timestamp token below which a segment opened there must be finished there
+        (``LogitRules``): more than ``CONTINUE_SECONDS`` of sound follow it (none in silence, whatever the model
+        says)."""
+        until = np.array([min(sound_end(w.samples), w.duration) for w in windows]) - CONTINUE_SECONDS
+        frames = np.maximum(0, np.ceil(until / FRAME_SECONDS - 1e-6)).astype(np.int64)
+        bounds: NDArray[np.int64] = frames + int(self._tokenizer("en", "transcribe").timestamp_begin)
+        return bounds
+
     def _languages(self, features: mx.array, language: str | None) -> list[str]:
         if language is not None:
             return [language] * features.shape[0]
@@ -207,9 +222,17 @@ class MlxWhisperDecoder:
         )
 
     def _decode(
-        self, features: mx.array, languages: Sequence[str], options: TranscribeOptions, temperature: float
+        self,
+        features: mx.array,
+        languages: Sequence[str],
+        options: TranscribeOptions,
+        temperature: float,
+        finish_below: NDArray[np.int64] | None = None,
     ) -> list[Attempt]:
-        """Greedy (or sampled, at ``temperature`` > 0) decoding of a batch; finished sequences leave it."""
+        """Greedy (or sampled, at ``temperature`` > 0) decoding of a batch; finished sequences leave it.
+
+        ``finish_below``: each sequence's ``LogitRules`` bound on ending after an opened segment (none if None).
+        """
         batch = features.shape[0]
         tokenizer = self._tokenizer(languages[0], options.task)
         rules = self._rules(options)
@@ -227,7 +250,7 @@ class MlxWhisperDecoder:
             state = DecoderState(self.model, features, self.alignment_heads, explicit_cross=explicit, fused=gpu)
             logits_list, attention = state.step(prompt, logit_positions=(sot_index, -1))
             no_speech_probs = mx.softmax(logits_list[0], axis=-1)[:, no_speech] if no_speech is not None else None
-            decode_lagged(state, rules, logits_list[1], attention, progress, temperature)
+            decode_lagged(state, rules, logits_list[1], attention, progress, temperature, finish_below)
             no_speech_host = np.full(batch, np.nan) if no_speech_probs is None else np.array(no_speech_probs)
         else:
             with self._one_blas_thread():
@@ -242,7 +265,7 @@ class MlxWhisperDecoder:
                 no_speech_host = (
                     np.full(batch, np.nan) if no_speech is None else np.exp(first[:, no_speech] - logsumexp(first))
                 )
-                decode_synced(host, rules, host_logits[1], host_attention, progress, temperature)
+                decode_synced(host, rules, host_logits[1], host_attention, progress, temperature, finish_below)
         rows = progress.attention(len(self.alignment_heads))
         return [
             Attempt(

@@ -101,11 +101,12 @@ def decode_synced(
     attention: NDArray[np.float32],
     progress: Progress,
     temperature: float,
+    finish_below: NDArray[np.int64] | None = None,
 ) -> None:
     """Step by step in numpy (``NumpyDecoderState``, ``LogitRules.apply_host``), the host reading each step before
-    the next: finished sequences leave the batch at once."""
+    the next: finished sequences leave the batch at once. ``finish_below``: see ``LogitRules``."""
     eot, timestamp_begin = rules.eot, rules.timestamp_begin
-    ts_state = TimestampState.initial(len(progress.tokens))
+    ts_state = TimestampState.initial(len(progress.tokens), finish_below)
     active = np.arange(len(progress.tokens))
     limit = progress.limit  # steps at most
     for step in range(limit):
@@ -137,10 +138,11 @@ def decode_lagged(
     attention: mx.array,
     progress: Progress,
     temperature: float,
+    finish_below: NDArray[np.int64] | None = None,
 ) -> None:
     """Step t+1 is queued on the device before the host reads step t: the host never keeps the device waiting."""
     eot, timestamp_begin = rules.eot, rules.timestamp_begin
-    ts_state = DeviceTimestampState.initial(len(progress.tokens))
+    ts_state = DeviceTimestampState.initial(len(progress.tokens), finish_below)
     active = np.arange(len(progress.tokens))
     unread: tuple[NDArray[np.int64], mx.array, mx.array, mx.array, mx.array] | None = None
     limit = progress.limit  # steps at most

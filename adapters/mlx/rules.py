@@ -26,11 +26,15 @@ class TimestampState:
     last_was_timestamp: np.ndarray  # bool (batch,)
     penultimate_was_timestamp: np.ndarray  # bool (batch,): True while fewer than 2 tokens were sampled
     last_timestamp: np.ndarray  # int (batch,): the last timestamp token id sampled, -1 if none
+    # int (batch,): end-of-text may not follow a segment opened at a timestamp token below this (see LogitRules)
+    finish_below: np.ndarray
     sampled: int = 0
 
     @classmethod
-    def initial(cls, batch: int) -> TimestampState:
-        return cls(np.zeros(batch, bool), np.ones(batch, bool), np.full(batch, -1, np.int64))
+    def initial(cls, batch: int, finish_below: np.ndarray | None = None) -> TimestampState:
+        """Nothing sampled yet; ``finish_below`` (token ids, one a sequence) defaults to no such rule."""
+        finish = np.zeros(batch, np.int64) if finish_below is None else np.asarray(finish_below, np.int64)
+        return cls(np.zeros(batch, bool), np.ones(batch, bool), np.full(batch, -1, np.int64), finish)
 
     def after(self, tokens: np.ndarray, timestamp_begin: int) -> TimestampState:
         """The state once ``tokens`` (one a sequence) are appended."""
@@ -39,6 +43,7 @@ class TimestampState:
             is_timestamp,
             self.last_was_timestamp.copy() if self.sampled >= 1 else np.ones_like(is_timestamp),
             np.where(is_timestamp, tokens, self.last_timestamp),
+            self.finish_below,
             self.sampled + 1,
         )
 
@@ -47,12 +52,17 @@ class TimestampState:
             mx.array(self.last_was_timestamp),
             mx.array(self.penultimate_was_timestamp),
             mx.array(self.last_timestamp),
+            mx.array(self.finish_below),
             self.sampled,
         )
 
     def select(self, rows: np.ndarray) -> TimestampState:
         return TimestampState(
-            self.last_was_timestamp[rows], self.penultimate_was_timestamp[rows], self.last_timestamp[rows], self.sampled
+            self.last_was_timestamp[rows],
+            self.penultimate_was_timestamp[rows],
+            self.last_timestamp[rows],
+            self.finish_below[rows],
+            self.sampled,
         )
 
 
@@ -63,26 +73,39 @@ class DeviceTimestampState:
     last_was_timestamp: mx.array  # bool (batch,)
     penultimate_was_timestamp: mx.array  # bool (batch,)
     last_timestamp: mx.array  # int32 (batch,), -1 if none
+    finish_below: mx.array  # int32 (batch,)
     sampled: int = 0
 
     @classmethod
-    def initial(cls, batch: int) -> DeviceTimestampState:
-        return cls(mx.zeros((batch,), mx.bool_), mx.ones((batch,), mx.bool_), mx.full((batch,), -1, mx.int32))
+    def initial(cls, batch: int, finish_below: np.ndarray | None = None) -> DeviceTimestampState:
+        finish = mx.zeros((batch,), mx.int32) if finish_below is None else mx.array(finish_below, mx.int32)
+        return cls(mx.zeros((batch,), mx.bool_), mx.ones((batch,), mx.bool_), mx.full((batch,), -1, mx.int32), finish)
 
     def after(self, tokens: mx.array, timestamp_begin: int) -> DeviceTimestampState:
         is_timestamp = tokens >= timestamp_begin
         penultimate = self.last_was_timestamp if self.sampled >= 1 else mx.ones_like(is_timestamp)
         last = mx.where(is_timestamp, tokens.astype(mx.int32), self.last_timestamp)
-        return DeviceTimestampState(is_timestamp, penultimate, last, self.sampled + 1)
+        return DeviceTimestampState(is_timestamp, penultimate, last, self.finish_below, self.sampled + 1)
 
     def select(self, rows: mx.array) -> DeviceTimestampState:
         return DeviceTimestampState(
-            self.last_was_timestamp[rows], self.penultimate_was_timestamp[rows], self.last_timestamp[rows], self.sampled
+            self.last_was_timestamp[rows],
+            self.penultimate_was_timestamp[rows],
+            self.last_timestamp[rows],
+            self.finish_below[rows],
+            self.sampled,
         )
 
 
 class LogitRules:
-    """Suppression and timestamp rules for one vocabulary; ``apply`` works for any batch size."""
+    """Suppression and timestamp rules for one vocabulary; ``apply`` works for any batch size.
+
+    One rule beyond openai-whisper's: a sequence whose last two tokens are timestamps (a segment closed and the
+    next one opened) may not end there if the opening timestamp's token id is below its ``finish_below``. Whisper
+    ends a window that way when it believes the opened segment runs past the window's end (sequential
+    transcription then seeks to the opening timestamp); a window cut in a pause, with sound left after the
+    opening, holds the whole segment, so the sequence must go on and transcribe it (``MlxWhisperDecoder``).
+    """
 
     def __init__(
         self,
@@ -119,6 +142,7 @@ class LogitRules:
         self.ids = mx.array(ids)
         self.is_timestamp = mx.array(ids >= timestamp_begin)
         self.is_text = mx.array(ids < eot)
+        self.is_eot = mx.array(ids == eot)
         # one fused kernel for the elementwise mask (GPU): the rules' arrays are constants of the compiled graph
         self._later = mx.compile(self._mask_later) if compiled else self._mask_later
 
@@ -128,8 +152,10 @@ class LogitRules:
             state = state.to_device()
         last, penultimate, last_ts = state.last_was_timestamp, state.penultimate_was_timestamp, state.last_timestamp
         if first_step:
-            return self._mask(logits, last, penultimate, last_ts, self.first)
-        result: mx.array = self._later(logits, last, penultimate, last_ts)
+            return self._mask(logits, last, penultimate, last_ts, mx.zeros_like(last_ts), self.first)
+        # after one token "both were timestamps" is only the initial state's: the rule starts at two
+        finish = state.finish_below if state.sampled >= 2 else mx.zeros_like(last_ts)
+        result: mx.array = self._later(logits, last, penultimate, last_ts, finish)
         return result
 
     def apply_host(self, logits: NDArray[np.float32], state: TimestampState, first_step: bool) -> NDArray[np.float32]:
@@ -145,6 +171,8 @@ class LogitRules:
         last, penultimate, last_ts = state.last_was_timestamp, state.penultimate_was_timestamp, state.last_timestamp
         masked[last & penultimate, begin:] = -np.inf  # timestamps come in pairs, except directly before end-of-text
         masked[last & ~penultimate, : self.eot] = -np.inf
+        if state.sampled >= 2:  # a segment opened with sound enough after it is transcribed here
+            masked[last & penultimate & (last_ts < state.finish_below), self.eot] = -np.inf
         # timestamps never decrease, and a segment has non-zero length
         floor = np.where(last_ts >= 0, np.where(last & ~penultimate, last_ts, last_ts + 1), 0)
         timestamps = masked[:, begin:]  # a view
@@ -153,17 +181,27 @@ class LogitRules:
         masked[logsumexp(timestamps) > masked[:, :begin].max(axis=-1), :begin] = -np.inf
         return masked
 
-    def _mask_later(self, logits: mx.array, last: mx.array, penultimate: mx.array, last_ts: mx.array) -> mx.array:
-        return self._mask(logits, last, penultimate, last_ts, None)
+    def _mask_later(
+        self, logits: mx.array, last: mx.array, penultimate: mx.array, last_ts: mx.array, finish: mx.array
+    ) -> mx.array:
+        return self._mask(logits, last, penultimate, last_ts, finish, None)
 
     def _mask(
-        self, logits: mx.array, last: mx.array, penultimate: mx.array, last_ts: mx.array, first: mx.array | None
+        self,
+        logits: mx.array,
+        last: mx.array,
+        penultimate: mx.array,
+        last_ts: mx.array,
+        finish: mx.array,
+        first: mx.array | None,
     ) -> mx.array:
         forbid = self.always if first is None else self.always | first
         if self.with_timestamps:
+            opened = (last & penultimate & (last_ts < finish))[:, None]
             last, penultimate = last[:, None], penultimate[:, None]
             # timestamps come in pairs, except directly before end-of-text
             forbid = forbid | (last & penultimate & self.is_timestamp) | (last & ~penultimate & self.is_text)
+            forbid = forbid | (opened & self.is_eot)  # a segment opened with sound enough after it goes on
             # timestamps never decrease, and a segment has non-zero length
             floor = mx.where(last[:, 0] & ~penultimate[:, 0], last_ts, last_ts + 1)
             floor = mx.where(last_ts >= 0, floor, 0)

@@ -121,6 +121,7 @@ def test_timestamp_rules_follow_each_rows_own_history(host: bool) -> None:
             _merge(state.last_was_timestamp, rows, going.last_was_timestamp),
             _merge(state.penultimate_was_timestamp, rows, going.penultimate_was_timestamp),
             _merge(state.last_timestamp, rows, going.last_timestamp),
+            state.finish_below,
             going.sampled,
         )
     # make text likelier than timestamps so only the hard rules decide
@@ -134,6 +135,28 @@ def test_timestamp_rules_follow_each_rows_own_history(host: bool) -> None:
     assert allowed[2, 400] and not allowed[2, TB] and allowed[2, TB + 1]
     # row 3 after its opening timestamp alone: text must follow, not a second timestamp
     assert allowed[3, 400] and not allowed[3, TB + 60]
+
+
+@pytest.mark.parametrize("host", [False, True])
+def test_a_segment_opened_with_sound_enough_after_it_is_transcribed_not_left(host: bool) -> None:
+    # every row: "<|0.00|> text <|1.00|><|1.00|>" (a segment closed at 1.00 s and the next opened there)
+    state = TimestampState.initial(3, finish_below=np.array([TB + 100, TB + 50, 0]))
+    for token in (TB, 400, TB + 50, TB + 50):
+        state = state.after(np.full(3, token), TB)
+    allowed = _allowed(mx.zeros((3, 51864)), state, first_step=False, host=host)
+    # row 0: more sound follows 1.00 s than the bound allows to leave: text must follow, not end-of-text
+    assert not allowed[0, EOT] and allowed[0, 400]
+    # row 1: the opening is at the bound (the last second of sound): Whisper may leave it, as openai-whisper
+    # row 2: no bound (a window of silence)
+    assert allowed[1, EOT] and allowed[2, EOT]
+
+
+@pytest.mark.parametrize("host", [False, True])
+def test_a_window_may_still_end_right_after_its_first_timestamp(host: bool) -> None:
+    # "<|0.00|>" then end-of-text: the model says the window holds no speech; the bound does not force text
+    state = TimestampState.initial(2, finish_below=np.array([TB + 1000, TB + 1000])).after(np.full(2, TB), TB)
+    allowed = _allowed(mx.zeros((2, 51864)), state, first_step=False, host=host)
+    assert allowed[:, EOT].all()
 
 
 def _merge(old: np.ndarray, rows: np.ndarray, new: np.ndarray) -> np.ndarray:

@@ -10,7 +10,7 @@ from hypothesis.extra.numpy import arrays
 from numpy.typing import NDArray
 
 from domain.audio import SAMPLE_RATE, Window
-from domain.windowing import split_into_windows, stream_windows
+from domain.windowing import sound_end, split_into_windows, stream_windows
 
 Span = tuple[int, int]  # [start, end) in samples
 
@@ -234,3 +234,27 @@ def test_streamed_windows_equal_the_whole_inputs(
     assert [(w.index, w.offset, w.samples.tobytes()) for w in streamed] == [
         (w.index, w.offset, w.samples.tobytes()) for w in whole
     ]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_sound_ends_with_the_last_word_not_the_room_noise_after_it(seed: int) -> None:
+    samples, words = speech_like(seed=seed, total_seconds=20)
+    samples = np.concatenate([samples, (1e-3 * np.random.default_rng(seed).standard_normal(seconds(5)))])
+    last_word_end = words[-1][1] / SAMPLE_RATE
+
+    # within the smoothing's reach (110 ms) and a frame after the last word, never before it
+    assert last_word_end <= sound_end(samples.astype(np.float32)) <= last_word_end + 0.14
+
+
+def test_silence_and_dither_have_no_sound() -> None:
+    dither = np.random.default_rng(0).standard_normal(seconds(10)).astype(np.float32) * np.float32(1 / 32768)
+
+    assert sound_end(np.zeros(seconds(10), np.float32)) == 0.0
+    assert sound_end(dither) == 0.0
+    assert sound_end(np.zeros(0, np.float32)) == 0.0
+
+
+def test_sound_to_the_very_end_ends_at_the_end() -> None:
+    samples = (0.1 * np.random.default_rng(0).standard_normal(seconds(3) + 7)).astype(np.float32)
+
+    assert sound_end(samples) == len(samples) / SAMPLE_RATE
