@@ -94,13 +94,28 @@ class NumpyDecoderState:
         for layer, head in alignment_heads:
             self.capture.setdefault(layer, []).append(head)
         self.alignment_heads = list(alignment_heads)
+        # the caches' slot of each row (the caller's order), a permutation of range(rows): None while the identity
+        self._slots: NDArray[np.int64] | None = None
 
     def keep(self, rows: NDArray[np.integer]) -> None:
-        """Compact the batch to ``rows`` (indices of the sequences that go on)."""
-        self.cross_k = [k[rows] for k in self.cross_k]
-        self.cross_v = [v[rows] for v in self.cross_v]
-        self.self_k = [k[rows] for k in self.self_k]
-        self.self_v = [v[rows] for v in self.self_v]
+        """Compact the batch to ``rows`` (indices, ascending, of the sequences that go on).
+
+        The caches are not gathered (that copied every remaining window's cross-attention K/V, 18 MB a window for
+        tiny.en, at every compaction): each row that goes on keeps its slot, and only the rows in slots past the
+        new batch size move into the freed slots below it; the caches become views of their first slots.
+        """
+        slots = np.arange(len(self.cross_k[0])) if self._slots is None else self._slots
+        kept = slots[np.asarray(rows)]
+        count = len(kept)
+        movers = np.flatnonzero(kept >= count)
+        free = np.setdiff1d(np.arange(count), kept)  # as many as movers, ascending
+        for cache in (self.cross_k, self.cross_v, self.self_k, self.self_v):
+            for i, buffer in enumerate(cache):
+                if movers.size:
+                    buffer[free] = buffer[kept[movers]]
+                cache[i] = buffer[:count]
+        kept[movers] = free
+        self._slots = None if np.array_equal(kept, np.arange(count)) else kept
 
     def step(
         self, tokens: NDArray[np.integer], logit_positions: Sequence[int] = (-1,)
@@ -111,6 +126,8 @@ class NumpyDecoderState:
         QK of the last position (batch × alignment heads × audio frames), float32.
         """
         weights = self.weights
+        if self._slots is not None:  # the step runs in the caches' slot order; rows back in the caller's at the end
+            tokens = tokens[np.argsort(self._slots)]
         batch, length = tokens.shape
         self._reserve(length)
         start, end = self.offset, self.offset + length
@@ -129,6 +146,8 @@ class NumpyDecoderState:
         picked = weights.ln(x[:, list(logit_positions)])  # batch × positions × state
         logits = self._logits(picked.reshape(batch * len(logit_positions), -1)).reshape(batch, len(logit_positions), -1)
         attention = np.stack([captured[h] for h in self.alignment_heads], axis=1)
+        if self._slots is not None:
+            logits, attention = logits[self._slots], attention[self._slots]
         return [logits[:, i] for i in range(len(logit_positions))], attention
 
     def _logits(self, rows: NDArray[np.float32]) -> NDArray[np.float32]:

@@ -140,6 +140,29 @@ def test_explicit_cross_attention_and_the_numpy_decoder_equal_the_fused_kernel(
         np.testing.assert_allclose(results[0][1], other[1], atol=1e-4)
 
 
+def test_the_numpy_decoders_compaction_keeps_each_rows_own_caches(tiny_en: MlxWhisperDecoder) -> None:
+    # 4 windows; keeping rows 1 and 2 moves window 2's caches into the freed slot 0 (the rows' order is then no
+    # longer the slots'), keeping row 1 of those leaves window 2 alone: every step must give what the same rows
+    # give in a batch that never shrinks
+    mels = mx.random.normal((4, 3000, tiny_en.model.dims.n_mels), key=mx.random.key(2))
+    features = np.array(encode(tiny_en.model, mels, host_math=True))
+    weights = decoder_weights(tiny_en.model)
+    whole = NumpyDecoderState(weights, features, tiny_en.alignment_heads)
+    shrinking = NumpyDecoderState(weights, features, tiny_en.alignment_heads)
+    prompt = np.array([list(TOKENIZER.sot_sequence)] * 4)
+    (logits,), _ = whole.step(prompt)
+    shrinking.step(prompt)
+    for rows, keep in (([1, 2], [1, 2]), ([2], [1])):  # windows left, and which of the state's rows those are
+        tokens = logits.argmax(axis=-1)
+        shrinking.keep(np.array(keep))
+        (expected,), expected_attention = whole.step(tokens[:, None])
+        (got,), got_attention = shrinking.step(tokens[rows][:, None])
+        np.testing.assert_allclose(got, expected[rows], atol=1e-4)
+        np.testing.assert_allclose(got_attention, expected_attention[rows], atol=1e-5)
+        logits = expected
+    assert shrinking.cross_k[0].shape[0] == 1
+
+
 def test_lagged_loop_samples_at_a_temperature(lagged: MlxWhisperDecoder, windows: list[Window]) -> None:
     # the fallback's sampled decoding: every chunk keeps one attention row per text token, then end-of-text's
     options = TranscribeOptions(temperatures=(0.8,), max_new_tokens=20)
