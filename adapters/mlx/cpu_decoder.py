@@ -62,9 +62,9 @@ class NumpyDecoderState:
         threads: int = 1,
     ) -> None:
         """``audio_features``: batch × audio frames × state (the encoder's output). ``pool``, of ``threads``
-        threads, shares out the cross-attention's K/V projections (per window), the cross-attention (per slice of
-        the batch: one core does not saturate the memory bus) and the logits (per slice of the vocabulary); numpy's
-        BLAS should then run on one thread (``threadpoolctl``)."""
+        threads, shares out the cross-attention's K/V projections (per window), each step's layers (per slice of
+        the batch) and its logits (per slice of the vocabulary); numpy's BLAS should then run on one thread
+        (``threadpoolctl``)."""
         self.weights = weights
         self._pool = pool
         self._parts = max(1, threads) if pool is not None else 1
@@ -124,6 +124,10 @@ class NumpyDecoderState:
 
         Returns the logits (batch × vocab) at each of ``logit_positions`` and the alignment heads' cross-attention
         QK of the last position (batch × alignment heads × audio frames), float32.
+
+        Rows never meet before the logits, so each of the pool's threads runs every layer for its own slice of the
+        batch (one hand-off a step, not one per operation: the layer norms, small linears and self-attention would
+        otherwise leave a core idle for a third of the step); then the logits go by slices of the vocabulary.
         """
         weights = self.weights
         if self._slots is not None:  # the step runs in the caches' slot order; rows back in the caller's at the end
@@ -133,19 +137,25 @@ class NumpyDecoderState:
         start, end = self.offset, self.offset + length
         x = weights.token_embedding[tokens] + weights.positional[start:end]  # batch × length × state
         mask = _causal_mask(length, start) if length > 1 else None
-        captured: dict[tuple[int, int], NDArray[np.float32]] = {}
-        for layer, block in enumerate(weights.blocks):
-            x += self._self_attention(layer, block, block.attn_ln(x), start, end, mask)
-            y, qk = self._cross_attention(layer, block, block.cross_ln(x))
-            x += y
-            if qk is not None:
-                for i, head in enumerate(self.capture[layer]):
-                    captured[(layer, head)] = qk[:, i]
-            x += block.mlp2(gelu(block.mlp1(block.mlp_ln(x))))
+        frames = self.cross_k[0].shape[-1]
+        attention = np.empty((batch, len(self.alignment_heads), frames), np.float32)
+        column = {head: i for i, head in enumerate(self.alignment_heads)}
+
+        def layers(rows: slice) -> None:
+            h = x[rows]  # a view: the residual stream of these rows, updated in place
+            for layer, block in enumerate(weights.blocks):
+                h += self._self_attention(layer, block, block.attn_ln(h), rows, start, end, mask)
+                y, qk = self._cross_attention(layer, block, block.cross_ln(h), rows)
+                h += y
+                if qk is not None:
+                    for i, head in enumerate(self.capture[layer]):
+                        attention[rows, column[(layer, head)]] = qk[:, i]
+                h += block.mlp2(gelu(block.mlp1(block.mlp_ln(h))))
+
+        run_all(self._pool, layers, _slices(batch, min(self._parts, batch)))
         self.offset = end
         picked = weights.ln(x[:, list(logit_positions)])  # batch × positions × state
         logits = self._logits(picked.reshape(batch * len(logit_positions), -1)).reshape(batch, len(logit_positions), -1)
-        attention = np.stack([captured[h] for h in self.alignment_heads], axis=1)
         if self._slots is not None:
             logits, attention = logits[self._slots], attention[self._slots]
         return [logits[:, i] for i in range(len(logit_positions))], attention
@@ -188,34 +198,30 @@ class NumpyDecoderState:
         layer: int,
         block: DecoderBlock,
         h: NDArray[np.float32],
+        rows: slice,
         start: int,
         end: int,
         mask: NDArray[np.float32] | None,
     ) -> NDArray[np.float32]:
         q = self._heads(block.query(h)) * self.scale
-        self.self_k[layer][:, :, start:end] = self._heads(block.key(h))
-        self.self_v[layer][:, :, start:end] = self._heads(block.value(h))
-        scores: NDArray[np.float32] = np.matmul(q, self.self_k[layer][:, :, :end].swapaxes(-1, -2))  # … × end
+        keys, values = self.self_k[layer][rows], self.self_v[layer][rows]  # views of these rows' caches
+        keys[:, :, start:end] = self._heads(block.key(h))
+        values[:, :, start:end] = self._heads(block.value(h))
+        scores: NDArray[np.float32] = np.matmul(q, keys[:, :, :end].swapaxes(-1, -2))  # … × end
         if mask is not None:
             scores += mask
-        return block.out(self._merge(softmax_times(scores, self.self_v[layer][:, :, :end])))
+        return block.out(self._merge(softmax_times(scores, values[:, :, :end])))
 
     def _cross_attention(
-        self, layer: int, block: DecoderBlock, h: NDArray[np.float32]
+        self, layer: int, block: DecoderBlock, h: NDArray[np.float32], rows: slice
     ) -> tuple[NDArray[np.float32], NDArray[np.float32] | None]:
-        q = self._heads(block.cross_query(h)) * self.scale  # batch × heads × length × dh
-        k, v = self.cross_k[layer], self.cross_v[layer]
-        out = np.empty(q.shape, np.float32)
+        """These rows' cross-attention output, and the captured heads' QK of the last position (rows × heads ×
+        frames) if ``layer`` has any."""
+        q = self._heads(block.cross_query(h)) * self.scale  # rows × heads × length × dh
+        scores = np.matmul(q, self.cross_k[layer][rows])  # rows × heads × length × frames
         heads = self.capture.get(layer)
-        qk = None if heads is None else np.empty((len(q), len(heads), k.shape[-1]), np.float32)
-
-        def part(rows: slice) -> None:
-            scores = np.matmul(q[rows], k[rows])  # rows × heads × length × frames
-            if qk is not None and heads is not None:
-                qk[rows] = scores[:, heads, -1, :]  # before the softmax overwrites them
-            out[rows] = softmax_times(scores, v[rows])
-
-        run_all(self._pool, part, _slices(len(q), min(self._parts, len(q))))
+        qk = None if heads is None else scores[:, heads, -1, :]  # a copy, before the softmax overwrites them
+        out = softmax_times(scores, self.cross_v[layer][rows])
         return block.cross_out(self._merge(out)), qk
 
 

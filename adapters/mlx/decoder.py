@@ -21,7 +21,7 @@ from contextlib import AbstractContextManager, nullcontext
 import mlx.core as mx
 import numpy as np
 from attrs import frozen
-from mlx_whisper.audio import N_FRAMES, N_SAMPLES, log_mel_spectrogram
+from mlx_whisper.audio import N_FFT, N_FRAMES, N_SAMPLES, log_mel_spectrogram
 from mlx_whisper.decoding import detect_language
 from mlx_whisper.tokenizer import LANGUAGES, TO_LANGUAGE_CODE, Tokenizer, get_tokenizer
 from mlx_whisper.whisper import Whisper
@@ -160,10 +160,7 @@ class MlxWhisperDecoder:
         n_mels = self.model.dims.n_mels
         parts = []
         for start in range(0, len(windows), ENCODER_BATCH):
-            mels = [
-                log_mel_spectrogram(mx.array(w.samples), n_mels, padding=N_SAMPLES)[:N_FRAMES]
-                for w in windows[start : start + ENCODER_BATCH]
-            ]
+            mels = [window_mel(w.samples, n_mels) for w in windows[start : start + ENCODER_BATCH]]
             batch = mx.stack(mels).astype(self.dtype)
             with self._one_blas_thread():
                 features = encode(self.model, batch, host_math=self.host_math, pool=self._pool)
@@ -325,6 +322,15 @@ class MlxWhisperDecoder:
             temperature=attempt.temperature,
             speech_ended=single_timestamp_ending(attempt.tokens, tokenizer.timestamp_begin),
         )
+
+
+def window_mel(samples: NDArray[np.float32], n_mels: int) -> mx.array:
+    """A window's log-mel frames (``N_FRAMES`` × mels), as ``log_mel_spectrogram(samples, padding=N_SAMPLES)`` cut
+    to ``N_FRAMES``, with only the padding those frames see: zeros to ``N_SAMPLES`` and one FFT length beyond, not 30
+    more seconds (half the STFT's work; the frames past the cut that the spectrogram's maximum sees are kept)."""
+    padding = max(0, N_SAMPLES + N_FFT - len(samples))
+    mel: mx.array = log_mel_spectrogram(mx.array(samples), n_mels, padding=padding)[:N_FRAMES]
+    return mel
 
 
 def single_timestamp_ending(tokens: Sequence[int], timestamp_begin: int) -> bool:

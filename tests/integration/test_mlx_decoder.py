@@ -7,11 +7,12 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 import pytest
+from mlx_whisper.audio import N_FRAMES, N_SAMPLES, log_mel_spectrogram
 from mlx_whisper.tokenizer import get_tokenizer
 
 from adapters.dtw.aligner import DtwAligner
 from adapters.librosa_audio import LibrosaAudioSource
-from adapters.mlx.decoder import MlxWhisperDecoder, split_segments
+from adapters.mlx.decoder import MlxWhisperDecoder, split_segments, window_mel
 from adapters.mlx.rules import LogitRules, TimestampState
 from domain.audio import Window
 from domain.model import TranscribeOptions
@@ -196,3 +197,12 @@ def test_single_timestamp_ending_is_read_as_whisper_does() -> None:
     assert not single_timestamp_ending([begin, *text, begin + 50, begin + 50], begin)  # a pair: more may follow
     assert not single_timestamp_ending([begin, *text], begin)  # cut off in the middle of a segment
     assert not single_timestamp_ending([], begin)
+
+
+@pytest.mark.parametrize("length", [1, 8000, N_SAMPLES - 400, N_SAMPLES - 1, N_SAMPLES])
+def test_a_windows_mel_equals_mlx_whispers_over_30_s_of_padding(length: int) -> None:
+    samples = (0.1 * np.random.default_rng(length).standard_normal(length)).astype(np.float32)
+    samples[-5:] *= 40  # the loudest frames at the window's end: the spectrogram's maximum sets its floor
+    reference = log_mel_spectrogram(mx.array(samples), 80, padding=N_SAMPLES)[:N_FRAMES]
+
+    np.testing.assert_array_equal(np.array(window_mel(samples, 80)), np.array(reference))
