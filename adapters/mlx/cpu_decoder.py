@@ -4,8 +4,9 @@ A step at batch 16 is a few hundred small operations; in MLX each is a graph nod
 numpy (the cross-attention and GELU run there: MLX's CPU ``exp``/``erf`` are slow) is a synchronisation. Here the
 whole step is numpy over the model's own weights (views, no copies): per layer a layer norm, the self-attention
 over a preallocated K/V cache written in place, the cross-attention over K (transposed) and V computed once per
-window, and the MLP; then the logits as one 2-D matmul on numpy's BLAS (every core). The captured alignment heads'
-QK of the last position come straight from the cross-attention's scores (``docs/performance.md`` #32-#33).
+window, and the MLP, each thread of a pool running every layer for its slice of the batch; then the logits as 2-D
+matmuls, one slice of the vocabulary a thread. The captured alignment heads' QK of the last position come straight
+from the cross-attention's scores (``docs/performance.md`` #32-#33, #36-#37).
 """
 
 from __future__ import annotations
