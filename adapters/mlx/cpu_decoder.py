@@ -6,7 +6,7 @@ whole step is numpy over the model's own weights (views, no copies): per layer a
 over a preallocated K/V cache written in place, the cross-attention over K (transposed) and V computed once per
 window, and the MLP, each thread of a pool running every layer for its slice of the batch; then the logits as 2-D
 matmuls, one slice of the vocabulary a thread. The captured alignment heads' QK of the last position come straight
-from the cross-attention's scores (``docs/performance.md`` #32-#33, #36-#37).
+from the cross-attention's scores (``docs/performance.md`` #32-#33, #45-#46).
 """
 
 from __future__ import annotations
