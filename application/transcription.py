@@ -208,10 +208,12 @@ def _may_have_undecoded_tail(chunk: DecodedChunk) -> bool:
     """Whether the model stopped early in ``chunk``'s window, after progress, with speech possibly left.
 
     Whisper may emit end-of-text at a timestamp well before the window's end although speech goes on; sequential
-    transcription then seeks to that point and decodes from there. As openai-whisper's ``transcribe``: not when
-    the output ended with a lone timestamp (the model said the speech ended: on silence, decoding the rest again
-    only repeats a hallucination), and only after progress (the last segment ends after the window's start), so
-    re-decoding always ends.
+    transcription then seeks to that point and decodes from there. The decoder finishes such a segment in its
+    window while more than ``CONTINUE_SECONDS`` of sound follow its opening, so this catches the rest: a sequence
+    cut at the length limit, a segment opened in the window's last second. As openai-whisper's ``transcribe``:
+    not when the output ended with a lone timestamp (the model said the speech ended: on silence, decoding the
+    rest again only repeats a hallucination), and only after progress (the last segment ends after the window's
+    start), so re-decoding always ends.
     """
     if not chunk.segments or chunk.speech_ended:
         return False

@@ -6,8 +6,9 @@ end-of-text leaves the batch (the caches are compacted by active indices) and th
 sequence, one row of cross-attention for each alignment head: that is all the word aligner needs, so there is no
 second encoder or decoder pass. A sequence may not end with a segment opened (a timestamp pair) while more than
 a second of sound follows the opening in its window: windows end in pauses, so the segment is whole there and is
-transcribed in the same pass (openai-whisper would seek to it and decode another window). Windows whose result fails the compression-ratio or log-probability checks are
-decoded again, together, at the next temperature; the rows of the discarded attempt are dropped with it.
+transcribed in the same pass (openai-whisper would seek to it and decode another window). Windows whose result
+fails the compression-ratio or log-probability checks are decoded again, together, at the next temperature; the
+rows of the discarded attempt are dropped with it.
 """
 
 from __future__ import annotations
@@ -109,8 +110,9 @@ class MlxWhisperDecoder:
         pending = list(range(len(windows)))
         for number, temperature in enumerate(options.temperatures):
             last = number == len(options.temperatures) - 1
+            rows = mx.array(pending)
             attempts = self._decode(
-                features[mx.array(pending)], [languages[i] for i in pending], options, temperature, finish_below[pending]
+                features[rows], [languages[i] for i in pending], options, temperature, finish_below[pending]
             )
             retry = []
             for index, attempt in zip(pending, attempts):

@@ -97,7 +97,8 @@ def test_device_timestamp_state_and_numpy_rules_mask_as_the_host_state() -> None
     )  # fmt: skip
     rng = np.random.default_rng(0)
     batch = 5
-    host, device = TimestampState.initial(batch), DeviceTimestampState.initial(batch)
+    finish = TB + rng.integers(0, 1500, batch)  # random bounds: the finished-segment rule in play too
+    host, device = TimestampState.initial(batch, finish), DeviceTimestampState.initial(batch, finish)
     for step in range(8):
         # text likelier than timestamps in some rows, so that the timestamp-mass rule goes both ways
         values = rng.standard_normal((batch, 51864)).astype(np.float32)
