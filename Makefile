@@ -15,7 +15,9 @@ $(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
 	@# --no-deps: the lock is the whole environment; mlx-whisper's torch requirement is left out on purpose
-	$(VENV)/bin/uv pip install --quiet --python $(PY) --no-deps --require-hashes -r requirements.lock
+	@# --compile-bytecode (pip's default, not uv's): without .pyc files every process compiles mlx-whisper's imports
+	@# (scipy, numba, ...) again where PYTHONDONTWRITEBYTECODE is set: `Transcriber("tiny.en")` 4.9 s -> 1.8 s
+	$(VENV)/bin/uv pip install --quiet --python $(PY) --no-deps --require-hashes --compile-bytecode -r requirements.lock
 	$(VENV)/bin/uv pip install --quiet --python $(PY) --no-deps -e .
 	@touch $(STAMP)
 
