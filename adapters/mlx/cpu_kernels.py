@@ -184,40 +184,56 @@ def encode(weights: EncoderWeights, mels: NDArray[np.float32], pool: Executor | 
     """Whisper's audio encoder (windows × 3000 frames × mels -> windows × 1500 × state) in numpy.
 
     Everything but the self-attention and the convolutions' neighbouring frames is row-wise, so each layer is two
-    passes over blocks of ``ROW_BLOCK`` frames shared out among ``pool``'s threads (layer norm and q, k, v; then
-    the output projection, layer norm and MLP with both residuals), with the attention (``attention``, per window
-    and head) between them. Each thread's BLAS calls should run on one thread (``threadpoolctl``): the
-    parallelism is the pool's.
+    passes over blocks of ``ROW_BLOCK`` frames of a window, shared out among ``pool``'s threads (layer norm and q,
+    k, v, each written straight into its heads' layout; then the output projection of the heads' outputs read
+    back from theirs, layer norm and MLP with both residuals), with the attention (``attention``, per window and
+    head) between them. Each thread's BLAS calls should run on one thread (``threadpoolctl``): the parallelism is
+    the pool's.
     """
     run = _runner(pool)
-    windows, _, _ = mels.shape
+    windows = mels.shape[0]
     x = _conv(mels, weights.conv1, stride=1, run=run)  # windows × 3000 × state
     x = _conv(x, weights.conv2, stride=2, run=run)  # windows × 1500 × state
     x += weights.positional[: x.shape[1]]
     frames, state = x.shape[1:]
+    heads = weights.n_head
+    dh = state // heads
     rows = x.reshape(-1, state)  # a view: row blocks write through to x
-    q, k, v, merged = (np.empty_like(rows) for _ in range(4))
-    scale = np.float32((state // weights.n_head) ** -0.5)
+    q, k, v = (np.empty((windows, heads, frames, dh), np.float32) for _ in range(3))
+    scale = np.float32(dh**-0.5)
+    tiles = [  # (window, frames): the row blocks of each window
+        (window, slice(f, min(f + ROW_BLOCK, frames))) for window in range(windows) for f in range(0, frames, ROW_BLOCK)
+    ]
+
+    def of(window: int, part: slice) -> slice:
+        """The rows of ``rows`` that hold frames ``part`` of ``window``."""
+        return slice(window * frames + part.start, window * frames + part.stop)
+
+    def per_head(y: NDArray[np.float32]) -> NDArray[np.float32]:
+        """frames × state -> heads × frames × dh (a view)."""
+        return y.reshape(len(y), heads, dh).transpose(1, 0, 2)
+
     for block in weights.blocks:
 
-        def project(part: slice, block: EncoderBlock = block) -> None:
-            h = block.attn_ln(rows[part])
-            block.query(h, out=q[part])
-            q[part] *= scale
-            block.key(h, out=k[part])
-            block.value(h, out=v[part])
+        def project(item: tuple[int, slice], block: EncoderBlock = block) -> None:
+            window, part = item
+            h = block.attn_ln(rows[of(window, part)])
+            query = block.query(h)
+            query *= scale
+            q[window, :, part] = per_head(query)
+            k[window, :, part] = per_head(block.key(h))
+            v[window, :, part] = per_head(block.value(h))
 
-        run(project, len(rows))
-        per_head = [_split(a, windows, frames, weights.n_head) for a in (q, k, v)]
-        attended = attention(per_head[0], per_head[1], per_head[2], pool)  # (windows × heads) × frames × dh
-        merged[:] = attended.reshape(windows, weights.n_head, frames, -1).transpose(0, 2, 1, 3).reshape(rows.shape)
+        run_all(pool, project, tiles)
+        attended = attention(q, k, v, pool)  # windows × heads × frames × dh
 
-        def mlp(part: slice, block: EncoderBlock = block) -> None:
-            y = rows[part]
-            y += block.out(merged[part])
+        def mlp(item: tuple[int, slice], block: EncoderBlock = block) -> None:
+            window, part = item
+            y = rows[of(window, part)]
+            y += block.out(attended[window, :, part].transpose(1, 0, 2).reshape(-1, state))
             y += block.mlp2(gelu(block.mlp1(block.mlp_ln(y))))
 
-        run(mlp, len(rows))
+        run_all(pool, mlp, tiles)
     result = np.empty_like(rows)
 
     def final(part: slice) -> None:
@@ -225,14 +241,6 @@ def encode(weights: EncoderWeights, mels: NDArray[np.float32], pool: Executor | 
 
     run(final, len(rows))
     return result.reshape(windows, frames, state)
-
-
-def _split(x: NDArray[np.float32], windows: int, frames: int, heads: int) -> NDArray[np.float32]:
-    """(windows × frames) × state -> (windows × heads) × frames × dh, contiguous."""
-    state = x.shape[-1]
-    return np.ascontiguousarray(x.reshape(windows, frames, heads, state // heads).transpose(0, 2, 1, 3)).reshape(
-        windows * heads, frames, state // heads
-    )
 
 
 def _conv(x: NDArray[np.float32], linear: Linear, stride: int, run: _Runner) -> NDArray[np.float32]:
