@@ -96,8 +96,7 @@ def stream_windows(
         if exhausted and rest <= limit:
             yield Window(source=source, index=index, offset=start / SAMPLE_RATE, samples=buffer[start - base :].copy())
             return
-        power = _frame_power(buffer)
-        levels = _Levels(frame_db=_decibels(power), smoothed_db=_decibels(_centred_mean(power, SMOOTHING_FRAMES)))
+        levels = _Levels.of(buffer)
         cut = base + levels.next_cut(start - base, limit)
         yield Window(source=source, index=index, offset=start / SAMPLE_RATE, samples=buffer[start - base : cut - base].copy())
         index, start = index + 1, cut
@@ -114,11 +113,9 @@ def sound_end(samples: NDArray[np.float32]) -> float:
     """
     if samples.size == 0:
         return 0.0
-    power = _frame_power(samples)
-    frame_db = _decibels(power)
-    loudness = float(np.percentile(frame_db, LOUDNESS_PERCENTILE))
-    threshold = max(loudness - QUIET_BELOW_LOUDNESS_DB, SILENCE_DB)
-    loud = np.flatnonzero(_decibels(_centred_mean(power, SMOOTHING_FRAMES)) > threshold)
+    levels = _Levels.of(samples)
+    _, threshold = _quiet_threshold(levels.frame_db)
+    loud = np.flatnonzero(levels.smoothed_db > threshold)
     if not loud.size:
         return 0.0
     return min((int(loud[-1]) + 1) * FRAME_SAMPLES, len(samples)) / SAMPLE_RATE
@@ -141,8 +138,7 @@ def _cut_points(samples: NDArray[np.float32], limit: int) -> list[int]:
         return []
     if total <= limit:
         return [0, total]
-    power = _frame_power(samples)  # (frames,)
-    levels = _Levels(frame_db=_decibels(power), smoothed_db=_decibels(_centred_mean(power, SMOOTHING_FRAMES)))
+    levels = _Levels.of(samples)
     bounds = [0]
     while total - bounds[-1] > limit:
         bounds.append(levels.next_cut(bounds[-1], limit))
@@ -157,6 +153,12 @@ class _Levels:
     frame_db: NDArray[np.float64]  # (frames,)
     smoothed_db: NDArray[np.float64]  # (frames,)
 
+    @classmethod
+    def of(cls, samples: NDArray[np.float32]) -> _Levels:
+        """The levels of ``samples``' 20 ms frames (step 1)."""
+        power = _frame_power(samples)
+        return cls(frame_db=_decibels(power), smoothed_db=_decibels(_centred_mean(power, SMOOTHING_FRAMES)))
+
     def next_cut(self, start: int, limit: int) -> int:
         """Where the window that starts at sample ``start`` ends; ``start < cut <= start + limit``."""
         end = start + limit
@@ -165,8 +167,7 @@ class _Levels:
         if first >= stop:
             return end  # the span holds no whole frame: a window shorter than about 40 ms
         window_db = self.frame_db[start // FRAME_SAMPLES : -(-end // FRAME_SAMPLES)]
-        loudness = float(np.percentile(window_db, LOUDNESS_PERCENTILE))
-        threshold = max(loudness - QUIET_BELOW_LOUDNESS_DB, SILENCE_DB)
+        loudness, threshold = _quiet_threshold(window_db)
         quiet = np.flatnonzero(self.smoothed_db[first:stop] <= threshold)
         if quiet.size:
             run_first, run_last = self._quiet_run(first + int(quiet[-1]), threshold, start, limit)
@@ -186,6 +187,12 @@ class _Levels:
         run_first = start // FRAME_SAMPLES + (int(loud_before[-1]) + 1 if loud_before.size else 0)
         run_last = frame + (int(loud_after[0]) - 1 if loud_after.size else len(after) - 1)
         return run_first, run_last
+
+
+def _quiet_threshold(frame_db: NDArray[np.float64]) -> tuple[float, float]:
+    """Step 3: the loudness of frames ``frame_db`` and the smoothed level at or below which a frame is quiet."""
+    loudness = float(np.percentile(frame_db, LOUDNESS_PERCENTILE))
+    return loudness, max(loudness - QUIET_BELOW_LOUDNESS_DB, SILENCE_DB)
 
 
 def _frame_power(samples: NDArray[np.float32]) -> NDArray[np.float64]:

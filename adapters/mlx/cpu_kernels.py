@@ -12,7 +12,7 @@ the blocks are shared out among threads (numpy releases the GIL in its loops and
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from concurrent.futures import Executor
+from concurrent.futures import Executor, wait
 from typing import Protocol, TypeVar
 
 import numpy as np
@@ -288,5 +288,7 @@ def run_all(pool: Executor | None, task: Callable[[T], None], items: Iterable[T]
         for item in items:
             task(item)
         return
-    for done in [pool.submit(task, item) for item in items]:
+    futures = [pool.submit(task, item) for item in items]
+    wait(futures)  # all, even after a failure: the tasks write into the caller's buffers
+    for done in futures:
         done.result()
