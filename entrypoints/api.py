@@ -36,7 +36,7 @@ from application.transcription import FileResult, TranscriptionService
 from domain.audio import SAMPLE_RATE, Waveform
 from domain.errors import AudioLoadError, InvalidOptionError
 from domain.model import Segment, Task, TranscribeOptions, Transcript, Word
-from entrypoints.container import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, Container
+from entrypoints.container import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, Container, phonetic_available
 
 __all__ = ["FileResult", "Options", "Segment", "Transcriber", "Transcript", "Word", "transcribe"]
 
@@ -65,7 +65,9 @@ class Transcriber:
     ``model``: a built-in name (``tiny.en``, ``base``), a model folder or a Hugging Face repository id.
     ``container``: the composition root to use (tests pass one with fake adapters); it is configured with
     ``model``, ``batch_size``, ``refine`` and ``cache_dir``. ``refine=False``: whisper's plain DTW word times,
-    without the model's lag correction and the audio-based refinement (``docs/alignment.md``). The model is loaded
+    without the model's lag correction and the audio-based refinement (``docs/alignment.md``). ``phonetic=True``:
+    English words' edges from pocketsphinx's forced alignment where they agree with the attention's (needs the
+    ``phonetic`` extra; ``InvalidOptionError`` without it). The model is loaded
     here: a ``ModelLoadError`` comes now, not on the first call.
     """
 
@@ -75,15 +77,19 @@ class Transcriber:
         *,
         batch_size: int = DEFAULT_BATCH_SIZE,
         refine: bool = True,
+        phonetic: bool = False,
         cache_dir: Path | None = None,
         container: Container | None = None,
     ) -> None:
         if batch_size < 1:
             raise InvalidOptionError("batch_size", f"must be at least 1, got {batch_size}")
+        if phonetic and not phonetic_available():
+            raise InvalidOptionError("phonetic", "needs pocketsphinx: pip install 'onepass-whisper[phonetic]'")
         self.container = Container() if container is None else container
         self.container.config.model.from_value(model)
         self.container.config.batch_size.from_value(batch_size)
         self.container.config.refine.from_value(refine)
+        self.container.config.phonetic.from_value(phonetic)
         if cache_dir is not None:
             self.container.config.cache_dir.from_value(cache_dir)
         self.service: TranscriptionService = self.container.service()

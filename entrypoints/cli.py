@@ -52,7 +52,9 @@ from entrypoints.options import (
     ModelOption,
     OutputFormat,
     OutputFormatOption,
+    PhoneticOption,
     RefineOption,
+    check_phonetic,
 )
 
 
@@ -177,6 +179,7 @@ def transcribe(
         ),
     ] = True,
     refine: RefineOption = True,
+    phonetic: PhoneticOption = False,
     output_dir: Annotated[
         Path,
         typer.Option(
@@ -254,6 +257,7 @@ def transcribe(
     stderr = Console(stderr=True, soft_wrap=True, highlight=False)
     layout = SubtitleLayout(highlight_words, max_line_width, max_line_count, max_words_per_line)
     _check_subtitle_options(layout, word_timestamps, stderr)
+    check_phonetic(phonetic)
     options = _options(
         language=language,
         task=task,
@@ -270,7 +274,8 @@ def transcribe(
         try:
             code = _transcribe(
                 ctx.obj, stderr, paths, options, files,
-                model=model, batch_size=batch_size, refine=refine, output_dir=output_dir, overwrite=overwrite,
+                model=model, batch_size=batch_size, refine=refine, phonetic=phonetic, output_dir=output_dir,
+                overwrite=overwrite,
                 verbose=verbose,
             )
         except KeyboardInterrupt as exc:  # before or after the run itself: nothing half-written either way
@@ -289,6 +294,7 @@ def _transcribe(
     model: str,
     batch_size: int,
     refine: bool,
+    phonetic: bool,
     output_dir: Path,
     overwrite: bool,
     verbose: bool | None,
@@ -318,6 +324,7 @@ def _transcribe(
         container.config.model.from_value(model)
         container.config.batch_size.from_value(batch_size)
         container.config.refine.from_value(refine)
+        container.config.phonetic.from_value(phonetic)
         code = run.execute(container, todo, options, model)
     else:
         code = ExitCode.OK

@@ -12,10 +12,11 @@ never import MLX, soundfile or scipy. Tests swap adapters by instance::
 Configuration keys: ``model`` (name, folder or hub id; default ``tiny.en``), ``batch_size`` (windows decoded
 together; default 16), ``cache_dir`` (converted models; default ``$ONEPASS_CACHE_DIR`` or
 ``~/.cache/onepass-whisper``), ``refine`` (take the model's calibrated lag off DTW's word times and move
-boundaries onto pauses and energy valleys in the audio; default true), ``align_processes`` (worker processes that
-time words from a run's second batch on, 0 for threads only; default ``$ONEPASS_ALIGN_PROCESSES``, else
-``default_align_processes()`` on machines of more than 2 cores and 0 on smaller ones, where processes did not pay:
-``docs/performance.md`` #40-#43).
+boundaries onto pauses and energy valleys in the audio; default true), ``phonetic`` (then take English words' edges
+from pocketsphinx's forced alignment where they agree with the attention's: ``adapters/phonetic``; default false),
+``align_processes`` (worker processes that time words from a run's second batch on, 0 for threads only; default
+``$ONEPASS_ALIGN_PROCESSES``, else ``default_align_processes()`` on machines of more than 2 cores and 0 on smaller
+ones, where processes did not pay: ``docs/performance.md`` #40-#43).
 """
 
 from __future__ import annotations
@@ -76,10 +77,22 @@ def _align_processes(configured: int | None) -> int:
     return default_align_processes() if (os.cpu_count() or 1) >= MIN_CORES_FOR_ALIGN_PROCESSES else 0
 
 
-def _aligner(refine: bool, model: str) -> Aligner:
+def _aligner(refine: bool, model: str, phonetic: bool) -> Aligner:
     from adapters.dtw import DtwAligner, model_lag
 
-    return DtwAligner(median_width=7, refine=refine, lag_seconds=model_lag(model))
+    aligner = DtwAligner(median_width=7, refine=refine, lag_seconds=model_lag(model))
+    if not phonetic:
+        return aligner
+    from adapters.phonetic import PhoneticAligner
+
+    return PhoneticAligner(aligner)
+
+
+def phonetic_available() -> bool:
+    """Whether the ``phonetic`` aligner can be built (pocketsphinx installed)."""
+    from adapters.phonetic import is_available
+
+    return is_available()
 
 
 class Container(containers.DeclarativeContainer):
@@ -89,6 +102,7 @@ class Container(containers.DeclarativeContainer):
             "batch_size": DEFAULT_BATCH_SIZE,
             "cache_dir": None,
             "refine": True,
+            "phonetic": False,
             "align_processes": None,
         }
     )
@@ -96,7 +110,9 @@ class Container(containers.DeclarativeContainer):
     model_source: providers.Provider[ModelCatalog] = providers.Singleton(_model_source, config.cache_dir)
     decoder: providers.Provider[Decoder] = providers.Singleton(_decoder, model_source, config.model)
     audio: providers.Provider[AudioSource] = providers.Singleton(_audio)
-    aligner: providers.Provider[Aligner] = providers.Singleton(_aligner, config.refine, config.model)
+    aligner: providers.Provider[Aligner] = providers.Singleton(
+        _aligner, config.refine, config.model, config.phonetic
+    )
     align_processes: providers.Provider[int] = providers.Callable(_align_processes, config.align_processes)
     service: providers.Provider[TranscriptionService] = providers.Factory(
         TranscriptionService,

@@ -25,7 +25,7 @@ from domain.model import TranscribeOptions, Transcript
 from domain.ports import ProgressSink
 
 from entrypoints.container import DEFAULT_BATCH_SIZE, DEFAULT_MODEL
-from entrypoints.options import LanguageOption, RefineOption
+from entrypoints.options import LanguageOption, PhoneticOption, RefineOption, check_phonetic
 
 if TYPE_CHECKING:
     from application.transcription import FileResult, TranscriptionService
@@ -124,6 +124,7 @@ def eval_command(
     model: Annotated[str, typer.Option(help="Model name, folder or hub id.")] = DEFAULT_MODEL,
     batch_size: Annotated[int, typer.Option(min=1, help="Windows decoded together.")] = DEFAULT_BATCH_SIZE,
     refine: RefineOption = True,
+    phonetic: PhoneticOption = False,
     language: LanguageOption = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N utterances of each folder.")] = None,
     exclude: Annotated[list[str] | None, typer.Option(help=EXCLUDE_HELP)] = None,
@@ -138,6 +139,7 @@ def eval_command(
     """
     if language is not None and not language.strip():
         raise typer.BadParameter("give a language code or name, or leave the option out", param_hint="--language")
+    check_phonetic(phonetic)
     container: Container = ctx.obj
     corpus = read_corpus(dataset, limit, exclude or ())
     if not corpus:
@@ -146,6 +148,7 @@ def eval_command(
     container.config.model.from_value(model)
     container.config.batch_size.from_value(batch_size)
     container.config.refine.from_value(refine)
+    container.config.phonetic.from_value(phonetic)
     transcripts: dict[str, Transcript] = {}
     failed: list[str] = []
     try:
@@ -177,7 +180,7 @@ def eval_command(
     if json_file is not None:
         record: dict[str, object] = {"dataset": str(dataset), "model": model, "batch_size": batch_size}
         record["language"] = language
-        record |= {"refine": refine, "limit": limit, "failed": failed, **report_record(result)}
+        record |= {"refine": refine, "phonetic": phonetic, "limit": limit, "failed": failed, **report_record(result)}
         json_file.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     if hypotheses is not None:
         hypotheses.mkdir(parents=True, exist_ok=True)

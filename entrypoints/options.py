@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from entrypoints.container import phonetic_available
+
 
 class OutputFormat(str, Enum):
     TXT = "txt"
@@ -39,6 +41,16 @@ RefineOption = Annotated[
         rich_help_panel="Decoding",
     ),
 ]
+PhoneticOption = Annotated[
+    bool,
+    typer.Option(
+        "--phonetic/--no-phonetic",
+        help="Also force-align English words with pocketsphinx's acoustic model (the 'phonetic' extra) and take "
+        "its word edges where they lie within 0.3 s of the attention's: ~25 ms typical error instead of ~50, for "
+        "~0.02 s of CPU time per second of audio. Other languages keep the attention's times.",
+        rich_help_panel="Decoding",
+    ),
+]
 LanguageOption = Annotated[
     str | None,
     typer.Option(
@@ -58,3 +70,11 @@ OutputFormatOption = Annotated[
         rich_help_panel="Output",
     ),
 ]
+
+
+def check_phonetic(phonetic: bool) -> None:
+    """``--phonetic`` needs pocketsphinx: a usage error (exit 2) naming the extra to install, before any work."""
+    if phonetic and not phonetic_available():
+        raise typer.BadParameter(
+            "needs pocketsphinx: pip install 'onepass-whisper[phonetic]'", param_hint="--phonetic"
+        )

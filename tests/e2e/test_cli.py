@@ -126,7 +126,7 @@ def test_transcribe_help_documents_options_and_exit_codes() -> None:
     for option in (
         "--model", "--batch-size", "--language", "--task", "--initial-prompt", "--temperature",
         "--compression-ratio-threshold", "--logprob-threshold", "--no-speech-threshold", "--word-timestamps",
-        "--no-word-timestamps", "--refine", "--no-refine", "--output-dir", "--output-format", "--overwrite", "--highlight-words",
+        "--no-word-timestamps", "--refine", "--no-refine", "--phonetic", "--output-dir", "--output-format", "--overwrite", "--highlight-words",
         "--max-line-width", "--max-line-count", "--max-words-per-line", "--verbose", "--quiet",
     ):
         assert option in text, option
@@ -199,6 +199,27 @@ def test_refine_reaches_the_container(
     result = run(container, wav, "-o", out, "-f", "txt", *flag)
     assert result.exit_code == 0, result.stderr
     assert container.config.refine() is refine
+
+
+@pytest.mark.parametrize(("flag", "phonetic"), [((), False), (("--phonetic",), True), (("--no-phonetic",), False)])
+def test_phonetic_reaches_the_container(
+    container: Container, tmp_path: Path, out: Path, flag: tuple[str, ...], phonetic: bool
+) -> None:
+    (wav,) = touch(tmp_path, "a.wav")
+    result = run(container, wav, "-o", out, "-f", "txt", *flag)
+    assert result.exit_code == 0, result.stderr
+    assert container.config.phonetic() is phonetic
+
+
+def test_phonetic_without_pocketsphinx_is_a_usage_error_naming_the_extra(
+    container: Container, decoder: RecordingDecoder, tmp_path: Path, out: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("entrypoints.options.phonetic_available", lambda: False)
+    (wav,) = touch(tmp_path, "a.wav")
+    result = run(container, wav, "-o", out, "--phonetic")
+    assert result.exit_code == ExitCode.USAGE
+    assert "onepass-whisper[phonetic]" in result.stderr
+    assert decoder.batches == [] and not out.exists()
 
 
 def test_folders_are_searched_and_their_windows_share_batches(

@@ -131,6 +131,17 @@ def test_the_model_name_is_configured(container: Container) -> None:
     assert container.config.refine() is True
     Transcriber("base", refine=False, container=container)
     assert container.config.refine() is False
+    assert container.config.phonetic() is False
+    Transcriber("base", phonetic=True, container=container)
+    assert container.config.phonetic() is True
+
+
+def test_phonetic_without_pocketsphinx_is_refused_before_loading(
+    container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("entrypoints.api.phonetic_available", lambda: False)
+    with pytest.raises(InvalidOptionError, match=r"onepass-whisper\[phonetic\]"):
+        Transcriber(phonetic=True, container=container)
 
 
 def test_many_files_share_batches_and_failures_are_results(
@@ -217,3 +228,15 @@ def test_the_container_gives_the_aligner_the_models_calibrated_lag(model: str, r
     aligner = container.aligner()
     assert isinstance(aligner, DtwAligner)
     assert (aligner.lag_seconds, aligner.refine) == (model_lag(model), refine)
+
+
+def test_the_container_wraps_the_dtw_aligner_for_phonetic_edges() -> None:
+    from adapters.dtw import DtwAligner, model_lag
+    from adapters.phonetic import PhoneticAligner
+
+    container = Container()
+    container.config.model.from_value("base")
+    container.config.phonetic.from_value(True)
+    aligner = container.aligner()
+    assert isinstance(aligner, PhoneticAligner)
+    assert aligner.inner == DtwAligner(lag_seconds=model_lag("base"))

@@ -1,0 +1,13 @@
+"""Word edges from a forced alignment with pocketsphinx's acoustic model (English; the ``phonetic`` extra)."""
+
+from adapters.phonetic.aligner import PhoneticAligner, dictionary_words, forced_alignment, pronounce
+
+
+def is_available() -> bool:
+    """Whether pocketsphinx is installed (``pip install 'onepass-whisper[phonetic]'``)."""
+    from importlib.util import find_spec
+
+    return find_spec("pocketsphinx") is not None
+
+
+__all__ = ["PhoneticAligner", "dictionary_words", "forced_alignment", "is_available", "pronounce"]
