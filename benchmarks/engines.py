@@ -64,6 +64,7 @@ def duration(paths: Iterable[Path]) -> float:
 def run_engine(engine: str, model: str, files: Sequence[Path], batch_size: int, cpu_threads: int) -> EngineRun:
     runners: dict[str, Callable[[], Loaded]] = {
         "onepass": lambda: _onepass(model, batch_size),
+        "onepass-phonetic": lambda: _onepass(model, batch_size, phonetic=True),
         "mlx-whisper": lambda: _mlx_whisper(model),
         "mlx-whisper-nocond": lambda: _mlx_whisper(model, condition_on_previous_text=False),
         "fw-f32": lambda: _faster_whisper(model, "float32", None, cpu_threads),
@@ -83,10 +84,10 @@ def run_engine(engine: str, model: str, files: Sequence[Path], batch_size: int, 
     return EngineRun(engine, duration(files), load_seconds, wall_seconds, outputs, note)
 
 
-def _onepass(model: str, batch_size: int) -> Loaded:
+def _onepass(model: str, batch_size: int, phonetic: bool = False) -> Loaded:
     from entrypoints.api import Transcriber
 
-    transcriber = Transcriber(model, batch_size=batch_size)
+    transcriber = Transcriber(model, batch_size=batch_size, phonetic=phonetic)
 
     def warm_up(samples: NDArray[np.float32]) -> None:
         transcriber.transcribe(samples)
@@ -100,7 +101,8 @@ def _onepass(model: str, batch_size: int) -> Loaded:
             outputs[Path(result.source).stem] = FileOutput(result.transcript.text, words)
         return outputs
 
-    return warm_up, transcribe_all, f"batch {batch_size}, one call over all files"
+    edges = ", phonetic word edges" if phonetic else ""
+    return warm_up, transcribe_all, f"batch {batch_size}, one call over all files{edges}"
 
 
 def _mlx_whisper(model: str, condition_on_previous_text: bool = True) -> Loaded:

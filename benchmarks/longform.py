@@ -30,7 +30,10 @@ from entrypoints.eval_command import format_tables, metrics_record, read_corpus
 
 REPO = Path(__file__).resolve().parent.parent
 LONGFORM = REPO.parent / "shared" / "data" / "eval" / "longform"
-ENGINES = ("onepass", "mlx-whisper", "mlx-whisper-nocond", "fw-f32", "fw-int8", "fw-batched-f32", "fw-batched-int8")
+ENGINES = (
+    "onepass", "onepass-phonetic", "mlx-whisper", "mlx-whisper-nocond",
+    "fw-f32", "fw-int8", "fw-batched-f32", "fw-batched-int8",
+)  # fmt: skip
 
 
 @attrs.frozen
