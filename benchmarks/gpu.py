@@ -165,6 +165,62 @@ def bench_ours(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[s
     return results
 
 
+def bench_threads(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[str, Any]]:
+    """Two batches decoded on two threads at once against the same two one after the other (no word timing).
+
+    MLX >= 0.31.2 gives each thread its own default stream and command encoder: while the step is host-bound
+    (MLX's per-primitive evaluation, ``docs/performance.md`` #22, #54), a second thread could build and launch one
+    batch's step while the GPU runs the other's, if MLX's evaluation releases the GIL.
+    """
+    import threading
+
+    from domain.audio import SAMPLE_RATE, Window
+
+    decoder = random_large_v3()
+    options = fixed_length_options(tokens)
+    rng = np.random.default_rng(0)
+    results = []
+    for batch in batches:
+        samples = (0.1 * rng.standard_normal((batch, int(WINDOW_SECONDS * SAMPLE_RATE)))).astype(np.float32)
+        windows = [Window(source=i, index=0, offset=0.0, samples=samples[i]) for i in range(batch)]
+        decoder.decode_batch(windows[: min(batch, 2)], options)  # warm-up on this thread
+        for _ in range(repeats):
+            _sync_mlx()
+            t0 = time.perf_counter()
+            for _ in range(2):
+                decoder.decode_batch(windows, options)
+            t1 = time.perf_counter()
+            errors: list[BaseException] = []
+
+            def work() -> None:
+                try:
+                    decoder.decode_batch(windows, options)
+                    _sync_mlx()
+                except BaseException as exc:  # noqa: BLE001 - reported in the result, not lost in the thread
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=work) for _ in range(2)]
+            t2 = time.perf_counter()
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            t3 = time.perf_counter()
+            results.append(
+                dict(
+                    engine="threads",
+                    batch=batch,
+                    serial_s=t1 - t0,
+                    two_threads_s=t3 - t2,
+                    realtime_serial=2 * batch * WINDOW_SECONDS / (t1 - t0),
+                    realtime_two_threads=2 * batch * WINDOW_SECONDS / (t3 - t2),
+                    errors=[repr(e)[:300] for e in errors],
+                )
+            )
+            print(json.dumps(results[-1]), flush=True)
+    return results
+
+
 def _pipelined(
     decoder: Any, aligner: Any, windows: Sequence[Any], options: Any, batches: int, warm: Sequence[Any]
 ) -> tuple[float, list[float]]:
@@ -518,7 +574,7 @@ def table(lines: Sequence[str]) -> str:
     return "\n".join(rows)
 
 
-ENGINES = {"micro": bench_micro, "loop": bench_loop, "ours": bench_ours, "torch-eager": bench_torch_eager, "hf-generate": bench_hf_generate}
+ENGINES = {"micro": bench_micro, "loop": bench_loop, "ours": bench_ours, "threads": bench_threads, "torch-eager": bench_torch_eager, "hf-generate": bench_hf_generate}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
