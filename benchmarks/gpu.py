@@ -85,6 +85,14 @@ def random_large_v3() -> Any:
     return MlxWhisperDecoder(model, name="large-v3-random", alignment_heads=alignment_heads())
 
 
+def random_windows(rng: np.random.Generator, batch: int) -> list[Any]:
+    """``batch`` windows of 30 s of seeded noise (every window decodes ``--tokens`` tokens regardless)."""
+    from domain.audio import SAMPLE_RATE, Window
+
+    samples = (0.1 * rng.standard_normal((batch, int(WINDOW_SECONDS * SAMPLE_RATE)))).astype(np.float32)
+    return [Window(source=i, index=0, offset=0.0, samples=samples[i]) for i in range(batch)]
+
+
 def fixed_length_options(tokens: int) -> Any:
     """Greedy, English, no fallback, end-of-text suppressed: every window decodes exactly ``tokens`` tokens."""
     from domain.model import TranscribeOptions
@@ -107,15 +115,13 @@ def bench_ours(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[s
     from adapters.dtw import DtwAligner
 
     import mlx.core as mx  # noqa: I001
-    from domain.audio import SAMPLE_RATE, Window
 
     aligner = DtwAligner()
     options = fixed_length_options(tokens)
     rng = np.random.default_rng(0)
     results = []
     for batch in batches:
-        samples = (0.1 * rng.standard_normal((batch, int(WINDOW_SECONDS * SAMPLE_RATE)))).astype(np.float32)
-        windows = [Window(source=i, index=0, offset=0.0, samples=samples[i]) for i in range(batch)]
+        windows = random_windows(rng, batch)
         decoder.decode_batch(windows[: min(batch, 2)], options)  # warm-up: kernels built, pools filled
         for _ in range(repeats):
             _sync_mlx()
@@ -174,15 +180,12 @@ def bench_threads(batches: Sequence[int], tokens: int, repeats: int) -> list[dic
     """
     import threading
 
-    from domain.audio import SAMPLE_RATE, Window
-
     decoder = random_large_v3()
     options = fixed_length_options(tokens)
     rng = np.random.default_rng(0)
     results = []
     for batch in batches:
-        samples = (0.1 * rng.standard_normal((batch, int(WINDOW_SECONDS * SAMPLE_RATE)))).astype(np.float32)
-        windows = [Window(source=i, index=0, offset=0.0, samples=samples[i]) for i in range(batch)]
+        windows = random_windows(rng, batch)
         decoder.decode_batch(windows[: min(batch, 2)], options)  # warm-up on this thread
         for _ in range(repeats):
             _sync_mlx()

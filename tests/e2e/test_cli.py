@@ -191,24 +191,20 @@ def test_default_output_dir_is_the_current_folder(
     assert (tmp_path / "a.txt").read_text() == TEXT + "\n"
 
 
-@pytest.mark.parametrize(("flag", "refine"), [((), True), (("--no-refine",), False), (("--refine",), True)])
-def test_refine_reaches_the_container(
-    container: Container, tmp_path: Path, out: Path, flag: tuple[str, ...], refine: bool
+@pytest.mark.parametrize(
+    ("flag", "key", "value"),
+    [
+        ((), "refine", True), (("--no-refine",), "refine", False), (("--refine",), "refine", True),
+        ((), "phonetic", False), (("--phonetic",), "phonetic", True), (("--no-phonetic",), "phonetic", False),
+    ],
+)  # fmt: skip
+def test_word_timing_switches_reach_the_container(
+    container: Container, tmp_path: Path, out: Path, flag: tuple[str, ...], key: str, value: bool
 ) -> None:
     (wav,) = touch(tmp_path, "a.wav")
     result = run(container, wav, "-o", out, "-f", "txt", *flag)
     assert result.exit_code == 0, result.stderr
-    assert container.config.refine() is refine
-
-
-@pytest.mark.parametrize(("flag", "phonetic"), [((), False), (("--phonetic",), True), (("--no-phonetic",), False)])
-def test_phonetic_reaches_the_container(
-    container: Container, tmp_path: Path, out: Path, flag: tuple[str, ...], phonetic: bool
-) -> None:
-    (wav,) = touch(tmp_path, "a.wav")
-    result = run(container, wav, "-o", out, "-f", "txt", *flag)
-    assert result.exit_code == 0, result.stderr
-    assert container.config.phonetic() is phonetic
+    assert container.config()[key] is value
 
 
 def test_phonetic_without_pocketsphinx_is_a_usage_error_naming_the_extra(
