@@ -67,6 +67,7 @@ class TranscriptionService:
     align_workers: int = field(factory=default_align_workers)  # word timing overlaps the next batch's decoding
     # worker processes for word timing from the second batch on (0: threads only); the composition root chooses
     align_processes: int = 0
+    align_processes_from_batch: int = 2  # the first batch whose windows go to the processes (``WordTiming``)
 
     def transcribe(self, path: Path, options: TranscribeOptions) -> Transcript:
         """One file; raises the ``TranscriptionError`` that stopped it."""
@@ -91,7 +92,9 @@ class TranscriptionService:
         options: TranscribeOptions,
         progress: ProgressSink,
     ) -> Iterator[FileResult]:
-        with WordTiming(self.aligner, self.align_workers, self.align_processes) as timing:
+        with WordTiming(
+            self.aligner, self.align_workers, self.align_processes, self.align_processes_from_batch
+        ) as timing:
             yield from self._pipeline(inputs, options, progress, timing)
 
     def _pipeline(

@@ -13,7 +13,8 @@ pickled. On an H200 at batch 64 the overlapped run then reached 93-94 % of the t
 
 ``WordTiming`` hands windows to threads, and, when given ``processes``, to a process pool from the second decoded
 batch on: a run of one batch (a short single file) never waits for processes to start, and a longer run starts them
-while its second batch decodes. A window whose process dies is timed again on a thread; an error raised by the
+while its second batch decodes. An aligner whose windows cost more than a process's start (the phonetic one: ~0.6
+s a 30-s window, holding the GIL) takes processes from the first batch on (``from_batch=1``). A window whose process dies is timed again on a thread; an error raised by the
 aligner reaches the caller as it would from a thread.
 """
 
@@ -84,10 +85,11 @@ def timed_segments(aligner: Aligner, chunk: DecodedChunk, word_timestamps: bool)
 
 class WordTiming:
     """A context manager that times decoded windows with ``aligner`` on ``threads`` threads, and on ``processes``
-    worker processes (none: threads only) from the second batch on (``batch_started``)."""
+    worker processes (none: threads only) from batch ``from_batch`` on (``batch_started``)."""
 
-    def __init__(self, aligner: Aligner, threads: int, processes: int = 0) -> None:
+    def __init__(self, aligner: Aligner, threads: int, processes: int = 0, from_batch: int = 2) -> None:
         self.aligner = aligner
+        self._from_batch = from_batch
         self._threads = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="align")
         self._wanted = processes
         self._processes: ProcessPoolExecutor | None = None
@@ -104,9 +106,10 @@ class WordTiming:
         self.close()
 
     def batch_started(self) -> None:
-        """A batch is about to be decoded: from the second on, processes (if any) start and take the windows."""
+        """A batch is about to be decoded: from batch ``from_batch`` on, processes (if any) start and take the
+        windows."""
         self._batches += 1
-        if self._batches >= 2:
+        if self._batches >= self._from_batch:
             self.start_processes()
 
     def start_processes(self) -> None:

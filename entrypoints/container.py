@@ -14,9 +14,10 @@ together; default 16), ``cache_dir`` (converted models; default ``$ONEPASS_CACHE
 ``~/.cache/onepass-whisper``), ``refine`` (take the model's calibrated lag off DTW's word times and move
 boundaries onto pauses and energy valleys in the audio; default true), ``phonetic`` (then take English words' edges
 from pocketsphinx's forced alignment where they agree with the attention's: ``adapters/phonetic``; default false),
-``align_processes`` (worker processes that time words from a run's second batch on, 0 for threads only; default
-``$ONEPASS_ALIGN_PROCESSES``, else ``default_align_processes()`` on machines of more than 2 cores and 0 on smaller
-ones, where processes did not pay: ``docs/performance.md`` #40-#43).
+``align_processes`` (worker processes that time words from a run's second batch on, from its first with
+``phonetic``, 0 for threads only; default ``$ONEPASS_ALIGN_PROCESSES``, else ``default_align_processes()`` on machines
+of more than 2 cores and 0 on smaller ones, where processes did not pay for DTW: ``docs/performance.md`` #40-#43;
+with ``phonetic`` one a core on 2 cores, #57).
 """
 
 from __future__ import annotations
@@ -68,13 +69,23 @@ def _audio() -> AudioSource:
     return LibrosaAudioSource()
 
 
-def _align_processes(configured: int | None) -> int:
-    """Word-timing processes: as configured, else ``$ONEPASS_ALIGN_PROCESSES``, else by the machine's cores."""
+def _align_processes(configured: int | None, phonetic: bool) -> int:
+    """Word-timing processes: as configured, else ``$ONEPASS_ALIGN_PROCESSES``, else by the machine's cores; with
+    ``phonetic`` one a core even on 2 cores (pocketsphinx holds the GIL: threads would take turns, #55, #57)."""
     if configured is not None:
         return max(0, int(configured))
     if os.environ.get("ONEPASS_ALIGN_PROCESSES"):
         return max(0, int(os.environ["ONEPASS_ALIGN_PROCESSES"]))
-    return default_align_processes() if (os.cpu_count() or 1) >= MIN_CORES_FOR_ALIGN_PROCESSES else 0
+    cores = os.cpu_count() or 1
+    if cores >= MIN_CORES_FOR_ALIGN_PROCESSES:
+        return default_align_processes()
+    return cores if phonetic and cores >= 2 else 0
+
+
+def _align_processes_from_batch(phonetic: bool) -> int:
+    """The phonetic aligner's windows (~0.6 s each) go to the processes at once; the DTW aligner's (tens of ms) from
+    the second batch on, so that a short run never waits for processes to start."""
+    return 1 if phonetic else 2
 
 
 def _aligner(refine: bool, model: str, phonetic: bool) -> Aligner:
@@ -113,7 +124,9 @@ class Container(containers.DeclarativeContainer):
     aligner: providers.Provider[Aligner] = providers.Singleton(
         _aligner, config.refine, config.model, config.phonetic
     )
-    align_processes: providers.Provider[int] = providers.Callable(_align_processes, config.align_processes)
+    align_processes: providers.Provider[int] = providers.Callable(
+        _align_processes, config.align_processes, config.phonetic
+    )
     service: providers.Provider[TranscriptionService] = providers.Factory(
         TranscriptionService,
         audio=audio,
@@ -121,4 +134,5 @@ class Container(containers.DeclarativeContainer):
         aligner=aligner,
         batch_size=config.batch_size,
         align_processes=align_processes,
+        align_processes_from_batch=providers.Callable(_align_processes_from_batch, config.phonetic),
     )

@@ -15,6 +15,7 @@ from attrs import frozen
 from numpy.typing import NDArray
 
 from adapters.dtw import DtwAligner
+from application.word_timing import WordTiming
 from adapters.phonetic import PhoneticAligner, forced_alignment
 from domain.audio import ChunkSegment, DecodedChunk, Window
 from domain.model import Word
@@ -134,3 +135,16 @@ def test_threads_each_get_their_own_decoder_and_the_same_times(eval_dir: Path) -
 def test_the_aligner_pickles_for_word_timing_processes() -> None:
     aligner = PhoneticAligner(DtwAligner(lag_seconds=-0.08))
     assert pickle.loads(pickle.dumps(aligner)) == aligner
+
+
+def test_a_word_timing_process_gives_the_times_a_thread_gives() -> None:
+    samples, _rate = sf.read(REPO / "samples" / "sample.wav", dtype="float32")
+    chunk = chunk_of(samples, [" " + w for s in SAMPLE_SENTENCES for w in s.split()])
+    aligner = PhoneticAligner(FakeAligner(), max_shift=20.0)
+    with WordTiming(aligner, threads=1, processes=1, from_batch=1) as timing:
+        timing.batch_started()
+        assert timing.uses_processes
+        in_process = timing.submit(chunk, word_timestamps=True).result()
+    with WordTiming(aligner, threads=1) as timing:
+        on_thread = timing.submit(chunk, word_timestamps=True).result()
+    assert in_process == on_thread

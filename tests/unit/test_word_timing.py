@@ -53,6 +53,12 @@ def test_processes_start_with_the_second_batch_only() -> None:
         assert timing.uses_processes
 
 
+def test_costly_aligners_take_processes_from_the_first_batch() -> None:
+    with WordTiming(FakeAligner(), threads=1, processes=2, from_batch=1) as timing:
+        timing.batch_started()
+        assert timing.uses_processes
+
+
 def test_without_processes_threads_do_everything() -> None:
     with WordTiming(FakeAligner(), threads=1) as timing:
         for _ in range(3):
