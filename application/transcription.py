@@ -67,7 +67,8 @@ class TranscriptionService:
     align_workers: int = field(factory=default_align_workers)  # word timing overlaps the next batch's decoding
     # worker processes for word timing from the second batch on (0: threads only); the composition root chooses
     align_processes: int = 0
-    align_processes_from_batch: int = 2  # the first batch whose windows go to the processes (``WordTiming``)
+    # a first batch of at least this many windows starts the processes at once (``WordTiming``); None: the second
+    align_processes_first_batch: int | None = None
 
     def transcribe(self, path: Path, options: TranscribeOptions) -> Transcript:
         """One file; raises the ``TranscriptionError`` that stopped it."""
@@ -93,7 +94,7 @@ class TranscriptionService:
         progress: ProgressSink,
     ) -> Iterator[FileResult]:
         with WordTiming(
-            self.aligner, self.align_workers, self.align_processes, self.align_processes_from_batch
+            self.aligner, self.align_workers, self.align_processes, self.align_processes_first_batch
         ) as timing:
             yield from self._pipeline(inputs, options, progress, timing)
 
@@ -154,7 +155,7 @@ class TranscriptionService:
             if not queue:
                 break
             batch = [queue.popleft() for _ in range(min(self.batch_size, len(queue)))]
-            timing.batch_started()
+            timing.batch_started(len(batch))
             for chunk in self.decoder.decode_batch(batch, options):
                 entry = pending[chunk.window.source]
                 entry.first_language = entry.first_language or chunk.language

@@ -14,7 +14,8 @@ pickled. On an H200 at batch 64 the overlapped run then reached 93-94 % of the t
 ``WordTiming`` hands windows to threads, and, when given ``processes``, to a process pool from the second decoded
 batch on: a run of one batch (a short single file) never waits for processes to start, and a longer run starts them
 while its second batch decodes. An aligner whose windows cost more than a process's start (the phonetic one: ~0.6
-s a 30-s window, holding the GIL) takes processes from the first batch on (``from_batch=1``). A window whose process dies is timed again on a thread; an error raised by the
+s a 30-s window, holding the GIL) starts them with the first batch already, when that batch holds at least
+``first_batch_windows`` windows. A window whose process dies is timed again on a thread; an error raised by the
 aligner reaches the caller as it would from a thread.
 """
 
@@ -85,11 +86,14 @@ def timed_segments(aligner: Aligner, chunk: DecodedChunk, word_timestamps: bool)
 
 class WordTiming:
     """A context manager that times decoded windows with ``aligner`` on ``threads`` threads, and on ``processes``
-    worker processes (none: threads only) from batch ``from_batch`` on (``batch_started``)."""
+    worker processes (none: threads only) from the second batch on, or from the first if it holds at least
+    ``first_batch_windows`` windows (``batch_started``)."""
 
-    def __init__(self, aligner: Aligner, threads: int, processes: int = 0, from_batch: int = 2) -> None:
+    def __init__(
+        self, aligner: Aligner, threads: int, processes: int = 0, first_batch_windows: int | None = None
+    ) -> None:
         self.aligner = aligner
-        self._from_batch = from_batch
+        self._first_batch_windows = first_batch_windows
         self._threads = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="align")
         self._wanted = processes
         self._processes: ProcessPoolExecutor | None = None
@@ -105,11 +109,12 @@ class WordTiming:
     ) -> None:
         self.close()
 
-    def batch_started(self) -> None:
-        """A batch is about to be decoded: from batch ``from_batch`` on, processes (if any) start and take the
-        windows."""
+    def batch_started(self, windows: int) -> None:
+        """A batch of ``windows`` is about to be decoded: processes (if any) start and take the windows from the
+        second batch on, or from a first batch of at least ``first_batch_windows``."""
         self._batches += 1
-        if self._batches >= self._from_batch:
+        big_first = self._first_batch_windows is not None and windows >= self._first_batch_windows
+        if self._batches >= 2 or big_first:
             self.start_processes()
 
     def start_processes(self) -> None:

@@ -14,8 +14,8 @@ together; default 16), ``cache_dir`` (converted models; default ``$ONEPASS_CACHE
 ``~/.cache/onepass-whisper``), ``refine`` (take the model's calibrated lag off DTW's word times and move
 boundaries onto pauses and energy valleys in the audio; default true), ``phonetic`` (then take English words' edges
 from pocketsphinx's forced alignment where they agree with the attention's: ``adapters/phonetic``; default false),
-``align_processes`` (worker processes that time words from a run's second batch on, from its first with
-``phonetic``, 0 for threads only; default ``$ONEPASS_ALIGN_PROCESSES``, else ``default_align_processes()`` on machines
+``align_processes`` (worker processes that time words from a run's second batch on, with ``phonetic`` from a first
+batch of ``PHONETIC_FIRST_BATCH`` windows; 0 for threads only; default ``$ONEPASS_ALIGN_PROCESSES``, else ``default_align_processes()`` on machines
 of more than 2 cores and 0 on smaller ones, where processes did not pay for DTW: ``docs/performance.md`` #40-#43;
 with ``phonetic`` one a core on 2 cores, #57).
 """
@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 DEFAULT_MODEL = "tiny.en"
 DEFAULT_BATCH_SIZE = 16  # measured: long-form tiny.en on 2 CPU cores, batch 4/8/16/32: 6.7/7.9/8.8/8.9x realtime
 MIN_CORES_FOR_ALIGN_PROCESSES = 3  # on 2 cores a process pool's pickling and start cost what the GIL saves
+# heuristic: 4 phonetic windows (~0.6 s each) on 2 processes save ~1.2 s, twice the ~0.6 s that starting the
+# processes added to a one-window file (`app transcribe samples/sample.wav --phonetic`: 4.2-4.5 -> 4.8-5.1 s)
+PHONETIC_FIRST_BATCH = 4
 
 
 class ModelCatalog(ModelSource, Protocol):
@@ -82,10 +85,11 @@ def _align_processes(configured: int | None, phonetic: bool) -> int:
     return cores if phonetic and cores >= 2 else 0
 
 
-def _align_processes_from_batch(phonetic: bool) -> int:
-    """The phonetic aligner's windows (~0.6 s each) go to the processes at once; the DTW aligner's (tens of ms) from
-    the second batch on, so that a short run never waits for processes to start."""
-    return 1 if phonetic else 2
+def _align_processes_first_batch(phonetic: bool) -> int | None:
+    """The phonetic aligner's windows (~0.6 s each) go to processes from a first batch of ``PHONETIC_FIRST_BATCH``
+    windows on; the DTW aligner's (tens of ms) from the second batch on, so that a short run never waits for
+    processes to start."""
+    return PHONETIC_FIRST_BATCH if phonetic else None
 
 
 def _aligner(refine: bool, model: str, phonetic: bool) -> Aligner:
@@ -134,5 +138,5 @@ class Container(containers.DeclarativeContainer):
         aligner=aligner,
         batch_size=config.batch_size,
         align_processes=align_processes,
-        align_processes_from_batch=providers.Callable(_align_processes_from_batch, config.phonetic),
+        align_processes_first_batch=providers.Callable(_align_processes_first_batch, config.phonetic),
     )

@@ -141,8 +141,8 @@ def test_a_word_timing_process_gives_the_times_a_thread_gives() -> None:
     samples, _rate = sf.read(REPO / "samples" / "sample.wav", dtype="float32")
     chunk = chunk_of(samples, [" " + w for s in SAMPLE_SENTENCES for w in s.split()])
     aligner = PhoneticAligner(FakeAligner(), max_shift=20.0)
-    with WordTiming(aligner, threads=1, processes=1, from_batch=1) as timing:
-        timing.batch_started()
+    with WordTiming(aligner, threads=1, processes=1, first_batch_windows=1) as timing:
+        timing.batch_started(1)
         assert timing.uses_processes
         in_process = timing.submit(chunk, word_timestamps=True).result()
     with WordTiming(aligner, threads=1) as timing:

@@ -231,11 +231,11 @@ def test_the_container_gives_the_aligner_the_models_calibrated_lag(model: str, r
 
 
 @pytest.mark.parametrize(
-    ("cores", "phonetic", "processes", "from_batch"),
-    [(2, False, 0, 2), (2, True, 2, 1), (1, True, 0, 1), (16, False, 8, 2), (16, True, 8, 1)],
+    ("cores", "phonetic", "processes", "first_batch"),
+    [(2, False, 0, None), (2, True, 2, 4), (1, True, 0, 4), (16, False, 8, None), (16, True, 8, 4)],
 )
 def test_phonetic_word_timing_takes_processes_at_once_even_on_two_cores(
-    monkeypatch: pytest.MonkeyPatch, cores: int, phonetic: bool, processes: int, from_batch: int
+    monkeypatch: pytest.MonkeyPatch, cores: int, phonetic: bool, processes: int, first_batch: int | None
 ) -> None:
     monkeypatch.setattr("os.cpu_count", lambda: cores)
     monkeypatch.delenv("ONEPASS_ALIGN_PROCESSES", raising=False)
@@ -243,7 +243,7 @@ def test_phonetic_word_timing_takes_processes_at_once_even_on_two_cores(
     container.config.phonetic.from_value(phonetic)
     with container.override_providers(decoder=FakeDecoder(), aligner=FakeAligner()):
         service = container.service()
-    assert (service.align_processes, service.align_processes_from_batch) == (processes, from_batch)
+    assert (service.align_processes, service.align_processes_first_batch) == (processes, first_batch)
 
 
 def test_the_container_wraps_the_dtw_aligner_for_phonetic_edges() -> None:

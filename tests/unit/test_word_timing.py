@@ -47,22 +47,23 @@ def test_a_window_whose_process_died_is_timed_on_a_thread() -> None:
 
 def test_processes_start_with_the_second_batch_only() -> None:
     with WordTiming(FakeAligner(), threads=1, processes=2) as timing:
-        timing.batch_started()
+        timing.batch_started(4)
         assert not timing.uses_processes  # a one-batch run (a short file) never waits for processes to start
-        timing.batch_started()
+        timing.batch_started(4)
         assert timing.uses_processes
 
 
-def test_costly_aligners_take_processes_from_the_first_batch() -> None:
-    with WordTiming(FakeAligner(), threads=1, processes=2, from_batch=1) as timing:
-        timing.batch_started()
-        assert timing.uses_processes
+@pytest.mark.parametrize(("windows", "at_once"), [(3, False), (4, True), (16, True)])
+def test_costly_aligners_take_processes_with_a_first_batch_big_enough(windows: int, at_once: bool) -> None:
+    with WordTiming(FakeAligner(), threads=1, processes=2, first_batch_windows=4) as timing:
+        timing.batch_started(windows)
+        assert timing.uses_processes is at_once
 
 
 def test_without_processes_threads_do_everything() -> None:
     with WordTiming(FakeAligner(), threads=1) as timing:
         for _ in range(3):
-            timing.batch_started()
+            timing.batch_started(4)
         assert not timing.uses_processes
 
 
