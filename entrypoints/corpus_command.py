@@ -29,6 +29,9 @@ from entrypoints.options import (
     ModelOption,
     OutputFormat,
     OutputFormatOption,
+    PhoneticOption,
+    RefineOption,
+    check_phonetic,
 )
 
 if TYPE_CHECKING:
@@ -146,6 +149,8 @@ def transcribe_corpus(
     model: ModelOption = DEFAULT_MODEL,
     batch_size: BatchSizeOption = DEFAULT_BATCH_SIZE,
     language: LanguageOption = None,
+    refine: RefineOption = True,
+    phonetic: PhoneticOption = False,
     output_format: OutputFormatOption = OutputFormat.ALL,
     manifest: Annotated[
         Path | None,
@@ -188,6 +193,7 @@ def transcribe_corpus(
     stderr = Console(stderr=True, soft_wrap=True, highlight=False)
     if language is not None and not language.strip():
         raise typer.BadParameter("give a language code or name, or leave the option out", param_hint="--language")
+    check_phonetic(phonetic)
     formats = FORMATS if output_format is OutputFormat.ALL else (output_format.value,)
     files = TranscriptFiles(formats=formats)
     options = TranscribeOptions(language=None if language is None else language.strip())
@@ -220,6 +226,8 @@ def transcribe_corpus(
     if plan.todo:
         container.config.model.from_value(model)
         container.config.batch_size.from_value(batch_size)
+        container.config.refine.from_value(refine)
+        container.config.phonetic.from_value(phonetic)
         tasks = [(file, by_file[file].source, output_dir / by_file[file].name) for file in plan.todo]
         shape = (workers, cpus_per_worker, gpus_per_worker, files_per_batch)
         try:

@@ -220,3 +220,24 @@ def test_workers_take_the_drivers_blas_threads_not_rays(monkeypatch: pytest.Monk
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
     settings.use_threads()
     assert os.environ["OMP_NUM_THREADS"] == "3" and "OPENBLAS_NUM_THREADS" not in os.environ
+
+
+def test_phonetic_without_pocketsphinx_is_a_usage_error(
+    container: Container, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("entrypoints.options.phonetic_available", lambda: False)
+    result = run(container, corpus(tmp_path, "a.wav"), tmp_path / "out", "--phonetic")
+    assert result.exit_code == 2 and "onepass-whisper[phonetic]" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_workers_build_the_aligner_the_driver_configured() -> None:
+    from adapters.phonetic import PhoneticAligner
+    from entrypoints.ray_engine import WorkerSettings
+
+    container = Container()
+    container.config.phonetic.from_value(True)
+    with container.override_providers(decoder=FakeDecoder()):
+        settings = WorkerSettings.of(container, TranscribeOptions(), TranscriptFiles())
+    service = settings.service()
+    assert isinstance(service.aligner, PhoneticAligner) and service.align_processes == 0
