@@ -11,13 +11,13 @@ never import MLX, soundfile or scipy. Tests swap adapters by instance::
 
 Configuration keys: ``model`` (name, folder or hub id; default ``tiny.en``), ``batch_size`` (windows decoded
 together; default 16), ``cache_dir`` (converted models; default ``$ONEPASS_CACHE_DIR`` or
-``~/.cache/onepass-whisper``), ``refine`` (take the model's calibrated lag off DTW's word times and move
-boundaries onto pauses and energy valleys in the audio; default true), ``phonetic`` (then take English words' edges
-from pocketsphinx's forced alignment where they agree with the attention's: ``adapters/phonetic``; default false),
+``~/.cache/onepass-whisper``), ``refine`` (take the model's calibrated lag off DTW's word times and move boundaries
+onto pauses and energy valleys in the audio; default true), ``phonetic`` (then take English words' edges from
+pocketsphinx's forced alignment where they agree with the attention's: ``adapters/phonetic``; default false),
 ``align_processes`` (worker processes that time words from a run's second batch on, with ``phonetic`` from a first
-batch of ``PHONETIC_FIRST_BATCH`` windows; 0 for threads only; default ``$ONEPASS_ALIGN_PROCESSES``, else ``default_align_processes()`` on machines
-of more than 2 cores and 0 on smaller ones, where processes did not pay for DTW: ``docs/performance.md`` #40-#43;
-with ``phonetic`` one a core on 2 cores, #57).
+batch of ``PHONETIC_FIRST_BATCH`` windows; 0 for threads only; default ``$ONEPASS_ALIGN_PROCESSES``, else
+``default_align_processes()`` on machines of more than 2 cores and 0 on smaller ones, where processes did not pay
+for DTW: ``docs/performance.md`` #40-#43; with ``phonetic`` one a core on 2 cores, #57).
 """
 
 from __future__ import annotations

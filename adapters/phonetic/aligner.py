@@ -2,13 +2,13 @@
 
 Cross-attention frames are 20 ms apart and the alignment heads attend around a word rather than at its edges: after
 the lag correction and the audio refinement of ``adapters/dtw``, a third of the word starts and ends are still more
-than 50 ms off (timit_dev, base: 66 / 62 % within 50 ms; ``docs/alignment.md``). A phone-level acoustic model sees the edges themselves. This
-adapter wraps another ``Aligner`` (the DTW one): it takes that aligner's words, forced-aligns the same words with
-pocketsphinx's US-English acoustic model (a hidden Markov model over CMUdict pronunciations, 10-ms frames, with
-optional silences between words) and gives each word the aligned edges, where they lie within ``max_shift`` of the
-inner aligner's: a forced alignment that went astray (a misrecognised word, noise, music) is caught by the
-attention, which never drifts far. Windows in other languages, and windows whose alignment fails, keep the inner
-aligner's times.
+than 50 ms off (timit_dev, base: 66 / 62 % within 50 ms; ``docs/alignment.md``). A phone-level acoustic model sees
+the edges themselves. This adapter wraps another ``Aligner`` (the DTW one): it takes that aligner's words,
+forced-aligns the same words with pocketsphinx's US-English acoustic model (a hidden Markov model over CMUdict
+pronunciations, 10-ms frames, with optional silences between words) and gives each word the aligned edges, where
+they lie within ``max_shift`` of the inner aligner's: a forced alignment that went astray (a misrecognised word,
+noise, music) is caught by the attention, which never drifts far. Windows in other languages, and windows whose
+alignment fails, keep the inner aligner's times.
 
 Words are looked up in pocketsphinx's CMUdict after lower-casing; a word that is not there (a name, a number) is
 spoken by rule (``pronounce``), which is rough, but the alignment only needs its length to be about right. One
@@ -170,8 +170,5 @@ class PhoneticAligner:
         for i in range(1, len(flat)):  # a taken edge next to a kept one must not overlap it
             starts[i] = max(starts[i], ends[i - 1])
             ends[i] = max(ends[i], starts[i])
-        out, i = [], 0
-        for words in timed:
-            out.append(tuple(Word(w.text, float(starts[i + k]), float(ends[i + k]), w.probability) for k, w in enumerate(words)))
-            i += len(words)
-        return tuple(out)
+        edges = iter(zip(starts.tolist(), ends.tolist(), strict=True))
+        return tuple(tuple(Word(w.text, *next(edges), w.probability) for w in words) for words in timed)

@@ -126,7 +126,8 @@ def test_transcribe_help_documents_options_and_exit_codes() -> None:
     for option in (
         "--model", "--batch-size", "--language", "--task", "--initial-prompt", "--temperature",
         "--compression-ratio-threshold", "--logprob-threshold", "--no-speech-threshold", "--word-timestamps",
-        "--no-word-timestamps", "--refine", "--no-refine", "--phonetic", "--output-dir", "--output-format", "--overwrite", "--highlight-words",
+        "--no-word-timestamps", "--refine", "--no-refine", "--phonetic",
+        "--output-dir", "--output-format", "--overwrite", "--highlight-words",
         "--max-line-width", "--max-line-count", "--max-words-per-line", "--verbose", "--quiet",
     ):
         assert option in text, option

@@ -92,7 +92,8 @@ def test_sentence_pauses_appear_where_the_inner_aligner_left_none() -> None:
 def test_edges_far_from_the_inner_aligners_are_not_taken(eval_dir: Path) -> None:
     samples, words, truth = timit(eval_dir, utterances(eval_dir)[0])
     shifted = truth + 1.0
-    timed = edges(PhoneticAligner(GivenTimes(tuple(map(tuple, shifted))), max_shift=0.3).align(chunk_of(samples, words)))
+    aligner = PhoneticAligner(GivenTimes(tuple(map(tuple, shifted))), max_shift=0.3)
+    timed = edges(aligner.align(chunk_of(samples, words)))
     np.testing.assert_array_equal(timed, shifted)
 
 
@@ -124,7 +125,10 @@ def test_threads_each_get_their_own_decoder_and_the_same_times(eval_dir: Path) -
     chunk = chunk_of(samples, words)
     alone = aligner.align(chunk)
     results: list[object] = []
-    threads = [threading.Thread(target=lambda: results.extend(aligner.align(chunk) for _ in range(3))) for _ in range(2)]
+    def work() -> None:
+        results.extend(aligner.align(chunk) for _ in range(3))
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
     for thread in threads:
         thread.start()
     for thread in threads:
