@@ -199,6 +199,20 @@ class DecoderState:
         for layer, head in alignment_heads:
             self.capture.setdefault(layer, []).append(head)
         self.alignment_heads = list(alignment_heads)
+        # each linear's weight transposed once, evaluated: a leaf of every step's graph, where ``nn.Linear`` would
+        # add a Transpose node per call (8 a layer); the views share the weights' memory
+        linears = [model.decoder.token_embedding]
+        for block in blocks:
+            assert block.cross_attn is not None
+            linears += [block.attn.query, block.attn.key, block.attn.value, block.attn.out]
+            linears += [block.cross_attn.query, block.cross_attn.out, block.mlp1, block.mlp2]
+        self._transposed = {id(layer): layer.weight.T for layer in linears}
+        mx.eval(list(self._transposed.values()))
+
+    def _linear(self, layer: Any, x: mx.array) -> mx.array:
+        """``layer(x)`` for an ``nn.Linear`` (or the embedding as the logits' linear) over its transposed weight."""
+        weight = self._transposed[id(layer)]
+        return mx.addmm(layer.bias, x, weight) if "bias" in layer else x @ weight
 
     def keep(self, rows: mx.array) -> None:
         """Compact the batch to ``rows`` (indices of the sequences that go on)."""
@@ -239,44 +253,43 @@ class DecoderState:
             if qk is not None:
                 for i, head in enumerate(self.capture[layer]):
                     captured[(layer, head)] = qk[:, i]
-            x = x + block.mlp2(self.gelu(block.mlp1(block.mlp_ln(x))))
+            x = x + self._linear(block.mlp2, self.gelu(self._linear(block.mlp1, block.mlp_ln(x))))
         self.offset = end
         picked = model.decoder.ln(x[:, list(logit_positions)])
-        logits = model.decoder.token_embedding.as_linear(picked).astype(mx.float32)  # batch × positions × vocab
+        logits = self._linear(model.decoder.token_embedding, picked).astype(mx.float32)  # batch × positions × vocab
         attention = mx.stack([captured[h] for h in self.alignment_heads], axis=1)
         return [logits[:, i] for i in range(len(logit_positions))], attention
 
     def _self_attention(
         self, layer: int, attn: MultiHeadAttention, x: mx.array, start: int, end: int, mask: mx.array | None
     ) -> mx.array:
-        q = _split_heads(attn.query(x), self.n_head)
-        self.self_k[layer][:, :, start:end] = _split_heads(attn.key(x), self.n_head)
-        self.self_v[layer][:, :, start:end] = _split_heads(attn.value(x), self.n_head)
+        q = _split_heads(self._linear(attn.query, x), self.n_head)
+        self.self_k[layer][:, :, start:end] = _split_heads(self._linear(attn.key, x), self.n_head)
+        self.self_v[layer][:, :, start:end] = _split_heads(self._linear(attn.value, x), self.n_head)
         k = self.self_k[layer][:, :, :end]
         v = self.self_v[layer][:, :, :end]
         scale = q.shape[-1] ** -0.5
         out = mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=mask)
-        merged: mx.array = attn.out(_merge_heads(out))
-        return merged
+        return self._linear(attn.out, _merge_heads(out))
 
     def _cross_attention(
         self, layer: int, attn: MultiHeadAttention, x: mx.array, k: mx.array, v: mx.array
     ) -> tuple[mx.array, mx.array | None]:
-        q = _split_heads(attn.query(x), self.n_head)
+        q = _split_heads(self._linear(attn.query, x), self.n_head)
         scale = q.shape[-1] ** -0.5
         heads = self.capture.get(layer)
         if self.explicit_cross:
             scores = (q * scale) @ k  # batch × heads × length × frames (k: batch × heads × dh × frames)
             out = mx.softmax(scores, axis=-1, precise=True) @ v
             qk = None if heads is None else scores[:, :, -1, :][:, _head_index(heads)]
-            return attn.out(_merge_heads(out)), qk
+            return self._linear(attn.out, _merge_heads(out)), qk
         out = mx.fast.scaled_dot_product_attention(q, k, v, scale=scale)
         if heads is None:
-            return attn.out(_merge_heads(out)), None
+            return self._linear(attn.out, _merge_heads(out)), None
         # the alignment heads' QK of the last query only: their K rows are read twice, every other head's once
         index = _head_index(heads)
         qk = (q[:, index, -1:, :] * scale) @ k[:, index].transpose(0, 1, 3, 2)  # batch × captured × 1 × frames
-        return attn.out(_merge_heads(out)), qk[:, :, 0, :]
+        return self._linear(attn.out, _merge_heads(out)), qk[:, :, 0, :]
 
 
 def _head_index(heads: list[int]) -> slice | mx.array:
