@@ -24,6 +24,7 @@ from adapters.mlx.forward import DecoderState
 from adapters.mlx.rules import DeviceTimestampState, LogitRules, TimestampState, logsumexp
 
 COMPACT_FRACTION = 8  # decode_lagged compacts once a 1/8 of the rows (at least one) belong to finished sequences
+SAMPLING_SEED = 0  # the keys of sampled decoding (temperature fallback): seed + step, the same on every run
 
 
 class Progress:
@@ -80,9 +81,11 @@ class Progress:
         ]
 
 
-def choose(masked: mx.array, temperature: float) -> mx.array:
+def choose(masked: mx.array, temperature: float, step: int = 0) -> mx.array:
+    """Each row's next token: the best, or at ``temperature`` > 0 one drawn with a key fixed by the step, so that a
+    sampled fallback gives the same tokens on every run (and the caller's MLX random state is left alone)."""
     if temperature > 0:
-        return mx.random.categorical(masked / temperature)
+        return mx.random.categorical(masked / temperature, key=mx.random.key(SAMPLING_SEED + step))
     return mx.argmax(masked, axis=-1)
 
 
@@ -112,7 +115,7 @@ def decode_synced(
     for step in range(limit):
         masked = rules.apply_host(logits, ts_state, first_step=step == 0)
         if temperature > 0:
-            tokens = np.array(choose(mx.array(masked), temperature))
+            tokens = np.array(choose(mx.array(masked), temperature, step))
         else:
             tokens = masked.argmax(axis=-1)
         logprobs, probabilities = _token_scores(masked, logits, tokens, eot)
@@ -148,7 +151,7 @@ def decode_lagged(
     limit = progress.limit  # steps at most
     for step in range(limit):
         masked = rules.apply(logits, ts_state, first_step=step == 0)
-        chosen = choose(masked, temperature)
+        chosen = choose(masked, temperature, step)
         logprob, probability = device_scores(masked, logits, chosen, eot)
         this = (active, attention.astype(mx.float32), chosen, logprob, probability)
         if step < limit - 1:
