@@ -36,7 +36,13 @@ from application.transcription import FileResult, TranscriptionService
 from domain.audio import SAMPLE_RATE, Waveform
 from domain.errors import AudioLoadError, InvalidOptionError
 from domain.model import Segment, Task, TranscribeOptions, Transcript, Word
-from entrypoints.container import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, Container, phonetic_available
+from entrypoints.container import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MODEL,
+    PHONETIC_MISSING,
+    Container,
+    phonetic_available,
+)
 
 __all__ = ["FileResult", "Options", "Segment", "Transcriber", "Transcript", "Word", "transcribe"]
 
@@ -84,7 +90,7 @@ class Transcriber:
         if batch_size < 1:
             raise InvalidOptionError("batch_size", f"must be at least 1, got {batch_size}")
         if phonetic and not phonetic_available():
-            raise InvalidOptionError("phonetic", "needs pocketsphinx: pip install 'onepass-whisper[phonetic]'")
+            raise InvalidOptionError("phonetic", PHONETIC_MISSING)
         self.container = Container() if container is None else container
         self.container.config.model.from_value(model)
         self.container.config.batch_size.from_value(batch_size)

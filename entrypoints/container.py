@@ -103,6 +103,9 @@ def _aligner(refine: bool, model: str, phonetic: bool) -> Aligner:
     return PhoneticAligner(aligner)
 
 
+PHONETIC_MISSING = "needs pocketsphinx: pip install 'onepass-whisper[phonetic]'"  # the error where it is not
+
+
 def phonetic_available() -> bool:
     """Whether the ``phonetic`` aligner can be built (pocketsphinx installed)."""
     from adapters.phonetic import is_available

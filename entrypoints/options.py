@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from entrypoints.container import phonetic_available
+from entrypoints.container import PHONETIC_MISSING, phonetic_available
 
 
 class OutputFormat(str, Enum):
@@ -75,6 +75,4 @@ OutputFormatOption = Annotated[
 def check_phonetic(phonetic: bool) -> None:
     """``--phonetic`` needs pocketsphinx: a usage error (exit 2) naming the extra to install, before any work."""
     if phonetic and not phonetic_available():
-        raise typer.BadParameter(
-            "needs pocketsphinx: pip install 'onepass-whisper[phonetic]'", param_hint="--phonetic"
-        )
+        raise typer.BadParameter(PHONETIC_MISSING, param_hint="--phonetic")
