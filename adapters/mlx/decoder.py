@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 from threadpoolctl import ThreadpoolController
 
 from adapters.mlx.cpu_decoder import DecoderWeights, NumpyDecoderState
-from adapters.mlx.forward import DecoderState, decoder_weights, encode
+from adapters.mlx.forward import DecoderState, KernelDecoderState, decoder_weights, encode
 from adapters.mlx.loop import Progress, decode_lagged, decode_synced
 from adapters.mlx.rules import LogitRules, logsumexp
 from domain.audio import CONTINUE_SECONDS, FRAME_SECONDS, ChunkSegment, DecodedChunk, Window
@@ -82,6 +82,8 @@ class MlxWhisperDecoder:
         self.dtype = model.decoder.token_embedding.weight.dtype
         self.host_math = mx.default_device() == mx.cpu  # transcendental math in numpy: see forward.encode
         self.lagged = not self.host_math if lagged is None else lagged
+        # MLX's CUDA backend: a one-token step's attention as custom kernels (``KernelDecoderState``)
+        self.cuda_kernels = mx.cuda.is_available() and os.environ.get("ONEPASS_CUDA_KERNELS", "1") != "0"
         # CPU: the encoder's and decoder's numpy work is shared out among one thread a core (each BLAS call on one)
         self._threads = os.cpu_count() or 1
         self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="numpy") if self.host_math else None
@@ -246,7 +248,11 @@ class MlxWhisperDecoder:
         if self.lagged:
             gpu = not self.host_math
             explicit = gpu and batch >= EXPLICIT_CROSS_MIN_BATCH
-            state = DecoderState(self.model, features, self.alignment_heads, explicit_cross=explicit, fused=gpu)
+            state = (
+                KernelDecoderState(self.model, features, self.alignment_heads)
+                if self.cuda_kernels
+                else DecoderState(self.model, features, self.alignment_heads, explicit_cross=explicit, fused=gpu)
+            )
             logits_list, attention = state.step(prompt, logit_positions=(sot_index, -1))
             no_speech_probs = mx.softmax(logits_list[0], axis=-1)[:, no_speech] if no_speech is not None else None
             decode_lagged(state, rules, logits_list[1], attention, progress, temperature, finish_below)

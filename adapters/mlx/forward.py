@@ -17,7 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 from mlx_whisper.whisper import MultiHeadAttention, ResidualAttentionBlock, Whisper
 
-from adapters.mlx import cpu_decoder, cpu_kernels
+from adapters.mlx import cpu_decoder, cpu_kernels, cuda_kernels
 
 KV_BLOCK = 64  # tokens: the self-attention buffer grows by this many positions at a time
 
@@ -178,27 +178,16 @@ class DecoderState:
         self.gelu = fused_gelu if fused else gelu
         blocks: list[ResidualAttentionBlock] = model.decoder.blocks
         self.n_head = blocks[0].attn.n_head
-        batch = audio_features.shape[0]
-        state = model.dims.n_text_state
-        dtype = audio_features.dtype
-        # cross-attention K/V: computed once per window, read every step
-        self.cross_kv: list[tuple[mx.array, mx.array]] = []
-        for block in blocks:
-            cross = block.cross_attn
-            assert cross is not None
-            # contiguous once here, or every step would copy the transposed views again
-            k = _split_heads(cross.key(audio_features), self.n_head)
-            k = mx.contiguous(k.transpose(0, 1, 3, 2) if self.explicit_cross else k)  # batch × heads × dh × frames
-            v = mx.contiguous(_split_heads(cross.value(audio_features), self.n_head))
-            self.cross_kv.append((k, v))
-        self.self_k = [mx.zeros((batch, self.n_head, KV_BLOCK, state // self.n_head), dtype=dtype) for _ in blocks]
-        self.self_v = [mx.zeros((batch, self.n_head, KV_BLOCK, state // self.n_head), dtype=dtype) for _ in blocks]
         self.offset = 0
-        # layer -> head indices whose QK is captured
+        # layer -> head indices whose QK is captured, ascending
         self.capture: dict[int, list[int]] = {}
-        for layer, head in alignment_heads:
+        for layer, head in sorted(alignment_heads):
             self.capture.setdefault(layer, []).append(head)
         self.alignment_heads = list(alignment_heads)
+        ordered = sorted(self.alignment_heads)  # the order the layers capture in
+        reorder = [ordered.index(h) for h in self.alignment_heads]
+        self._reorder = None if ordered == self.alignment_heads else mx.array(reorder)
+        self._caches(audio_features)
         # each linear's weight transposed once, evaluated: a leaf of every step's graph, where ``nn.Linear`` would
         # add a Transpose node per call (8 a layer); the views share the weights' memory
         linears = [model.decoder.token_embedding]
@@ -208,6 +197,22 @@ class DecoderState:
             linears += [block.cross_attn.query, block.cross_attn.out, block.mlp1, block.mlp2]
         self._transposed = {id(layer): layer.weight.T for layer in linears}
         mx.eval(list(self._transposed.values()))
+
+    def _caches(self, audio_features: mx.array) -> None:
+        """The cross-attention K/V (computed once per window, read every step) and the self-attention buffers."""
+        blocks: list[ResidualAttentionBlock] = self.model.decoder.blocks
+        self.cross_kv: list[tuple[mx.array, mx.array]] = []
+        for block in blocks:
+            cross = block.cross_attn
+            assert cross is not None
+            # contiguous once here, or every step would copy the transposed views again
+            k = _split_heads(cross.key(audio_features), self.n_head)
+            k = mx.contiguous(k.transpose(0, 1, 3, 2) if self.explicit_cross else k)  # batch × heads × dh × frames
+            v = mx.contiguous(_split_heads(cross.value(audio_features), self.n_head))
+            self.cross_kv.append((k, v))
+        shape = (audio_features.shape[0], self.n_head, KV_BLOCK, self.model.dims.n_text_state // self.n_head)
+        self.self_k = [mx.zeros(shape, dtype=audio_features.dtype) for _ in blocks]
+        self.self_v = [mx.zeros(shape, dtype=audio_features.dtype) for _ in blocks]
 
     def _linear(self, layer: Any, x: mx.array) -> mx.array:
         """``layer(x)`` for an ``nn.Linear`` (or the embedding as the logits' linear) over its transposed weight."""
@@ -243,7 +248,7 @@ class DecoderState:
         start, end = self.offset, self.offset + length
         x = model.decoder.token_embedding(tokens) + model.decoder.positional_embedding[start:end]
         mask = causal_mask(length, start, x.dtype) if length > 1 else None
-        captured: dict[tuple[int, int], mx.array] = {}
+        captured: list[mx.array] = []  # each capturing layer's QK (batch × its heads × frames), in layer order
         for layer, block in enumerate(model.decoder.blocks):
             x = x + self._self_attention(layer, block.attn, block.attn_ln(x), start, end, mask)
             cross = block.cross_attn
@@ -251,13 +256,16 @@ class DecoderState:
             y, qk = self._cross_attention(layer, cross, block.cross_attn_ln(x), *self.cross_kv[layer])
             x = x + y
             if qk is not None:
-                for i, head in enumerate(self.capture[layer]):
-                    captured[(layer, head)] = qk[:, i]
+                captured.append(qk)
             x = x + self._linear(block.mlp2, self.gelu(self._linear(block.mlp1, block.mlp_ln(x))))
         self.offset = end
-        picked = model.decoder.ln(x[:, list(logit_positions)])
+        picked = model.decoder.ln(x if length == 1 else x[:, list(logit_positions)])
         logits = self._linear(model.decoder.token_embedding, picked).astype(mx.float32)  # batch × positions × vocab
-        attention = mx.stack([captured[h] for h in self.alignment_heads], axis=1)
+        attention = captured[0] if len(captured) == 1 else mx.concatenate(captured, axis=1)  # sorted (layer, head)
+        if self._reorder is not None:
+            attention = attention[:, self._reorder]
+        if length == 1:
+            return [logits[:, 0]] * len(logit_positions), attention
         return [logits[:, i] for i in range(len(logit_positions))], attention
 
     def _self_attention(
@@ -296,3 +304,88 @@ def _head_index(heads: list[int]) -> slice | mx.array:
     """The heads as a slice where they are consecutive (the usual case; large-v3: one a layer): views, no copy."""
     first, count = heads[0], len(heads)
     return slice(first, first + count) if heads == list(range(first, first + count)) else mx.array(heads)
+
+
+class KernelDecoderState(DecoderState):
+    """``DecoderState`` on MLX's CUDA backend: a one-token step's two attentions are custom kernels, a node each.
+
+    The caches are kept where the linears write them, position-major, so neither kernel needs a head split or
+    merge: each layer's cross-attention K and V as batch × frames × state, and one self-attention buffer of
+    batch × capacity × 2·state (a position's key, then its value), which one linear of the key and value weights side
+    by side fills. A step of several tokens (the prompt) runs MLX's own attention over views of the same buffers.
+    ``adapters/mlx/cuda_kernels.py`` has the kernels and ``docs/performance.md`` what they saved.
+    """
+
+    def __init__(self, model: Whisper, audio_features: mx.array, alignment_heads: Sequence[tuple[int, int]]) -> None:
+        super().__init__(model, audio_features, alignment_heads, explicit_cross=False, fused=True)
+        self._positions = mx.array([0], dtype=mx.int32)
+        # the key and value linears as one (the key has no bias), transposed and evaluated as ``_linear``'s weights
+        self._key_value: list[tuple[mx.array, mx.array]] = []
+        for block in model.decoder.blocks:
+            key, value = block.attn.key, block.attn.value
+            weight = mx.concatenate([key.weight, value.weight]).T
+            bias = mx.concatenate([mx.zeros_like(value.bias), value.bias])
+            self._key_value.append((weight, bias))
+        mx.eval(self._key_value)
+
+    def _caches(self, audio_features: mx.array) -> None:
+        blocks: list[ResidualAttentionBlock] = self.model.decoder.blocks
+        self.cross_kv = []
+        for block in blocks:
+            cross = block.cross_attn
+            assert cross is not None
+            self.cross_kv.append((cross.key(audio_features), cross.value(audio_features)))  # batch × frames × state
+        shape = (audio_features.shape[0], KV_BLOCK, 2 * self.model.dims.n_text_state)
+        self.self_kv = [mx.zeros(shape, dtype=audio_features.dtype) for _ in blocks]
+
+    def keep(self, rows: mx.array) -> None:
+        self.cross_kv = [(k[rows], v[rows]) for k, v in self.cross_kv]
+        self.self_kv = [kv[rows] for kv in self.self_kv]
+
+    def _reserve(self, length: int) -> None:
+        needed = self.offset + length
+        capacity = self.self_kv[0].shape[1]
+        if needed <= capacity:
+            return
+        grow = ((needed - capacity + KV_BLOCK - 1) // KV_BLOCK) * KV_BLOCK
+        for i, kv in enumerate(self.self_kv):
+            pad = mx.zeros((kv.shape[0], grow, kv.shape[2]), dtype=kv.dtype)
+            self.self_kv[i] = mx.concatenate([kv, pad], axis=1)
+
+    def step(self, tokens: mx.array, logit_positions: Sequence[int] = (-1,)) -> tuple[list[mx.array], mx.array]:
+        self._positions = mx.array([self.offset + tokens.shape[1]], dtype=mx.int32)  # read by every layer's kernel
+        return super().step(tokens, logit_positions)
+
+    def _self_attention(
+        self, layer: int, attn: MultiHeadAttention, x: mx.array, start: int, end: int, mask: mx.array | None
+    ) -> mx.array:
+        q = self._linear(attn.query, x)
+        weight, bias = self._key_value[layer]
+        self.self_kv[layer][:, start:end] = mx.addmm(bias, x, weight)
+        cache = self.self_kv[layer]
+        if end - start == 1:
+            out = cuda_kernels.self_attention(q, cache, self._positions, self.n_head, self.model.dims.n_text_ctx)
+            return self._linear(attn.out, out)
+        state = q.shape[-1]
+        k = _split_heads(cache[:, :end, :state], self.n_head)
+        v = _split_heads(cache[:, :end, state:], self.n_head)
+        q = _split_heads(q, self.n_head)
+        out = mx.fast.scaled_dot_product_attention(q, k, v, scale=q.shape[-1] ** -0.5, mask=mask)
+        return self._linear(attn.out, _merge_heads(out))
+
+    def _cross_attention(
+        self, layer: int, attn: MultiHeadAttention, x: mx.array, k: mx.array, v: mx.array
+    ) -> tuple[mx.array, mx.array | None]:
+        q = self._linear(attn.query, x)
+        heads = self.capture.get(layer, [])
+        if x.shape[1] == 1:
+            out, qk = cuda_kernels.cross_attention(q, k, v, self.n_head, tuple(heads))
+            return self._linear(attn.out, out), qk
+        q, k, v = (_split_heads(a, self.n_head) for a in (q, k, v))
+        scale = q.shape[-1] ** -0.5
+        out = mx.fast.scaled_dot_product_attention(q, k, v, scale=scale)
+        if not heads:
+            return self._linear(attn.out, _merge_heads(out)), None
+        index = _head_index(heads)
+        qk = (q[:, index, -1:, :] * scale) @ k[:, index].transpose(0, 1, 3, 2)  # batch × captured × 1 × frames
+        return self._linear(attn.out, _merge_heads(out)), qk[:, :, 0, :]

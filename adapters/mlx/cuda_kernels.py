@@ -1,0 +1,207 @@
+"""A one-token decoder step's attention as custom CUDA kernels (MLX's CUDA backend): one graph node a layer each.
+
+On the GPU the decoder step is host-bound: MLX evaluates and launches every graph node one by one, and a layer of
+``forward.DecoderState`` is ~38 nodes (head splits and merges, cache slices, the scale, two matmuls and a softmax,
+the alignment heads' slices), ~1200 a step at large-v3's 32 layers (``docs/performance.md`` #22, #54, #58). Here
+each attention of a layer is one kernel that reads its operands where the linears left them:
+
+- ``cross_attention``: one block a (sequence, head) scores the query against the window's 1500 keys, keeps the
+  scores of the alignment heads (the captured QK, before the softmax, as ``DecoderState`` gives it), and sums the
+  values under the softmax; K and V are read once each, 16 bytes a thread at a time.
+- ``self_attention``: the same over the self-attention cache of the positions so far (K and V side by side in one
+  position-major buffer the step's key/value linear was written into).
+
+Queries come straight from the linear's output (batch × 1 × state) and the output is written merged (batch × 1 ×
+state), so no head split or merge is needed either side. Scores, softmax and sums are float32.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import mlx.core as mx
+
+THREADS = 256  # a block's threads: eight warps, each reading four keys (fp16) at a time
+
+_CONSTANTS = """
+    constexpr int VEC = 16 / sizeof(T);  // elements in a 16-byte load
+    constexpr int TPK = DH / VEC;        // threads sharing a key (or value) row
+    constexpr int KPI = THREADS / TPK;   // rows a block reads an iteration
+    constexpr int D = H * DH;
+    static_assert(DH % VEC == 0 && 32 % TPK == 0, "head size must split into 16-byte loads within a warp");
+    const int b = blockIdx.x / H, h = blockIdx.x % H, tid = threadIdx.x;
+"""
+
+_BODY = """
+    __shared__ float query[DH];
+    __shared__ float weights[ROWS];
+    __shared__ float partial[KPI][DH];
+    __shared__ float reduce[THREADS / 32];
+    const int lane = tid % TPK, slot = tid / TPK, warp = tid / 32;
+    if (tid < DH) query[tid] = static_cast<float>(q[(size_t)b * D + h * DH + tid]) * rsqrtf((float)DH);
+    __syncthreads();
+    float qv[VEC];
+    #pragma unroll
+    for (int i = 0; i < VEC; ++i) qv[i] = query[lane * VEC + i];
+    // scores: a key row is TPK threads' 16-byte loads, summed across those lanes
+    float top = __int_as_float(0xff800000);  // -infinity
+    #pragma unroll 4
+    for (int t0 = 0; t0 < length; t0 += KPI) {
+        const int t = t0 + slot;
+        float s = 0.0f;
+        if (t < length) {
+            const uint4 raw = *reinterpret_cast<const uint4*>(keys + (size_t)t * STRIDE + lane * VEC);
+            const T* kv = reinterpret_cast<const T*>(&raw);
+            #pragma unroll
+            for (int i = 0; i < VEC; ++i) s += qv[i] * static_cast<float>(kv[i]);
+        }
+        #pragma unroll
+        for (int o = TPK / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffff, s, o);
+        if (t < length) {
+            if (lane == 0) weights[t] = s;
+            top = fmaxf(top, s);
+        }
+    }
+    #pragma unroll
+    for (int o = 16; o > 0; o >>= 1) top = fmaxf(top, __shfl_xor_sync(0xffffffff, top, o));
+    if (tid % 32 == 0) reduce[warp] = top;
+    __syncthreads();
+    top = reduce[0];
+    #pragma unroll
+    for (int w = 1; w < THREADS / 32; ++w) top = fmaxf(top, reduce[w]);
+    /*CAPTURE*/
+    float total = 0.0f;
+    for (int t = tid; t < length; t += THREADS) {
+        const float e = expf(weights[t] - top);
+        weights[t] = e;
+        total += e;
+    }
+    #pragma unroll
+    for (int o = 16; o > 0; o >>= 1) total += __shfl_xor_sync(0xffffffff, total, o);
+    __syncthreads();  // every warp has read reduce[] for the maximum
+    if (tid % 32 == 0) reduce[warp] = total;
+    __syncthreads();
+    total = 0.0f;
+    #pragma unroll
+    for (int w = 0; w < THREADS / 32; ++w) total += reduce[w];
+    // output: each thread sums its rows' VEC values under the weights; then the KPI partial sums per element
+    float acc[VEC];
+    #pragma unroll
+    for (int i = 0; i < VEC; ++i) acc[i] = 0.0f;
+    #pragma unroll 4
+    for (int t = slot; t < length; t += KPI) {
+        const uint4 raw = *reinterpret_cast<const uint4*>(values + (size_t)t * STRIDE + lane * VEC);
+        const T* vv = reinterpret_cast<const T*>(&raw);
+        const float p = weights[t];
+        #pragma unroll
+        for (int i = 0; i < VEC; ++i) acc[i] += p * static_cast<float>(vv[i]);
+    }
+    #pragma unroll
+    for (int i = 0; i < VEC; ++i) partial[slot][lane * VEC + i] = acc[i];
+    __syncthreads();
+    if (tid < DH) {
+        float sum = 0.0f;
+        #pragma unroll 8
+        for (int j = 0; j < KPI; ++j) sum += partial[j][tid];
+        out[(size_t)b * D + h * DH + tid] = static_cast<T>(sum / total);
+    }
+"""
+
+# the alignment heads' scores (before the softmax) of this layer, in ascending head order: slot = heads below h.
+# Each thread copies the scores it turns into weights next, so no barrier is needed either side.
+_CAPTURE = """
+    if ((CAPTURED >> h) & 1) {
+        const int captured = __popc(CAPTURED & ((1u << h) - 1u));
+        T* row = qk + ((size_t)b * __popc(CAPTURED) + captured) * length;
+        for (int t = tid; t < length; t += THREADS) row[t] = static_cast<T>(weights[t]);
+    }
+"""
+
+_CROSS = """
+    const int length = ROWS;  // the window's audio frames
+    constexpr int STRIDE = D;
+    const T* keys = k + (size_t)b * ROWS * D + h * DH;
+    const T* values = v + (size_t)b * ROWS * D + h * DH;
+"""
+
+_SELF = """
+    const int length = positions[0];  // the positions written so far, this step's included
+    constexpr int STRIDE = 2 * D;     // a position's key, then its value
+    const int capacity = cache_shape[1];
+    const T* keys = cache + (size_t)b * capacity * STRIDE + h * DH;
+    const T* values = keys + D;
+"""
+
+
+@cache
+def _cross_kernel(capture: bool) -> Any:
+    outputs = ["out", "qk"] if capture else ["out"]
+    source = _CONSTANTS + _CROSS + _BODY.replace("/*CAPTURE*/", _CAPTURE if capture else "")
+    return mx.fast.cuda_kernel(name="onepass_cross", input_names=["q", "k", "v"], output_names=outputs, source=source)
+
+
+@cache
+def _self_kernel() -> Any:
+    source = _CONSTANTS + _SELF + _BODY.replace("/*CAPTURE*/", "")
+    return mx.fast.cuda_kernel(
+        name="onepass_self", input_names=["q", "cache", "positions"], output_names=["out"], source=source
+    )
+
+
+def cross_attention(
+    q: mx.array, k: mx.array, v: mx.array, n_head: int, heads: tuple[int, ...] = ()
+) -> tuple[mx.array, mx.array | None]:
+    """One query a sequence against its window's keys and values.
+
+    ``q``: batch × 1 × state (the query linear's output); ``k``, ``v``: batch × frames × state (the key and value
+    linears' outputs). Returns the attention output (batch × 1 × state, heads merged) and, for ``heads`` (in
+    ascending order), their scaled scores before the softmax (batch × len(heads) × frames), else None.
+    """
+    batch, frames, state = k.shape
+    mask = 0
+    for head in heads:
+        mask |= 1 << head
+    kernel = _cross_kernel(bool(heads))
+    outputs = kernel(
+        inputs=[q, k, v],
+        template=[
+            ("T", q.dtype),
+            ("H", n_head),
+            ("DH", state // n_head),
+            ("ROWS", frames),
+            ("THREADS", THREADS),
+            ("CAPTURED", mask),
+        ],
+        grid=(batch * n_head * THREADS, 1, 1),
+        threadgroup=(THREADS, 1, 1),
+        output_shapes=[(batch, 1, state)] + ([(batch, len(heads), frames)] if heads else []),
+        output_dtypes=[q.dtype] * (2 if heads else 1),
+    )
+    return outputs[0], (outputs[1] if heads else None)
+
+
+def self_attention(q: mx.array, cache: mx.array, positions: mx.array, n_head: int, max_positions: int) -> mx.array:
+    """One query a sequence against the self-attention cache's first ``positions[0]`` positions.
+
+    ``cache``: batch × capacity × 2·state, each position's key then its value (this step's already written);
+    ``positions``: a one-element int32 array; ``max_positions``: the model's text context (sizes the scores).
+    Returns batch × 1 × state, heads merged.
+    """
+    batch, _, state = q.shape
+    outputs = _self_kernel()(
+        inputs=[q, cache, positions],
+        template=[
+            ("T", q.dtype),
+            ("H", n_head),
+            ("DH", state // n_head),
+            ("ROWS", max_positions),
+            ("THREADS", THREADS),
+        ],
+        grid=(batch * n_head * THREADS, 1, 1),
+        threadgroup=(THREADS, 1, 1),
+        output_shapes=[(batch, 1, state)],
+        output_dtypes=[q.dtype],
+    )
+    out: mx.array = outputs[0]
+    return out
