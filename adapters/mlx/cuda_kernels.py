@@ -9,10 +9,11 @@ each attention of a layer is one kernel that reads its operands where the linear
   scores of the alignment heads (the captured QK, before the softmax, as ``DecoderState`` gives it), and sums the
   values under the softmax; K and V are read once each, 16 bytes a thread at a time.
 - ``self_attention``: the same over the self-attention cache of the positions so far (K and V side by side in one
-  position-major buffer the step's key/value linear was written into).
+  position-major buffer that the key and value thirds of the step's one query-key-value linear were written into).
 
-Queries come straight from the linear's output (batch × 1 × state) and the output is written merged (batch × 1 ×
-state), so no head split or merge is needed either side. Scores, softmax and sums are float32.
+Queries are read where the linears left them (batch × 1 × state, or the first third of batch × 1 × 3·state) and the
+output is written merged (batch × 1 × state), so no head split or merge is needed either side. Scores, softmax and
+sums are float32.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ _BODY = """
     __shared__ float partial[KPI][DH];
     __shared__ float reduce[THREADS / 32];
     const int lane = tid % TPK, slot = tid / TPK, warp = tid / 32;
-    if (tid < DH) query[tid] = static_cast<float>(q[(size_t)b * D + h * DH + tid]) * rsqrtf((float)DH);
+    if (tid < DH) query[tid] = static_cast<float>(q[(size_t)b * QSTRIDE + h * DH + tid]) * rsqrtf((float)DH);
     __syncthreads();
     float qv[VEC];
     #pragma unroll
@@ -121,6 +122,7 @@ _CAPTURE = """
 _CROSS = """
     const int length = ROWS;  // the window's audio frames
     constexpr int STRIDE = D;
+    constexpr int QSTRIDE = D;
     const T* keys = k + (size_t)b * ROWS * D + h * DH;
     const T* values = v + (size_t)b * ROWS * D + h * DH;
 """
@@ -128,6 +130,7 @@ _CROSS = """
 _SELF = """
     const int length = positions[0];  // the positions written so far, this step's included
     constexpr int STRIDE = 2 * D;     // a position's key, then its value
+    constexpr int QSTRIDE = 3 * D;    // the query: the first third of the step's query-key-value row
     const int capacity = cache_shape[1];
     const T* keys = cache + (size_t)b * capacity * STRIDE + h * DH;
     const T* values = keys + D;
@@ -181,18 +184,20 @@ def cross_attention(
     return outputs[0], (outputs[1] if heads else None)
 
 
-def self_attention(q: mx.array, cache: mx.array, positions: mx.array, n_head: int, max_positions: int) -> mx.array:
+def self_attention(qkv: mx.array, cache: mx.array, positions: mx.array, n_head: int, max_positions: int) -> mx.array:
     """One query a sequence against the self-attention cache's first ``positions[0]`` positions.
 
+    ``qkv``: batch × 1 × 3·state, the query, key and value linear's output (the query is read from it in place);
     ``cache``: batch × capacity × 2·state, each position's key then its value (this step's already written);
     ``positions``: a one-element int32 array; ``max_positions``: the model's text context (sizes the scores).
     Returns batch × 1 × state, heads merged.
     """
-    batch, _, state = q.shape
+    batch, _, state = cache.shape
+    state //= 2
     outputs = _self_kernel()(
-        inputs=[q, cache, positions],
+        inputs=[qkv, cache, positions],
         template=[
-            ("T", q.dtype),
+            ("T", qkv.dtype),
             ("H", n_head),
             ("DH", state // n_head),
             ("ROWS", max_positions),
@@ -201,7 +206,7 @@ def self_attention(q: mx.array, cache: mx.array, positions: mx.array, n_head: in
         grid=(batch * n_head * THREADS, 1, 1),
         threadgroup=(THREADS, 1, 1),
         output_shapes=[(batch, 1, state)],
-        output_dtypes=[q.dtype],
+        output_dtypes=[qkv.dtype],
     )
     out: mx.array = outputs[0]
     return out

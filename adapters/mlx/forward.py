@@ -311,22 +311,25 @@ class KernelDecoderState(DecoderState):
 
     The caches are kept where the linears write them, position-major, so neither kernel needs a head split or
     merge: each layer's cross-attention K and V as batch × frames × state, and one self-attention buffer of
-    batch × capacity × 2·state (a position's key, then its value), which one linear of the key and value weights side
-    by side fills. A step of several tokens (the prompt) runs MLX's own attention over views of the same buffers.
-    ``adapters/mlx/cuda_kernels.py`` has the kernels and ``docs/performance.md`` what they saved.
+    batch × capacity × 2·state (a position's key, then its value), which the last two thirds of one linear of the
+    query, key and value weights side by side fill. A step of several tokens (the prompt) runs MLX's own attention
+    over views of the same buffers. ``adapters/mlx/cuda_kernels.py`` has the kernels, ``docs/performance.md`` (#60,
+    #61) what they saved.
     """
 
     def __init__(self, model: Whisper, audio_features: mx.array, alignment_heads: Sequence[tuple[int, int]]) -> None:
         super().__init__(model, audio_features, alignment_heads, explicit_cross=False, fused=True)
         self._positions = mx.array([0], dtype=mx.int32)
-        # the key and value linears as one (the key has no bias), transposed and evaluated as ``_linear``'s weights
-        self._key_value: list[tuple[mx.array, mx.array]] = []
+        # the query, key and value linears as one (the key has no bias): one matmul a layer fewer (on CUDA each
+        # costs ~20-25 µs of host time, a custom kernel ~8: docs/performance.md #61); transposed and evaluated, as
+        # ``_linear``'s weights
+        self._qkv: list[tuple[mx.array, mx.array]] = []
         for block in model.decoder.blocks:
-            key, value = block.attn.key, block.attn.value
-            weight = mx.concatenate([key.weight, value.weight]).T
-            bias = mx.concatenate([mx.zeros_like(value.bias), value.bias])
-            self._key_value.append((weight, bias))
-        mx.eval(self._key_value)
+            query, key, value = block.attn.query, block.attn.key, block.attn.value
+            weight = mx.concatenate([query.weight, key.weight, value.weight]).T
+            bias = mx.concatenate([query.bias, mx.zeros_like(value.bias), value.bias])
+            self._qkv.append((weight, bias))
+        mx.eval(self._qkv)
 
     def _caches(self, audio_features: mx.array) -> None:
         blocks: list[ResidualAttentionBlock] = self.model.decoder.blocks
@@ -359,17 +362,17 @@ class KernelDecoderState(DecoderState):
     def _self_attention(
         self, layer: int, attn: MultiHeadAttention, x: mx.array, start: int, end: int, mask: mx.array | None
     ) -> mx.array:
-        q = self._linear(attn.query, x)
-        weight, bias = self._key_value[layer]
-        self.self_kv[layer][:, start:end] = mx.addmm(bias, x, weight)
+        weight, bias = self._qkv[layer]
+        qkv = mx.addmm(bias, x, weight)
+        state = qkv.shape[-1] // 3
+        self.self_kv[layer][:, start:end] = qkv[:, :, state:]
         cache = self.self_kv[layer]
         if end - start == 1:
-            out = cuda_kernels.self_attention(q, cache, self._positions, self.n_head, self.model.dims.n_text_ctx)
+            out = cuda_kernels.self_attention(qkv, cache, self._positions, self.n_head, self.model.dims.n_text_ctx)
             return self._linear(attn.out, out)
-        state = q.shape[-1]
+        q = _split_heads(qkv[:, :, :state], self.n_head)
         k = _split_heads(cache[:, :end, :state], self.n_head)
         v = _split_heads(cache[:, :end, state:], self.n_head)
-        q = _split_heads(q, self.n_head)
         out = mx.fast.scaled_dot_product_attention(q, k, v, scale=q.shape[-1] ** -0.5, mask=mask)
         return self._linear(attn.out, _merge_heads(out))
 
