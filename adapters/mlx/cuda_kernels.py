@@ -210,3 +210,141 @@ def self_attention(qkv: mx.array, cache: mx.array, positions: mx.array, n_head: 
     )
     out: mx.array = outputs[0]
     return out
+
+
+# y = x · wᵀ (+ bias) (then GELU) (+ residual) for the few rows of a one-token step (M ≤ 64), on the tensor cores
+# (WMMA 16×16×16, float32 accumulators). A block owns 16 output columns; its 8 warps split K, each streaming its
+# part of those 16 weight rows (a 16 × 16 fragment of the nn.Linear weight, read where it lies: column-major B) and
+# multiplying it with up to four 16-row tiles of x: whole tiles straight from x (a few hundred kB, cached), the
+# last partial one staged through shared memory with zero rows below M. The warps' partial tiles are summed in
+# shared memory, and the epilogue adds the bias, GELU and the residual.
+_LINEAR_HEADER = "#include <mma.h>\n"
+
+_LINEAR = """
+    using namespace nvcuda;
+    constexpr int WARPS = 8, KW = K / WARPS, STEPS = KW / 16;
+    static_assert(K % (WARPS * 16) == 0 && N % 16 == 0, "K must split into 8 warps of 16-wide steps, N into 16s");
+    __shared__ __align__(32) unsigned char smem[WARPS * 64 * 16 * sizeof(float)];
+    T* staged = reinterpret_cast<T*>(smem);           // during the loop: each warp's partial tile of x (16 × 16)
+    float* partial = reinterpret_cast<float*>(smem);  // after it: each warp's 64 × 16 partial outputs
+    const int M = x_shape[0] * x_shape[1];
+    const int n0 = blockIdx.x * 16, m0 = blockIdx.y * 64;
+    const int rows = min(64, M - m0), tiles = (rows + 15) / 16;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[4];
+    #pragma unroll
+    for (int t = 0; t < 4; ++t) wmma::fill_fragment(acc[t], 0.0f);
+    T* mine = staged + warp * 16 * 16;
+    const T* wk = w + (size_t)n0 * K + warp * KW;
+    const T* xk = x + (size_t)m0 * K + warp * KW;
+    const int full = rows / 16;         // whole 16-row tiles: their fragments load straight from x (cached)
+    const bool ragged = rows % 16 != 0;  // the last tile's rows, staged with zero rows below them
+    #pragma unroll 4
+    for (int s = 0; s < STEPS; ++s) {
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> b;
+        wmma::load_matrix_sync(b, wk + s * 16, K);
+        if (ragged) {  // 16 rows of 16 values: one 16-byte load a lane
+            const int r = full * 16 + lane / 2;
+            uint4 v = make_uint4(0, 0, 0, 0);
+            if (r < rows) v = *reinterpret_cast<const uint4*>(xk + (size_t)r * K + s * 16 + (lane % 2) * 8);
+            reinterpret_cast<uint4*>(mine)[lane] = v;
+            __syncwarp();
+        }
+        #pragma unroll
+        for (int t = 0; t < 4; ++t) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
+            if (t < full) {
+                wmma::load_matrix_sync(a, xk + (size_t)t * 16 * K + s * 16, K);
+                wmma::mma_sync(acc[t], a, b, acc[t]);
+            } else if (t == full && ragged) {
+                wmma::load_matrix_sync(a, mine, 16);
+                wmma::mma_sync(acc[t], a, b, acc[t]);
+            }
+        }
+        if (ragged) __syncwarp();
+    }
+    __syncthreads();  // the staging area becomes the partial sums
+    #pragma unroll
+    for (int t = 0; t < 4; ++t) {
+        if (t < tiles) wmma::store_matrix_sync(partial + (warp * 64 + t * 16) * 16, acc[t], 16, wmma::mem_row_major);
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < rows * 16; i += blockDim.x) {
+        float v = 0.0f;
+        #pragma unroll
+        for (int j = 0; j < WARPS; ++j) v += partial[j * 64 * 16 + i];
+        const int r = m0 + i / 16, c = n0 + i % 16;
+        EPILOGUE
+        y[(size_t)r * N + c] = static_cast<T>(v);
+    }
+"""
+
+
+@cache
+def _linear_kernel(bias: bool, gelu: bool, residual: bool) -> Any:
+    epilogue = ""
+    if bias:
+        epilogue += "v += static_cast<float>(bias[c]);\n"
+    if gelu:
+        epilogue += "v = 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));\n"
+    if residual:
+        epilogue += "v += static_cast<float>(residual[(size_t)r * N + c]);\n"
+    inputs = ["x", "w"] + (["bias"] if bias else []) + (["residual"] if residual else [])
+    return mx.fast.cuda_kernel(
+        name=f"onepass_linear_{int(bias)}{int(gelu)}{int(residual)}",
+        input_names=inputs,
+        output_names=["y"],
+        source=_LINEAR.replace("EPILOGUE", epilogue),
+        header=_LINEAR_HEADER,
+    )
+
+
+LINEAR_MAX_ROWS = 64  # rows a block holds; more rows take more blocks (grid y)
+
+
+# up to this many rows ``linear`` beats MLX's matmul; above, cuBLAS's GPU time wins over the host time saved
+# (64 rows by 1280 × 51200: this kernel reads the weights at ~0.6 TB/s, cuBLAS at ~1.8; docs/performance.md #62)
+LINEAR_KERNEL_MAX_ROWS = 16
+
+
+def linear_fits(x: mx.array, weight: mx.array) -> bool:
+    """Whether ``linear`` should take these operands: few rows, half-precision, output columns in 16s, K in 8
+    warps of 16."""
+    out_features, in_features = weight.shape
+    return (
+        x.shape[0] * x.shape[1] <= LINEAR_KERNEL_MAX_ROWS
+        and x.dtype in (mx.float16, mx.bfloat16)
+        and weight.dtype == x.dtype
+        and out_features % 16 == 0
+        and in_features % 128 == 0
+        and x.shape[-1] == in_features
+    )
+
+
+def linear(
+    x: mx.array,
+    weight: mx.array,
+    bias: mx.array | None = None,
+    gelu: bool = False,
+    residual: mx.array | None = None,
+) -> mx.array:
+    """``residual + gelu?(x · weightᵀ + bias)`` in one kernel; ``weight``: out × in, as ``nn.Linear`` keeps it.
+
+    For the few rows of a one-token step: MLX's matmul costs ~20-25 µs of host time a call on CUDA (cuBLAS captured
+    into a graph), a custom kernel ~8 (``docs/performance.md`` #61). ``x``: batch × length × in (see
+    ``linear_fits``); the result has ``x``'s leading shape with ``out`` features.
+    """
+    out_features, in_features = weight.shape
+    rows = x.shape[0] * x.shape[1]
+    inputs = [x, weight] + ([bias] if bias is not None else []) + ([residual] if residual is not None else [])
+    kernel = _linear_kernel(bias is not None, gelu, residual is not None)
+    outputs = kernel(
+        inputs=inputs,
+        template=[("T", x.dtype), ("N", out_features), ("K", in_features)],
+        grid=(out_features // 16 * 256, (rows + LINEAR_MAX_ROWS - 1) // LINEAR_MAX_ROWS, 1),
+        threadgroup=(256, 1, 1),
+        output_shapes=[(x.shape[0], x.shape[1], out_features)],
+        output_dtypes=[x.dtype],
+    )
+    y: mx.array = outputs[0]
+    return y

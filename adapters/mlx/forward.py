@@ -250,14 +250,7 @@ class DecoderState:
         mask = causal_mask(length, start, x.dtype) if length > 1 else None
         captured: list[mx.array] = []  # each capturing layer's QK (batch × its heads × frames), in layer order
         for layer, block in enumerate(model.decoder.blocks):
-            x = x + self._self_attention(layer, block.attn, block.attn_ln(x), start, end, mask)
-            cross = block.cross_attn
-            assert cross is not None and block.cross_attn_ln is not None
-            y, qk = self._cross_attention(layer, cross, block.cross_attn_ln(x), *self.cross_kv[layer])
-            x = x + y
-            if qk is not None:
-                captured.append(qk)
-            x = x + self._linear(block.mlp2, self.gelu(self._linear(block.mlp1, block.mlp_ln(x))))
+            x = self._layer(layer, block, x, start, end, mask, captured)
         self.offset = end
         picked = model.decoder.ln(x if length == 1 else x[:, list(logit_positions)])
         logits = self._linear(model.decoder.token_embedding, picked).astype(mx.float32)  # batch × positions × vocab
@@ -267,6 +260,26 @@ class DecoderState:
         if length == 1:
             return [logits[:, 0]] * len(logit_positions), attention
         return [logits[:, i] for i in range(len(logit_positions))], attention
+
+    def _layer(
+        self,
+        layer: int,
+        block: ResidualAttentionBlock,
+        x: mx.array,
+        start: int,
+        end: int,
+        mask: mx.array | None,
+        captured: list[mx.array],
+    ) -> mx.array:
+        """One residual block over ``x``; its alignment heads' QK, if any, appended to ``captured``."""
+        x = x + self._self_attention(layer, block.attn, block.attn_ln(x), start, end, mask)
+        cross = block.cross_attn
+        assert cross is not None and block.cross_attn_ln is not None
+        y, qk = self._cross_attention(layer, cross, block.cross_attn_ln(x), *self.cross_kv[layer])
+        x = x + y
+        if qk is not None:
+            captured.append(qk)
+        return x + self._linear(block.mlp2, self.gelu(self._linear(block.mlp1, block.mlp_ln(x))))
 
     def _self_attention(
         self, layer: int, attn: MultiHeadAttention, x: mx.array, start: int, end: int, mask: mx.array | None
@@ -307,26 +320,29 @@ def _head_index(heads: list[int]) -> slice | mx.array:
 
 
 class KernelDecoderState(DecoderState):
-    """``DecoderState`` on MLX's CUDA backend: a one-token step's two attentions are custom kernels, a node each.
+    """``DecoderState`` on MLX's CUDA backend: a one-token step's layer is 13 graph nodes instead of ~38.
 
-    The caches are kept where the linears write them, position-major, so neither kernel needs a head split or
-    merge: each layer's cross-attention K and V as batch × frames × state, and one self-attention buffer of
-    batch × capacity × 2·state (a position's key, then its value), which the last two thirds of one linear of the
-    query, key and value weights side by side fill. A step of several tokens (the prompt) runs MLX's own attention
-    over views of the same buffers. ``adapters/mlx/cuda_kernels.py`` has the kernels, ``docs/performance.md`` (#60,
-    #61) what they saved.
+    On CUDA the step is host-bound on MLX's evaluation of each node, and a matmul (cuBLAS) costs ~20-25 µs of host
+    time against ~8 for a custom kernel and ~4-5 for an elementwise one (``docs/performance.md`` #60-#62). So:
+
+    - the two attentions are custom kernels (``cuda_kernels.self_attention``, ``cross_attention``), a node each;
+    - the linears are ``cuda_kernels.linear`` (tensor cores) with the bias, the MLP's GELU and the residual add
+      done in the same kernel; the self-attention's query, key and value are one linear.
+
+    The caches are kept where the linears write them, position-major, so no head is split or merged: each layer's
+    cross-attention K and V as batch × frames × state, and one self-attention buffer of batch × capacity ×
+    2·state (a position's key, then its value) that the last two thirds of the query-key-value linear fill. A step
+    of several tokens (the prompt) runs MLX's own matmuls and attention over views of the same buffers.
     """
 
     def __init__(self, model: Whisper, audio_features: mx.array, alignment_heads: Sequence[tuple[int, int]]) -> None:
         super().__init__(model, audio_features, alignment_heads, explicit_cross=False, fused=True)
         self._positions = mx.array([0], dtype=mx.int32)
-        # the query, key and value linears as one (the key has no bias): one matmul a layer fewer (on CUDA each
-        # costs ~20-25 µs of host time, a custom kernel ~8: docs/performance.md #61); transposed and evaluated, as
-        # ``_linear``'s weights
+        # each layer's query, key and value weights side by side (out × in, as nn.Linear; the key has no bias)
         self._qkv: list[tuple[mx.array, mx.array]] = []
         for block in model.decoder.blocks:
             query, key, value = block.attn.query, block.attn.key, block.attn.value
-            weight = mx.concatenate([query.weight, key.weight, value.weight]).T
+            weight = mx.concatenate([query.weight, key.weight, value.weight])
             bias = mx.concatenate([query.bias, mx.zeros_like(value.bias), value.bias])
             self._qkv.append((weight, bias))
         mx.eval(self._qkv)
@@ -359,36 +375,59 @@ class KernelDecoderState(DecoderState):
         self._positions = mx.array([self.offset + tokens.shape[1]], dtype=mx.int32)  # read by every layer's kernel
         return super().step(tokens, logit_positions)
 
-    def _self_attention(
-        self, layer: int, attn: MultiHeadAttention, x: mx.array, start: int, end: int, mask: mx.array | None
+    def _project(
+        self, x: mx.array, weight: mx.array, bias: mx.array | None, gelu: bool = False, residual: mx.array | None = None
     ) -> mx.array:
+        """``residual + gelu?(x · weightᵀ + bias)``: one kernel for a one-token step, MLX's ops otherwise."""
+        if x.shape[1] == 1 and cuda_kernels.linear_fits(x, weight):
+            return cuda_kernels.linear(x, weight, bias, gelu, residual)
+        y = x @ weight.T if bias is None else mx.addmm(bias, x, weight.T)
+        y = self.gelu(y) if gelu else y
+        return y if residual is None else residual + y
+
+    def _layer(
+        self,
+        layer: int,
+        block: ResidualAttentionBlock,
+        x: mx.array,
+        start: int,
+        end: int,
+        mask: mx.array | None,
+        captured: list[mx.array],
+    ) -> mx.array:
+        one = end - start == 1
+        # self-attention
         weight, bias = self._qkv[layer]
-        qkv = mx.addmm(bias, x, weight)
+        qkv = self._project(block.attn_ln(x), weight, bias)
         state = qkv.shape[-1] // 3
         self.self_kv[layer][:, start:end] = qkv[:, :, state:]
         cache = self.self_kv[layer]
-        if end - start == 1:
+        if one:
             out = cuda_kernels.self_attention(qkv, cache, self._positions, self.n_head, self.model.dims.n_text_ctx)
-            return self._linear(attn.out, out)
-        q = _split_heads(qkv[:, :, :state], self.n_head)
-        k = _split_heads(cache[:, :end, :state], self.n_head)
-        v = _split_heads(cache[:, :end, state:], self.n_head)
-        out = mx.fast.scaled_dot_product_attention(q, k, v, scale=q.shape[-1] ** -0.5, mask=mask)
-        return self._linear(attn.out, _merge_heads(out))
-
-    def _cross_attention(
-        self, layer: int, attn: MultiHeadAttention, x: mx.array, k: mx.array, v: mx.array
-    ) -> tuple[mx.array, mx.array | None]:
-        q = self._linear(attn.query, x)
+        else:
+            q = _split_heads(qkv[:, :, :state], self.n_head)
+            k = _split_heads(cache[:, :end, :state], self.n_head)
+            v = _split_heads(cache[:, :end, state:], self.n_head)
+            out = _merge_heads(mx.fast.scaled_dot_product_attention(q, k, v, scale=q.shape[-1] ** -0.5, mask=mask))
+        x = self._project(out, block.attn.out.weight, block.attn.out.bias, residual=x)
+        # cross-attention, the alignment heads' QK captured
+        cross = block.cross_attn
+        assert cross is not None and block.cross_attn_ln is not None
+        k, v = self.cross_kv[layer]
+        q = self._project(block.cross_attn_ln(x), cross.query.weight, cross.query.bias)
         heads = self.capture.get(layer, [])
-        if x.shape[1] == 1:
+        qk: mx.array | None
+        if one:
             out, qk = cuda_kernels.cross_attention(q, k, v, self.n_head, tuple(heads))
-            return self._linear(attn.out, out), qk
-        q, k, v = (_split_heads(a, self.n_head) for a in (q, k, v))
-        scale = q.shape[-1] ** -0.5
-        out = mx.fast.scaled_dot_product_attention(q, k, v, scale=scale)
-        if not heads:
-            return self._linear(attn.out, _merge_heads(out)), None
-        index = _head_index(heads)
-        qk = (q[:, index, -1:, :] * scale) @ k[:, index].transpose(0, 1, 3, 2)  # batch × captured × 1 × frames
-        return self._linear(attn.out, _merge_heads(out)), qk[:, :, 0, :]
+        else:
+            q, k, v = (_split_heads(a, self.n_head) for a in (q, k, v))
+            scale = q.shape[-1] ** -0.5
+            out = _merge_heads(mx.fast.scaled_dot_product_attention(q, k, v, scale=scale))
+            index = _head_index(heads) if heads else None
+            qk = None if index is None else ((q[:, index, -1:, :] * scale) @ k[:, index].transpose(0, 1, 3, 2))[:, :, 0]
+        if qk is not None:
+            captured.append(qk)
+        x = self._project(out, cross.out.weight, cross.out.bias, residual=x)
+        # MLP
+        hidden = self._project(block.mlp_ln(x), block.mlp1.weight, block.mlp1.bias, gelu=True)
+        return self._project(hidden, block.mlp2.weight, block.mlp2.bias, residual=x)

@@ -79,3 +79,28 @@ def test_one_token_steps_equal_decoder_states(dtype: mx.Dtype, atol: float) -> N
     for (logits, attention), (their_logits, their_attention) in zip(expected, got, strict=True):
         np.testing.assert_allclose(their_logits, logits, atol=atol * max(1.0, float(np.abs(logits).max())))
         np.testing.assert_allclose(their_attention, attention, atol=atol * max(1.0, float(np.abs(attention).max())))
+
+
+@pytest.mark.skipif(not mx.cuda.is_available(), reason="the linear kernel is CUDA's (MLX's CUDA backend)")
+@pytest.mark.parametrize("rows", [1, 5, 17, 64, 100])  # one tile, a partial tile, two, a block's 64, two blocks
+@pytest.mark.parametrize(("bias", "gelu", "residual"), [(False, False, False), (True, False, True), (True, True, False)])
+def test_the_linear_kernel_equals_mlxs_ops(rows: int, bias: bool, gelu: bool, residual: bool) -> None:
+    from adapters.mlx import cuda_kernels
+    from adapters.mlx.forward import gelu as exact_gelu
+
+    keys = mx.random.split(mx.random.key(6), 4)
+    x = mx.random.normal((rows, 1, 256), key=keys[0]).astype(mx.float16)
+    weight = (0.1 * mx.random.normal((96, 256), key=keys[1])).astype(mx.float16)
+    b = mx.random.normal((96,), key=keys[2]).astype(mx.float16) if bias else None
+    r = mx.random.normal((rows, 1, 96), key=keys[3]).astype(mx.float16) if residual else None
+    assert cuda_kernels.linear_fits(x, weight) == (rows <= cuda_kernels.LINEAR_KERNEL_MAX_ROWS)
+    expected = x.astype(mx.float32) @ weight.T.astype(mx.float32)
+    if b is not None:
+        expected = expected + b.astype(mx.float32)
+    if gelu:
+        expected = exact_gelu(expected)
+    if r is not None:
+        expected = expected + r.astype(mx.float32)
+    got = cuda_kernels.linear(x, weight, b, gelu, r)
+    assert got.shape == (rows, 1, 96)
+    np.testing.assert_allclose(np.array(got.astype(mx.float32)), np.array(expected), atol=2e-2, rtol=1e-2)
