@@ -18,6 +18,8 @@ windows × 30 s ÷ wall time of the whole batch (encoder + decoding (+ word timi
 ``--engines micro``: a decoder step's parts, each timed alone (either cross-attention, the whole ``_decode`` loop
 lagged and synced). ``--engines loop``: ``_decode``'s parts timed one after the other (K/V and prompt, the lagged
 loop, the attention rows to the host, the forward alone with argmax fed back, the loop with the rules not compiled).
+``--engines kernels``: what the CUDA path's custom kernels stand on: the host cost of a graph node by kind, the
+kernels' GPU speed against MLX's own ops, and a bare step of ``DecoderState`` against ``KernelDecoderState``.
 
 ``--check-model`` is the correctness check of the CUDA path with real weights: it transcribes ``--audio`` with the
 given converted model (mlx-whisper layout) and prints the text and word times, to compare with the CPU's.
@@ -34,7 +36,7 @@ import subprocess
 import sys
 import time
 import wave
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -334,11 +336,117 @@ def bench_micro(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[
     return results
 
 
+def bench_kernels(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[str, Any]]:
+    """What ``KernelDecoderState`` stands on (docs/performance.md #60-#62), at large-v3's shapes:
+
+    - host µs a graph node costs, by kind: a chain of 200 nodes of one kind on tiny operands, built and evaluated
+      (GPU work negligible but for the matmuls' launches); ``built`` is the Python part;
+    - the custom kernels' GPU speed against MLX's: the cross-attention of a layer (GB/s of K and V read) and a
+      linear of 51200 × 1280 (GB/s of weights), 16 calls queued, the best of 5;
+    - a bare decoder step (constant tokens, steps queued with ``async_eval`` as the lagged loop does), either state.
+    """
+    decoder = random_large_v3()
+    from adapters.mlx import cuda_kernels
+    from adapters.mlx.forward import DecoderState, KernelDecoderState
+
+    import mlx.core as mx  # noqa: I001
+
+    model, heads = decoder.model, decoder.alignment_heads
+    state = model.dims.n_text_state
+    results: list[dict[str, Any]] = []
+
+    def emit(record: dict[str, Any]) -> None:
+        print(json.dumps(record), flush=True)
+        results.append(record)
+
+    chain = 200
+    x = mx.random.normal((1, 1, state)).astype(mx.float16)
+    w = (0.03 * mx.random.normal((state, state))).astype(mx.float16)
+    zeros, ones = mx.zeros((state,), mx.float16), mx.ones((state,), mx.float16)
+    mx.eval(x, w, zeros, ones)
+    node_kinds: dict[str, Callable[[Any], Any]] = {
+        "add": lambda y: y + x,
+        "reshape (no kernel)": lambda y: y.reshape(1, state).reshape(1, 1, state),
+        "layer_norm": lambda y: mx.fast.layer_norm(y, ones, zeros, 1e-5),
+        "addmm (cuBLAS)": lambda y: mx.addmm(zeros, y, w),
+        "custom linear kernel": lambda y: cuda_kernels.linear(y, w, zeros),
+    }
+    for kind, op in node_kinds.items():
+        best, built = 1e9, 0.0
+        for _ in range(5):
+            _sync_mlx()
+            t0 = time.perf_counter()
+            y = x
+            for _ in range(chain):
+                y = op(y)
+            t1 = time.perf_counter()
+            mx.eval(y)
+            _sync_mlx()
+            best, built = min(best, time.perf_counter() - t0), t1 - t0
+        emit(dict(engine="kernels", part="host us a node", kind=kind, us=round(1e6 * best / chain, 1),
+                  built_us=round(1e6 * built / chain, 1)))  # fmt: skip
+
+    def queued(f: Any, n: int = 16) -> float:
+        mx.eval(f())
+        best = 1e9
+        for _ in range(5):
+            _sync_mlx()
+            t0 = time.perf_counter()
+            mx.eval([f() for _ in range(n)])
+            _sync_mlx()
+            best = min(best, (time.perf_counter() - t0) / n)
+        return best
+
+    for batch in batches:
+        k = mx.random.normal((batch, model.dims.n_audio_ctx, state)).astype(mx.float16)
+        v = mx.random.normal((batch, model.dims.n_audio_ctx, state)).astype(mx.float16)
+        q = mx.random.normal((batch, 1, state)).astype(mx.float16)
+        split = [mx.contiguous(a.reshape(batch, a.shape[1], 20, -1).transpose(0, 2, 1, 3)) for a in (q, k, v)]
+        x = mx.random.normal((batch, 1, state)).astype(mx.float16)
+        big = (0.02 * mx.random.normal((51200, state))).astype(mx.float16)
+        big_t, bias = big.T, mx.zeros((51200,), mx.float16)
+        mx.eval(k, v, q, split, x, big, big_t, bias)
+        kv_gb, w_gb = 2 * k.nbytes / 1e9, big.nbytes / 1e9
+        cross = queued(lambda: cuda_kernels.cross_attention(q, k, v, 20, (3,))[0])
+        sdpa = queued(lambda: mx.fast.scaled_dot_product_attention(*split, scale=0.125))
+        emit(dict(engine="kernels", part="GPU speed", batch=batch, cross_kernel_gb_s=round(kv_gb / cross),
+                  cross_sdpa_gb_s=round(kv_gb / sdpa)))  # fmt: skip
+        if batch <= cuda_kernels.LINEAR_KERNEL_MAX_ROWS or batch == 64:
+            kernel = queued(lambda: cuda_kernels.linear(x, big, bias))
+            addmm = queued(lambda: mx.addmm(bias, x, big_t))
+            emit(dict(engine="kernels", part="GPU speed", batch=batch, linear_kernel_gb_s=round(w_gb / kernel),
+                      linear_addmm_gb_s=round(w_gb / addmm)))  # fmt: skip
+        del k, v, split, big, big_t
+        features = (0.5 * mx.random.normal((batch, model.dims.n_audio_ctx, state))).astype(mx.float16)
+        mx.eval(features)
+        makers: dict[str, Callable[[], Any]] = {
+            "DecoderState": lambda: DecoderState(model, features, heads, explicit_cross=batch >= 16, fused=True),
+            "KernelDecoderState": lambda: KernelDecoderState(model, features, heads),
+        }
+        for _ in range(max(1, repeats)):
+            for name, make in makers.items():  # alternating
+                decoder_state = make()
+                mx.eval(decoder_state.step(mx.array([SOT_EN_TRANSCRIBE] * batch))[0])
+                token = mx.full((batch, 1), 220, mx.int32)
+                for _ in range(3):
+                    mx.eval(decoder_state.step(token)[0])
+                _sync_mlx()
+                t0 = time.perf_counter()
+                pending: list[Any] = []
+                for _ in range(tokens // 2):
+                    pending = [*decoder_state.step(token)]
+                    mx.async_eval(*pending)  # type: ignore[no-untyped-call]
+                mx.eval(pending)
+                _sync_mlx()
+                ms = 1000 * (time.perf_counter() - t0) / (tokens // 2)
+                emit(dict(engine="kernels", part="bare step", batch=batch, state=name, ms_per_step=round(ms, 2)))
+                del decoder_state
+    return results
+
+
 def bench_loop(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[str, Any]]:
     """Where ``_decode``'s time goes besides the forward: its parts timed one after the other, ms a step."""
     decoder = random_large_v3()
-    from adapters.mlx.decoder import EXPLICIT_CROSS_MIN_BATCH
-    from adapters.mlx.forward import DecoderState
     from adapters.mlx.loop import Progress, decode_lagged
 
     import mlx.core as mx  # noqa: I001
@@ -349,10 +457,9 @@ def bench_loop(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[s
     for batch in batches:
         features = mx.random.normal((batch, dims.n_audio_ctx, dims.n_audio_state)).astype(mx.float16)
         mx.eval(features)
-        explicit = batch >= EXPLICIT_CROSS_MIN_BATCH
 
         def start() -> tuple[Any, Any, Any]:
-            state = DecoderState(decoder.model, features, decoder.alignment_heads, explicit_cross=explicit, fused=True)
+            state = decoder._decoder_state(features)
             logits, attention = state.step(mx.array([SOT_EN_TRANSCRIBE] * batch), logit_positions=(2, -1))
             mx.eval(logits, attention)
             return state, logits[1], attention
@@ -390,7 +497,7 @@ def bench_loop(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[s
                 engine="loop",
                 batch=batch,
                 tokens=tokens,
-                explicit_cross=explicit,
+                state="KernelDecoderState" if decoder.cuda_kernels else "DecoderState",
                 state_and_prompt_ms=round(ms[0], 2),
                 lagged_loop_ms_per_step=round(ms[1] / tokens, 3),
                 attention_to_host_ms=round(ms[2], 2),
@@ -577,7 +684,15 @@ def table(lines: Sequence[str]) -> str:
     return "\n".join(rows)
 
 
-ENGINES = {"micro": bench_micro, "loop": bench_loop, "ours": bench_ours, "threads": bench_threads, "torch-eager": bench_torch_eager, "hf-generate": bench_hf_generate}
+ENGINES = {
+    "micro": bench_micro,
+    "loop": bench_loop,
+    "kernels": bench_kernels,
+    "ours": bench_ours,
+    "threads": bench_threads,
+    "torch-eager": bench_torch_eager,
+    "hf-generate": bench_hf_generate,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -246,13 +246,7 @@ class MlxWhisperDecoder:
         no_speech = tokenizer.no_speech
         progress = Progress(batch, tokenizer.eot, limit)
         if self.lagged:
-            gpu = not self.host_math
-            explicit = gpu and batch >= EXPLICIT_CROSS_MIN_BATCH
-            state = (
-                KernelDecoderState(self.model, features, self.alignment_heads)
-                if self.cuda_kernels
-                else DecoderState(self.model, features, self.alignment_heads, explicit_cross=explicit, fused=gpu)
-            )
+            state = self._decoder_state(features)
             logits_list, attention = state.step(prompt, logit_positions=(sot_index, -1))
             no_speech_probs = mx.softmax(logits_list[0], axis=-1)[:, no_speech] if no_speech is not None else None
             decode_lagged(state, rules, logits_list[1], attention, progress, temperature, finish_below)
@@ -283,6 +277,14 @@ class MlxWhisperDecoder:
             )
             for i in range(batch)
         ]
+
+    def _decoder_state(self, features: mx.array) -> DecoderState:
+        """The lagged loop's decoder state for a batch of windows' features."""
+        if self.cuda_kernels:
+            return KernelDecoderState(self.model, features, self.alignment_heads)
+        gpu = not self.host_math
+        explicit = gpu and features.shape[0] >= EXPLICIT_CROSS_MIN_BATCH
+        return DecoderState(self.model, features, self.alignment_heads, explicit_cross=explicit, fused=gpu)
 
     def _avg_logprob(self, attempt: Attempt) -> float:
         return attempt.sum_logprob / (len(attempt.tokens) + 1)
