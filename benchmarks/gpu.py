@@ -17,7 +17,8 @@ windows × 30 s ÷ wall time of the whole batch (encoder + decoding (+ word timi
 
 ``--engines micro``: a decoder step's parts, each timed alone (either cross-attention, the whole ``_decode`` loop
 lagged and synced). ``--engines loop``: ``_decode``'s parts timed one after the other (K/V and prompt, the lagged
-loop, the attention rows to the host, the forward alone with argmax fed back, the loop with the rules not compiled).
+loop, the attention rows to the host, the forward alone with argmax fed back, the loop with the rules not compiled,
+the loop with each step's attention rows not copied to the host).
 ``--engines kernels``: what the CUDA path's custom kernels stand on: the host cost of a graph node by kind, the
 kernels' GPU speed against MLX's own ops, and a bare step of ``DecoderState`` against ``KernelDecoderState``.
 
@@ -444,9 +445,20 @@ def bench_kernels(batches: Sequence[int], tokens: int, repeats: int) -> list[dic
     return results
 
 
+def _read_without_attention(progress: Any, step: tuple[Any, ...]) -> None:
+    """``loop._read`` with each step's attention rows waited for but not copied to the host (``--engines loop``)."""
+    import mlx.core as mx
+
+    active, attention, chosen, logprob, probability = step
+    mx.eval(attention)
+    rows = np.zeros((len(active), 1, 1), np.float32)
+    progress.add(active, rows, np.array(chosen), np.array(logprob), np.array(probability))
+
+
 def bench_loop(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[str, Any]]:
     """Where ``_decode``'s time goes besides the forward: its parts timed one after the other, ms a step."""
     decoder = random_large_v3()
+    from adapters.mlx import loop as loop_module
     from adapters.mlx.loop import Progress, decode_lagged
 
     import mlx.core as mx  # noqa: I001
@@ -492,6 +504,14 @@ def bench_loop(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[s
             _sync_mlx()
             marks.append(time.perf_counter())
             rules._later = compiled
+            state, logits, attention = start()
+            read, loop_module._read = loop_module._read, _read_without_attention  # the rows waited for, not copied
+            _sync_mlx()
+            marks.append(time.perf_counter())
+            decode_lagged(state, rules, logits, attention, Progress(batch, rules.eot, tokens), 0.0)
+            _sync_mlx()
+            marks.append(time.perf_counter())
+            loop_module._read = read
             ms = [1000 * (b - a) for a, b in zip(marks, marks[1:])]
             record = dict(
                 engine="loop",
@@ -503,6 +523,7 @@ def bench_loop(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[s
                 attention_to_host_ms=round(ms[2], 2),
                 forward_argmax_only_ms_per_step=round(ms[4] / tokens, 3),
                 lagged_loop_rules_not_compiled_ms_per_step=round(ms[6] / tokens, 3),
+                lagged_loop_attention_not_read_ms_per_step=round(ms[8] / tokens, 3),
             )
             if repeat:
                 print(json.dumps(record), flush=True)

@@ -30,6 +30,7 @@ _CONSTANTS = """
     constexpr int TPK = DH / VEC;        // threads sharing a key (or value) row
     constexpr int KPI = THREADS / TPK;   // rows a block reads an iteration
     constexpr int D = H * DH;
+    constexpr int UNROLL = 4;            // rows a thread loads before it uses them
     static_assert(DH % VEC == 0 && 32 % TPK == 0, "head size must split into 16-byte loads within a warp");
     const int b = blockIdx.x / H, h = blockIdx.x % H, tid = threadIdx.x;
 """
@@ -45,23 +46,30 @@ _BODY = """
     float qv[VEC];
     #pragma unroll
     for (int i = 0; i < VEC; ++i) qv[i] = query[lane * VEC + i];
-    // scores: a key row is TPK threads' 16-byte loads, summed across those lanes
+    // scores: a key row is TPK threads' 16-byte loads, summed across those lanes; UNROLL rows' loads are issued
+    // before any is used, so that each thread keeps that many in flight
     float top = __int_as_float(0xff800000);  // -infinity
-    #pragma unroll 4
-    for (int t0 = 0; t0 < length; t0 += KPI) {
-        const int t = t0 + slot;
-        float s = 0.0f;
-        if (t < length) {
-            const uint4 raw = *reinterpret_cast<const uint4*>(keys + (size_t)t * STRIDE + lane * VEC);
-            const T* kv = reinterpret_cast<const T*>(&raw);
-            #pragma unroll
-            for (int i = 0; i < VEC; ++i) s += qv[i] * static_cast<float>(kv[i]);
+    for (int t0 = 0; t0 < length; t0 += UNROLL * KPI) {
+        uint4 raw[UNROLL];
+        #pragma unroll
+        for (int u = 0; u < UNROLL; ++u) {
+            const int t = t0 + u * KPI + slot;
+            raw[u] = t < length ? *reinterpret_cast<const uint4*>(keys + (size_t)t * STRIDE + lane * VEC)
+                                : make_uint4(0, 0, 0, 0);
         }
         #pragma unroll
-        for (int o = TPK / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffff, s, o);
-        if (t < length) {
-            if (lane == 0) weights[t] = s;
-            top = fmaxf(top, s);
+        for (int u = 0; u < UNROLL; ++u) {
+            const T* kv = reinterpret_cast<const T*>(&raw[u]);
+            float s = 0.0f;
+            #pragma unroll
+            for (int i = 0; i < VEC; ++i) s += qv[i] * static_cast<float>(kv[i]);
+            #pragma unroll
+            for (int o = TPK / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffff, s, o);
+            const int t = t0 + u * KPI + slot;
+            if (t < length) {
+                if (lane == 0) weights[t] = s;
+                top = fmaxf(top, s);
+            }
         }
     }
     #pragma unroll
@@ -90,13 +98,22 @@ _BODY = """
     float acc[VEC];
     #pragma unroll
     for (int i = 0; i < VEC; ++i) acc[i] = 0.0f;
-    #pragma unroll 4
-    for (int t = slot; t < length; t += KPI) {
-        const uint4 raw = *reinterpret_cast<const uint4*>(values + (size_t)t * STRIDE + lane * VEC);
-        const T* vv = reinterpret_cast<const T*>(&raw);
-        const float p = weights[t];
+    for (int t0 = 0; t0 < length; t0 += UNROLL * KPI) {
+        uint4 raw[UNROLL];
         #pragma unroll
-        for (int i = 0; i < VEC; ++i) acc[i] += p * static_cast<float>(vv[i]);
+        for (int u = 0; u < UNROLL; ++u) {
+            const int t = t0 + u * KPI + slot;
+            raw[u] = t < length ? *reinterpret_cast<const uint4*>(values + (size_t)t * STRIDE + lane * VEC)
+                                : make_uint4(0, 0, 0, 0);
+        }
+        #pragma unroll
+        for (int u = 0; u < UNROLL; ++u) {
+            const int t = t0 + u * KPI + slot;
+            const float p = t < length ? weights[t] : 0.0f;
+            const T* vv = reinterpret_cast<const T*>(&raw[u]);
+            #pragma unroll
+            for (int i = 0; i < VEC; ++i) acc[i] += p * static_cast<float>(vv[i]);
+        }
     }
     #pragma unroll
     for (int i = 0; i < VEC; ++i) partial[slot][lane * VEC + i] = acc[i];
