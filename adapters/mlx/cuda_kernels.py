@@ -178,6 +178,8 @@ def cross_attention(
     linears' outputs). Returns the attention output (batch × 1 × state, heads merged) and, for ``heads`` (in
     ascending order), their scaled scores before the softmax (batch × len(heads) × frames), else None.
     """
+    if list(heads) != sorted(set(heads)):
+        raise ValueError(f"captured heads must be distinct and ascending, got {heads}")
     batch, frames, state = k.shape
     mask = 0
     for head in heads:
