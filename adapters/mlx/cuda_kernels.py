@@ -350,7 +350,7 @@ def linear(
     """``residual + gelu?(x · weightᵀ + bias)`` in one kernel; ``weight``: out × in, as ``nn.Linear`` keeps it.
 
     For the few rows of a one-token step: MLX's matmul costs ~20-25 µs of host time a call on CUDA (cuBLAS captured
-    into a graph), a custom kernel ~8 (``docs/performance.md`` #61). ``x``: batch × length × in (see
+    into a graph), this kernel ~18 (``docs/performance.md`` #61). ``x``: batch × length × in (see
     ``linear_fits``); the result has ``x``'s leading shape with ``out`` features.
     """
     out_features, in_features = weight.shape

@@ -82,7 +82,7 @@ class MlxWhisperDecoder:
         self.dtype = model.decoder.token_embedding.weight.dtype
         self.host_math = mx.default_device() == mx.cpu  # transcendental math in numpy: see forward.encode
         self.lagged = not self.host_math if lagged is None else lagged
-        # MLX's CUDA backend: a one-token step's attention as custom kernels (``KernelDecoderState``)
+        # MLX's CUDA backend: a one-token step's attention and small linears as custom kernels (``KernelDecoderState``)
         self.cuda_kernels = mx.cuda.is_available() and os.environ.get("ONEPASS_CUDA_KERNELS", "1") != "0"
         # CPU: the encoder's and decoder's numpy work is shared out among one thread a core (each BLAS call on one)
         self._threads = os.cpu_count() or 1

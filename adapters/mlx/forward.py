@@ -195,7 +195,7 @@ class DecoderState:
             assert block.cross_attn is not None
             linears += [block.attn.query, block.attn.key, block.attn.value, block.attn.out]
             linears += [block.cross_attn.query, block.cross_attn.out, block.mlp1, block.mlp2]
-        self._transposed = {id(layer): layer.weight.T for layer in linears}
+        self._transposed = {id(layer.weight): layer.weight.T for layer in linears}
         mx.eval(list(self._transposed.values()))
 
     def _caches(self, audio_features: mx.array) -> None:
@@ -216,7 +216,7 @@ class DecoderState:
 
     def _linear(self, layer: Any, x: mx.array) -> mx.array:
         """``layer(x)`` for an ``nn.Linear`` (or the embedding as the logits' linear) over its transposed weight."""
-        weight = self._transposed[id(layer)]
+        weight = self._transposed[id(layer.weight)]
         return mx.addmm(layer.bias, x, weight) if "bias" in layer else x @ weight
 
     def keep(self, rows: mx.array) -> None:
@@ -308,9 +308,13 @@ class DecoderState:
         if heads is None:
             return self._linear(attn.out, _merge_heads(out)), None
         # the alignment heads' QK of the last query only: their K rows are read twice, every other head's once
-        index = _head_index(heads)
-        qk = (q[:, index, -1:, :] * scale) @ k[:, index].transpose(0, 1, 3, 2)  # batch × captured × 1 × frames
-        return self._linear(attn.out, _merge_heads(out)), qk[:, :, 0, :]
+        return self._linear(attn.out, _merge_heads(out)), _last_query_qk(q, k, heads, scale)
+
+
+def _last_query_qk(q: mx.array, k: mx.array, heads: list[int], scale: float) -> mx.array:
+    """``heads``' scaled QK of the last query (q, k: batch × heads × length × dh): batch × len(heads) × keys."""
+    index = _head_index(heads)
+    return ((q[:, index, -1:, :] * scale) @ k[:, index].transpose(0, 1, 3, 2))[:, :, 0, :]
 
 
 def _head_index(heads: list[int]) -> slice | mx.array:
@@ -323,7 +327,7 @@ class KernelDecoderState(DecoderState):
     """``DecoderState`` on MLX's CUDA backend: a one-token step's layer is 13 graph nodes instead of ~38.
 
     On CUDA the step is host-bound on MLX's evaluation of each node, and a matmul (cuBLAS) costs ~20-25 µs of host
-    time against ~8 for a custom kernel and ~4-5 for an elementwise one (``docs/performance.md`` #60-#62). So:
+    time against ~8-18 for a custom kernel and ~4-6 for an elementwise one (``docs/performance.md`` #60-#62). So:
 
     - the two attentions are custom kernels (``cuda_kernels.self_attention``, ``cross_attention``), a node each;
     - the linears are ``cuda_kernels.linear`` (tensor cores) with the bias, the MLP's GELU and the residual add
@@ -337,7 +341,7 @@ class KernelDecoderState(DecoderState):
 
     def __init__(self, model: Whisper, audio_features: mx.array, alignment_heads: Sequence[tuple[int, int]]) -> None:
         super().__init__(model, audio_features, alignment_heads, explicit_cross=False, fused=True)
-        self._positions = mx.array([0], dtype=mx.int32)
+        self._positions: mx.array  # this step's positions, one int32 (``step``)
         # each layer's query, key and value weights side by side (out × in, as nn.Linear; the key has no bias)
         self._qkv: list[tuple[mx.array, mx.array]] = []
         for block in model.decoder.blocks:
@@ -345,7 +349,8 @@ class KernelDecoderState(DecoderState):
             weight = mx.concatenate([query.weight, key.weight, value.weight])
             bias = mx.concatenate([query.bias, mx.zeros_like(value.bias), value.bias])
             self._qkv.append((weight, bias))
-        mx.eval(self._qkv)
+            self._transposed[id(weight)] = weight.T  # for MLX's matmul above the kernel's rows (``_project``)
+        mx.eval(self._qkv, list(self._transposed.values()))
 
     def _caches(self, audio_features: mx.array) -> None:
         blocks: list[ResidualAttentionBlock] = self.model.decoder.blocks
@@ -381,7 +386,8 @@ class KernelDecoderState(DecoderState):
         """``residual + gelu?(x · weightᵀ + bias)``: one kernel for a one-token step, MLX's ops otherwise."""
         if x.shape[1] == 1 and cuda_kernels.linear_fits(x, weight):
             return cuda_kernels.linear(x, weight, bias, gelu, residual)
-        y = x @ weight.T if bias is None else mx.addmm(bias, x, weight.T)
+        transposed = self._transposed[id(weight)]  # evaluated once: no Transpose node a step
+        y = x @ transposed if bias is None else mx.addmm(bias, x, transposed)
         y = self.gelu(y) if gelu else y
         return y if residual is None else residual + y
 
@@ -423,8 +429,7 @@ class KernelDecoderState(DecoderState):
             q, k, v = (_split_heads(a, self.n_head) for a in (q, k, v))
             scale = q.shape[-1] ** -0.5
             out = _merge_heads(mx.fast.scaled_dot_product_attention(q, k, v, scale=scale))
-            index = _head_index(heads) if heads else None
-            qk = None if index is None else ((q[:, index, -1:, :] * scale) @ k[:, index].transpose(0, 1, 3, 2))[:, :, 0]
+            qk = _last_query_qk(q, k, heads, scale) if heads else None
         if qk is not None:
             captured.append(qk)
         x = self._project(out, cross.out.weight, cross.out.bias, residual=x)
