@@ -17,8 +17,8 @@ windows × 30 s ÷ wall time of the whole batch (encoder + decoding (+ word timi
 
 ``--engines micro``: a decoder step's parts, each timed alone (either cross-attention, the whole ``_decode`` loop
 lagged and synced). ``--engines loop``: ``_decode``'s parts timed one after the other (K/V and prompt, the lagged
-loop, the attention rows to the host, the forward alone with argmax fed back, the loop with the rules not compiled,
-the loop with each step's attention rows not copied to the host).
+loop with its attention rows read at the end, the forward alone with argmax fed back, the loop with the rules not
+compiled).
 ``--engines kernels``: what the CUDA path's custom kernels stand on: the host cost of a graph node by kind, the
 kernels' GPU speed against MLX's own ops, and a bare step of ``DecoderState`` against ``KernelDecoderState``.
 
@@ -445,20 +445,9 @@ def bench_kernels(batches: Sequence[int], tokens: int, repeats: int) -> list[dic
     return results
 
 
-def _read_without_attention(progress: Any, step: tuple[Any, ...]) -> None:
-    """``loop._read`` with each step's attention rows waited for but not copied to the host (``--engines loop``)."""
-    import mlx.core as mx
-
-    active, attention, chosen, logprob, probability = step
-    mx.eval(attention)
-    rows = np.zeros((len(active), 1, 1), np.float32)
-    progress.add(active, rows, np.array(chosen), np.array(logprob), np.array(probability))
-
-
 def bench_loop(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[str, Any]]:
     """Where ``_decode``'s time goes besides the forward: its parts timed one after the other, ms a step."""
     decoder = random_large_v3()
-    from adapters.mlx import loop as loop_module
     from adapters.mlx.loop import Progress, decode_lagged
 
     import mlx.core as mx  # noqa: I001
@@ -493,9 +482,7 @@ def bench_loop(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[s
             progress = Progress(batch, rules.eot, tokens)
             decode_lagged(state, rules, logits, attention, progress, 0.0)
             _sync_mlx()
-            marks.append(time.perf_counter())
-            progress.attention(len(decoder.alignment_heads))
-            marks.append(time.perf_counter())
+            marks.append(time.perf_counter())  # the loop, its attention rows read at the end included
             state, logits, attention = start()
             _sync_mlx()
             marks.append(time.perf_counter())
@@ -510,11 +497,6 @@ def bench_loop(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[s
                 not_compiled = lagged_loop_ms()
             finally:
                 rules._later = compiled
-            read, loop_module._read = loop_module._read, _read_without_attention  # the rows waited for, not copied
-            try:
-                not_read = lagged_loop_ms()
-            finally:
-                loop_module._read = read
             ms = [1000 * (b - a) for a, b in zip(marks, marks[1:])]
             record = dict(
                 engine="loop",
@@ -523,10 +505,8 @@ def bench_loop(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[s
                 state="KernelDecoderState" if decoder.cuda_kernels else "DecoderState",
                 state_and_prompt_ms=round(ms[0], 2),
                 lagged_loop_ms_per_step=round(ms[1] / tokens, 3),
-                attention_to_host_ms=round(ms[2], 2),
-                forward_argmax_only_ms_per_step=round(ms[4] / tokens, 3),
+                forward_argmax_only_ms_per_step=round(ms[3] / tokens, 3),
                 lagged_loop_rules_not_compiled_ms_per_step=round(not_compiled, 3),
-                lagged_loop_attention_not_read_ms_per_step=round(not_read, 3),
             )
             if repeat:
                 print(json.dumps(record), flush=True)

@@ -9,8 +9,10 @@ at once.
 t+1's forward is queued (``mx.async_eval``) before the host reads step t's tokens: the host learns of an
 end-of-text one step late, and never keeps the device waiting. A finished sequence's later rows are ignored, and
 the batch is compacted only once enough of it has finished (each compaction copies every window's cross-attention
-K/V). Both copy each step's attention rows to the host as that step is read (on a GPU, while the device runs
-the next step), into one buffer per sequence.
+K/V). The synced loop copies each step's attention rows into one host buffer per sequence; the lagged loop writes
+them into blocks on the device (``DeviceRows``) and reads them once, at the batch's end: MLX's CUDA backend
+moves every array the host reads into fresh managed memory, and at batch 64 a 3.8-MB read each step cost more
+than the host work it hid behind (``docs/performance.md`` #65, #68).
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from numpy.typing import NDArray
 from adapters.mlx.cpu_decoder import NumpyDecoderState
 from adapters.mlx.forward import DecoderState
 from adapters.mlx.rules import DeviceTimestampState, LogitRules, TimestampState, logsumexp
+from adapters.mlx.transfer import host_array
 
 COMPACT_FRACTION = 8  # decode_lagged compacts once a 1/8 of the rows (at least one) belong to finished sequences
+ROWS_BLOCK = 32  # decode_lagged's attention rows: device memory is taken in blocks of this many steps
 SAMPLING_SEED = 0  # the keys of sampled decoding (temperature fallback): seed + step, the same on every run
 
 
@@ -39,11 +43,12 @@ class Progress:
         self.done = np.zeros(batch, bool)  # end-of-text sampled
         self.rows = np.zeros(batch, np.int64)  # steps taken: attention rows that belong to the sequence
         self._attention: list[NDArray[np.float32] | None] = [None] * batch  # heads × limit × frames, filled in
+        self._read_rows: NDArray[np.float32] | None = None  # or all at once: batch × heads × steps × frames
 
     def add(
         self,
         active: NDArray[np.int64],
-        attention: NDArray[np.float32],
+        attention: NDArray[np.float32] | None,
         tokens: NDArray[np.integer],
         logprobs: NDArray[np.float32],
         probabilities: NDArray[np.float32],
@@ -51,16 +56,18 @@ class Progress:
         """One step of the sequences ``active`` (row -> sequence); rows of sequences already done are ignored.
 
         ``attention``: rows × heads × frames, float32 (cast on the device: numpy's float16 -> float32 runs at
-        ~0.2 GB/s), copied into each sequence's own buffer, so that the end of a batch copies nothing.
+        ~0.2 GB/s), copied into each sequence's own buffer, so that the end of a batch copies nothing; None where
+        the rows come all at once at the end (``set_rows``).
         """
         for row, sequence in enumerate(active):
             if self.done[sequence]:
                 continue
-            rows = self._attention[sequence]
-            if rows is None:  # untouched pages of np.empty cost no memory
-                heads, frames = attention.shape[1:]
-                rows = self._attention[sequence] = np.empty((heads, self.limit, frames), np.float32)
-            rows[:, self.rows[sequence]] = attention[row]
+            if attention is not None:
+                rows = self._attention[sequence]
+                if rows is None:  # untouched pages of np.empty cost no memory
+                    heads, frames = attention.shape[1:]
+                    rows = self._attention[sequence] = np.empty((heads, self.limit, frames), np.float32)
+                rows[:, self.rows[sequence]] = attention[row]
             token = int(tokens[row])
             self.rows[sequence] += 1
             self.sum_logprobs[sequence] += logprobs[row]
@@ -70,15 +77,56 @@ class Progress:
                 self.tokens[sequence].append(token)
                 self.probabilities[sequence].append(float(probabilities[row]))
 
+    def set_rows(self, rows: NDArray[np.float32]) -> None:
+        """Every sequence's attention rows at once (batch × heads × steps × frames), step t of every sequence at
+        row t; a sequence's rows past its own end are ignored."""
+        self._read_rows = rows
+
     def attention(self, heads: int) -> list[NDArray[np.float32]]:
         """Each sequence's rows (heads × rows × frames): one per sampled token, then end-of-text's.
 
         A sequence cut at the length limit has no end-of-text row.
         """
+        if self._read_rows is not None:
+            return [self._read_rows[sequence, :, :count] for sequence, count in enumerate(self.rows)]
         return [
             np.zeros((heads, 0, 0), np.float32) if rows is None else rows[:, : self.rows[sequence]]
             for sequence, rows in enumerate(self._attention)
         ]
+
+
+class DeviceRows:
+    """The lagged loop's attention rows, kept on the device until the batch's end and then read at once.
+
+    Blocks of ``ROWS_BLOCK`` steps (batch × heads × steps × frames, the model's dtype), taken as the steps come;
+    each step's rows go to their sequences' places (the batch may have been compacted) by one scatter, which MLX
+    does in place: the block has no other reference.
+    """
+
+    def __init__(self, batch: int) -> None:
+        self.batch = batch
+        self.steps = 0
+        self._blocks: list[mx.array] = []
+
+    def write(self, sequences: mx.array, attention: mx.array) -> mx.array:
+        """Step ``self.steps``'s rows (rows × heads × frames) for ``sequences`` (row -> sequence); returns the
+        block written, to be evaluated with the step."""
+        slot = self.steps % ROWS_BLOCK
+        if slot == 0:
+            heads, frames = attention.shape[1:]
+            self._blocks.append(mx.zeros((self.batch, heads, ROWS_BLOCK, frames), attention.dtype))
+        block = self._blocks[-1]
+        block[sequences, :, slot] = attention
+        self.steps += 1
+        return block
+
+    def read(self) -> NDArray[np.float32]:
+        """batch × heads × steps × frames, float32: one transfer to the host (``host_array``)."""
+        if not self._blocks:
+            return np.zeros((self.batch, 0, 0, 0), np.float32)
+        whole = self._blocks[0] if len(self._blocks) == 1 else mx.concatenate(self._blocks, axis=2)
+        self._blocks = []
+        return host_array(whole[:, :, : self.steps].astype(mx.float32)).astype(np.float32, copy=False)
 
 
 def choose(masked: mx.array, temperature: float, step: int = 0) -> mx.array:
@@ -143,44 +191,55 @@ def decode_lagged(
     temperature: float,
     finish_below: NDArray[np.int64] | None = None,
 ) -> None:
-    """Step t+1 is queued on the device before the host reads step t: the host never keeps the device waiting."""
+    """Step t+1 is queued on the device before the host reads step t: the host never keeps the device waiting.
+
+    Each step the host reads one small array (the rows' tokens and scores); the attention rows stay on the device
+    (``DeviceRows``) until the loop ends."""
     eot, timestamp_begin = rules.eot, rules.timestamp_begin
     ts_state = DeviceTimestampState.initial(len(progress.tokens), finish_below)
     active = np.arange(len(progress.tokens))
-    unread: tuple[NDArray[np.int64], mx.array, mx.array, mx.array, mx.array] | None = None
+    sequences = mx.array(active)
+    rows = DeviceRows(len(progress.tokens))
+    unread: tuple[NDArray[np.int64], mx.array] | None = None
     limit = progress.limit  # steps at most
     for step in range(limit):
         masked = rules.apply(logits, ts_state, first_step=step == 0)
         chosen = choose(masked, temperature, step)
         logprob, probability = device_scores(masked, logits, chosen, eot)
-        this = (active, attention.astype(mx.float32), chosen, logprob, probability)
+        # one array to read: token ids are exact in float32 (vocabularies are far below 2**24)
+        scores = mx.stack([chosen.astype(mx.float32), logprob.astype(mx.float32), probability.astype(mx.float32)])
+        this = (active, scores)
+        block = rows.write(sequences, attention)
         if step < limit - 1:
             ts_state = ts_state.after(chosen, timestamp_begin)
             logits_list, attention = state.step(chosen[:, None])
             logits = logits_list[0]
-            mx.async_eval(*this[1:], logits, attention)  # type: ignore[no-untyped-call]
+            mx.async_eval(scores, block, logits, attention)  # type: ignore[no-untyped-call]
         else:
-            mx.async_eval(*this[1:])  # type: ignore[no-untyped-call]
+            mx.async_eval(scores, block)  # type: ignore[no-untyped-call]
         if unread is not None:
-            _read(progress, unread)
+            _read(progress, *unread)
         unread = this
         if progress.done.all():
-            return
+            unread = None  # every sequence has ended: the last step queued is not needed
+            break
         finished = progress.done[active]
         if finished.sum() >= max(1, len(active) // COMPACT_FRACTION):
             keep = np.flatnonzero(~finished)
-            rows = mx.array(keep)
-            state.keep(rows)
-            ts_state = ts_state.select(rows)
-            logits, attention = logits[rows], attention[rows]
+            kept = mx.array(keep)
+            state.keep(kept)
+            ts_state = ts_state.select(kept)
+            logits, attention = logits[kept], attention[kept]
             active = active[keep]
+            sequences = mx.array(active)
     if unread is not None:
-        _read(progress, unread)
+        _read(progress, *unread)
+    progress.set_rows(rows.read())
 
 
-def _read(progress: Progress, step: tuple[NDArray[np.int64], mx.array, mx.array, mx.array, mx.array]) -> None:
-    active, attention, chosen, logprob, probability = step
-    progress.add(active, np.array(attention), np.array(chosen), np.array(logprob), np.array(probability))
+def _read(progress: Progress, active: NDArray[np.int64], scores: mx.array) -> None:
+    chosen, logprob, probability = np.array(scores)
+    progress.add(active, None, chosen.astype(np.int64), logprob, probability)
 
 
 def _token_scores(

@@ -17,7 +17,8 @@ from adapters.mlx import load_decoder
 from adapters.mlx.decoder import MlxWhisperDecoder
 from adapters.mlx.cpu_decoder import NumpyDecoderState
 from adapters.mlx.forward import DecoderState, decoder_weights, encode
-from adapters.mlx.loop import Progress
+from adapters.mlx import loop
+from adapters.mlx.loop import DeviceRows, Progress
 from adapters.mlx.rules import DeviceTimestampState, LogitRules, TimestampState
 from domain.audio import Window
 from domain.model import TranscribeOptions
@@ -46,9 +47,14 @@ def lagged(tiny_en_folder: Path) -> MlxWhisperDecoder:
 
 @pytest.mark.parametrize("max_new_tokens", [None, 6])  # 6: every sequence is cut at the length limit
 def test_lagged_loop_gives_the_synced_loops_results(
-    tiny_en: MlxWhisperDecoder, lagged: MlxWhisperDecoder, windows: list[Window], max_new_tokens: int | None
+    tiny_en: MlxWhisperDecoder,
+    lagged: MlxWhisperDecoder,
+    windows: list[Window],
+    max_new_tokens: int | None,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     assert not tiny_en.lagged  # the CPU backend's default
+    monkeypatch.setattr(loop, "ROWS_BLOCK", 4)  # the lagged loop's rows across several device blocks
     options = TranscribeOptions(temperatures=(0.0,), max_new_tokens=max_new_tokens)
     synced_chunks, lagged_chunks = tiny_en.decode_batch(windows, options), lagged.decode_batch(windows, options)
     aligner = DtwAligner()
@@ -84,6 +90,28 @@ def test_progress_keeps_each_sequences_rows_across_compaction_and_late_reads() -
     assert attention[1][0, :, 0].tolist() == [10]
     assert attention[2][1, :, 0].tolist() == [20, 21, 22]
     assert progress.sum_logprobs.tolist() == [3.0, 1.0, 3.0]
+
+
+def test_device_rows_put_each_step_at_its_sequences_row_across_blocks_and_compaction(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(loop, "ROWS_BLOCK", 2)
+    rows = DeviceRows(3)
+    active = [0, 1, 2]
+    for step in range(5):
+        if step == 2:
+            active = [0, 2]  # 1 has ended: the batch is compacted
+        values = mx.array([[[10 * s + step] * 4] * 2 for s in active], mx.float16)  # (sequence, step)
+        mx.eval(rows.write(mx.array(active), values))
+    read = rows.read()
+    assert read.shape == (3, 2, 5, 4) and read.dtype == np.float32
+    assert read[0, 1, :, 3].tolist() == [0, 1, 2, 3, 4]
+    assert read[1, 0, :2, 0].tolist() == [10, 11]  # its later rows are never read (its end is known)
+    assert read[2, 0, :, 2].tolist() == [20, 21, 22, 23, 24]
+    progress = Progress(3, eot=EOT, limit=5)
+    progress.rows[:] = [5, 2, 5]
+    progress.set_rows(read)
+    assert [a.shape for a in progress.attention(heads=2)] == [(2, 5, 4), (2, 2, 4), (2, 5, 4)]
 
 
 def test_device_timestamp_state_and_numpy_rules_mask_as_the_host_state() -> None:
@@ -184,3 +212,4 @@ def test_sampled_decoding_gives_the_same_tokens_on_every_run(
     third = decoder.decode_batch(windows, options)
     texts = [[[s.text for s in c.segments] for c in run] for run in (first, second, third)]
     assert texts[0] == texts[1] == texts[2]
+
