@@ -10,9 +10,9 @@ t+1's forward is queued (``mx.async_eval``) before the host reads step t's token
 end-of-text one step late, and never keeps the device waiting. A finished sequence's later rows are ignored, and
 the batch is compacted only once enough of it has finished (each compaction copies every window's cross-attention
 K/V). The synced loop copies each step's attention rows into one host buffer per sequence; the lagged loop writes
-them into blocks on the device (``DeviceRows``) and reads them once, at the batch's end: MLX's CUDA backend
-moves every array the host reads into fresh managed memory, and at batch 64 a 3.8-MB read each step cost more
-than the host work it hid behind (``docs/performance.md`` #65, #68).
+them into blocks on the device (``DeviceRows``) and reads them once, at the batch's end: at batch 64, reading
+each step's 3.8 MB (through the managed memory MLX's CUDA backend copies an array into for the host) and copying
+it out per sequence held up the host that should be building the next step (``docs/performance.md`` #65, #68).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from numpy.typing import NDArray
 from adapters.mlx.cpu_decoder import NumpyDecoderState
 from adapters.mlx.forward import DecoderState
 from adapters.mlx.rules import DeviceTimestampState, LogitRules, TimestampState, logsumexp
-from adapters.mlx.transfer import host_array
 
 COMPACT_FRACTION = 8  # decode_lagged compacts once a 1/8 of the rows (at least one) belong to finished sequences
 ROWS_BLOCK = 32  # decode_lagged's attention rows: device memory is taken in blocks of this many steps
@@ -121,12 +120,12 @@ class DeviceRows:
         return block
 
     def read(self) -> NDArray[np.float32]:
-        """batch × heads × steps × frames, float32: one transfer to the host (``host_array``)."""
+        """batch × heads × steps × frames, float32: one transfer to the host."""
         if not self._blocks:
             return np.zeros((self.batch, 0, 0, 0), np.float32)
         whole = self._blocks[0] if len(self._blocks) == 1 else mx.concatenate(self._blocks, axis=2)
         self._blocks = []
-        return host_array(whole[:, :, : self.steps].astype(mx.float32)).astype(np.float32, copy=False)
+        return np.array(whole[:, :, : self.steps].astype(mx.float32))
 
 
 def choose(masked: mx.array, temperature: float, step: int = 0) -> mx.array:
