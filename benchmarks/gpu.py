@@ -21,6 +21,8 @@ loop with its attention rows read at the end, the forward alone with argmax fed 
 compiled).
 ``--engines kernels``: what the CUDA path's custom kernels stand on: the host cost of a graph node by kind, the
 kernels' GPU speed against MLX's own ops, and a bare step of ``DecoderState`` against ``KernelDecoderState``.
+``--engines trace``: the GPU's own time a step (every kernel, recorded by CUPTI through PyTorch's profiler) in the
+lagged loop and in the forward alone: the wall time a step above it is the host's.
 
 ``--check-model`` is the correctness check of the CUDA path with real weights: it transcribes ``--audio`` with the
 given converted model (mlx-whisper layout) and prints the text and word times, to compare with the CPU's.
@@ -35,6 +37,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import wave
 from collections.abc import Callable, Sequence
@@ -514,6 +517,72 @@ def bench_loop(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[s
     return results
 
 
+def bench_trace(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[str, Any]]:
+    """The GPU's side of the lagged loop and of the forward alone: every kernel MLX launches, recorded by CUPTI
+    through PyTorch's profiler (same process, same device), summed a step. "Slow small kernels": MLX's own
+    elementwise, copy and reduction kernels that took over 40 µs, which at these sizes means they waited on
+    something (managed-memory pages, ``docs/performance.md`` #72), not that they had work to do."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    decoder = random_large_v3()
+    from adapters.mlx.loop import Progress, decode_lagged
+
+    import mlx.core as mx  # noqa: I001
+
+    torch.zeros(1, device="cuda")  # PyTorch's CUDA context (the device's primary one, which MLX uses too)
+    rules = decoder._rules(fixed_length_options(tokens))
+    dims = decoder.model.dims
+    ours = ("onepass", "nvjet", "cutlass", "cudnn", "gemm", "splitK")  # kernels with real work a step
+    results = []
+    for batch in batches:
+        features = mx.random.normal((batch, dims.n_audio_ctx, dims.n_audio_state)).astype(mx.float16)
+        mx.eval(features)
+
+        def start() -> tuple[Any, Any, Any]:
+            state = decoder._decoder_state(features)
+            logits, attention = state.step(mx.array([SOT_EN_TRANSCRIBE] * batch), logit_positions=(2, -1))
+            mx.eval(logits, attention)
+            _sync_mlx()
+            return state, logits[1], attention
+
+        def lagged_loop() -> None:
+            state, logits, attention = start()
+            decode_lagged(state, rules, logits, attention, Progress(batch, rules.eot, tokens), 0.0)
+            _sync_mlx()
+
+        def forward_alone() -> None:
+            state, logits, attention = start()
+            for _ in range(tokens):
+                logits_list, attention = state.step(mx.argmax(logits, axis=-1)[:, None])
+                logits = logits_list[0]
+                mx.async_eval(logits, attention)  # type: ignore[no-untyped-call]
+            _sync_mlx()
+
+        for name, run in (("lagged loop", lagged_loop), ("forward alone", forward_alone)):
+            run()  # warm-up
+            with profile(activities=[ProfilerActivity.CUDA]) as profiler:
+                run()
+            with tempfile.TemporaryDirectory() as folder:  # the trace as chrome://tracing JSON: "X" events, µs
+                profiler.export_chrome_trace(f"{folder}/trace.json")
+                events = json.loads(Path(f"{folder}/trace.json").read_text(encoding="utf-8"))["traceEvents"]
+            kinds = ("kernel", "gpu_memcpy", "gpu_memset")
+            gpu_us = [(e["name"], float(e["dur"])) for e in events if e.get("ph") == "X" and e.get("cat") in kinds]
+            slow = sum(us for kernel, us in gpu_us if us > 40 and not any(k in kernel for k in ours))
+            record = dict(
+                engine="trace",
+                batch=batch,
+                tokens=tokens,
+                run=name,
+                kernels_per_step=round(len(gpu_us) / tokens, 1),
+                gpu_ms_per_step=round(sum(us for _, us in gpu_us) / 1000 / tokens, 3),
+                slow_small_kernels_ms_per_step=round(slow / 1000 / tokens, 3),
+            )
+            print(json.dumps(record), flush=True)
+            results.append(record)
+    return results
+
+
 def bench_torch_eager(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[str, Any]]:
     import torch
     from whisper.model import ModelDimensions, Whisper
@@ -692,6 +761,7 @@ ENGINES = {
     "micro": bench_micro,
     "loop": bench_loop,
     "kernels": bench_kernels,
+    "trace": bench_trace,
     "ours": bench_ours,
     "threads": bench_threads,
     "torch-eager": bench_torch_eager,

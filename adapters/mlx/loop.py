@@ -6,13 +6,15 @@ decoder's step (``cpu_decoder.NumpyDecoderState``), the rules and the scores run
 at once.
 
 ``decode_lagged`` (a GPU): everything a step needs stays on the device (the rules' timestamp state too), so step
-t+1's forward is queued (``mx.async_eval``) before the host reads step t's tokens: the host learns of an
-end-of-text one step late, and never keeps the device waiting. A finished sequence's later rows are ignored, and
-the batch is compacted only once enough of it has finished (each compaction copies every window's cross-attention
-K/V). The synced loop copies each step's attention rows into one host buffer per sequence; the lagged loop writes
-them into blocks on the device (``DeviceRows``) and reads them once, at the batch's end: at batch 64, reading
-each step's 3.8 MB (through the managed memory MLX's CUDA backend copies an array into for the host) and copying
-it out per sequence held up the host that should be building the next step (``docs/performance.md`` #65, #68).
+t+1's forward is queued (``mx.async_eval``) before the host reads step t's tokens, and the host reads the tokens
+of ``READ_EVERY`` steps at once: it learns of an end-of-text a few steps late, and never keeps the device waiting.
+On MLX's CUDA backend each host read goes through managed memory, and read every step it slowed the steps around
+it (small kernels of a few µs took 40-190 µs, as if faulting pages back: ``docs/performance.md`` #72-#73). A
+finished sequence's later rows are ignored, and the batch is compacted only once enough of it has finished (each
+compaction copies every window's cross-attention K/V). The synced loop copies each step's attention rows into one
+host buffer per sequence; the lagged loop writes them into blocks on the device (``DeviceRows``) and reads them
+once, at the batch's end: at batch 64, reading each step's 3.8 MB and copying it out per sequence held up the
+host that should be building the next step (``docs/performance.md`` #65, #68).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from adapters.mlx.rules import DeviceTimestampState, LogitRules, TimestampState,
 
 COMPACT_FRACTION = 8  # decode_lagged compacts once a 1/8 of the rows (at least one) belong to finished sequences
 ROWS_BLOCK = 32  # decode_lagged's attention rows: device memory is taken in blocks of this many steps
+READ_EVERY = 4  # decode_lagged: the host reads the tokens and scores of this many steps at once
 SAMPLING_SEED = 0  # the keys of sampled decoding (temperature fallback): seed + step, the same on every run
 
 
@@ -42,7 +45,7 @@ class Progress:
         self.done = np.zeros(batch, bool)  # end-of-text sampled
         self.rows = np.zeros(batch, np.int64)  # steps taken: attention rows that belong to the sequence
         self._attention: list[NDArray[np.float32] | None] = [None] * batch  # heads × limit × frames, filled in
-        self._read_rows: NDArray[np.float32] | None = None  # or all at once: batch × heads × steps × frames
+        self._read_rows: NDArray[np.float32] | None = None  # or all at once: steps × batch × heads × frames
 
     def add(
         self,
@@ -77,7 +80,7 @@ class Progress:
                 self.probabilities[sequence].append(float(probabilities[row]))
 
     def set_rows(self, rows: NDArray[np.float32]) -> None:
-        """Every sequence's attention rows at once (batch × heads × steps × frames), step t of every sequence at
+        """Every sequence's attention rows at once (steps × batch × heads × frames), step t of every sequence at
         row t; a sequence's rows past its own end are ignored."""
         self._read_rows = rows
 
@@ -87,7 +90,8 @@ class Progress:
         A sequence cut at the length limit has no end-of-text row.
         """
         if self._read_rows is not None:
-            return [self._read_rows[sequence, :, :count] for sequence, count in enumerate(self.rows)]
+            rows = self._read_rows.transpose(1, 2, 0, 3)  # views: batch × heads × steps × frames
+            return [rows[sequence, :, :count] for sequence, count in enumerate(self.rows)]
         return [
             np.zeros((heads, 0, 0), np.float32) if rows is None else rows[:, : self.rows[sequence]]
             for sequence, rows in enumerate(self._attention)
@@ -97,9 +101,10 @@ class Progress:
 class DeviceRows:
     """The lagged loop's attention rows, kept on the device until the batch's end and then read at once.
 
-    Blocks of ``ROWS_BLOCK`` steps (batch × heads × steps × frames, the model's dtype), taken as the steps come;
+    Blocks of ``ROWS_BLOCK`` steps (steps × batch × heads × frames, the model's dtype), taken as the steps come;
     each step's rows go to their sequences' places (the batch may have been compacted) by one scatter, which MLX
-    does in place: the block has no other reference.
+    does in place: the block has no other reference. Steps lead, so the steps taken are one contiguous range and
+    the read is one plain copy.
     """
 
     def __init__(self, batch: int) -> None:
@@ -113,19 +118,19 @@ class DeviceRows:
         slot = self.steps % ROWS_BLOCK
         if slot == 0:
             heads, frames = attention.shape[1:]
-            self._blocks.append(mx.zeros((self.batch, heads, ROWS_BLOCK, frames), attention.dtype))
+            self._blocks.append(mx.zeros((ROWS_BLOCK, self.batch, heads, frames), attention.dtype))
         block = self._blocks[-1]
-        block[sequences, :, slot] = attention
+        block[slot, sequences] = attention
         self.steps += 1
         return block
 
     def read(self) -> NDArray[np.float32]:
-        """batch × heads × steps × frames, float32: one transfer to the host."""
+        """steps × batch × heads × frames, float32: one transfer to the host."""
         if not self._blocks:
-            return np.zeros((self.batch, 0, 0, 0), np.float32)
-        whole = self._blocks[0] if len(self._blocks) == 1 else mx.concatenate(self._blocks, axis=2)
+            return np.zeros((0, self.batch, 0, 0), np.float32)
+        whole = self._blocks[0] if len(self._blocks) == 1 else mx.concatenate(self._blocks)
         self._blocks = []
-        return np.array(whole[:, :, : self.steps].astype(mx.float32))
+        return np.array(whole[: self.steps].astype(mx.float32))
 
 
 def choose(masked: mx.array, temperature: float, step: int = 0) -> mx.array:
@@ -192,14 +197,16 @@ def decode_lagged(
 ) -> None:
     """Step t+1 is queued on the device before the host reads step t: the host never keeps the device waiting.
 
-    Each step the host reads one small array (the rows' tokens and scores); the attention rows stay on the device
-    (``DeviceRows``) until the loop ends."""
+    The host reads the tokens and scores of ``READ_EVERY`` steps at once (one small array); the attention rows stay
+    on the device (``DeviceRows``) until the loop ends. So the host learns of an end-of-text up to ``READ_EVERY``
+    steps late: the finished sequence's later steps are ignored, and the batch is compacted at the next read.
+    """
     eot, timestamp_begin = rules.eot, rules.timestamp_begin
     ts_state = DeviceTimestampState.initial(len(progress.tokens), finish_below)
     active = np.arange(len(progress.tokens))
     sequences = mx.array(active)
     rows = DeviceRows(len(progress.tokens))
-    unread: tuple[NDArray[np.int64], mx.array] | None = None
+    unread: list[tuple[NDArray[np.int64], mx.array]] = []  # steps queued and not yet read: their rows, scores
     limit = progress.limit  # steps at most
     for step in range(limit):
         masked = rules.apply(logits, ts_state, first_step=step == 0)
@@ -207,7 +214,6 @@ def decode_lagged(
         logprob, probability = device_scores(masked, logits, chosen, eot)
         # one array to read: token ids are exact in float32 (vocabularies are far below 2**24)
         scores = mx.stack([chosen.astype(mx.float32), logprob.astype(mx.float32), probability.astype(mx.float32)])
-        this = (active, scores)
         block = rows.write(sequences, attention)
         if step < limit - 1:
             ts_state = ts_state.after(chosen, timestamp_begin)
@@ -216,11 +222,13 @@ def decode_lagged(
             mx.async_eval(scores, block, logits, attention)  # type: ignore[no-untyped-call]
         else:
             mx.async_eval(scores, block)  # type: ignore[no-untyped-call]
-        if unread is not None:
-            _read(progress, *unread)
-        unread = this
+        unread.append((active, scores))
+        if len(unread) <= READ_EVERY:  # the newest step stays unread: the device is still on it
+            continue
+        _read(progress, unread[:-1])
+        unread = unread[-1:]
         if progress.done.all():
-            unread = None  # every sequence has ended: the last step queued is not needed
+            unread = []  # every sequence has ended: the last step queued is not needed
             break
         finished = progress.done[active]
         if finished.sum() >= max(1, len(active) // COMPACT_FRACTION):
@@ -231,14 +239,24 @@ def decode_lagged(
             logits, attention = logits[kept], attention[kept]
             active = active[keep]
             sequences = mx.array(active)
-    if unread is not None:
-        _read(progress, *unread)
+    if unread:
+        _read(progress, unread)
     progress.set_rows(rows.read())
 
 
-def _read(progress: Progress, active: NDArray[np.int64], scores: mx.array) -> None:
-    chosen, logprob, probability = np.array(scores)
-    progress.add(active, None, chosen.astype(np.int64), logprob, probability)
+def _read(progress: Progress, steps: list[tuple[NDArray[np.int64], mx.array]]) -> None:
+    """Consecutive steps' scores, read at once (one transfer for each run of steps over the same rows: the batch
+    may have been compacted after the first)."""
+    runs: list[list[tuple[NDArray[np.int64], mx.array]]] = []
+    for step in steps:
+        if runs and runs[-1][0][0] is step[0]:
+            runs[-1].append(step)
+        else:
+            runs.append([step])
+    for run in runs:
+        values = np.array(mx.stack([scores for _, scores in run]))
+        for (active, _), (chosen, logprob, probability) in zip(run, values):
+            progress.add(active, None, chosen.astype(np.int64), logprob, probability)
 
 
 def _token_scores(

@@ -45,16 +45,19 @@ def lagged(tiny_en_folder: Path) -> MlxWhisperDecoder:
     return decoder
 
 
-@pytest.mark.parametrize("max_new_tokens", [None, 6])  # 6: every sequence is cut at the length limit
+# 6: every sequence is cut at the length limit; read_every 3: reads of several steps, compactions between them
+@pytest.mark.parametrize(("max_new_tokens", "read_every"), [(None, 1), (None, 3), (6, 3)])
 def test_lagged_loop_gives_the_synced_loops_results(
     tiny_en: MlxWhisperDecoder,
     lagged: MlxWhisperDecoder,
     windows: list[Window],
     max_new_tokens: int | None,
+    read_every: int,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     assert not tiny_en.lagged  # the CPU backend's default
     monkeypatch.setattr(loop, "ROWS_BLOCK", 4)  # the lagged loop's rows across several device blocks
+    monkeypatch.setattr(loop, "READ_EVERY", read_every)
     options = TranscribeOptions(temperatures=(0.0,), max_new_tokens=max_new_tokens)
     synced_chunks, lagged_chunks = tiny_en.decode_batch(windows, options), lagged.decode_batch(windows, options)
     aligner = DtwAligner()
@@ -104,14 +107,16 @@ def test_device_rows_put_each_step_at_its_sequences_row_across_blocks_and_compac
         values = mx.array([[[10 * s + step] * 4] * 2 for s in active], mx.float16)  # (sequence, step)
         mx.eval(rows.write(mx.array(active), values))
     read = rows.read()
-    assert read.shape == (3, 2, 5, 4) and read.dtype == np.float32
-    assert read[0, 1, :, 3].tolist() == [0, 1, 2, 3, 4]
-    assert read[1, 0, :2, 0].tolist() == [10, 11]  # its later rows are never read (its end is known)
-    assert read[2, 0, :, 2].tolist() == [20, 21, 22, 23, 24]
+    assert read.shape == (5, 3, 2, 4) and read.dtype == np.float32  # steps × sequences × heads × frames
+    assert read[:, 0, 1, 3].tolist() == [0, 1, 2, 3, 4]
+    assert read[:2, 1, 0, 0].tolist() == [10, 11]  # its later rows are never read (its end is known)
+    assert read[:, 2, 0, 2].tolist() == [20, 21, 22, 23, 24]
     progress = Progress(3, eot=EOT, limit=5)
     progress.rows[:] = [5, 2, 5]
     progress.set_rows(read)
-    assert [a.shape for a in progress.attention(heads=2)] == [(2, 5, 4), (2, 2, 4), (2, 5, 4)]
+    attention = progress.attention(heads=2)
+    assert [a.shape for a in attention] == [(2, 5, 4), (2, 2, 4), (2, 5, 4)]
+    assert attention[2][1, :, 0].tolist() == [20, 21, 22, 23, 24]
 
 
 def test_device_timestamp_state_and_numpy_rules_mask_as_the_host_state() -> None:
