@@ -520,8 +520,8 @@ def bench_loop(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[s
 def bench_trace(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[str, Any]]:
     """The GPU's side of the lagged loop and of the forward alone: every kernel MLX launches, recorded by CUPTI
     through PyTorch's profiler (same process, same device), summed a step. "Slow small kernels": MLX's own
-    elementwise, copy and reduction kernels that took over 40 µs, which at these sizes means they waited on
-    something (managed-memory pages, ``docs/performance.md`` #72), not that they had work to do."""
+    elementwise, copy and reduction kernels that took over 40 µs; at these sizes that is waiting, not work
+    (``docs/performance.md`` #72 found them next to the host's reads through managed memory)."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
