@@ -198,8 +198,9 @@ def decode_lagged(
     """Step t+1 is queued on the device before the host reads step t: the host never keeps the device waiting.
 
     The host reads the tokens and scores of ``READ_EVERY`` steps at once (one small array); the attention rows stay
-    on the device (``DeviceRows``) until the loop ends. So the host learns of an end-of-text up to ``READ_EVERY``
-    steps late: the finished sequence's later steps are ignored, and the batch is compacted at the next read.
+    on the device (``DeviceRows``) until the loop ends. So a sequence's end-of-text is read 1 to ``READ_EVERY``
+    steps after it was sampled, with one more step queued meanwhile: the finished sequence's later steps are
+    ignored, and the batch is compacted at that read.
     """
     eot, timestamp_begin = rules.eot, rules.timestamp_begin
     ts_state = DeviceTimestampState.initial(len(progress.tokens), finish_below)
