@@ -448,30 +448,54 @@ def bench_kernels(batches: Sequence[int], tokens: int, repeats: int) -> list[dic
     return results
 
 
+def _random_features(decoder: Any, batch: int) -> Any:
+    """``batch`` windows' encoder output of random float16 values, evaluated."""
+    import mlx.core as mx
+
+    dims = decoder.model.dims
+    features = mx.random.normal((batch, dims.n_audio_ctx, dims.n_audio_state)).astype(mx.float16)
+    mx.eval(features)
+    return features
+
+
+def _prompted(decoder: Any, features: Any) -> tuple[Any, Any, Any]:
+    """A fresh decoder state over ``features`` after the English prompt: the state, the last position's logits and
+    the captured attention, evaluated and synchronised."""
+    import mlx.core as mx
+
+    state = decoder._decoder_state(features)
+    prompt = mx.array([SOT_EN_TRANSCRIBE] * features.shape[0])
+    logits, attention = state.step(prompt, logit_positions=(2, -1))
+    mx.eval(logits, attention)
+    _sync_mlx()
+    return state, logits[1], attention
+
+
+def _forward_alone(state: Any, logits: Any, tokens: int) -> None:
+    """``tokens`` steps of the forward with each argmax fed back, queued as the lagged loop queues them (no rules,
+    no scores), then synchronised."""
+    import mlx.core as mx
+
+    for _ in range(tokens):
+        logits_list, attention = state.step(mx.argmax(logits, axis=-1)[:, None])
+        logits = logits_list[0]
+        mx.async_eval(logits, attention)  # type: ignore[no-untyped-call]
+    _sync_mlx()
+
+
 def bench_loop(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[str, Any]]:
     """Where ``_decode``'s time goes besides the forward: its parts timed one after the other, ms a step."""
     decoder = random_large_v3()
     from adapters.mlx.loop import Progress, decode_lagged
 
-    import mlx.core as mx  # noqa: I001
-
     rules = decoder._rules(fixed_length_options(tokens))
-    dims = decoder.model.dims
     results = []
     for batch in batches:
-        features = mx.random.normal((batch, dims.n_audio_ctx, dims.n_audio_state)).astype(mx.float16)
-        mx.eval(features)
-
-        def start() -> tuple[Any, Any, Any]:
-            state = decoder._decoder_state(features)
-            logits, attention = state.step(mx.array([SOT_EN_TRANSCRIBE] * batch), logit_positions=(2, -1))
-            mx.eval(logits, attention)
-            return state, logits[1], attention
+        features = _random_features(decoder, batch)
 
         def lagged_loop_ms() -> float:
             """The lagged loop over a fresh state and prompt, ms a step (the state and prompt not counted)."""
-            state, logits, attention = start()
-            _sync_mlx()
+            state, logits, attention = _prompted(decoder, features)
             t0 = time.perf_counter()
             decode_lagged(state, rules, logits, attention, Progress(batch, rules.eot, tokens), 0.0)
             _sync_mlx()
@@ -479,21 +503,15 @@ def bench_loop(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[s
 
         for repeat in range(max(2, repeats)):  # the first warms up
             marks = [time.perf_counter()]
-            state, logits, attention = start()
-            _sync_mlx()
+            state, logits, attention = _prompted(decoder, features)
             marks.append(time.perf_counter())
             progress = Progress(batch, rules.eot, tokens)
             decode_lagged(state, rules, logits, attention, progress, 0.0)
             _sync_mlx()
             marks.append(time.perf_counter())  # the loop, its attention rows read at the end included
-            state, logits, attention = start()
-            _sync_mlx()
+            state, logits, _ = _prompted(decoder, features)
             marks.append(time.perf_counter())
-            for _ in range(tokens):  # the forward and argmax alone, queued the same way: no rules, no scores
-                logits_list, attention = state.step(mx.argmax(logits, axis=-1)[:, None])
-                logits = logits_list[0]
-                mx.async_eval(logits, attention)  # type: ignore[no-untyped-call]
-            _sync_mlx()
+            _forward_alone(state, logits, tokens)
             marks.append(time.perf_counter())
             rules._later, compiled = rules._mask_later, rules._later  # the same loop, the rules' mask not compiled
             try:
@@ -528,36 +546,21 @@ def bench_trace(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[
     decoder = random_large_v3()
     from adapters.mlx.loop import Progress, decode_lagged
 
-    import mlx.core as mx  # noqa: I001
-
     torch.zeros(1, device="cuda")  # PyTorch's CUDA context (the device's primary one, which MLX uses too)
     rules = decoder._rules(fixed_length_options(tokens))
-    dims = decoder.model.dims
     ours = ("onepass", "nvjet", "cutlass", "cudnn", "gemm", "splitK")  # kernels with real work a step
     results = []
     for batch in batches:
-        features = mx.random.normal((batch, dims.n_audio_ctx, dims.n_audio_state)).astype(mx.float16)
-        mx.eval(features)
-
-        def start() -> tuple[Any, Any, Any]:
-            state = decoder._decoder_state(features)
-            logits, attention = state.step(mx.array([SOT_EN_TRANSCRIBE] * batch), logit_positions=(2, -1))
-            mx.eval(logits, attention)
-            _sync_mlx()
-            return state, logits[1], attention
+        features = _random_features(decoder, batch)
 
         def lagged_loop() -> None:
-            state, logits, attention = start()
+            state, logits, attention = _prompted(decoder, features)
             decode_lagged(state, rules, logits, attention, Progress(batch, rules.eot, tokens), 0.0)
             _sync_mlx()
 
         def forward_alone() -> None:
-            state, logits, attention = start()
-            for _ in range(tokens):
-                logits_list, attention = state.step(mx.argmax(logits, axis=-1)[:, None])
-                logits = logits_list[0]
-                mx.async_eval(logits, attention)  # type: ignore[no-untyped-call]
-            _sync_mlx()
+            state, logits, _ = _prompted(decoder, features)
+            _forward_alone(state, logits, tokens)
 
         for name, run in (("lagged loop", lagged_loop), ("forward alone", forward_alone)):
             run()  # warm-up
