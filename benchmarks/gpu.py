@@ -572,6 +572,10 @@ def bench_trace(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[
             kinds = ("kernel", "gpu_memcpy", "gpu_memset")
             gpu_us = [(e["name"], float(e["dur"])) for e in events if e.get("ph") == "X" and e.get("cat") in kinds]
             slow = sum(us for kernel, us in gpu_us if us > 40 and not any(k in kernel for k in ours))
+            by_name: dict[str, list[float]] = {}
+            for kernel, us in gpu_us:
+                by_name.setdefault(kernel[:80], []).append(us)
+            top = sorted(by_name.items(), key=lambda item: -sum(item[1]))[:10]
             record = dict(
                 engine="trace",
                 batch=batch,
@@ -580,6 +584,8 @@ def bench_trace(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[
                 kernels_per_step=round(len(gpu_us) / tokens, 1),
                 gpu_ms_per_step=round(sum(us for _, us in gpu_us) / 1000 / tokens, 3),
                 slow_small_kernels_ms_per_step=round(slow / 1000 / tokens, 3),
+                # the kernels that take the most GPU time: name -> [ms a step, launches a step]
+                top_kernels={k: [round(sum(us) / 1000 / tokens, 3), round(len(us) / tokens, 1)] for k, us in top},
             )
             print(json.dumps(record), flush=True)
             results.append(record)

@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 from threadpoolctl import ThreadpoolController
 
 from adapters.mlx.cpu_decoder import DecoderWeights, NumpyDecoderState
-from adapters.mlx.forward import DecoderState, KernelDecoderState, decoder_weights, encode
+from adapters.mlx.forward import DecoderState, KernelDecoderState, KernelStep, decoder_weights, encode
 from adapters.mlx.loop import Progress, decode_lagged, decode_synced
 from adapters.mlx.rules import LogitRules, logsumexp
 from domain.audio import CONTINUE_SECONDS, FRAME_SECONDS, ChunkSegment, DecodedChunk, Window
@@ -84,6 +84,7 @@ class MlxWhisperDecoder:
         self.lagged = not self.host_math if lagged is None else lagged
         # MLX's CUDA backend: a one-token step's attention and small linears as custom kernels (``KernelDecoderState``)
         self.cuda_kernels = mx.cuda.is_available() and os.environ.get("ONEPASS_CUDA_KERNELS", "1") != "0"
+        self._kernel_step: KernelStep | None = None  # its one-token step, compiled: made on first use, kept
         # CPU: the encoder's and decoder's numpy work is shared out among one thread a core (each BLAS call on one)
         self._threads = os.cpu_count() or 1
         self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="numpy") if self.host_math else None
@@ -281,7 +282,9 @@ class MlxWhisperDecoder:
     def _decoder_state(self, features: mx.array) -> DecoderState:
         """The lagged loop's decoder state for a batch of windows' features."""
         if self.cuda_kernels:
-            return KernelDecoderState(self.model, features, self.alignment_heads)
+            if self._kernel_step is None:
+                self._kernel_step = KernelStep(self.model, self.alignment_heads)
+            return KernelDecoderState(self.model, features, self.alignment_heads, self._kernel_step)
         gpu = not self.host_math
         explicit = gpu and features.shape[0] >= EXPLICIT_CROSS_MIN_BATCH
         return DecoderState(self.model, features, self.alignment_heads, explicit_cross=explicit, fused=gpu)

@@ -179,14 +179,8 @@ class DecoderState:
         blocks: list[ResidualAttentionBlock] = model.decoder.blocks
         self.n_head = blocks[0].attn.n_head
         self.offset = 0
-        # layer -> head indices whose QK is captured, ascending
-        self.capture: dict[int, list[int]] = {}
-        for layer, head in sorted(alignment_heads):
-            self.capture.setdefault(layer, []).append(head)
         self.alignment_heads = list(alignment_heads)
-        ordered = sorted(self.alignment_heads)  # the order the layers capture in
-        reorder = [ordered.index(h) for h in self.alignment_heads]
-        self._reorder = None if ordered == self.alignment_heads else mx.array(reorder)
+        self.capture, self._reorder = _capture_plan(alignment_heads)
         self._caches(audio_features)
         # each linear's weight transposed once, evaluated: a leaf of every step's graph, where ``nn.Linear`` would
         # add a Transpose node per call (8 a layer); the views share the weights' memory
@@ -254,9 +248,7 @@ class DecoderState:
         self.offset = end
         picked = model.decoder.ln(x if length == 1 else x[:, list(logit_positions)])
         logits = self._linear(model.decoder.token_embedding, picked).astype(mx.float32)  # batch × positions × vocab
-        attention = captured[0] if len(captured) == 1 else mx.concatenate(captured, axis=1)  # sorted (layer, head)
-        if self._reorder is not None:
-            attention = attention[:, self._reorder]
+        attention = _captured(captured, self._reorder)
         if length == 1:
             return [logits[:, 0]] * len(logit_positions), attention
         return [logits[:, i] for i in range(len(logit_positions))], attention
@@ -311,6 +303,24 @@ class DecoderState:
         return self._linear(attn.out, _merge_heads(out)), _last_query_qk(q, k, heads, scale)
 
 
+def _capture_plan(alignment_heads: Sequence[tuple[int, int]]) -> tuple[dict[int, list[int]], mx.array | None]:
+    """Each layer's heads whose QK is captured (ascending), and the order that takes the captures, layer by layer
+    (sorted by layer and head), back to ``alignment_heads``' order (None: they are in it)."""
+    capture: dict[int, list[int]] = {}
+    for layer, head in sorted(alignment_heads):
+        capture.setdefault(layer, []).append(head)
+    ordered = sorted(alignment_heads)
+    reorder = None if ordered == list(alignment_heads) else mx.array([ordered.index(h) for h in alignment_heads])
+    return capture, reorder
+
+
+def _captured(captured: list[mx.array], reorder: mx.array | None) -> mx.array:
+    """The capturing layers' QK (each batch × its heads × frames, in layer order) as one batch × heads × frames,
+    in the alignment heads' order."""
+    attention = captured[0] if len(captured) == 1 else mx.concatenate(captured, axis=1)
+    return attention if reorder is None else attention[:, reorder]
+
+
 def _last_query_qk(q: mx.array, k: mx.array, heads: list[int], scale: float) -> mx.array:
     """``heads``' scaled QK of the last query (q, k: batch × heads × length × dh): batch × len(heads) × keys."""
     index = _head_index(heads)
@@ -323,15 +333,129 @@ def _head_index(heads: list[int]) -> slice | mx.array:
     return slice(first, first + count) if heads == list(range(first, first + count)) else mx.array(heads)
 
 
-class KernelDecoderState(DecoderState):
-    """``DecoderState`` on MLX's CUDA backend: a one-token step's layer is 13 graph nodes instead of ~38.
+class KernelStep:
+    """A model's one-token decoder step on MLX's CUDA backend, built once per model: a layer is 8 graph nodes at
+    up to 16 rows (``cuda_kernels.LINEAR_KERNEL_MAX_ROWS``), 15 above (MLX's matmuls, layer norms and adds).
 
     On CUDA the step is host-bound on MLX's evaluation of each node, and a matmul (cuBLAS) costs ~20-25 µs of host
     time against ~8-18 for a custom kernel and ~4-6 for an elementwise one (``docs/performance.md`` #60-#62). So:
 
     - the two attentions are custom kernels (``cuda_kernels.self_attention``, ``cross_attention``), a node each;
-    - the linears are ``cuda_kernels.linear`` (tensor cores) with the bias, the MLP's GELU and the residual add
-      done in the same kernel; the self-attention's query, key and value are one linear.
+    - the linears are ``cuda_kernels.linear`` (tensor cores) with the layer norm before them, the bias, the MLP's
+      GELU and the residual add done in the same kernel; the self-attention's query, key and value are one linear.
+
+    The step is a pure function of its operands (the tokens, their position as an array, the caches), so that it
+    can be ``mx.compile``d: traced once per batch size and cache capacity (~13 ms a trace at large-v3), its graph
+    is then replayed without the Python that builds it (1-2 ms a step fewer, ``docs/performance.md`` #77-#78). The
+    self-attention kernel writes each step's key and value into the cache in place (``cuda_kernels``: MLX's own
+    dynamic slice update copied ~75 µs a layer at batch 64). ``kernels``: the module of the four kernels
+    (``cuda_kernels``; the tests give MLX-op equivalents, ``tests/integration/kernel_reference.py``, to run on the
+    CPU).
+    """
+
+    def __init__(
+        self,
+        model: Whisper,
+        alignment_heads: Sequence[tuple[int, int]],
+        compiled: bool = True,
+        kernels: Any = cuda_kernels,
+    ) -> None:
+        self.model = model
+        self.kernels = kernels
+        blocks: list[ResidualAttentionBlock] = model.decoder.blocks
+        self.n_head = blocks[0].attn.n_head
+        self.capture, self._reorder = _capture_plan(alignment_heads)
+        # each layer's query, key and value weights side by side (out × in, as nn.Linear; the key has no bias)
+        self.qkv: list[tuple[mx.array, mx.array]] = []
+        for block in blocks:
+            query, key, value = block.attn.query, block.attn.key, block.attn.value
+            weight = mx.concatenate([query.weight, key.weight, value.weight])
+            bias = mx.concatenate([query.bias, mx.zeros_like(value.bias), value.bias])
+            self.qkv.append((weight, bias))
+        # each linear's weight transposed once, evaluated, for MLX's matmul above the kernel's rows: a leaf of the
+        # graph, where ``x @ w.T`` would add a Transpose node a call
+        weights = [model.decoder.token_embedding.weight] + [weight for weight, _ in self.qkv]
+        for block in blocks:
+            assert block.cross_attn is not None
+            weights += [block.attn.out.weight, block.cross_attn.query.weight, block.cross_attn.out.weight]
+            weights += [block.mlp1.weight, block.mlp2.weight]
+        self.transposed = {id(weight): weight.T for weight in weights}
+        # the split-K tickets of each weight whose K the linear kernel splits (``cuda_kernels.linear``): zero, and
+        # left zero by every launch
+        self.counters = {
+            id(weight): mx.zeros((weight.shape[0] // 16,), dtype=mx.uint32)
+            for weight in weights[1:]
+            if kernels.split_count(*weight.shape) > 1
+        }
+        mx.eval(self.qkv, list(self.transposed.values()), list(self.counters.values()))
+        self.run = mx.compile(self.forward) if compiled else self.forward
+
+    def project(
+        self,
+        x: mx.array,
+        weight: mx.array,
+        bias: mx.array | None,
+        gelu: bool = False,
+        residual: mx.array | None = None,
+        norm: Any = None,
+    ) -> mx.array:
+        """``residual + gelu?(norm?(x) · weightᵀ + bias)``, ``norm`` a layer norm (``nn.LayerNorm``) or None: one
+        kernel for a one-token step's few rows, the layer norm in it too; MLX's ops else."""
+        if x.shape[1] == 1 and self.kernels.linear_fits(x, weight):
+            normed = None if norm is None else (norm.weight, norm.bias, norm.eps)
+            y: mx.array = self.kernels.linear(x, weight, bias, gelu, residual, normed, self.counters.get(id(weight)))
+            return y
+        if norm is not None:
+            x = norm(x)
+        transposed = self.transposed[id(weight)]
+        y = x @ transposed if bias is None else mx.addmm(bias, x, transposed)
+        y = fused_gelu(y) if gelu else y
+        return y if residual is None else residual + y
+
+    def forward(
+        self,
+        tokens: mx.array,
+        offset: mx.array,
+        self_kv: list[mx.array],
+        cross_kv: list[tuple[mx.array, mx.array]],
+    ) -> tuple[mx.array, mx.array, list[mx.array]]:
+        """One token a sequence (``tokens``: batch × 1) at position ``offset`` (a one-element int32 array).
+
+        ``self_kv``: each layer's self-attention buffer (batch × capacity × 2·state: a position's key, then its
+        value), ``cross_kv``: each layer's cross-attention K and V (batch × frames × state). Returns the logits
+        (batch × vocab, float32), the alignment heads' cross-attention QK (batch × heads × frames, in
+        ``alignment_heads``' order) and the buffers with this position written.
+        """
+        model, kernels = self.model, self.kernels
+        decoder = model.decoder
+        positions = offset + 1  # the positions the self-attention sees, this one included
+        x = decoder.token_embedding(tokens) + mx.take(decoder.positional_embedding, offset, axis=0)
+        captured: list[mx.array] = []  # each capturing layer's QK (batch × its heads × frames), in layer order
+        written: list[mx.array] = []
+        blocks: list[ResidualAttentionBlock] = decoder.blocks
+        for layer, block in enumerate(blocks):
+            weight, bias = self.qkv[layer]
+            qkv = self.project(x, weight, bias, norm=block.attn_ln)
+            out, cache = kernels.self_attention(qkv, self_kv[layer], positions, self.n_head, model.dims.n_text_ctx)
+            written.append(cache)
+            x = self.project(out, block.attn.out.weight, block.attn.out.bias, residual=x)
+            cross = block.cross_attn
+            assert cross is not None and block.cross_attn_ln is not None
+            k, v = cross_kv[layer]
+            q = self.project(x, cross.query.weight, cross.query.bias, norm=block.cross_attn_ln)
+            out, qk = kernels.cross_attention(q, k, v, self.n_head, tuple(self.capture.get(layer, [])))
+            if qk is not None:
+                captured.append(qk)
+            x = self.project(out, cross.out.weight, cross.out.bias, residual=x)
+            hidden = self.project(x, block.mlp1.weight, block.mlp1.bias, gelu=True, norm=block.mlp_ln)
+            x = self.project(hidden, block.mlp2.weight, block.mlp2.bias, residual=x)
+        logits = self.project(decoder.ln(x), decoder.token_embedding.weight, None)
+        return logits[:, 0].astype(mx.float32), _captured(captured, self._reorder), written
+
+
+class KernelDecoderState(DecoderState):
+    """``DecoderState`` on MLX's CUDA backend: its one-token steps are a ``KernelStep``'s (8 graph nodes a layer
+    instead of ~38 at few rows, compiled).
 
     The caches are kept where the linears write them, position-major, so no head is split or merged: each layer's
     cross-attention K and V as batch × frames × state, and one self-attention buffer of batch × capacity ×
@@ -339,18 +463,16 @@ class KernelDecoderState(DecoderState):
     of several tokens (the prompt) runs MLX's own matmuls and attention over views of the same buffers.
     """
 
-    def __init__(self, model: Whisper, audio_features: mx.array, alignment_heads: Sequence[tuple[int, int]]) -> None:
+    def __init__(
+        self,
+        model: Whisper,
+        audio_features: mx.array,
+        alignment_heads: Sequence[tuple[int, int]],
+        kernel_step: KernelStep | None = None,
+    ) -> None:
         super().__init__(model, audio_features, alignment_heads, explicit_cross=False, fused=True)
-        self._positions: mx.array  # this step's positions, one int32 (``step``)
-        # each layer's query, key and value weights side by side (out × in, as nn.Linear; the key has no bias)
-        self._qkv: list[tuple[mx.array, mx.array]] = []
-        for block in model.decoder.blocks:
-            query, key, value = block.attn.query, block.attn.key, block.attn.value
-            weight = mx.concatenate([query.weight, key.weight, value.weight])
-            bias = mx.concatenate([query.bias, mx.zeros_like(value.bias), value.bias])
-            self._qkv.append((weight, bias))
-            self._transposed[id(weight)] = weight.T  # for MLX's matmul above the kernel's rows (``_project``)
-        mx.eval(self._qkv, list(self._transposed.values()))
+        self.kernel_step = KernelStep(model, alignment_heads) if kernel_step is None else kernel_step
+        self._transposed.update(self.kernel_step.transposed)
 
     def _caches(self, audio_features: mx.array) -> None:
         blocks: list[ResidualAttentionBlock] = self.model.decoder.blocks
@@ -377,19 +499,13 @@ class KernelDecoderState(DecoderState):
             self.self_kv[i] = mx.concatenate([kv, pad], axis=1)
 
     def step(self, tokens: mx.array, logit_positions: Sequence[int] = (-1,)) -> tuple[list[mx.array], mx.array]:
-        self._positions = mx.array([self.offset + tokens.shape[1]], dtype=mx.int32)  # read by every layer's kernel
-        return super().step(tokens, logit_positions)
-
-    def _project(
-        self, x: mx.array, weight: mx.array, bias: mx.array | None, gelu: bool = False, residual: mx.array | None = None
-    ) -> mx.array:
-        """``residual + gelu?(x · weightᵀ + bias)``: one kernel for a one-token step, MLX's ops otherwise."""
-        if x.shape[1] == 1 and cuda_kernels.linear_fits(x, weight):
-            return cuda_kernels.linear(x, weight, bias, gelu, residual)
-        transposed = self._transposed[id(weight)]  # evaluated once: no Transpose node a step
-        y = x @ transposed if bias is None else mx.addmm(bias, x, transposed)
-        y = self.gelu(y) if gelu else y
-        return y if residual is None else residual + y
+        if tokens.shape[1] > 1:
+            return super().step(tokens, logit_positions)
+        self._reserve(1)
+        offset = mx.array([self.offset], dtype=mx.int32)
+        logits, attention, self.self_kv = self.kernel_step.run(tokens, offset, self.self_kv, self.cross_kv)
+        self.offset += 1
+        return [logits] * len(logit_positions), attention
 
     def _layer(
         self,
@@ -401,38 +517,28 @@ class KernelDecoderState(DecoderState):
         mask: mx.array | None,
         captured: list[mx.array],
     ) -> mx.array:
-        one = end - start == 1
-        # self-attention
-        weight, bias = self._qkv[layer]
-        qkv = self._project(block.attn_ln(x), weight, bias)
+        """A step of several tokens (the prompt): MLX's matmuls and attention over the position-major buffers."""
+        project = self.kernel_step.project
+        weight, bias = self.kernel_step.qkv[layer]
+        qkv = project(block.attn_ln(x), weight, bias)
         state = qkv.shape[-1] // 3
         self.self_kv[layer][:, start:end] = qkv[:, :, state:]
         cache = self.self_kv[layer]
-        if one:
-            out = cuda_kernels.self_attention(qkv, cache, self._positions, self.n_head, self.model.dims.n_text_ctx)
-        else:
-            q = _split_heads(qkv[:, :, :state], self.n_head)
-            k = _split_heads(cache[:, :end, :state], self.n_head)
-            v = _split_heads(cache[:, :end, state:], self.n_head)
-            out = _merge_heads(mx.fast.scaled_dot_product_attention(q, k, v, scale=q.shape[-1] ** -0.5, mask=mask))
-        x = self._project(out, block.attn.out.weight, block.attn.out.bias, residual=x)
-        # cross-attention, the alignment heads' QK captured
+        q = _split_heads(qkv[:, :, :state], self.n_head)
+        k = _split_heads(cache[:, :end, :state], self.n_head)
+        v = _split_heads(cache[:, :end, state:], self.n_head)
+        out = _merge_heads(mx.fast.scaled_dot_product_attention(q, k, v, scale=q.shape[-1] ** -0.5, mask=mask))
+        x = project(out, block.attn.out.weight, block.attn.out.bias, residual=x)
         cross = block.cross_attn
         assert cross is not None and block.cross_attn_ln is not None
         k, v = self.cross_kv[layer]
-        q = self._project(block.cross_attn_ln(x), cross.query.weight, cross.query.bias)
+        q = project(block.cross_attn_ln(x), cross.query.weight, cross.query.bias)
         heads = self.capture.get(layer, [])
-        qk: mx.array | None
-        if one:
-            out, qk = cuda_kernels.cross_attention(q, k, v, self.n_head, tuple(heads))
-        else:
-            q, k, v = (_split_heads(a, self.n_head) for a in (q, k, v))
-            scale = q.shape[-1] ** -0.5
-            out = _merge_heads(mx.fast.scaled_dot_product_attention(q, k, v, scale=scale))
-            qk = _last_query_qk(q, k, heads, scale) if heads else None
-        if qk is not None:
-            captured.append(qk)
-        x = self._project(out, cross.out.weight, cross.out.bias, residual=x)
-        # MLP
-        hidden = self._project(block.mlp_ln(x), block.mlp1.weight, block.mlp1.bias, gelu=True)
-        return self._project(hidden, block.mlp2.weight, block.mlp2.bias, residual=x)
+        q, k, v = (_split_heads(a, self.n_head) for a in (q, k, v))
+        scale = q.shape[-1] ** -0.5
+        out = _merge_heads(mx.fast.scaled_dot_product_attention(q, k, v, scale=scale))
+        if heads:
+            captured.append(_last_query_qk(q, k, heads, scale))
+        x = project(out, cross.out.weight, cross.out.bias, residual=x)
+        hidden = project(block.mlp_ln(x), block.mlp1.weight, block.mlp1.bias, gelu=True)
+        return project(hidden, block.mlp2.weight, block.mlp2.bias, residual=x)
