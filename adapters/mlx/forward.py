@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import Executor
-from typing import Any
+from typing import Any, Protocol
 
 import mlx.core as mx
 import numpy as np
@@ -172,6 +172,7 @@ class DecoderState:
         alignment_heads: Sequence[tuple[int, int]],
         explicit_cross: bool = False,
         fused: bool = False,
+        transposed: dict[int, mx.array] | None = None,
     ) -> None:
         self.model = model
         self.explicit_cross = explicit_cross
@@ -182,15 +183,8 @@ class DecoderState:
         self.alignment_heads = list(alignment_heads)
         self.capture, self._reorder = _capture_plan(alignment_heads)
         self._caches(audio_features)
-        # each linear's weight transposed once, evaluated: a leaf of every step's graph, where ``nn.Linear`` would
-        # add a Transpose node per call (8 a layer); the views share the weights' memory
-        linears = [model.decoder.token_embedding]
-        for block in blocks:
-            assert block.cross_attn is not None
-            linears += [block.attn.query, block.attn.key, block.attn.value, block.attn.out]
-            linears += [block.cross_attn.query, block.cross_attn.out, block.mlp1, block.mlp2]
-        self._transposed = {id(layer.weight): layer.weight.T for layer in linears}
-        mx.eval(list(self._transposed.values()))
+        # ``transposed``: the model's own, made once (``KernelStep``); else made here for this batch
+        self._transposed = _transposed_once(_linear_weights(model)) if transposed is None else transposed
 
     def _caches(self, audio_features: mx.array) -> None:
         """The cross-attention K/V (computed once per window, read every step) and the self-attention buffers."""
@@ -303,6 +297,25 @@ class DecoderState:
         return self._linear(attn.out, _merge_heads(out)), _last_query_qk(q, k, heads, scale)
 
 
+def _linear_weights(model: Whisper) -> list[mx.array]:
+    """The text decoder's linear weights, one a linear (out × in), the logits' (the token embedding) first."""
+    weights = [model.decoder.token_embedding.weight]
+    blocks: list[ResidualAttentionBlock] = model.decoder.blocks
+    for block in blocks:
+        assert block.cross_attn is not None
+        weights += [block.attn.query.weight, block.attn.key.weight, block.attn.value.weight, block.attn.out.weight]
+        weights += [block.cross_attn.query.weight, block.cross_attn.out.weight, block.mlp1.weight, block.mlp2.weight]
+    return weights
+
+
+def _transposed_once(weights: Sequence[mx.array]) -> dict[int, mx.array]:
+    """Each weight transposed once and evaluated (a view: the weight's own memory), by the weight's id: a leaf of
+    every step's graph, where ``x @ w.T`` (as ``nn.Linear`` computes) would add a Transpose node a call."""
+    transposed = {id(weight): weight.T for weight in weights}
+    mx.eval(list(transposed.values()))
+    return transposed
+
+
 def _capture_plan(alignment_heads: Sequence[tuple[int, int]]) -> tuple[dict[int, list[int]], mx.array | None]:
     """Each layer's heads whose QK is captured (ascending), and the order that takes the captures, layer by layer
     (sorted by layer and head), back to ``alignment_heads``' order (None: they are in it)."""
@@ -333,6 +346,34 @@ def _head_index(heads: list[int]) -> slice | mx.array:
     return slice(first, first + count) if heads == list(range(first, first + count)) else mx.array(heads)
 
 
+class StepKernels(Protocol):
+    """What ``KernelStep`` needs of its kernels: ``cuda_kernels`` (a module) on CUDA; MLX-op equivalents in the
+    tests, to run the same step on the CPU."""
+
+    def linear_fits(self, x: mx.array, weight: mx.array) -> bool: ...
+
+    def split_count(self, out_features: int, in_features: int) -> int: ...
+
+    def linear(
+        self,
+        x: mx.array,
+        weight: mx.array,
+        bias: mx.array | None = ...,
+        gelu: bool = ...,
+        residual: mx.array | None = ...,
+        norm: tuple[mx.array, mx.array, float] | None = ...,
+        counters: mx.array | None = ...,
+    ) -> mx.array: ...
+
+    def self_attention(
+        self, qkv: mx.array, cache: mx.array, positions: mx.array, n_head: int, max_positions: int
+    ) -> tuple[mx.array, mx.array]: ...
+
+    def cross_attention(
+        self, q: mx.array, k: mx.array, v: mx.array, n_head: int, heads: tuple[int, ...] = ...
+    ) -> tuple[mx.array, mx.array | None]: ...
+
+
 class KernelStep:
     """A model's one-token decoder step on MLX's CUDA backend, built once per model: a layer is 8 graph nodes at
     up to 16 rows (``cuda_kernels.LINEAR_KERNEL_MAX_ROWS``), 15 above (MLX's matmuls, layer norms and adds).
@@ -358,7 +399,7 @@ class KernelStep:
         model: Whisper,
         alignment_heads: Sequence[tuple[int, int]],
         compiled: bool = True,
-        kernels: Any = cuda_kernels,
+        kernels: StepKernels = cuda_kernels,
     ) -> None:
         self.model = model
         self.kernels = kernels
@@ -372,22 +413,18 @@ class KernelStep:
             weight = mx.concatenate([query.weight, key.weight, value.weight])
             bias = mx.concatenate([query.bias, mx.zeros_like(value.bias), value.bias])
             self.qkv.append((weight, bias))
-        # each linear's weight transposed once, evaluated, for MLX's matmul above the kernel's rows: a leaf of the
-        # graph, where ``x @ w.T`` would add a Transpose node a call
-        weights = [model.decoder.token_embedding.weight] + [weight for weight, _ in self.qkv]
-        for block in blocks:
-            assert block.cross_attn is not None
-            weights += [block.attn.out.weight, block.cross_attn.query.weight, block.cross_attn.out.weight]
-            weights += [block.mlp1.weight, block.mlp2.weight]
-        self.transposed = {id(weight): weight.T for weight in weights}
+        mx.eval(self.qkv)
+        # for MLX's matmuls above the kernel's rows and in the prompt (``DecoderState``'s, and the query, key and
+        # value weights side by side)
+        self.transposed = _transposed_once(_linear_weights(model) + [weight for weight, _ in self.qkv])
         # the split-K tickets of each weight whose K the linear kernel splits (``cuda_kernels.linear``): zero, and
         # left zero by every launch
         self.counters = {
             id(weight): mx.zeros((weight.shape[0] // 16,), dtype=mx.uint32)
-            for weight in weights[1:]
+            for weight in _linear_weights(model)[1:] + [weight for weight, _ in self.qkv]
             if kernels.split_count(*weight.shape) > 1
         }
-        mx.eval(self.qkv, list(self.transposed.values()), list(self.counters.values()))
+        mx.eval(list(self.counters.values()))
         self.run = mx.compile(self.forward) if compiled else self.forward
 
     def project(
@@ -403,8 +440,7 @@ class KernelStep:
         kernel for a one-token step's few rows, the layer norm in it too; MLX's ops else."""
         if x.shape[1] == 1 and self.kernels.linear_fits(x, weight):
             normed = None if norm is None else (norm.weight, norm.bias, norm.eps)
-            y: mx.array = self.kernels.linear(x, weight, bias, gelu, residual, normed, self.counters.get(id(weight)))
-            return y
+            return self.kernels.linear(x, weight, bias, gelu, residual, normed, self.counters.get(id(weight)))
         if norm is not None:
             x = norm(x)
         transposed = self.transposed[id(weight)]
@@ -470,9 +506,9 @@ class KernelDecoderState(DecoderState):
         alignment_heads: Sequence[tuple[int, int]],
         kernel_step: KernelStep | None = None,
     ) -> None:
-        super().__init__(model, audio_features, alignment_heads, explicit_cross=False, fused=True)
         self.kernel_step = KernelStep(model, alignment_heads) if kernel_step is None else kernel_step
-        self._transposed.update(self.kernel_step.transposed)
+        transposed = self.kernel_step.transposed
+        super().__init__(model, audio_features, alignment_heads, explicit_cross=False, fused=True, transposed=transposed)
 
     def _caches(self, audio_features: mx.array) -> None:
         blocks: list[ResidualAttentionBlock] = self.model.decoder.blocks
