@@ -414,15 +414,18 @@ class KernelStep:
             bias = mx.concatenate([query.bias, mx.zeros_like(value.bias), value.bias])
             self.qkv.append((weight, bias))
         mx.eval(self.qkv)
+        weights = _linear_weights(model)  # the logits' first, then each layer's query, key, value and the others
+        qkv_weights = [weight for weight, _ in self.qkv]
         # for MLX's matmuls above the kernel's rows and in the prompt (``DecoderState``'s, and the query, key and
         # value weights side by side)
-        self.transposed = _transposed_once(_linear_weights(model) + [weight for weight, _ in self.qkv])
-        # the split-K tickets of each weight whose K the linear kernel splits (``cuda_kernels.linear``): zero, and
-        # left zero by every launch
+        self.transposed = _transposed_once(weights + qkv_weights)
+        # the split-K tickets of each weight the linear kernel takes and splits (``cuda_kernels.linear``): zero,
+        # and left zero by every launch
+        separate = {id(w) for b in blocks for w in (b.attn.query.weight, b.attn.key.weight, b.attn.value.weight)}
         self.counters = {
             id(weight): mx.zeros((weight.shape[0] // 16,), dtype=mx.uint32)
-            for weight in _linear_weights(model)[1:] + [weight for weight, _ in self.qkv]
-            if kernels.split_count(*weight.shape) > 1
+            for weight in weights[1:] + qkv_weights
+            if id(weight) not in separate and kernels.split_count(*weight.shape) > 1
         }
         mx.eval(list(self.counters.values()))
         self.run = mx.compile(self.forward) if compiled else self.forward
@@ -556,7 +559,7 @@ class KernelDecoderState(DecoderState):
         """A step of several tokens (the prompt): MLX's matmuls and attention over the position-major buffers."""
         project = self.kernel_step.project
         weight, bias = self.kernel_step.qkv[layer]
-        qkv = project(block.attn_ln(x), weight, bias)
+        qkv = project(x, weight, bias, norm=block.attn_ln)
         state = qkv.shape[-1] // 3
         self.self_kv[layer][:, start:end] = qkv[:, :, state:]
         cache = self.self_kv[layer]
@@ -568,7 +571,7 @@ class KernelDecoderState(DecoderState):
         cross = block.cross_attn
         assert cross is not None and block.cross_attn_ln is not None
         k, v = self.cross_kv[layer]
-        q = project(block.cross_attn_ln(x), cross.query.weight, cross.query.bias)
+        q = project(x, cross.query.weight, cross.query.bias, norm=block.cross_attn_ln)
         heads = self.capture.get(layer, [])
         q, k, v = (_split_heads(a, self.n_head) for a in (q, k, v))
         scale = q.shape[-1] ** -0.5
@@ -576,5 +579,5 @@ class KernelDecoderState(DecoderState):
         if heads:
             captured.append(_last_query_qk(q, k, heads, scale))
         x = project(out, cross.out.weight, cross.out.bias, residual=x)
-        hidden = project(block.mlp_ln(x), block.mlp1.weight, block.mlp1.bias, gelu=True)
+        hidden = project(x, block.mlp1.weight, block.mlp1.bias, gelu=True, norm=block.mlp_ln)
         return project(hidden, block.mlp2.weight, block.mlp2.bias, residual=x)

@@ -19,6 +19,8 @@ host that should be building the next step (``docs/performance.md`` #65, #68).
 
 from __future__ import annotations
 
+from itertools import groupby
+
 import mlx.core as mx
 import numpy as np
 from numpy.typing import NDArray
@@ -248,13 +250,8 @@ def decode_lagged(
 def _read(progress: Progress, steps: list[tuple[NDArray[np.int64], mx.array]]) -> None:
     """Consecutive steps' scores, read at once (one transfer for each run of steps over the same rows: the batch
     may have been compacted after the first)."""
-    runs: list[list[tuple[NDArray[np.int64], mx.array]]] = []
-    for step in steps:
-        if runs and runs[-1][0][0] is step[0]:
-            runs[-1].append(step)
-        else:
-            runs.append([step])
-    for run in runs:
+    for _, grouped in groupby(steps, key=lambda step: id(step[0])):  # the same ``active`` array: no compaction
+        run = list(grouped)
         values = np.array(mx.stack([scores for _, scores in run]))
         for (active, _), (chosen, logprob, probability) in zip(run, values):
             progress.add(active, None, chosen.astype(np.int64), logprob, probability)
