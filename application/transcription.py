@@ -229,12 +229,14 @@ def _undecoded_tail(chunk: DecodedChunk, segments: Sequence[Segment]) -> Window 
     """The rest of ``chunk``'s window after its last segment and its last timed word (``segments``, file times),
     as a window of its own: windows here are decoded in parallel, so the rest is decoded as a new one."""
     window = chunk.window
-    ends = [word.end - window.offset for segment in segments for word in segment.words]
-    start = max([chunk.segments[-1].end, *ends])
+    ends = [word.end for segment in segments for word in segment.words]  # file times
+    start = max([chunk.segments[-1].end, *(end - window.offset for end in ends)])
     if window.duration - start < CONTINUE_SECONDS:
         return None
-    cut = int(round(start * SAMPLE_RATE))
-    return Window(source=window.source, index=window.index, offset=window.offset + start, samples=window.samples[cut:])
+    cut = int(np.ceil(start * SAMPLE_RATE))
+    # on the sample grid, and not before a word already timed (which the float arithmetic could put a 1e-15 s later)
+    offset = max([(window.first_sample + cut) / SAMPLE_RATE, *ends])
+    return Window(source=window.source, index=window.index, offset=offset, samples=window.samples[cut:])
 
 
 def _finite(samples: NDArray[np.float32]) -> NDArray[np.float32]:

@@ -59,14 +59,18 @@ def timed_segments(aligner: Aligner, chunk: DecodedChunk, word_timestamps: bool)
     A module-level function, so that a process pool can run it: its arguments are pickled (the aligner's settings,
     the chunk's attention and its window's samples) and its segments come back.
     """
-    offset = chunk.window.offset
-    duration = offset + chunk.window.duration  # the window's end: nothing of it lies beyond
+    offset, window_end = chunk.window.offset, chunk.window.end  # nothing of the window lies outside
+
+    def inside(seconds: float) -> float:
+        """A window time as a file time inside the window: words of consecutive windows stay in order."""
+        return min(max(offset + seconds, offset), window_end)
+
     aligned = aligner.align(chunk) if word_timestamps else tuple(() for _ in chunk.segments)
     segments = []
     for decoded, words in zip(chunk.segments, aligned):
-        file_words = tuple(word.shifted(offset) for word in words)
-        start = min(offset + decoded.start, duration)
-        end = min(max(offset + decoded.end, start), duration)
+        file_words = tuple(evolve(word, start=inside(word.start), end=inside(word.end)) for word in words)
+        start = inside(decoded.start)
+        end = max(inside(decoded.end), start)
         if file_words:  # as openai-whisper: with word times, a segment spans its words
             start, end = file_words[0].start, file_words[-1].end
         segments.append(

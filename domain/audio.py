@@ -47,6 +47,17 @@ class Window:
         return len(self.samples) / SAMPLE_RATE
 
     @property
+    def first_sample(self) -> int:
+        """Where the window starts, in samples of its input (its offset on the sample grid)."""
+        return round(self.offset * SAMPLE_RATE)
+
+    @property
+    def end(self) -> float:
+        """Where the window ends, in seconds of its input, on the sample grid: exactly the offset of a window that
+        starts there (``offset + duration`` may round a few 1e-15 s past it)."""
+        return (self.first_sample + len(self.samples)) / SAMPLE_RATE
+
+    @property
     def num_frames(self) -> int:
         """Real (unpadded) length in encoder frames (20 ms each)."""
         return int(np.ceil(len(self.samples) / (SAMPLE_RATE * FRAME_SECONDS)))

@@ -37,9 +37,6 @@ class Word:
         if end < self.start:
             raise ValueError(f"{self.text!r}: end {end} < start {self.start}")  # a bug, not user error
 
-    def shifted(self, seconds: float) -> Word:
-        return Word(self.text, self.start + seconds, self.end + seconds, self.probability)
-
 
 @frozen
 class Segment:

@@ -10,8 +10,9 @@ import pytest
 
 from adapters.dtw.aligner import DtwAligner
 from application.transcription import TranscriptionService
-from application.word_timing import WordTiming
+from application.word_timing import WordTiming, timed_segments
 from domain import errors
+from domain.audio import SAMPLE_RATE, Window
 from domain.errors import UnsupportedLanguageError
 from domain.model import TranscribeOptions, Transcript
 from domain.ports import Aligner
@@ -91,3 +92,21 @@ def test_the_arrays_on_their_way_to_processes_leave_no_files() -> None:
     before = spills()
     transcribe(DtwAligner(), 2)
     assert spills() == before
+
+
+def test_a_window_s_last_word_ends_no_later_than_the_next_window_starts() -> None:
+    """27.3 + 29.85 is 57.150000000000006 in floats, and the next window starts at 914400 / 16000 = 57.15: a word
+    ending a window must not end after the next window's first word starts (CI found it, hypothesis-drawn)."""
+    first = Window(source=0, index=1, offset=436_800 / SAMPLE_RATE, samples=tone(29.85).samples)
+    following = Window(source=0, index=2, offset=(436_800 + len(first.samples)) / SAMPLE_RATE, samples=tone(2.0).samples)
+    options = TranscribeOptions()
+    words = [
+        word
+        for window in (first, following)
+        for segment in timed_segments(FakeAligner(), FakeDecoder().decode_batch([window], options)[0], True)
+        for word in segment.words
+    ]
+    times = [t for word in words for t in (word.start, word.end)]
+    assert times == sorted(times)
+    assert len(first.samples) == 477_600
+    assert words[1].end == first.end == following.offset == 57.15
