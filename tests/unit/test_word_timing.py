@@ -98,7 +98,8 @@ def test_a_window_s_last_word_ends_no_later_than_the_next_window_starts() -> Non
     """27.3 + 29.85 is 57.150000000000006 in floats, and the next window starts at 914400 / 16000 = 57.15: a word
     ending a window must not end after the next window's first word starts (CI found it, hypothesis-drawn)."""
     first = Window(source=0, index=1, offset=436_800 / SAMPLE_RATE, samples=tone(29.85).samples)
-    following = Window(source=0, index=2, offset=(436_800 + len(first.samples)) / SAMPLE_RATE, samples=tone(2.0).samples)
+    start = 436_800 + len(first.samples)
+    following = Window(source=0, index=2, offset=start / SAMPLE_RATE, samples=tone(2.0).samples)
     options = TranscribeOptions()
     words = [
         word
