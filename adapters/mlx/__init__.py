@@ -4,8 +4,11 @@ put in place before ``libmlx`` is loaded on Linux CPUs."""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import sys
 from pathlib import Path
+from types import ModuleType
 
 from adapters.models import read_alignment_heads
 from domain.errors import ModelLoadError
@@ -24,6 +27,56 @@ def _fast_blas() -> None:
 
 
 _fast_blas()  # before anything imports mlx: every module of this package is imported after this one
+
+
+class _DeferredPackage(ModuleType):
+    """``mlx_whisper`` before its ``__init__`` has run (``_mlx_whisper_without_its_init``).
+
+    Asked for a name it lacks (PEP 562), it imports the submodule of that name, as ``__init__`` would have
+    (``mlx_whisper.audio``; the import system's own probe in ``from . import whisper``); for ``transcribe`` (the
+    function ``__init__`` binds over the submodule of that name) and ``__version__`` it runs the real ``__init__``,
+    as it does once anything imports the ``transcribe`` submodule: code that wants the whole package gets it.
+    """
+
+    def __getattr__(self, name: str) -> object:
+        if name in ("transcribe", "__version__"):
+            return getattr(self._initialised(), name)
+        if not name.startswith("__") and importlib.util.find_spec(f"{self.__name__}.{name}") is not None:
+            return importlib.import_module(f"{self.__name__}.{name}")
+        raise AttributeError(f"module {self.__name__!r} has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: object) -> None:
+        super().__setattr__(name, value)
+        if name == "transcribe" and isinstance(value, ModuleType):  # the submodule, just imported
+            self._initialised()
+
+    def _initialised(self) -> ModuleType:
+        """Runs the package's own ``__init__`` in this module, once: a plain module from then on."""
+        self.__class__ = ModuleType  # type: ignore[assignment]  # first: the __init__'s own imports set names
+        assert self.__spec__ is not None and self.__spec__.loader is not None
+        self.__spec__.loader.exec_module(self)
+        return self
+
+
+def _mlx_whisper_without_its_init() -> None:
+    """Register the ``mlx_whisper`` package without running its ``__init__`` (``_DeferredPackage``).
+
+    Its ``__init__`` imports ``transcribe`` and with it ``timing``: scipy.signal and numba, ~1 s of every start on
+    a small CPU (``python -X importtime``; ``app transcribe`` of the 12-s sample 3.6 -> 2.6 s), for code this product
+    never runs: it takes the model, tokenizer, audio, decoding and writer modules. ``adapters/writers.py`` loads
+    the writers' file on its own for the same reason.
+    """
+    if "mlx_whisper" in sys.modules:
+        return
+    spec = importlib.util.find_spec("mlx_whisper")
+    if spec is None or spec.loader is None or not spec.submodule_search_locations:
+        return  # not installed: the import that needs it says so
+    package = importlib.util.module_from_spec(spec)  # its __path__ set: submodules import as usual
+    package.__class__ = _DeferredPackage
+    sys.modules["mlx_whisper"] = package
+
+
+_mlx_whisper_without_its_init()
 
 
 def load_decoder(folder: Path, name: str, dtype: str | None = None) -> Decoder:
