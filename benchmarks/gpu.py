@@ -351,7 +351,8 @@ def bench_kernels(batches: Sequence[int], tokens: int, repeats: int) -> list[dic
     """
     decoder = random_large_v3()
     from adapters.mlx import cuda_kernels
-    from adapters.mlx.forward import DecoderState, KernelDecoderState, KernelStep
+    from adapters.mlx.forward import DecoderState
+    from adapters.mlx.kernel_step import KernelDecoderState, KernelStep
 
     import mlx.core as mx  # noqa: I001
 

@@ -30,7 +30,8 @@ from numpy.typing import NDArray
 from threadpoolctl import ThreadpoolController
 
 from adapters.mlx.cpu_decoder import DecoderWeights, NumpyDecoderState
-from adapters.mlx.forward import DecoderState, KernelDecoderState, KernelStep, decoder_weights, encode
+from adapters.mlx.forward import DecoderState, decoder_weights, encode
+from adapters.mlx.kernel_step import KernelDecoderState, KernelStep
 from adapters.mlx.loop import Progress, decode_lagged, decode_synced
 from adapters.mlx.rules import LogitRules, logsumexp
 from domain.audio import CONTINUE_SECONDS, FRAME_SECONDS, ChunkSegment, DecodedChunk, Window

@@ -4,20 +4,21 @@ mlx-whisper's ``TextDecoder`` already returns the cross-attention QK of every la
 it away, grows the self-attention cache by concatenation and computes every head's QK. Here the self-attention K/V
 live in a preallocated buffer written in place, the cross-attention K/V are computed once per window, and the QK
 is kept only for the alignment heads' layers (and only its last query row), so word timing needs no second pass.
+On MLX's CUDA backend the one-token steps go through ``kernel_step.KernelDecoderState`` (custom kernels, compiled).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import Executor
-from typing import Any, Protocol
+from typing import Any
 
 import mlx.core as mx
 import numpy as np
 from numpy.typing import NDArray
 from mlx_whisper.whisper import MultiHeadAttention, ResidualAttentionBlock, Whisper
 
-from adapters.mlx import cpu_decoder, cpu_kernels, cuda_kernels
+from adapters.mlx import cpu_decoder, cpu_kernels
 
 KV_BLOCK = 64  # tokens: the self-attention buffer grows by this many positions at a time
 
@@ -38,12 +39,12 @@ def causal_mask(length: int, offset: int, dtype: mx.Dtype) -> mx.array:
     return mx.where(keys > queries, mx.array(-1e9, dtype=dtype), mx.array(0, dtype=dtype))
 
 
-def _split_heads(x: mx.array, n_head: int) -> mx.array:
+def split_heads(x: mx.array, n_head: int) -> mx.array:
     batch, length, state = x.shape
     return x.reshape(batch, length, n_head, state // n_head).transpose(0, 2, 1, 3)  # batch × heads × length × dh
 
 
-def _merge_heads(x: mx.array) -> mx.array:
+def merge_heads(x: mx.array) -> mx.array:
     batch, heads, length, dh = x.shape
     return x.transpose(0, 2, 1, 3).reshape(batch, length, heads * dh)
 
@@ -68,11 +69,11 @@ def encode(model: Whisper, mels: mx.array, host_math: bool = False, pool: Execut
     for block in blocks:
         attn = block.attn
         h = block.attn_ln(x)
-        q = _split_heads(attn.query(h), attn.n_head)
-        k = _split_heads(attn.key(h), attn.n_head)
-        v = _split_heads(attn.value(h), attn.n_head)
+        q = split_heads(attn.query(h), attn.n_head)
+        k = split_heads(attn.key(h), attn.n_head)
+        v = split_heads(attn.value(h), attn.n_head)
         out = mx.fast.scaled_dot_product_attention(q, k, v, scale=q.shape[-1] ** -0.5)
-        x = x + attn.out(_merge_heads(out))
+        x = x + attn.out(merge_heads(out))
         x = x + block.mlp2(fused_gelu(block.mlp1(block.mlp_ln(x))))
     result: mx.array = encoder.ln_post(x)
     return result
@@ -181,10 +182,10 @@ class DecoderState:
         self.n_head = blocks[0].attn.n_head
         self.offset = 0
         self.alignment_heads = list(alignment_heads)
-        self.capture, self._reorder = _capture_plan(alignment_heads)
+        self.capture, self._reorder = capture_plan(alignment_heads)
         self._caches(audio_features)
         # ``transposed``: the model's own, made once (``KernelStep``); else made here for this batch
-        self._transposed = _transposed_once(_linear_weights(model)) if transposed is None else transposed
+        self._transposed = transposed_once(linear_weights(model)) if transposed is None else transposed
 
     def _caches(self, audio_features: mx.array) -> None:
         """The cross-attention K/V (computed once per window, read every step) and the self-attention buffers."""
@@ -194,9 +195,9 @@ class DecoderState:
             cross = block.cross_attn
             assert cross is not None
             # contiguous once here, or every step would copy the transposed views again
-            k = _split_heads(cross.key(audio_features), self.n_head)
+            k = split_heads(cross.key(audio_features), self.n_head)
             k = mx.contiguous(k.transpose(0, 1, 3, 2) if self.explicit_cross else k)  # batch × heads × dh × frames
-            v = mx.contiguous(_split_heads(cross.value(audio_features), self.n_head))
+            v = mx.contiguous(split_heads(cross.value(audio_features), self.n_head))
             self.cross_kv.append((k, v))
         shape = (audio_features.shape[0], self.n_head, KV_BLOCK, self.model.dims.n_text_state // self.n_head)
         self.self_k = [mx.zeros(shape, dtype=audio_features.dtype) for _ in blocks]
@@ -242,7 +243,7 @@ class DecoderState:
         self.offset = end
         picked = model.decoder.ln(x if length == 1 else x[:, list(logit_positions)])
         logits = self._linear(model.decoder.token_embedding, picked).astype(mx.float32)  # batch × positions × vocab
-        attention = _captured(captured, self._reorder)
+        attention = captured_attention(captured, self._reorder)
         if length == 1:
             return [logits[:, 0]] * len(logit_positions), attention
         return [logits[:, i] for i in range(len(logit_positions))], attention
@@ -270,34 +271,34 @@ class DecoderState:
     def _self_attention(
         self, layer: int, attn: MultiHeadAttention, x: mx.array, start: int, end: int, mask: mx.array | None
     ) -> mx.array:
-        q = _split_heads(self._linear(attn.query, x), self.n_head)
-        self.self_k[layer][:, :, start:end] = _split_heads(self._linear(attn.key, x), self.n_head)
-        self.self_v[layer][:, :, start:end] = _split_heads(self._linear(attn.value, x), self.n_head)
+        q = split_heads(self._linear(attn.query, x), self.n_head)
+        self.self_k[layer][:, :, start:end] = split_heads(self._linear(attn.key, x), self.n_head)
+        self.self_v[layer][:, :, start:end] = split_heads(self._linear(attn.value, x), self.n_head)
         k = self.self_k[layer][:, :, :end]
         v = self.self_v[layer][:, :, :end]
         scale = q.shape[-1] ** -0.5
         out = mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=mask)
-        return self._linear(attn.out, _merge_heads(out))
+        return self._linear(attn.out, merge_heads(out))
 
     def _cross_attention(
         self, layer: int, attn: MultiHeadAttention, x: mx.array, k: mx.array, v: mx.array
     ) -> tuple[mx.array, mx.array | None]:
-        q = _split_heads(self._linear(attn.query, x), self.n_head)
+        q = split_heads(self._linear(attn.query, x), self.n_head)
         scale = q.shape[-1] ** -0.5
         heads = self.capture.get(layer)
         if self.explicit_cross:
             scores = (q * scale) @ k  # batch × heads × length × frames (k: batch × heads × dh × frames)
             out = mx.softmax(scores, axis=-1, precise=True) @ v
             qk = None if heads is None else scores[:, :, -1, :][:, _head_index(heads)]
-            return self._linear(attn.out, _merge_heads(out)), qk
+            return self._linear(attn.out, merge_heads(out)), qk
         out = mx.fast.scaled_dot_product_attention(q, k, v, scale=scale)
         if heads is None:
-            return self._linear(attn.out, _merge_heads(out)), None
+            return self._linear(attn.out, merge_heads(out)), None
         # the alignment heads' QK of the last query only: their K rows are read twice, every other head's once
-        return self._linear(attn.out, _merge_heads(out)), _last_query_qk(q, k, heads, scale)
+        return self._linear(attn.out, merge_heads(out)), last_query_qk(q, k, heads, scale)
 
 
-def _linear_weights(model: Whisper) -> list[mx.array]:
+def linear_weights(model: Whisper) -> list[mx.array]:
     """The text decoder's linear weights, one a linear (out × in), the logits' (the token embedding) first."""
     weights = [model.decoder.token_embedding.weight]
     blocks: list[ResidualAttentionBlock] = model.decoder.blocks
@@ -308,7 +309,7 @@ def _linear_weights(model: Whisper) -> list[mx.array]:
     return weights
 
 
-def _transposed_once(weights: Sequence[mx.array]) -> dict[int, mx.array]:
+def transposed_once(weights: Sequence[mx.array]) -> dict[int, mx.array]:
     """Each weight transposed once and evaluated (a view: the weight's own memory), by the weight's id: a leaf of
     every step's graph, where ``x @ w.T`` (as ``nn.Linear`` computes) would add a Transpose node a call."""
     transposed = {id(weight): weight.T for weight in weights}
@@ -316,7 +317,7 @@ def _transposed_once(weights: Sequence[mx.array]) -> dict[int, mx.array]:
     return transposed
 
 
-def _capture_plan(alignment_heads: Sequence[tuple[int, int]]) -> tuple[dict[int, list[int]], mx.array | None]:
+def capture_plan(alignment_heads: Sequence[tuple[int, int]]) -> tuple[dict[int, list[int]], mx.array | None]:
     """Each layer's heads whose QK is captured (ascending), and the order that takes the captures, layer by layer
     (sorted by layer and head), back to ``alignment_heads``' order (None: they are in it)."""
     capture: dict[int, list[int]] = {}
@@ -327,14 +328,14 @@ def _capture_plan(alignment_heads: Sequence[tuple[int, int]]) -> tuple[dict[int,
     return capture, reorder
 
 
-def _captured(captured: list[mx.array], reorder: mx.array | None) -> mx.array:
+def captured_attention(captured: list[mx.array], reorder: mx.array | None) -> mx.array:
     """The capturing layers' QK (each batch × its heads × frames, in layer order) as one batch × heads × frames,
     in the alignment heads' order."""
     attention = captured[0] if len(captured) == 1 else mx.concatenate(captured, axis=1)
     return attention if reorder is None else attention[:, reorder]
 
 
-def _last_query_qk(q: mx.array, k: mx.array, heads: list[int], scale: float) -> mx.array:
+def last_query_qk(q: mx.array, k: mx.array, heads: list[int], scale: float) -> mx.array:
     """``heads``' scaled QK of the last query (q, k: batch × heads × length × dh): batch × len(heads) × keys."""
     index = _head_index(heads)
     return ((q[:, index, -1:, :] * scale) @ k[:, index].transpose(0, 1, 3, 2))[:, :, 0, :]
@@ -344,240 +345,3 @@ def _head_index(heads: list[int]) -> slice | mx.array:
     """The heads as a slice where they are consecutive (the usual case; large-v3: one a layer): views, no copy."""
     first, count = heads[0], len(heads)
     return slice(first, first + count) if heads == list(range(first, first + count)) else mx.array(heads)
-
-
-class StepKernels(Protocol):
-    """What ``KernelStep`` needs of its kernels: ``cuda_kernels`` (a module) on CUDA; MLX-op equivalents in the
-    tests, to run the same step on the CPU."""
-
-    def linear_fits(self, x: mx.array, weight: mx.array) -> bool: ...
-
-    def split_count(self, out_features: int, in_features: int) -> int: ...
-
-    def linear(
-        self,
-        x: mx.array,
-        weight: mx.array,
-        bias: mx.array | None = ...,
-        gelu: bool = ...,
-        residual: mx.array | None = ...,
-        norm: tuple[mx.array, mx.array, float] | None = ...,
-        counters: mx.array | None = ...,
-    ) -> mx.array: ...
-
-    def self_attention(
-        self, qkv: mx.array, cache: mx.array, positions: mx.array, n_head: int, max_positions: int
-    ) -> tuple[mx.array, mx.array]: ...
-
-    def cross_attention(
-        self, q: mx.array, k: mx.array, v: mx.array, n_head: int, heads: tuple[int, ...] = ...
-    ) -> tuple[mx.array, mx.array | None]: ...
-
-
-class KernelStep:
-    """A model's one-token decoder step on MLX's CUDA backend, built once per model: a layer is 8 graph nodes at
-    up to 16 rows (``cuda_kernels.LINEAR_KERNEL_MAX_ROWS``), 15 above (MLX's matmuls, layer norms and adds).
-
-    On CUDA the step is host-bound on MLX's evaluation of each node, and a matmul (cuBLAS) costs ~20-25 µs of host
-    time against ~8-18 for a custom kernel and ~4-6 for an elementwise one (``docs/performance.md`` #60-#62). So:
-
-    - the two attentions are custom kernels (``cuda_kernels.self_attention``, ``cross_attention``), a node each;
-    - the linears are ``cuda_kernels.linear`` (tensor cores) with the layer norm before them, the bias, the MLP's
-      GELU and the residual add done in the same kernel; the self-attention's query, key and value are one linear.
-
-    The step is a pure function of its operands (the tokens, their position as an array, the caches), so that it
-    can be ``mx.compile``d: traced once per batch size and cache capacity (~13 ms a trace at large-v3), its graph
-    is then replayed without the Python that builds it (1-2 ms a step fewer, ``docs/performance.md`` #77-#78). The
-    self-attention kernel writes each step's key and value into the cache in place (``cuda_kernels``: MLX's own
-    dynamic slice update copied ~75 µs a layer at batch 64). ``kernels``: the module of the four kernels
-    (``cuda_kernels``; the tests give MLX-op equivalents, ``tests/integration/kernel_reference.py``, to run on the
-    CPU).
-    """
-
-    def __init__(
-        self,
-        model: Whisper,
-        alignment_heads: Sequence[tuple[int, int]],
-        compiled: bool = True,
-        kernels: StepKernels = cuda_kernels,
-    ) -> None:
-        self.model = model
-        self.kernels = kernels
-        blocks: list[ResidualAttentionBlock] = model.decoder.blocks
-        self.n_head = blocks[0].attn.n_head
-        self.capture, self._reorder = _capture_plan(alignment_heads)
-        # each layer's query, key and value weights side by side (out × in, as nn.Linear; the key has no bias)
-        self.qkv: list[tuple[mx.array, mx.array]] = []
-        for block in blocks:
-            query, key, value = block.attn.query, block.attn.key, block.attn.value
-            weight = mx.concatenate([query.weight, key.weight, value.weight])
-            bias = mx.concatenate([query.bias, mx.zeros_like(value.bias), value.bias])
-            self.qkv.append((weight, bias))
-        mx.eval(self.qkv)
-        weights = _linear_weights(model)  # the logits' first, then each layer's query, key, value and the others
-        qkv_weights = [weight for weight, _ in self.qkv]
-        # for MLX's matmuls above the kernel's rows and in the prompt (``DecoderState``'s, and the query, key and
-        # value weights side by side)
-        self.transposed = _transposed_once(weights + qkv_weights)
-        # the split-K tickets of each weight the linear kernel takes and splits (``cuda_kernels.linear``): zero,
-        # and left zero by every launch
-        separate = {id(w) for b in blocks for w in (b.attn.query.weight, b.attn.key.weight, b.attn.value.weight)}
-        self.counters = {
-            id(weight): mx.zeros((weight.shape[0] // 16,), dtype=mx.uint32)
-            for weight in weights[1:] + qkv_weights
-            if id(weight) not in separate and kernels.split_count(*weight.shape) > 1
-        }
-        mx.eval(list(self.counters.values()))
-        self.run = mx.compile(self.forward) if compiled else self.forward
-
-    def project(
-        self,
-        x: mx.array,
-        weight: mx.array,
-        bias: mx.array | None,
-        gelu: bool = False,
-        residual: mx.array | None = None,
-        norm: Any = None,
-    ) -> mx.array:
-        """``residual + gelu?(norm?(x) · weightᵀ + bias)``, ``norm`` a layer norm (``nn.LayerNorm``) or None: one
-        kernel for a one-token step's few rows, the layer norm in it too; MLX's ops else."""
-        if x.shape[1] == 1 and self.kernels.linear_fits(x, weight):
-            normed = None if norm is None else (norm.weight, norm.bias, norm.eps)
-            return self.kernels.linear(x, weight, bias, gelu, residual, normed, self.counters.get(id(weight)))
-        if norm is not None:
-            x = norm(x)
-        transposed = self.transposed[id(weight)]
-        y = x @ transposed if bias is None else mx.addmm(bias, x, transposed)
-        y = fused_gelu(y) if gelu else y
-        return y if residual is None else residual + y
-
-    def forward(
-        self,
-        tokens: mx.array,
-        offset: mx.array,
-        self_kv: list[mx.array],
-        cross_kv: list[tuple[mx.array, mx.array]],
-    ) -> tuple[mx.array, mx.array, list[mx.array]]:
-        """One token a sequence (``tokens``: batch × 1) at position ``offset`` (a one-element int32 array).
-
-        ``self_kv``: each layer's self-attention buffer (batch × capacity × 2·state: a position's key, then its
-        value), ``cross_kv``: each layer's cross-attention K and V (batch × frames × state). Returns the logits
-        (batch × vocab, float32), the alignment heads' cross-attention QK (batch × heads × frames, in
-        ``alignment_heads``' order) and the buffers with this position written.
-        """
-        model, kernels = self.model, self.kernels
-        decoder = model.decoder
-        positions = offset + 1  # the positions the self-attention sees, this one included
-        x = decoder.token_embedding(tokens) + mx.take(decoder.positional_embedding, offset, axis=0)
-        captured: list[mx.array] = []  # each capturing layer's QK (batch × its heads × frames), in layer order
-        written: list[mx.array] = []
-        blocks: list[ResidualAttentionBlock] = decoder.blocks
-        for layer, block in enumerate(blocks):
-            weight, bias = self.qkv[layer]
-            qkv = self.project(x, weight, bias, norm=block.attn_ln)
-            out, cache = kernels.self_attention(qkv, self_kv[layer], positions, self.n_head, model.dims.n_text_ctx)
-            written.append(cache)
-            x = self.project(out, block.attn.out.weight, block.attn.out.bias, residual=x)
-            cross = block.cross_attn
-            assert cross is not None and block.cross_attn_ln is not None
-            k, v = cross_kv[layer]
-            q = self.project(x, cross.query.weight, cross.query.bias, norm=block.cross_attn_ln)
-            out, qk = kernels.cross_attention(q, k, v, self.n_head, tuple(self.capture.get(layer, [])))
-            if qk is not None:
-                captured.append(qk)
-            x = self.project(out, cross.out.weight, cross.out.bias, residual=x)
-            hidden = self.project(x, block.mlp1.weight, block.mlp1.bias, gelu=True, norm=block.mlp_ln)
-            x = self.project(hidden, block.mlp2.weight, block.mlp2.bias, residual=x)
-        logits = self.project(decoder.ln(x), decoder.token_embedding.weight, None)
-        return logits[:, 0].astype(mx.float32), _captured(captured, self._reorder), written
-
-
-class KernelDecoderState(DecoderState):
-    """``DecoderState`` on MLX's CUDA backend: its one-token steps are a ``KernelStep``'s (8 graph nodes a layer
-    instead of ~38 at few rows, compiled).
-
-    The caches are kept where the linears write them, position-major, so no head is split or merged: each layer's
-    cross-attention K and V as batch × frames × state, and one self-attention buffer of batch × capacity ×
-    2·state (a position's key, then its value) that the last two thirds of the query-key-value linear fill. A step
-    of several tokens (the prompt) runs MLX's own matmuls and attention over views of the same buffers.
-    """
-
-    def __init__(
-        self,
-        model: Whisper,
-        audio_features: mx.array,
-        alignment_heads: Sequence[tuple[int, int]],
-        kernel_step: KernelStep | None = None,
-    ) -> None:
-        self.kernel_step = KernelStep(model, alignment_heads) if kernel_step is None else kernel_step
-        transposed = self.kernel_step.transposed
-        super().__init__(model, audio_features, alignment_heads, explicit_cross=False, fused=True, transposed=transposed)
-
-    def _caches(self, audio_features: mx.array) -> None:
-        blocks: list[ResidualAttentionBlock] = self.model.decoder.blocks
-        self.cross_kv = []
-        for block in blocks:
-            cross = block.cross_attn
-            assert cross is not None
-            self.cross_kv.append((cross.key(audio_features), cross.value(audio_features)))  # batch × frames × state
-        shape = (audio_features.shape[0], KV_BLOCK, 2 * self.model.dims.n_text_state)
-        self.self_kv = [mx.zeros(shape, dtype=audio_features.dtype) for _ in blocks]
-
-    def keep(self, rows: mx.array) -> None:
-        self.cross_kv = [(k[rows], v[rows]) for k, v in self.cross_kv]
-        self.self_kv = [kv[rows] for kv in self.self_kv]
-
-    def _reserve(self, length: int) -> None:
-        needed = self.offset + length
-        capacity = self.self_kv[0].shape[1]
-        if needed <= capacity:
-            return
-        grow = ((needed - capacity + KV_BLOCK - 1) // KV_BLOCK) * KV_BLOCK
-        for i, kv in enumerate(self.self_kv):
-            pad = mx.zeros((kv.shape[0], grow, kv.shape[2]), dtype=kv.dtype)
-            self.self_kv[i] = mx.concatenate([kv, pad], axis=1)
-
-    def step(self, tokens: mx.array, logit_positions: Sequence[int] = (-1,)) -> tuple[list[mx.array], mx.array]:
-        if tokens.shape[1] > 1:
-            return super().step(tokens, logit_positions)
-        self._reserve(1)
-        offset = mx.array([self.offset], dtype=mx.int32)
-        logits, attention, self.self_kv = self.kernel_step.run(tokens, offset, self.self_kv, self.cross_kv)
-        self.offset += 1
-        return [logits] * len(logit_positions), attention
-
-    def _layer(
-        self,
-        layer: int,
-        block: ResidualAttentionBlock,
-        x: mx.array,
-        start: int,
-        end: int,
-        mask: mx.array | None,
-        captured: list[mx.array],
-    ) -> mx.array:
-        """A step of several tokens (the prompt): MLX's matmuls and attention over the position-major buffers."""
-        project = self.kernel_step.project
-        weight, bias = self.kernel_step.qkv[layer]
-        qkv = project(x, weight, bias, norm=block.attn_ln)
-        state = qkv.shape[-1] // 3
-        self.self_kv[layer][:, start:end] = qkv[:, :, state:]
-        cache = self.self_kv[layer]
-        q = _split_heads(qkv[:, :, :state], self.n_head)
-        k = _split_heads(cache[:, :end, :state], self.n_head)
-        v = _split_heads(cache[:, :end, state:], self.n_head)
-        out = _merge_heads(mx.fast.scaled_dot_product_attention(q, k, v, scale=q.shape[-1] ** -0.5, mask=mask))
-        x = project(out, block.attn.out.weight, block.attn.out.bias, residual=x)
-        cross = block.cross_attn
-        assert cross is not None and block.cross_attn_ln is not None
-        k, v = self.cross_kv[layer]
-        q = project(x, cross.query.weight, cross.query.bias, norm=block.cross_attn_ln)
-        heads = self.capture.get(layer, [])
-        q, k, v = (_split_heads(a, self.n_head) for a in (q, k, v))
-        scale = q.shape[-1] ** -0.5
-        out = _merge_heads(mx.fast.scaled_dot_product_attention(q, k, v, scale=scale))
-        if heads:
-            captured.append(_last_query_qk(q, k, heads, scale))
-        x = project(out, cross.out.weight, cross.out.bias, residual=x)
-        hidden = project(x, block.mlp1.weight, block.mlp1.bias, gelu=True, norm=block.mlp_ln)
-        return project(hidden, block.mlp2.weight, block.mlp2.bias, residual=x)

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from mlx_whisper.whisper import ModelDimensions, Whisper
 
-from adapters.mlx.forward import DecoderState, KernelDecoderState, KernelStep
+from adapters.mlx.forward import DecoderState
+from adapters.mlx.kernel_step import KernelDecoderState, KernelStep
 from tests.integration import kernel_reference
 
 DIMS = ModelDimensions(
