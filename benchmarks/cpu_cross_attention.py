@@ -29,16 +29,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 import adapters.mlx  # noqa: F401  # the optimized BLAS before mlx loads
+from adapters.mlx.cpu_kernels import softmax_times
 
 FRAMES, STATE, HEADS, LAYERS = 1500, 384, 6, 4  # tiny.en
 HEAD = STATE // HEADS
-
-
-def _softmax(x: NDArray[np.float32]) -> NDArray[np.float32]:
-    x = x - x.max(axis=-1, keepdims=True)
-    np.exp(x, out=x)
-    x /= x.sum(axis=-1, keepdims=True)
-    return x
 
 
 def main() -> None:
@@ -67,13 +61,11 @@ def main() -> None:
     features_t = features.transpose(0, 2, 1)
 
     def current(layer: int) -> NDArray[np.float32]:
-        out: NDArray[np.float32] = np.matmul(_softmax(np.matmul(q, keys[layer])), values[layer])
-        return out[:, :, 0]
+        return softmax_times(np.matmul(q, keys[layer]), values[layer])[:, :, 0]  # the decoder's own
 
     def absorbed(layer: int) -> NDArray[np.float32]:
         query = np.einsum("bhd,hds->bhs", q[:, :, 0], k_heads[layer])
-        weights = _softmax(np.matmul(query, features_t))  # batch × heads × frames
-        summed = np.matmul(weights, features)  # batch × heads × state
+        summed = softmax_times(np.matmul(query, features_t), features)  # batch × heads × state
         out: NDArray[np.float32] = np.einsum("bhs,hds->bhd", summed, v_heads[layer]) + b_v[layer].reshape(HEADS, HEAD)
         return out
 
