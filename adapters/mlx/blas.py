@@ -32,6 +32,10 @@ ENV_SWITCH = "ONEPASS_BLAS"  # "off" keeps the wheel's own BLAS
 GFORTRAN_SONAME = "libgfortran.so.5"  # what cmeel-openblas's libopenblas.so.0 NEEDs
 OPENBLAS_FILE = "libopenblas.so.0"
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")  # a user's own choice of threads wins
+# cmeel-openblas releases whose DYNAMIC_ARCH build runs AVX-512 code (``sgemm_direct``, the small row-major sgemm path)
+# on any x86_64 CPU: on one without AVX-512 (AMD Zen 3, Intel before Skylake-X) the first such matmul kills the process
+# with SIGILL. pyproject.toml excludes them; this guard covers an environment that has one all the same.
+AVX512_ONLY_RELEASES = frozenset({"0.3.31"})
 # Wheels whose auditwheel-bundled GNU Fortran runtime can stand in, in order of preference: mlx-cpu's own first (it
 # comes with the libmlx being sped up), then numpy's and scipy's (both bundle one for their OpenBLAS builds)
 GFORTRAN_DONORS = ("mlx-cpu", "numpy", "scipy")
@@ -93,6 +97,12 @@ def _enable() -> str:
     openblas = _installed_file("cmeel-openblas", lambda p: p.name == OPENBLAS_FILE and p.parent.name == "lib")
     if openblas is None:
         raise FileNotFoundError(f"cmeel-openblas's {OPENBLAS_FILE} is not installed")
+    release = metadata.version("cmeel-openblas")
+    if release in AVX512_ONLY_RELEASES and not cpu_has_avx512():
+        raise RuntimeError(
+            f"cmeel-openblas {release} crashes on CPUs without AVX-512 (SIGILL in sgemm_direct); "
+            "install another release: pip install 'cmeel-openblas!=0.3.31'"
+        )
     try:
         library = ctypes.CDLL(str(openblas), mode=ctypes.RTLD_GLOBAL)  # the system's libgfortran, where there is one
         gfortran_from = "the system"
@@ -111,6 +121,15 @@ def _enable() -> str:
     if provider is None or Path(provider).resolve() != openblas.resolve():
         raise RuntimeError(f"cblas_sgemm resolves to {provider}, not {openblas}")
     return f"{_openblas_summary(library)} from cmeel-openblas (libgfortran from {gfortran_from})"
+
+
+def cpu_has_avx512(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether the CPU runs AVX-512 Foundation instructions (the kernel's ``avx512f`` flag)."""
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:
+        return False  # unknown: the safe answer, which only costs the speed-up with a known-bad release
+    return any("avx512f" in line.split() for line in text.splitlines() if line.startswith("flags"))
 
 
 def _load_bundled_gfortran() -> str:

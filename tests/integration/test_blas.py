@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from adapters.mlx.blas import GFORTRAN_SONAME, dynamic_strings, rename_soname
+from adapters.mlx.blas import GFORTRAN_SONAME, cpu_has_avx512, dynamic_strings, rename_soname
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -51,6 +51,10 @@ a = rng.standard_normal((300, 200), dtype=np.float32)
 b = rng.standard_normal((200, 100), dtype=np.float32)
 exact = a.astype(np.float64) @ b.astype(np.float64)
 product = np.array(mx.array(a) @ mx.array(b))
+# the shapes of the CPU path's own row-major products (OpenBLAS's small-matrix "direct" sgemm takes some of them)
+for m, k, n in ((16, 64, 64), (512, 512, 512), (1, 384, 1536)):
+    x, y = rng.standard_normal((m, k), dtype=np.float32), rng.standard_normal((k, n), dtype=np.float32)
+    assert np.allclose(np.array(mx.array(x) @ mx.array(y)), x @ y, rtol=1e-3, atol=1e-3), (m, k, n)
 square = rng.standard_normal((64, 64), dtype=np.float32)
 inverse = np.array(mx.linalg.inv(mx.array(square), stream=mx.cpu))
 print(json.dumps({{
@@ -127,6 +131,32 @@ def _bundled_gfortran() -> Path:
     if not found:
         pytest.skip("this mlx-cpu wheel bundles no libgfortran")
     return found[0]
+
+
+def test_a_release_that_needs_avx512_is_refused_on_a_cpu_without_it(tmp_path: Path) -> None:
+    """cmeel-openblas 0.3.31 ran AVX-512 code on an AMD Zen 3 and killed the process (SIGILL) at the first small
+    matmul: such a release is refused there, with the reason, and MLX keeps its own BLAS."""
+    pretend = (
+        "import importlib.metadata as m; real = m.version; "
+        "m.version = lambda d: '0.3.31' if d == 'cmeel-openblas' else real(d)"
+    )
+    result, bound_to = run_child(tmp_path, before=pretend)
+    if cpu_has_avx512():
+        assert result["loaded"] is not None and result["failure"] is None
+    else:
+        assert result["loaded"] is None and "AVX-512" in result["failure"]
+        assert Path(bound_to).parent.name == "mlx_cpu.libs"
+    assert_products_right(result)
+
+
+def test_avx512_is_read_from_the_cpu_flags(tmp_path: Path) -> None:
+    zen3 = tmp_path / "zen3"
+    zen3.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 fma vaes\n")
+    skylake = tmp_path / "skylake"
+    skylake.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512dq\n")
+    assert not cpu_has_avx512(zen3)
+    assert cpu_has_avx512(skylake)
+    assert not cpu_has_avx512(tmp_path / "missing")
 
 
 def test_rename_soname_changes_only_the_soname() -> None:
