@@ -12,23 +12,17 @@ to ``writer.write_result(result, file=...)`` with a temporary file in the destin
 over the destination (``os.replace``): a reader, or a rerun after an interruption, sees either the old file or the
 complete new one, never a truncated transcript.
 
-``mlx_whisper/writers.py`` needs only the standard library, but importing it as ``mlx_whisper.writers`` runs the
-package's ``__init__``, which imports MLX, numba and scipy.signal (12-26 s on a small Linux CPU). Unless the
-package is already imported (it is once the real decoder is loaded), the file is loaded on its own, on the first
-write (``_mlx_writers``).
+``mlx_whisper/writers.py`` needs only the standard library; ``adapters/mlx/writers.py`` imports it without the
+package's ``__init__`` (MLX, numba, scipy.signal), on the first write.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import importlib.util
 import os
 import secrets
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Final, TextIO
 
 from attrs import frozen
@@ -187,26 +181,7 @@ def _reason(exc: OSError) -> str:
 
 
 def _mlx_writers() -> dict[str, Callable[[str], Any]]:
-    """mlx-whisper's writer classes by format (``get_writer``'s table; it builds one instance per output folder)."""
-    module = _writers_module()
-    return {"txt": module.WriteTXT, "srt": module.WriteSRT, "vtt": module.WriteVTT, "tsv": module.WriteTSV,
-            "json": module.WriteJSON}
+    """mlx-whisper's writer classes by format (``adapters/mlx/writers.py``)."""
+    from adapters.mlx.writers import whisper_writers
 
-
-@functools.cache
-def _writers_module() -> ModuleType:
-    """``mlx_whisper.writers``, loaded from its file when the package is not imported yet (see the module doc)."""
-    if "mlx_whisper" in sys.modules:
-        import mlx_whisper.writers
-
-        loaded: ModuleType = mlx_whisper.writers
-        return loaded
-    package = importlib.util.find_spec("mlx_whisper")  # finds the package without importing it
-    if package is None or not package.submodule_search_locations:
-        raise ModuleNotFoundError("mlx_whisper is not installed", name="mlx_whisper")
-    location = Path(next(iter(package.submodule_search_locations))) / "writers.py"
-    spec = importlib.util.spec_from_file_location("_onepass_mlx_whisper_writers", location)
-    assert spec is not None and spec.loader is not None, location
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return whisper_writers()

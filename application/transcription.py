@@ -12,7 +12,9 @@ from attrs import define, field, frozen
 from numpy.typing import NDArray
 
 from application.word_timing import WordTiming, default_align_workers, timed_segments
-from domain.audio import CONTINUE_SECONDS, SAMPLE_RATE, DecodedChunk, Waveform, Window
+from domain.audio import SAMPLE_RATE, DecodedChunk, Waveform, Window
+from domain.decoding import may_have_undecoded_tail as _may_have_undecoded_tail
+from domain.decoding import undecoded_tail as _undecoded_tail
 from domain.errors import AudioLoadError, TranscriptionError
 from domain.model import Segment, TranscribeOptions, Transcript
 from domain.ports import Aligner, AudioSource, Decoder, ProgressSink
@@ -206,37 +208,6 @@ def _marking_last(windows: Iterator[Window]) -> Iterator[tuple[Window, bool]]:
         yield current, False
         current = following
     yield current, True
-
-
-def _may_have_undecoded_tail(chunk: DecodedChunk) -> bool:
-    """Whether the model stopped early in ``chunk``'s window, after progress, with speech possibly left.
-
-    Whisper may emit end-of-text at a timestamp well before the window's end although speech goes on; sequential
-    transcription then seeks to that point and decodes from there. The decoder finishes such a segment in its
-    window while more than ``CONTINUE_SECONDS`` of sound follow its opening, so this catches the rest: a sequence
-    cut at the length limit, a segment opened in the window's last second. As openai-whisper's ``transcribe``:
-    not when the output ended with a lone timestamp (the model said the speech ended: on silence, decoding the
-    rest again only repeats a hallucination), and only after progress (the last segment ends after the window's
-    start), so re-decoding always ends.
-    """
-    if not chunk.segments or chunk.speech_ended:
-        return False
-    end = chunk.segments[-1].end
-    return end > 0.0 and chunk.window.duration - end >= CONTINUE_SECONDS
-
-
-def _undecoded_tail(chunk: DecodedChunk, segments: Sequence[Segment]) -> Window | None:
-    """The rest of ``chunk``'s window after its last segment and its last timed word (``segments``, file times),
-    as a window of its own: windows here are decoded in parallel, so the rest is decoded as a new one."""
-    window = chunk.window
-    ends = [word.end for segment in segments for word in segment.words]  # file times
-    start = max([chunk.segments[-1].end, *(end - window.offset for end in ends)])
-    if window.duration - start < CONTINUE_SECONDS:
-        return None
-    cut = int(np.ceil(start * SAMPLE_RATE))
-    # on the sample grid, and not before a word already timed (which the float arithmetic could put a 1e-15 s later)
-    offset = max([(window.first_sample + cut) / SAMPLE_RATE, *ends])
-    return Window(source=window.source, index=window.index, offset=offset, samples=window.samples[cut:])
 
 
 def _finite(samples: NDArray[np.float32]) -> NDArray[np.float32]:

@@ -2,19 +2,18 @@
 
 Word timing (``Aligner.align``: softmax, median filter, DTW, whisper's heuristics, refinement) costs tens of ms a
 window, and its Python parts (DTW's anti-diagonal loop, the heuristics) hold the GIL. On threads it competes with
-the decoding thread, whose host work (building and launching each step's kernels) needs the GIL too: on an H100 at
-batch 64 word timing on 4 threads took the decoder from 919× to 682× realtime. Worker processes have GILs of
-their own. A window's attention and samples (~8 MB at large-v3's shapes) do not go through the pool's one pipe
-(pickled, then read by one worker at a time: ~20 ms a window on the 2-core CPU, a queue that a batch of 64 large-v3
-windows outgrew on an H100): a helper thread writes them to a file in shared memory (``/dev/shm``, else the temporary
-folder; numpy's ``tofile`` releases the GIL), which the worker reads and deletes; only the rest of the chunk is
-pickled. On an H200 at batch 64 the overlapped run then reached 93-94 % of the throughput without word timing
-(``docs/performance.md`` #40-#43).
+the decoding thread, whose host work (building and launching each step's kernels) needs the GIL too: on a fast GPU
+it slowed the decoder by about a quarter. Worker processes have GILs of their own. A window's attention and samples
+(megabytes at large-v3's shapes) do not go through the pool's one pipe (pickled, then read by one worker at a time:
+a queue that a batch of 64 large-v3 windows outgrew on a GPU): a helper thread writes them to a file in shared
+memory (``/dev/shm``, else the temporary folder; numpy's ``tofile`` releases the GIL), which the worker reads and
+deletes; only the rest of the chunk is pickled. The overlapped run then came close to the throughput without word
+timing (the numbers, by machine: ``docs/performance.md``, "Numbers behind the docstrings", and #40-#43).
 
 ``WordTiming`` hands windows to threads, and, when given ``processes``, to a process pool from the second decoded
 batch on: a run of one batch (a short single file) never waits for processes to start, and a longer run starts them
-while its second batch decodes. An aligner whose windows cost more than a process's start (the phonetic one: ~0.6
-s a 30-s window, holding the GIL) starts them with the first batch already, when that batch holds at least
+while its second batch decodes. An aligner whose windows cost more than a process's start (the phonetic one, holding
+the GIL) starts them with the first batch already, when that batch holds at least
 ``first_batch_windows`` windows. A window whose process dies is timed again on a thread; an error raised by the
 aligner reaches the caller as it would from a thread.
 """
@@ -40,7 +39,7 @@ from domain.audio import DecodedChunk
 from domain.model import Segment
 from domain.ports import Aligner
 
-MAX_ALIGN_PROCESSES = 8  # a batch of 64 large-v3 windows (~32 ms each on an H100 host) keeps 8 busy for ~0.25 s
+MAX_ALIGN_PROCESSES = 8  # a batch of 64 large-v3 windows keeps 8 busy for a fraction of a second (performance.md)
 
 
 def default_align_workers() -> int:

@@ -4,7 +4,7 @@
 
 At batch 16 the cross-attention is ~30 of a step's ~40 ms: every step reads each window's K and V (4 layers ×
 2 × 1500 × 384 float32: 18 MB a window) from memory at ~10 GB/s. Two ways to read fewer bytes, each against the
-layout ``cpu_decoder.NumpyDecoderState`` uses (K transposed and V, per head, float32, batched matmuls):
+layout ``step.host.HostStep`` uses (K transposed and V, per head, float32, batched matmuls):
 
 - ``absorbed``: K and V never stored; the query is taken through the key weight per head (q·W_kᵀ) and multiplied
   with the window's features, and the softmax's weights with the features before the value weight. One 2.3 MB
@@ -28,8 +28,10 @@ from collections.abc import Callable
 import numpy as np
 from numpy.typing import NDArray
 
-import adapters.mlx  # noqa: F401  # the optimized BLAS before mlx loads
-from adapters.mlx.cpu_kernels import softmax_times
+from adapters.mlx import bootstrap
+
+bootstrap()  # the optimized BLAS before mlx loads
+from adapters.mlx.cpu_kernels import softmax_times  # noqa: E402
 
 FRAMES, STATE, HEADS, LAYERS = 1500, 384, 6, 4  # tiny.en
 HEAD = STATE // HEADS

@@ -20,7 +20,10 @@ DEFAULT_FILES = sorted((Path(__file__).resolve().parents[2] / "shared" / "data" 
 
 def main(argv: list[str]) -> None:
     import adapters.dtw.aligner as aligner_module
-    import adapters.mlx.decoder as decoder_module  # first: it loads the fast BLAS before MLX binds its own
+    from adapters.mlx import bootstrap
+
+    bootstrap()  # first: the fast BLAS before MLX binds its own
+    import adapters.mlx.decoder as decoder_module
     import mlx.core as mx  # noqa: I001
     from domain.model import TranscribeOptions
     from entrypoints.container import Container

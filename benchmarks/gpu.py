@@ -20,7 +20,7 @@ lagged and synced). ``--engines loop``: ``_decode``'s parts timed one after the 
 loop with its attention rows read at the end, the forward alone with argmax fed back, the loop with the rules not
 compiled).
 ``--engines kernels``: what the CUDA path's custom kernels stand on: the host cost of a graph node by kind, the
-kernels' GPU speed against MLX's own ops, and a bare step of ``DecoderState`` against ``KernelDecoderState``.
+kernels' GPU speed against MLX's own ops, and a bare step of ``GraphStep`` against ``KernelStep``.
 ``--engines trace``: the GPU's own time a step (every kernel, recorded by CUPTI through PyTorch's profiler) in the
 lagged loop and in the forward alone: the wall time a step above it is the host's.
 
@@ -79,7 +79,10 @@ def _sync_mlx() -> None:
 
 def random_large_v3() -> Any:
     """Our batched decoder over a Whisper of large-v3's shapes with random float16 weights (seeded)."""
-    from adapters.mlx.decoder import MlxWhisperDecoder  # adapters.mlx first: it sets up the BLAS before mlx loads
+    from adapters.mlx import bootstrap
+
+    bootstrap()  # before mlx loads
+    from adapters.mlx.decoder import MlxWhisperDecoder
 
     import mlx.core as mx  # noqa: I001
     from mlx_whisper.whisper import ModelDimensions, Whisper
@@ -88,7 +91,17 @@ def random_large_v3() -> Any:
     model = Whisper(ModelDimensions(**LARGE_V3), dtype=mx.float16)
     model.set_dtype(mx.float16)
     mx.eval(model.parameters())
-    return MlxWhisperDecoder(model, name="large-v3-random", alignment_heads=alignment_heads())
+    return MlxWhisperDecoder(
+        model, name="large-v3-random", alignment_heads=alignment_heads(), settings=_step_settings()
+    )
+
+
+def _step_settings() -> Any:
+    """The step's settings from the environment (``ONEPASS_CUDA_KERNELS=0``: the before of a before/after)."""
+    from adapters.mlx.step.settings import StepSettings
+    from entrypoints.settings import Settings
+
+    return StepSettings(cuda_kernels=Settings.from_environment().cuda_kernels)
 
 
 def random_windows(rng: np.random.Generator, batch: int) -> list[Any]:
@@ -264,7 +277,9 @@ def _pipelined(
 def bench_micro(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[str, Any]]:
     """Where a decoder step's time goes: each part timed alone (synchronised), summed over the 32 layers."""
     decoder = random_large_v3()
-    from adapters.mlx.forward import DecoderState, gelu
+    from adapters.mlx.step.common import gelu
+    from adapters.mlx.step.factory import HostBackend
+    from adapters.mlx.step.graph import GraphStep
 
     import mlx.core as mx  # noqa: I001
 
@@ -291,7 +306,7 @@ def bench_micro(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[
         steps: dict[str, float] = {}
         fused_layout: tuple[Any, Any] = (None, None)
         for explicit in (False, True):
-            decoder_state = DecoderState(model, features, decoder.alignment_heads, explicit_cross=explicit, fused=True)
+            decoder_state = GraphStep(model, features, decoder.alignment_heads, explicit_cross=explicit, fused=True)
             logits, _ = decoder_state.step(mx.array([SOT_EN_TRANSCRIBE] * batch))
             mx.eval(logits)
             token = mx.array([[400]] * batch)
@@ -304,15 +319,16 @@ def bench_micro(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[
             steps[f"step, {'explicit' if explicit else 'SDPA'} cross"] = timed(step)
             if not explicit:
                 fused_layout = decoder_state.cross_kv[0]  # layer 0's K/V as the fused kernel wants them, for below
+        device_backend = decoder.backend
         for lagged in (True, False):  # the whole loop of _decode, per step (rules, scores, attention kept)
-            decoder.lagged = lagged
+            decoder.backend = device_backend if lagged else HostBackend(model, decoder.alignment_heads)
             decoder._decode(features, ["en"] * batch, options, 0.0)
             _sync_mlx()
             t0 = time.perf_counter()
             decoder._decode(features, ["en"] * batch, options, 0.0)
             _sync_mlx()
             steps[f"decode loop a step, {'lagged' if lagged else 'synced'}"] = 1000 * (time.perf_counter() - t0) / tokens
-        decoder.lagged = True
+        decoder.backend = device_backend
         x = mx.random.normal((batch, 1, state)).astype(mx.float16)
         q = mx.random.normal((batch, heads, 1, dh)).astype(mx.float16)
         k, v = fused_layout
@@ -341,7 +357,7 @@ def bench_micro(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[
 
 
 def bench_kernels(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[str, Any]]:
-    """What ``KernelDecoderState`` stands on (docs/performance.md #60-#62), at large-v3's shapes:
+    """What ``KernelStep`` stands on (docs/performance.md #60-#62), at large-v3's shapes:
 
     - host µs a graph node costs, by kind: a chain of 200 nodes of one kind on tiny operands, built and evaluated
       (GPU work negligible but for the matmuls' launches); ``built`` is the Python part;
@@ -351,13 +367,13 @@ def bench_kernels(batches: Sequence[int], tokens: int, repeats: int) -> list[dic
     """
     decoder = random_large_v3()
     from adapters.mlx import cuda_kernels
-    from adapters.mlx.forward import DecoderState
-    from adapters.mlx.kernel_step import KernelDecoderState, KernelStep
+    from adapters.mlx.step.graph import GraphStep
+    from adapters.mlx.step.kernels import KernelProgram, KernelStep
 
     import mlx.core as mx  # noqa: I001
 
     model, heads = decoder.model, decoder.alignment_heads
-    kernel_step = KernelStep(model, heads)  # compiled once, as the decoder keeps it: no trace in the timed steps
+    kernel_program = KernelProgram(model, heads)  # compiled once, as the decoder keeps it: no trace in the timed steps
     state = model.dims.n_text_state
     results: list[dict[str, Any]] = []
 
@@ -426,8 +442,8 @@ def bench_kernels(batches: Sequence[int], tokens: int, repeats: int) -> list[dic
         features = (0.5 * mx.random.normal((batch, model.dims.n_audio_ctx, state))).astype(mx.float16)
         mx.eval(features)
         makers: dict[str, Callable[[], Any]] = {
-            "DecoderState": lambda: DecoderState(model, features, heads, explicit_cross=batch >= 16, fused=True),
-            "KernelDecoderState": lambda: KernelDecoderState(model, features, heads, kernel_step),
+            "GraphStep": lambda: GraphStep(model, features, heads, explicit_cross=batch >= 16, fused=True),
+            "KernelStep": lambda: KernelStep(model, features, kernel_program),
         }
         for _ in range(max(1, repeats)):
             for name, make in makers.items():  # alternating
@@ -465,7 +481,7 @@ def _prompted(decoder: Any, features: Any) -> tuple[Any, Any, Any]:
     the captured attention, evaluated and synchronised."""
     import mlx.core as mx
 
-    state = decoder._decoder_state(features)
+    state = decoder.backend.new_step(features)  # a GPU's: a DeviceBackend
     prompt = mx.array([SOT_EN_TRANSCRIBE] * features.shape[0])
     logits, attention = state.step(prompt, logit_positions=(2, -1))
     mx.eval(logits, attention)
@@ -525,7 +541,7 @@ def bench_loop(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[s
                 engine="loop",
                 batch=batch,
                 tokens=tokens,
-                state="KernelDecoderState" if decoder.cuda_kernels else "DecoderState",
+                state=type(decoder.backend.new_step(features)).__name__,
                 state_and_prompt_ms=round(ms[0], 2),
                 lagged_loop_ms_per_step=round(ms[1] / tokens, 3),
                 forward_argmax_only_ms_per_step=round(ms[3] / tokens, 3),
@@ -712,7 +728,9 @@ def bench_hf_generate(batches: Sequence[int], tokens: int, repeats: int) -> list
 def check_model(folder: Path, audio: Path) -> dict[str, Any]:
     """Transcribe ``audio`` with real weights; text and word times to compare across backends."""
     from adapters.dtw import DtwAligner
-    from adapters.mlx import load_decoder  # first: it sets up the BLAS before mlx loads
+    from adapters.mlx import bootstrap, load_decoder
+
+    bootstrap()  # first: the BLAS before mlx loads
 
     import mlx.core as mx  # noqa: I001
     from application.transcription import TranscriptionService
@@ -724,7 +742,7 @@ def check_model(folder: Path, audio: Path) -> dict[str, Any]:
         samples = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.float32) / 32768.0
     results: dict[str, Any] = {"device": str(mx.default_device())}
     for dtype in ("float32", "float16"):
-        decoder = load_decoder(folder, name=folder.name, dtype=dtype)
+        decoder = load_decoder(folder, name=folder.name, dtype=dtype, settings=_step_settings())
         service = TranscriptionService(audio=_NoFiles(), decoder=decoder, aligner=DtwAligner(), batch_size=8)
         transcript = service.transcribe_waveform(Waveform(samples), TranscribeOptions(temperatures=(0.0,)))
         results[dtype] = {

@@ -12,9 +12,6 @@ SAMPLE_RATE = 16_000  # Hz, what every Whisper model hears
 WINDOW_SECONDS = 30.0  # the encoder's fixed input length
 FRAME_SECONDS = 0.02  # one encoder output frame (cross-attention column) = 20 ms
 HOP_SECONDS = 0.01  # one mel frame = 10 ms
-# heuristic: less than a second of a window left after its last segment holds no more than a word or two: the
-# decoder need not finish a segment opened there, nor the application decode that rest again
-CONTINUE_SECONDS = 1.0
 
 
 def _float32(samples: NDArray[np.floating]) -> NDArray[np.float32]:

@@ -10,14 +10,17 @@ never import MLX, soundfile or scipy. Tests swap adapters by instance::
         container.service().transcribe(Path("a.wav"), TranscribeOptions())
 
 Configuration keys: ``model`` (name, folder or hub id; default ``tiny.en``), ``batch_size`` (windows decoded
-together; default 16), ``cache_dir`` (converted models; default ``$ONEPASS_CACHE_DIR`` or
+together; default 16), ``cache_dir`` (converted models; default ``settings.cache_dir``: ``$ONEPASS_CACHE_DIR`` or
 ``~/.cache/onepass-whisper``), ``refine`` (take the model's calibrated lag off DTW's word times and move boundaries
 onto pauses and energy valleys in the audio; default true), ``phonetic`` (then take English words' edges from
 pocketsphinx's forced alignment where they agree with the attention's: ``adapters/phonetic``; default false),
 ``align_processes`` (worker processes that time words from a run's second batch on, with ``phonetic`` from a first
-batch of ``PHONETIC_FIRST_BATCH`` windows; 0 for threads only; default ``$ONEPASS_ALIGN_PROCESSES``, else
+batch of ``PHONETIC_FIRST_BATCH`` windows; 0 for threads only; default ``settings.align_processes``, else
 ``default_align_processes()`` on machines of more than 2 cores and 0 on smaller ones, where processes did not pay
 for DTW: ``docs/performance.md`` #40-#43; with ``phonetic`` one a core on 2 cores, #57).
+
+``settings``: what the environment says (``entrypoints.settings.Settings.from_environment``, read when first
+needed), passed down to the adapters; the MLX adapter's ``bootstrap`` runs before its decoder is loaded.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from dependency_injector import containers, providers
 from application.transcription import TranscriptionService
 from application.word_timing import default_align_processes
 from domain.ports import Aligner, AudioSource, Decoder, ModelSource
+from entrypoints.settings import Settings
 
 if TYPE_CHECKING:
     from adapters.models import ModelInfo
@@ -54,16 +58,18 @@ class ModelCatalog(ModelSource, Protocol):
         ...
 
 
-def _model_source(cache_dir: Path | str | None) -> ModelCatalog:
+def _model_source(cache_dir: Path | str | None, settings: Settings) -> ModelCatalog:
     from adapters.models import CachedModelSource
 
-    return CachedModelSource(None if cache_dir is None else Path(cache_dir))
+    return CachedModelSource(settings.cache_dir if cache_dir is None else Path(cache_dir))
 
 
-def _decoder(source: ModelSource, name: str) -> Decoder:
-    from adapters.mlx import load_decoder
+def _decoder(source: ModelSource, name: str, settings: Settings) -> Decoder:
+    from adapters.mlx import bootstrap, load_decoder
+    from adapters.mlx.step.settings import StepSettings
 
-    return load_decoder(source.resolve(name), name)
+    bootstrap(settings.fast_blas)  # before the model's resolution or loading imports mlx
+    return load_decoder(source.resolve(name), name, settings=StepSettings(cuda_kernels=settings.cuda_kernels))
 
 
 def _audio() -> AudioSource:
@@ -72,13 +78,14 @@ def _audio() -> AudioSource:
     return LibrosaAudioSource()
 
 
-def _align_processes(configured: int | None, phonetic: bool) -> int:
-    """Word-timing processes: as configured, else ``$ONEPASS_ALIGN_PROCESSES``, else by the machine's cores; with
-    ``phonetic`` one a core even on 2 cores (pocketsphinx holds the GIL: threads would take turns, #55, #57)."""
+def _align_processes(configured: int | None, phonetic: bool, settings: Settings) -> int:
+    """Word-timing processes: as configured, else ``settings.align_processes`` (``$ONEPASS_ALIGN_PROCESSES``), else
+    by the machine's cores; with ``phonetic`` one a core even on 2 cores (pocketsphinx holds the GIL: threads would
+    take turns, #55, #57)."""
     if configured is not None:
         return max(0, int(configured))
-    if os.environ.get("ONEPASS_ALIGN_PROCESSES"):
-        return max(0, int(os.environ["ONEPASS_ALIGN_PROCESSES"]))
+    if settings.align_processes is not None:
+        return settings.align_processes
     cores = os.cpu_count() or 1
     if cores >= MIN_CORES_FOR_ALIGN_PROCESSES:
         return default_align_processes()
@@ -125,14 +132,15 @@ class Container(containers.DeclarativeContainer):
         }
     )
 
-    model_source: providers.Provider[ModelCatalog] = providers.Singleton(_model_source, config.cache_dir)
-    decoder: providers.Provider[Decoder] = providers.Singleton(_decoder, model_source, config.model)
+    settings: providers.Provider[Settings] = providers.Singleton(Settings.from_environment)
+    model_source: providers.Provider[ModelCatalog] = providers.Singleton(_model_source, config.cache_dir, settings)
+    decoder: providers.Provider[Decoder] = providers.Singleton(_decoder, model_source, config.model, settings)
     audio: providers.Provider[AudioSource] = providers.Singleton(_audio)
     aligner: providers.Provider[Aligner] = providers.Singleton(
         _aligner, config.refine, config.model, config.phonetic
     )
     align_processes: providers.Provider[int] = providers.Callable(
-        _align_processes, config.align_processes, config.phonetic
+        _align_processes, config.align_processes, config.phonetic, settings
     )
     service: providers.Provider[TranscriptionService] = providers.Factory(
         TranscriptionService,

@@ -34,6 +34,7 @@ import ray
 from attrs import define, field, frozen
 from ray.exceptions import ActorUnavailableError, RayActorError, RayError, RayTaskError
 
+from adapters.mlx.blas import THREAD_VARIABLES
 from adapters.writers import TranscriptFiles
 from application.corpus import ManifestRecord, RetryBook, take_batch
 from application.transcription import TranscriptionService
@@ -42,7 +43,6 @@ from domain.model import TranscribeOptions
 from entrypoints.container import Container
 
 OVERRIDABLE = ("model_source", "decoder", "audio", "aligner")  # providers whose overrides workers take over
-THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")  # as adapters/mlx/blas.py (not imported: it loads BLAS)
 REPLACEMENTS_PER_WORKER = 3  # heuristic: actors that are gone for good (ray.kill, lost node) replaced before giving up
 
 

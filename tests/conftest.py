@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-import adapters.mlx  # noqa: F401  # puts the optimized BLAS in place before any test imports mlx
+from adapters.mlx import bootstrap
+from entrypoints.settings import Settings
+
+bootstrap(Settings.from_environment().fast_blas)  # the optimized BLAS, before any test module imports mlx
 
 settings.register_profile("dev", max_examples=50, deadline=None)
 settings.register_profile(

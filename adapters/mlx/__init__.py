@@ -1,12 +1,16 @@
 """The MLX side of the hexagon. ``mlx`` is imported lazily, inside ``load_decoder``, so that the rest of the
-application (and ``app --help``) imports on machines without an MLX backend, and so that the optimized BLAS can be
-put in place before ``libmlx`` is loaded on Linux CPUs."""
+application (and ``app --help``) imports on machines without an MLX backend, and so that ``bootstrap`` can put the
+optimized BLAS in place before ``libmlx`` is loaded on Linux CPUs.
+
+Importing this package changes nothing: the composition root (``entrypoints.container``) calls ``bootstrap``
+before it loads a decoder, as must any other code that imports ``mlx`` itself (the tests' ``conftest.py``)."""
 
 from __future__ import annotations
 
 import importlib.util
 import logging
 import sys
+from typing import TYPE_CHECKING
 from pathlib import Path
 from types import ModuleType
 
@@ -14,23 +18,27 @@ from adapters.models import read_alignment_heads
 from domain.errors import ModelLoadError
 from domain.ports import Decoder
 
+if TYPE_CHECKING:
+    from adapters.mlx.step.settings import StepSettings
+
 log = logging.getLogger(__name__)
 
 
-def _fast_blas() -> None:
-    try:
-        from adapters.mlx.blas import enable_fast_blas, fast_blas_failure
-    except ImportError:  # pragma: no cover - blas.py ships with the package
-        return
-    if enable_fast_blas() is None and (reason := fast_blas_failure()):
+def bootstrap(fast_blas: bool = True) -> str | None:
+    """Set the process up for MLX, before anything imports ``mlx``: the optimized BLAS on Linux CPUs (unless
+    ``fast_blas`` is off: ``ONEPASS_BLAS=off``, read by ``entrypoints.settings``), and ``mlx_whisper`` registered
+    without its ``__init__`` (``_DeferredPackage``). Idempotent; returns what ``blas.enable_fast_blas`` loaded."""
+    from adapters.mlx.blas import enable_fast_blas, fast_blas_failure
+
+    loaded = enable_fast_blas(fast_blas)
+    if loaded is None and (reason := fast_blas_failure()):
         log.warning("MLX keeps its reference BLAS (slow on CPU): %s", reason)
-
-
-_fast_blas()  # before anything imports mlx: every module of this package is imported after this one
+    register_mlx_whisper()
+    return loaded
 
 
 class _DeferredPackage(ModuleType):
-    """``mlx_whisper`` before its ``__init__`` has run (``_mlx_whisper_without_its_init``).
+    """``mlx_whisper`` before its ``__init__`` has run (``register_mlx_whisper``).
 
     Asked for a name it lacks (PEP 562), it imports the submodule of that name, as ``__init__`` would have
     (``mlx_whisper.audio``; the import system's own probe in ``from . import whisper``); for ``transcribe`` (the
@@ -58,13 +66,12 @@ class _DeferredPackage(ModuleType):
         return self
 
 
-def _mlx_whisper_without_its_init() -> None:
+def register_mlx_whisper() -> None:
     """Register the ``mlx_whisper`` package without running its ``__init__`` (``_DeferredPackage``).
 
     Its ``__init__`` imports ``transcribe`` and with it ``timing``: scipy.signal and numba, ~1 s of every start on
     a small CPU (``python -X importtime``; ``app transcribe`` of the 12-s sample 3.6 -> 2.6 s), for code this product
-    never runs: it takes the model, tokenizer, audio, decoding and writer modules. ``adapters/writers.py`` loads
-    the writers' file on its own for the same reason.
+    never runs: it takes the model, tokenizer, audio, decoding and writer modules.
     """
     if "mlx_whisper" in sys.modules:
         return
@@ -76,18 +83,19 @@ def _mlx_whisper_without_its_init() -> None:
     sys.modules["mlx_whisper"] = package
 
 
-_mlx_whisper_without_its_init()
-
-
-def load_decoder(folder: Path, name: str, dtype: str | None = None) -> Decoder:
-    """Load the model in ``folder`` (mlx-whisper layout) as a batched ``Decoder``.
+def load_decoder(
+    folder: Path, name: str, dtype: str | None = None, settings: StepSettings | None = None
+) -> Decoder:
+    """Load the model in ``folder`` (mlx-whisper layout) as a batched ``Decoder`` (after ``bootstrap``).
 
     ``dtype``: "float32" or "float16"; by default float32 on the CPU (no faster in float16 there) and float16 on a GPU.
+    ``settings``: the step's (``StepSettings``), by default its defaults.
     """
     import mlx.core as mx
     from mlx_whisper.load_models import load_model
 
     from adapters.mlx.decoder import MlxWhisperDecoder
+    from adapters.mlx.step.settings import StepSettings
 
     if dtype is None:
         dtype = "float32" if mx.default_device() == mx.cpu else "float16"
@@ -99,4 +107,5 @@ def load_decoder(folder: Path, name: str, dtype: str | None = None) -> Decoder:
     # load_model keeps the stored dtype (our cache keeps CT2's float16); on the CPU float16 has no BLAS path
     model.set_dtype(mx_dtype)
     mx.eval(model.parameters())
-    return MlxWhisperDecoder(model, name=name, alignment_heads=read_alignment_heads(folder))
+    heads = read_alignment_heads(folder)
+    return MlxWhisperDecoder(model, name=name, alignment_heads=heads, settings=settings or StepSettings())

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path, PurePath
 
-ENV_SWITCH = "ONEPASS_BLAS"  # "off" keeps the wheel's own BLAS
+ENV_SWITCH = "ONEPASS_BLAS"  # "off" keeps the wheel's own BLAS (read by ``entrypoints.settings``)
 GFORTRAN_SONAME = "libgfortran.so.5"  # what cmeel-openblas's libopenblas.so.0 NEEDs
 OPENBLAS_FILE = "libopenblas.so.0"
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")  # a user's own choice of threads wins
@@ -51,17 +51,17 @@ class _NotApplicable(Exception):
     """This installation does not use the CPU backend's reference BLAS: nothing to do, nothing to warn about."""
 
 
-def enable_fast_blas() -> str | None:
+def enable_fast_blas(enabled: bool = True) -> str | None:
     """Load an optimized BLAS with ``RTLD_GLOBAL`` so that ``libmlx`` binds to it; call before importing ``mlx``.
 
-    Returns a short description of what was loaded, or ``None`` (not applicable, switched off, or failed: then
+    ``enabled`` False (``ONEPASS_BLAS=off``, read by the composition root) keeps the wheel's own BLAS. Returns a short description of what was loaded, or ``None`` (not applicable, switched off, or failed: then
     ``fast_blas_failure()`` says why). Never raises; the first call settles the answer for the process.
     """
     global _result, _failure, _settled
     with _lock:
         if not _settled:
             try:
-                _result = _enable()
+                _result = _enable(enabled)
             except _NotApplicable:
                 _result = None
             except Exception as exc:  # noqa: BLE001 - a missing speed-up must never stop transcription
@@ -76,8 +76,8 @@ def fast_blas_failure() -> str | None:
     return _failure
 
 
-def _enable() -> str:
-    if os.environ.get(ENV_SWITCH, "").strip().lower() == "off":
+def _enable(enabled: bool) -> str:
+    if not enabled:
         raise _NotApplicable(f"{ENV_SWITCH}=off")
     if not sys.platform.startswith("linux") or platform.machine() != "x86_64":
         raise _NotApplicable("not Linux x86_64")

@@ -13,11 +13,7 @@ rows of the discarded attempt are dropped with it.
 
 from __future__ import annotations
 
-import os
-import zlib
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, nullcontext
 
 import mlx.core as mx
 import numpy as np
@@ -27,20 +23,17 @@ from mlx_whisper.decoding import detect_language
 from mlx_whisper.tokenizer import LANGUAGES, TO_LANGUAGE_CODE, Tokenizer, get_tokenizer
 from mlx_whisper.whisper import Whisper
 from numpy.typing import NDArray
-from threadpoolctl import ThreadpoolController
 
-from adapters.mlx.cpu_decoder import DecoderWeights, NumpyDecoderState
-from adapters.mlx.forward import DecoderState, decoder_weights, encode
-from adapters.mlx.kernel_step import KernelDecoderState, KernelStep
-from adapters.mlx.loop import Progress, decode_lagged, decode_synced
-from adapters.mlx.rules import LogitRules, logsumexp
-from domain.audio import CONTINUE_SECONDS, FRAME_SECONDS, ChunkSegment, DecodedChunk, Window
+from adapters.mlx.loop import Progress
+from adapters.mlx.rules import LogitRules
+from adapters.mlx.step.factory import Backend, Prompt, choose
+from adapters.mlx.step.settings import StepSettings
+from domain.audio import FRAME_SECONDS, ChunkSegment, DecodedChunk, Window
+from domain.decoding import compression_ratio, finish_until, is_silent, needs_fallback
 from domain.errors import InvalidOptionError, UnsupportedLanguageError
 from domain.model import TranscribeOptions
-from domain.windowing import sound_end
 
 ENCODER_BATCH = 8  # windows per encoder call: bounds the encoder's activation memory
-EXPLICIT_CROSS_MIN_BATCH = 16  # GPU: from this batch on, explicit cross-attention beats the fused kernel
 
 
 @frozen
@@ -56,11 +49,6 @@ class Attempt:
     temperature: float
 
 
-def compression_ratio(text: str) -> float:
-    raw = text.encode("utf-8")
-    return len(raw) / len(zlib.compress(raw)) if raw else 0.0
-
-
 class MlxWhisperDecoder:
     """The ``Decoder`` port on MLX (Metal, CUDA or CPU)."""
 
@@ -69,11 +57,11 @@ class MlxWhisperDecoder:
         model: Whisper,
         name: str,
         alignment_heads: Sequence[tuple[int, int]] | None = None,
-        lagged: bool | None = None,
+        settings: StepSettings = StepSettings(),
+        backend: Backend | None = None,
     ) -> None:
-        """``lagged``: the device flavour of the decoding loop, everything on MLX with the device kept busy
-        (``adapters/mlx/loop.py``), by default on a GPU; else the host flavour (the decoder, rules and scores in
-        numpy, synced every step: ``adapters/mlx/cpu_decoder.py``), the CPU backend's default."""
+        """``backend``: how batches are encoded and stepped, by default ``step.factory.choose``'s for MLX's default
+        device and ``settings``."""
         self.model = model
         self._name = name
         if alignment_heads is None:  # as openai-whisper: every head of the last half of the layers
@@ -81,16 +69,7 @@ class MlxWhisperDecoder:
             alignment_heads = [(layer, head) for layer in range(layers // 2, layers) for head in range(heads)]
         self.alignment_heads = [(int(layer), int(head)) for layer, head in alignment_heads]
         self.dtype = model.decoder.token_embedding.weight.dtype
-        self.host_math = mx.default_device() == mx.cpu  # transcendental math in numpy: see forward.encode
-        self.lagged = not self.host_math if lagged is None else lagged
-        # MLX's CUDA backend: a one-token step's attention and small linears as custom kernels (``KernelDecoderState``)
-        self.cuda_kernels = mx.cuda.is_available() and os.environ.get("ONEPASS_CUDA_KERNELS", "1") != "0"
-        self._kernel_step: KernelStep | None = None  # its one-token step, compiled: made on first use, kept
-        # CPU: the encoder's and decoder's numpy work is shared out among one thread a core (each BLAS call on one)
-        self._threads = os.cpu_count() or 1
-        self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="numpy") if self.host_math else None
-        self._blas = ThreadpoolController() if self.host_math else None  # the loaded BLAS libraries, found once
-        self._decoder_weights: DecoderWeights | None = None  # the host flavour's, made on first use
+        self.backend = choose(model, self.alignment_heads, settings) if backend is None else backend
         self._rules_cache: dict[tuple[str, str, bool], LogitRules] = {}
 
     @property
@@ -135,11 +114,6 @@ class MlxWhisperDecoder:
 
     # -- steps ------------------------------------------------------------------------------------------------
 
-    def _one_blas_thread(self) -> AbstractContextManager[object]:
-        """numpy's BLAS on one thread while the CPU backend's pool shares out the work: its own threads would hand
-        off every small matmul, at great cost whenever another process holds a core. Nothing elsewhere."""
-        return nullcontext() if self._blas is None else self._blas.limit(limits=1, user_api="blas")
-
     def _check_options(self, options: TranscribeOptions) -> str | None:
         """The language code to force, or None to detect it per window."""
         language = options.language
@@ -168,17 +142,13 @@ class MlxWhisperDecoder:
         for start in range(0, len(windows), ENCODER_BATCH):
             mels = [window_mel(w.samples, n_mels) for w in windows[start : start + ENCODER_BATCH]]
             batch = mx.stack(mels).astype(self.dtype)
-            with self._one_blas_thread():
-                features = encode(self.model, batch, host_math=self.host_math, pool=self._pool)
-                mx.eval(features)
-            parts.append(features)
+            parts.append(self.backend.encode(batch))
         return mx.concatenate(parts) if len(parts) > 1 else parts[0]
 
     def _finish_below(self, windows: Sequence[Window]) -> NDArray[np.int64]:
         """Per window, the timestamp token below which a segment opened there must be finished there
-        (``LogitRules``): more than ``CONTINUE_SECONDS`` of sound follow it (none in silence, whatever the model
-        says)."""
-        until = np.array([min(sound_end(w.samples), w.duration) for w in windows]) - CONTINUE_SECONDS
+        (``LogitRules``): the tail rule's ``finish_until`` (``domain/decoding.py``), as a timestamp token."""
+        until = np.array([finish_until(w) for w in windows])
         frames = np.maximum(0, np.ceil(until / FRAME_SECONDS - 1e-6)).astype(np.int64)
         bounds: NDArray[np.int64] = frames + int(self._tokenizer("en", "transcribe").timestamp_begin)
         return bounds
@@ -221,7 +191,7 @@ class MlxWhisperDecoder:
             suppress=sorted(suppress),
             blank=blank,
             max_initial_timestamp_index=round(1.0 / FRAME_SECONDS),  # openai-whisper: max_initial_timestamp=1.0 s
-            compiled=not self.host_math,
+            compiled=self.backend.compiled_rules,
         )
 
     def _decode(
@@ -241,32 +211,14 @@ class MlxWhisperDecoder:
         rules = self._rules(options)
         prompts = [self._prompt(language, options) for language in languages]
         sot_index = prompts[0][1]
-        prompt = mx.array([p for p, _ in prompts])
         limit = options.max_new_tokens or self.model.dims.n_text_ctx // 2
-        limit = min(limit, self.model.dims.n_text_ctx - prompt.shape[1])
+        limit = min(limit, self.model.dims.n_text_ctx - len(prompts[0][0]))
 
-        no_speech = tokenizer.no_speech
         progress = Progress(batch, tokenizer.eot, limit)
-        if self.lagged:
-            state = self._decoder_state(features)
-            logits_list, attention = state.step(prompt, logit_positions=(sot_index, -1))
-            no_speech_probs = mx.softmax(logits_list[0], axis=-1)[:, no_speech] if no_speech is not None else None
-            decode_lagged(state, rules, logits_list[1], attention, progress, temperature, finish_below)
-            no_speech_host = np.full(batch, np.nan) if no_speech_probs is None else np.array(no_speech_probs)
-        else:
-            with self._one_blas_thread():
-                features_host = np.asarray(features, np.float32)
-                if self._decoder_weights is None:  # views on the CPU backend; copies elsewhere
-                    self._decoder_weights = decoder_weights(self.model)
-                host = NumpyDecoderState(
-                    self._decoder_weights, features_host, self.alignment_heads, self._pool, self._threads
-                )
-                host_logits, host_attention = host.step(np.array(prompt), logit_positions=(sot_index, -1))
-                first = host_logits[0]  # at the start-of-transcript token: each row's probability of no speech
-                no_speech_host = (
-                    np.full(batch, np.nan) if no_speech is None else np.exp(first[:, no_speech] - logsumexp(first))
-                )
-                decode_synced(host, rules, host_logits[1], host_attention, progress, temperature, finish_below)
+        tokens = np.array([p for p, _ in prompts], np.int32)
+        no_speech_host = self.backend.decode(
+            features, Prompt(tokens, sot_index, tokenizer.no_speech), rules, progress, temperature, finish_below
+        )
         rows = progress.attention(len(self.alignment_heads))
         return [
             Attempt(
@@ -280,16 +232,6 @@ class MlxWhisperDecoder:
             for i in range(batch)
         ]
 
-    def _decoder_state(self, features: mx.array) -> DecoderState:
-        """The lagged loop's decoder state for a batch of windows' features."""
-        if self.cuda_kernels:
-            if self._kernel_step is None:
-                self._kernel_step = KernelStep(self.model, self.alignment_heads)
-            return KernelDecoderState(self.model, features, self.alignment_heads, self._kernel_step)
-        gpu = not self.host_math
-        explicit = gpu and features.shape[0] >= EXPLICIT_CROSS_MIN_BATCH
-        return DecoderState(self.model, features, self.alignment_heads, explicit_cross=explicit, fused=gpu)
-
     def _avg_logprob(self, attempt: Attempt) -> float:
         return attempt.sum_logprob / (len(attempt.tokens) + 1)
 
@@ -297,25 +239,14 @@ class MlxWhisperDecoder:
         return str(self._tokenizer(language, options.task).decode(list(attempt.tokens)))
 
     def _needs_fallback(self, attempt: Attempt, language: str, options: TranscribeOptions) -> bool:
-        """openai-whisper's rule: too repetitive or too unlikely, unless the window is silence."""
-        avg_logprob = self._avg_logprob(attempt)
-        if options.no_speech_threshold is not None and attempt.no_speech_prob > options.no_speech_threshold:
-            if options.logprob_threshold is not None and avg_logprob < options.logprob_threshold:
-                return False  # silence: no fallback, the window is skipped
-        ratio = compression_ratio(self._text(attempt, language, options).strip())
-        if options.compression_ratio_threshold is not None and ratio > options.compression_ratio_threshold:
-            return True
-        return options.logprob_threshold is not None and avg_logprob < options.logprob_threshold
+        text = self._text(attempt, language, options)
+        return needs_fallback(text, attempt.no_speech_prob, self._avg_logprob(attempt), options)
 
     def _chunk(self, window: Window, language: str, attempt: Attempt, options: TranscribeOptions) -> DecodedChunk:
         tokenizer = self._tokenizer(language, options.task)
         avg_logprob = self._avg_logprob(attempt)
         text = self._text(attempt, language, options)
-        silent = (
-            options.no_speech_threshold is not None
-            and attempt.no_speech_prob > options.no_speech_threshold
-            and not (options.logprob_threshold is not None and avg_logprob > options.logprob_threshold)
-        )
+        silent = is_silent(attempt.no_speech_prob, avg_logprob, options)
         segments = () if silent else split_segments(attempt.tokens, tokenizer, window.duration)
         # keep the text tokens' probabilities and attention rows (timestamps dropped); crop to the real frames
         text_index = [i for i, t in enumerate(attempt.tokens) if t < tokenizer.eot]

@@ -1,7 +1,7 @@
 """The greedy (or sampled) decoding loop over a batch, in two flavours that give the same tokens.
 
 ``decode_synced`` (the CPU backend): the host reads every step's tokens before it builds the next step; the
-decoder's step (``cpu_decoder.NumpyDecoderState``), the rules and the scores run in numpy (MLX's CPU ``exp`` is
+decoder's step (``step.host.HostStep``), the rules and the scores run in numpy (MLX's CPU ``exp`` is
 10-20× slower than numpy's, and each MLX/numpy exchange is a synchronisation); finished sequences leave the batch
 at once.
 
@@ -20,14 +20,14 @@ host that should be building the next step (``docs/performance.md`` #65, #68).
 from __future__ import annotations
 
 from itertools import groupby
+from typing import Any
 
 import mlx.core as mx
 import numpy as np
 from numpy.typing import NDArray
 
-from adapters.mlx.cpu_decoder import NumpyDecoderState
-from adapters.mlx.forward import DecoderState
 from adapters.mlx.rules import DeviceTimestampState, LogitRules, TimestampState, logsumexp
+from adapters.mlx.step import DecoderStep
 
 COMPACT_FRACTION = 8  # decode_lagged compacts once a 1/8 of the rows (at least one) belong to finished sequences
 ROWS_BLOCK = 32  # decode_lagged's attention rows: device memory is taken in blocks of this many steps
@@ -152,7 +152,7 @@ def device_scores(masked: mx.array, logits: mx.array, chosen: mx.array, eot: int
 
 
 def decode_synced(
-    state: NumpyDecoderState,
+    state: DecoderStep[NDArray[Any]],
     rules: LogitRules,
     logits: NDArray[np.float32],
     attention: NDArray[np.float32],
@@ -160,7 +160,7 @@ def decode_synced(
     temperature: float,
     finish_below: NDArray[np.int64] | None = None,
 ) -> None:
-    """Step by step in numpy (``NumpyDecoderState``, ``LogitRules.apply_host``), the host reading each step before
+    """Step by step in numpy (a host ``DecoderStep``, ``LogitRules.apply_host``), the host reading each step before
     the next: finished sequences leave the batch at once. ``finish_below``: see ``LogitRules``."""
     eot, timestamp_begin = rules.eot, rules.timestamp_begin
     ts_state = TimestampState.initial(len(progress.tokens), finish_below)
@@ -189,7 +189,7 @@ def decode_synced(
 
 
 def decode_lagged(
-    state: DecoderState,
+    state: DecoderStep[mx.array],
     rules: LogitRules,
     logits: mx.array,
     attention: mx.array,

@@ -41,8 +41,10 @@ pytestmark = [
 CHILD = """
 import json, sys
 {before}
+from adapters.mlx import bootstrap
 from adapters.mlx.blas import enable_fast_blas, fast_blas_failure, global_provider
-loaded = enable_fast_blas()
+from entrypoints.settings import Settings
+loaded = bootstrap(Settings.from_environment().fast_blas)
 again = enable_fast_blas()
 import mlx.core as mx
 import numpy as np

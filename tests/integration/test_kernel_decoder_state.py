@@ -1,5 +1,5 @@
-"""``KernelDecoderState`` (MLX's CUDA backend: position-major caches, custom attention kernels) gives what
-``DecoderState`` gives: the same logits and captured attention, through the prompt, one-token steps (compiled or
+"""``KernelStep`` (MLX's CUDA backend: position-major caches, custom attention kernels) gives what
+``GraphStep`` gives: the same logits and captured attention, through the prompt, one-token steps (compiled or
 not), the cache's growth and the batch's compaction. Its prompt step runs everywhere; its one-token steps run
 everywhere over MLX-op equivalents of the kernels (``kernel_reference``), and over the CUDA kernels there."""
 
@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from mlx_whisper.whisper import ModelDimensions, Whisper
 
-from adapters.mlx.forward import DecoderState
-from adapters.mlx.kernel_step import KernelDecoderState, KernelStep
+from adapters.mlx.step import DecoderStep
+from adapters.mlx.step.graph import GraphStep
+from adapters.mlx.step.kernels import KernelProgram, KernelStep
 from tests.integration import kernel_reference
 
 DIMS = ModelDimensions(
@@ -41,7 +42,7 @@ def _model(dtype: mx.Dtype) -> Whisper:
     return model
 
 
-def _run(state: DecoderState, steps: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def _run(state: DecoderStep[mx.array], steps: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """The prompt, then ``steps`` one-token steps of fixed tokens; rows 0 and 2 of 3 kept after two."""
     logits, attention = state.step(mx.array([PROMPT] * 3), logit_positions=(0, -1))
     out = [(np.array(logits[0]), np.array(attention)), (np.array(logits[1]), np.array(attention))]
@@ -62,9 +63,9 @@ def _features(dtype: mx.Dtype) -> mx.array:
 def test_the_prompt_step_equals_decoder_states() -> None:
     model = _model(mx.float32)
     features = _features(mx.float32)
-    reference = DecoderState(model, features, HEADS)
+    reference = GraphStep(model, features, HEADS)
     logits, attention = reference.step(mx.array([PROMPT] * 3), logit_positions=(0, -1))
-    kernels = KernelDecoderState(model, features, HEADS)
+    kernels = KernelStep(model, features, KernelProgram(model, HEADS))
     their_logits, their_attention = kernels.step(mx.array([PROMPT] * 3), logit_positions=(0, -1))
     assert their_attention.shape == (3, len(HEADS), DIMS.n_audio_ctx)
     for ours, theirs in zip(logits, their_logits, strict=True):
@@ -78,10 +79,10 @@ def test_one_token_steps_over_the_kernels_ops_equal_decoder_states(compiled: boo
     and the compiled step traced again for each new batch size and capacity."""
     model = _model(mx.float32)
     features = _features(mx.float32)
-    step = KernelStep(model, HEADS, compiled=compiled, kernels=kernel_reference)
-    expected = _run(DecoderState(model, features, HEADS), steps=70)  # past the cache's first 64 positions
-    got = _run(KernelDecoderState(model, features, HEADS, step), steps=70)
-    again = _run(KernelDecoderState(model, features, HEADS, step), steps=3)  # a second batch, the same traces
+    program = KernelProgram(model, HEADS, compiled=compiled, kernels=kernel_reference)
+    expected = _run(GraphStep(model, features, HEADS), steps=70)  # past the cache's first 64 positions
+    got = _run(KernelStep(model, features, program), steps=70)
+    again = _run(KernelStep(model, features, program), steps=3)  # a second batch, the same traces
     for (logits, attention), (their_logits, their_attention) in zip(expected, got, strict=True):
         np.testing.assert_allclose(their_logits, logits, atol=1e-3 * max(1.0, float(np.abs(logits).max())))
         np.testing.assert_allclose(their_attention, attention, atol=1e-3 * max(1.0, float(np.abs(attention).max())))
@@ -96,8 +97,8 @@ def test_one_token_steps_over_the_kernels_ops_equal_decoder_states(compiled: boo
 def test_one_token_steps_equal_decoder_states(dtype: mx.Dtype, atol: float, compiled: bool) -> None:
     model = _model(dtype)
     features = _features(dtype)
-    expected = _run(DecoderState(model, features, HEADS), steps=70)  # past the cache's first 64 positions
-    got = _run(KernelDecoderState(model, features, HEADS, KernelStep(model, HEADS, compiled=compiled)), steps=70)
+    expected = _run(GraphStep(model, features, HEADS), steps=70)  # past the cache's first 64 positions
+    got = _run(KernelStep(model, features, KernelProgram(model, HEADS, compiled=compiled)), steps=70)
     for (logits, attention), (their_logits, their_attention) in zip(expected, got, strict=True):
         np.testing.assert_allclose(their_logits, logits, atol=atol * max(1.0, float(np.abs(logits).max())))
         np.testing.assert_allclose(their_attention, attention, atol=atol * max(1.0, float(np.abs(attention).max())))
@@ -108,7 +109,7 @@ def test_one_token_steps_equal_decoder_states(dtype: mx.Dtype, atol: float, comp
 @pytest.mark.parametrize(("bias", "gelu", "residual"), [(False, False, False), (True, False, True), (True, True, False)])
 def test_the_linear_kernel_equals_mlxs_ops(rows: int, bias: bool, gelu: bool, residual: bool) -> None:
     from adapters.mlx import cuda_kernels
-    from adapters.mlx.forward import gelu as exact_gelu
+    from adapters.mlx.step.common import gelu as exact_gelu
 
     keys = mx.random.split(mx.random.key(6), 4)
     x = mx.random.normal((rows, 1, 256), key=keys[0]).astype(mx.float16)
@@ -137,7 +138,7 @@ def test_the_linear_kernel_with_a_layer_norm_or_split_k_equals_mlxs_ops(
     rows: int, out_features: int, in_features: int, norm: bool, gelu: bool, residual: bool, split: bool
 ) -> None:
     from adapters.mlx import cuda_kernels
-    from adapters.mlx.forward import gelu as exact_gelu
+    from adapters.mlx.step.common import gelu as exact_gelu
 
     keys = mx.random.split(mx.random.key(7), 6)
     x = (3 + 2 * mx.random.normal((rows, 1, in_features), key=keys[0])).astype(mx.float16)  # a mean to take off

@@ -15,8 +15,11 @@ from adapters.dtw.aligner import DtwAligner
 from adapters.librosa_audio import LibrosaAudioSource
 from adapters.mlx import load_decoder
 from adapters.mlx.decoder import MlxWhisperDecoder
-from adapters.mlx.cpu_decoder import NumpyDecoderState
-from adapters.mlx.forward import DecoderState, decoder_weights, encode
+from adapters.mlx.encoder import encode_on_host
+from adapters.mlx.step.factory import DeviceBackend, HostBackend
+from adapters.mlx.step.graph import GraphStep
+from adapters.mlx.step.host import HostStep
+from adapters.mlx.weights import decoder_weights
 from adapters.mlx import loop
 from adapters.mlx.loop import DeviceRows, Progress
 from adapters.mlx.rules import DeviceTimestampState, LogitRules, TimestampState
@@ -41,8 +44,10 @@ def windows() -> list[Window]:
 def lagged(tiny_en_folder: Path) -> MlxWhisperDecoder:
     decoder = load_decoder(tiny_en_folder, "tiny.en")
     assert isinstance(decoder, MlxWhisperDecoder)
-    decoder.lagged = True
-    return decoder
+    # the device flavour (GraphStep, the lagged loop) on MLX's CPU backend
+    return MlxWhisperDecoder(
+        decoder.model, "tiny.en", decoder.alignment_heads, backend=DeviceBackend(decoder.model, decoder.alignment_heads, gpu=False)
+    )
 
 
 # 6: every sequence is cut at the length limit; read_every 3: reads of several steps, compactions between them
@@ -55,7 +60,7 @@ def test_lagged_loop_gives_the_synced_loops_results(
     read_every: int,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    assert not tiny_en.lagged  # the CPU backend's default
+    assert isinstance(tiny_en.backend, HostBackend)  # the CPU backend's default
     monkeypatch.setattr(loop, "ROWS_BLOCK", 4)  # the lagged loop's rows across several device blocks
     monkeypatch.setattr(loop, "READ_EVERY", read_every)
     options = TranscribeOptions(temperatures=(0.0,), max_new_tokens=max_new_tokens)
@@ -153,18 +158,18 @@ def test_explicit_cross_attention_and_the_numpy_decoder_equal_the_fused_kernel(
     tiny_en: MlxWhisperDecoder, threads: int
 ) -> None:
     mels = mx.random.normal((3, 3000, tiny_en.model.dims.n_mels), key=mx.random.key(1))
-    features = encode(tiny_en.model, mels, host_math=True)
+    features = encode_on_host(tiny_en.model, mels)
     prompt = [list(TOKENIZER.sot_sequence)] * 3
     results = []
     for explicit in (False, True):  # fused, explicit on MLX
-        state = DecoderState(tiny_en.model, features, tiny_en.alignment_heads, explicit_cross=explicit, fused=explicit)
+        state = GraphStep(tiny_en.model, features, tiny_en.alignment_heads, explicit_cross=explicit, fused=explicit)
         first, _ = state.step(mx.array(prompt))
         state.keep(mx.array([0, 2]))  # the batch's compaction
         logits, attention = state.step(mx.argmax(first[0][mx.array([0, 2])], axis=-1)[:, None])
         results.append((np.array(logits[0]), np.array(attention)))
     # the CPU backend's decoder, over numpy views of the same weights (its pool shares K/V and logits)
     pool = ThreadPoolExecutor(threads) if threads else None
-    host = NumpyDecoderState(decoder_weights(tiny_en.model), np.array(features), tiny_en.alignment_heads, pool)
+    host = HostStep(decoder_weights(tiny_en.model), np.array(features), tiny_en.alignment_heads, pool)
     host_first, _ = host.step(np.array(prompt))
     host.keep(np.array([0, 2]))
     host_logits, host_attention = host.step(host_first[0][[0, 2]].argmax(axis=-1)[:, None])
@@ -179,10 +184,10 @@ def test_the_numpy_decoders_compaction_keeps_each_rows_own_caches(tiny_en: MlxWh
     # longer the slots'), keeping row 1 of those leaves window 2 alone: every step must give what the same rows
     # give in a batch that never shrinks
     mels = mx.random.normal((4, 3000, tiny_en.model.dims.n_mels), key=mx.random.key(2))
-    features = np.array(encode(tiny_en.model, mels, host_math=True))
+    features = np.array(encode_on_host(tiny_en.model, mels))
     weights = decoder_weights(tiny_en.model)
-    whole = NumpyDecoderState(weights, features, tiny_en.alignment_heads)
-    shrinking = NumpyDecoderState(weights, features, tiny_en.alignment_heads)
+    whole = HostStep(weights, features, tiny_en.alignment_heads)
+    shrinking = HostStep(weights, features, tiny_en.alignment_heads)
     prompt = np.array([list(TOKENIZER.sot_sequence)] * 4)
     (logits,), _ = whole.step(prompt)
     shrinking.step(prompt)

@@ -23,6 +23,8 @@ def _run(code: str) -> str:
 def test_loading_the_decoder_modules_skips_mlx_whispers_transcribe() -> None:
     heavy = _run(
         "import sys\n"
+        "from adapters.mlx import bootstrap\n"
+        "bootstrap()\n"
         "from adapters.mlx.decoder import MlxWhisperDecoder\n"
         "from adapters.mlx import load_decoder\n"
         "import mlx_whisper.load_models, mlx_whisper.writers\n"
@@ -43,7 +45,8 @@ def test_loading_the_decoder_modules_skips_mlx_whispers_transcribe() -> None:
 )
 def test_mlx_whisper_is_whole_for_code_that_wants_it(use: str) -> None:
     out = _run(
-        "import adapters.mlx\n"  # as every entry point does first
+        "import adapters.mlx\n"
+        "adapters.mlx.bootstrap()\n"  # as the composition root does first
         f"{use}\n"
         "import mlx_whisper\n"
         "print(callable(function), function.__name__, mlx_whisper.__version__, mlx_whisper.audio.N_SAMPLES)"

@@ -1,4 +1,4 @@
-"""Whisper's text decoder stepped over a batch in numpy: the CPU backend's flavour of ``forward.DecoderState``.
+"""The decoder step in numpy: the CPU backend's ``DecoderStep``.
 
 A step at batch 16 is a few hundred small operations; in MLX each is a graph node, and every exchange with
 numpy (the cross-attention and GELU run there: MLX's CPU ``exp``/``erf`` are slow) is a synchronisation. Here the
@@ -19,8 +19,7 @@ from attrs import frozen
 from numpy.typing import NDArray
 
 from adapters.mlx.cpu_kernels import LayerNorm, Linear, gelu, run_all, softmax_times
-
-KV_BLOCK = 64  # tokens: the self-attention cache grows by this many positions at a time
+from adapters.mlx.step.common import KV_BLOCK, capture_plan, causal_mask, growth
 
 
 @frozen
@@ -51,8 +50,9 @@ class DecoderWeights:
     n_head: int
 
 
-class NumpyDecoderState:
-    """Everything one batch of sequences carries between steps; rows follow the active sequences."""
+class HostStep:
+    """``DecoderStep`` in numpy over the model's own weights (``adapters/mlx/weights.py``); rows follow the active
+    sequences."""
 
     def __init__(
         self,
@@ -91,9 +91,7 @@ class NumpyDecoderState:
         self.self_k = [np.zeros(shape, np.float32) for _ in weights.blocks]
         self.self_v = [np.zeros(shape, np.float32) for _ in weights.blocks]
         self.offset = 0
-        self.capture: dict[int, list[int]] = {}  # layer -> heads whose QK is captured
-        for layer, head in alignment_heads:
-            self.capture.setdefault(layer, []).append(head)
+        self.capture, _ = capture_plan(alignment_heads)  # layer -> heads whose QK is captured
         self.alignment_heads = list(alignment_heads)
         # the caches' slot of each row (the caller's order), a permutation of range(rows): None while the identity
         self._slots: NDArray[np.int64] | None = None
@@ -137,7 +135,7 @@ class NumpyDecoderState:
         self._reserve(length)
         start, end = self.offset, self.offset + length
         x = weights.token_embedding[tokens] + weights.positional[start:end]  # batch × length × state
-        mask = _causal_mask(length, start) if length > 1 else None
+        mask = causal_mask(length, start) if length > 1 else None
         frames = self.cross_k[0].shape[-1]
         attention = np.empty((batch, len(self.alignment_heads), frames), np.float32)
         column = {head: i for i, head in enumerate(self.alignment_heads)}
@@ -175,11 +173,9 @@ class NumpyDecoderState:
         return logits
 
     def _reserve(self, length: int) -> None:
-        needed = self.offset + length
-        capacity = self.self_k[0].shape[2]
-        if needed <= capacity:
+        grow = growth(self.offset, length, self.self_k[0].shape[2])
+        if not grow:
             return
-        grow = -(-(needed - capacity) // KV_BLOCK) * KV_BLOCK
         for cache in (self.self_k, self.self_v):
             for i, buffer in enumerate(cache):
                 pad = np.zeros((*buffer.shape[:2], grow, buffer.shape[3]), np.float32)
@@ -231,9 +227,3 @@ def _slices(total: int, count: int) -> list[slice]:
     bounds = np.linspace(0, total, count + 1).round().astype(int)
     return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
 
-
-def _causal_mask(length: int, offset: int) -> NDArray[np.float32]:
-    """Additive mask: query ``i`` (at position offset + i) sees keys 0 .. offset + i."""
-    queries = np.arange(length)[:, None] + offset
-    keys = np.arange(offset + length)[None, :]
-    return np.where(keys > queries, np.float32(-np.inf), np.float32(0)).astype(np.float32)

@@ -1,10 +1,10 @@
-"""A one-token decoder step on MLX's CUDA backend: the step as a pure function over custom kernels, compiled.
+"""The decoder step on MLX's CUDA backend: a one-token step as a pure function over custom kernels, compiled.
 
-``forward.DecoderState`` runs a step as ~38 graph nodes a layer; MLX evaluates and launches each one, and on CUDA
-the step is host-bound on that (``docs/performance.md`` #22, #54, #58). ``KernelStep`` runs a layer as 8 nodes at
+``graph.GraphStep`` runs a step as ~38 graph nodes a layer; MLX evaluates and launches each one, and on CUDA the
+step is host-bound on that (``docs/performance.md`` #22, #54, #58). ``KernelProgram`` runs a layer as 8 nodes at
 few rows (``cuda_kernels``: the two attentions, and the linears with their layer norms, bias, GELU and residual),
-and ``mx.compile`` replays its graph; ``KernelDecoderState`` keeps the caches where those kernels read and write
-them. The prompt (several tokens) still goes through MLX's own matmuls and attention.
+and ``mx.compile`` replays its graph; ``KernelStep`` keeps the caches where those kernels read and write them. The
+prompt (several tokens) still goes through MLX's own matmuls and attention (``graph.run_tokens``).
 """
 
 from __future__ import annotations
@@ -16,22 +16,23 @@ import mlx.core as mx
 from mlx_whisper.whisper import ResidualAttentionBlock, Whisper
 
 from adapters.mlx import cuda_kernels
-from adapters.mlx.forward import (
+from adapters.mlx.step.common import (
     KV_BLOCK,
-    DecoderState,
     capture_plan,
     captured_attention,
     fused_gelu,
+    growth,
     last_query_qk,
     linear_weights,
     merge_heads,
     split_heads,
     transposed_once,
 )
+from adapters.mlx.step.graph import run_tokens
 
 
 class StepKernels(Protocol):
-    """What ``KernelStep`` needs of its kernels: ``cuda_kernels`` (a module) on CUDA; MLX-op equivalents in the
+    """What ``KernelProgram`` needs of its kernels: ``cuda_kernels`` (a module) on CUDA; MLX-op equivalents in the
     tests, to run the same step on the CPU."""
 
     def linear_fits(self, x: mx.array, weight: mx.array) -> bool: ...
@@ -58,22 +59,23 @@ class StepKernels(Protocol):
     ) -> tuple[mx.array, mx.array | None]: ...
 
 
-class KernelStep:
+class KernelProgram:
     """A model's one-token decoder step on MLX's CUDA backend, built once per model: a layer is 8 graph nodes at
-    up to 16 rows (``cuda_kernels.LINEAR_KERNEL_MAX_ROWS``), 15 above (MLX's matmuls, layer norms and adds).
+    few rows (``cuda_kernels.LINEAR_KERNEL_MAX_ROWS``), 15 above (MLX's matmuls, layer norms and adds).
 
-    On CUDA the step is host-bound on MLX's evaluation of each node, and a matmul (cuBLAS) costs ~20-25 µs of host
-    time against ~8-18 for a custom kernel and ~4-6 for an elementwise one (``docs/performance.md`` #60-#62). So:
+    On CUDA the step is host-bound on MLX's evaluation of each node, and a matmul (cuBLAS) costs several times the
+    host time of a custom kernel, itself more than an elementwise one (the numbers: ``docs/performance.md``
+    #60-#62). So:
 
     - the two attentions are custom kernels (``cuda_kernels.self_attention``, ``cross_attention``), a node each;
     - the linears are ``cuda_kernels.linear`` (tensor cores) with the layer norm before them, the bias, the MLP's
       GELU and the residual add done in the same kernel; the self-attention's query, key and value are one linear.
 
     The step is a pure function of its operands (the tokens, their position as an array, the caches), so that it
-    can be ``mx.compile``d: traced once per batch size and cache capacity (~13 ms a trace at large-v3), its graph
-    is then replayed without the Python that builds it (1-2 ms a step fewer, ``docs/performance.md`` #77-#78). The
+    can be ``mx.compile``d: traced once per batch size and cache capacity, its graph is then replayed without the
+    Python that builds it (the trace's cost and the time saved a step: ``docs/performance.md`` #77-#78). The
     self-attention kernel writes each step's key and value into the cache in place (``cuda_kernels``: MLX's own
-    dynamic slice update copied ~75 µs a layer at batch 64). ``kernels``: the module of the four kernels
+    dynamic slice update copied the layer's whole cache, ``docs/performance.md`` #77). ``kernels``: the module of the four kernels
     (``cuda_kernels``; the tests give MLX-op equivalents, ``tests/integration/kernel_reference.py``, to run on the
     CPU).
     """
@@ -89,7 +91,8 @@ class KernelStep:
         self.kernels = kernels
         blocks: list[ResidualAttentionBlock] = model.decoder.blocks
         self.n_head = blocks[0].attn.n_head
-        self.capture, self._reorder = capture_plan(alignment_heads)
+        self.capture, reorder = capture_plan(alignment_heads)
+        self.reorder = None if reorder is None else mx.array(reorder)
         # each layer's query, key and value weights side by side (out × in, as nn.Linear; the key has no bias)
         self.qkv: list[tuple[mx.array, mx.array]] = []
         for block in blocks:
@@ -173,12 +176,12 @@ class KernelStep:
             hidden = self.project(x, block.mlp1.weight, block.mlp1.bias, gelu=True, norm=block.mlp_ln)
             x = self.project(hidden, block.mlp2.weight, block.mlp2.bias, residual=x)
         logits = self.project(decoder.ln(x), decoder.token_embedding.weight, None)
-        return logits[:, 0].astype(mx.float32), captured_attention(captured, self._reorder), written
+        return logits[:, 0].astype(mx.float32), captured_attention(captured, self.reorder), written
 
 
-class KernelDecoderState(DecoderState):
-    """``DecoderState`` on MLX's CUDA backend: its one-token steps are a ``KernelStep``'s (8 graph nodes a layer
-    instead of ~38 at few rows, compiled).
+class KernelStep:
+    """``DecoderStep`` on MLX's CUDA backend: its one-token steps are a ``KernelProgram``'s (8 graph nodes a layer
+    instead of ~38 at few rows, compiled); the program is the model's, shared by every batch.
 
     The caches are kept where the linears write them, position-major, so no head is split or merged: each layer's
     cross-attention K and V as batch × frames × state, and one self-attention buffer of batch × capacity ×
@@ -186,27 +189,18 @@ class KernelDecoderState(DecoderState):
     of several tokens (the prompt) runs MLX's own matmuls and attention over views of the same buffers.
     """
 
-    def __init__(
-        self,
-        model: Whisper,
-        audio_features: mx.array,
-        alignment_heads: Sequence[tuple[int, int]],
-        kernel_step: KernelStep | None = None,
-    ) -> None:
-        self.kernel_step = KernelStep(model, alignment_heads) if kernel_step is None else kernel_step
-        transposed = self.kernel_step.transposed
-        super().__init__(
-            model, audio_features, alignment_heads, explicit_cross=False, fused=True, transposed=transposed
-        )
-
-    def _caches(self, audio_features: mx.array) -> None:
-        blocks: list[ResidualAttentionBlock] = self.model.decoder.blocks
-        self.cross_kv = []
+    def __init__(self, model: Whisper, audio_features: mx.array, program: KernelProgram) -> None:
+        self.model = model
+        self.program = program
+        self.n_head = program.n_head
+        self.offset = 0
+        blocks: list[ResidualAttentionBlock] = model.decoder.blocks
+        self.cross_kv: list[tuple[mx.array, mx.array]] = []
         for block in blocks:
             cross = block.cross_attn
             assert cross is not None
             self.cross_kv.append((cross.key(audio_features), cross.value(audio_features)))  # batch × frames × state
-        shape = (audio_features.shape[0], KV_BLOCK, 2 * self.model.dims.n_text_state)
+        shape = (audio_features.shape[0], KV_BLOCK, 2 * model.dims.n_text_state)
         self.self_kv = [mx.zeros(shape, dtype=audio_features.dtype) for _ in blocks]
 
     def keep(self, rows: mx.array) -> None:
@@ -214,25 +208,34 @@ class KernelDecoderState(DecoderState):
         self.self_kv = [kv[rows] for kv in self.self_kv]
 
     def _reserve(self, length: int) -> None:
-        needed = self.offset + length
-        capacity = self.self_kv[0].shape[1]
-        if needed <= capacity:
+        grow = growth(self.offset, length, self.self_kv[0].shape[1])
+        if not grow:
             return
-        grow = ((needed - capacity + KV_BLOCK - 1) // KV_BLOCK) * KV_BLOCK
         for i, kv in enumerate(self.self_kv):
             pad = mx.zeros((kv.shape[0], grow, kv.shape[2]), dtype=kv.dtype)
             self.self_kv[i] = mx.concatenate([kv, pad], axis=1)
 
     def step(self, tokens: mx.array, logit_positions: Sequence[int] = (-1,)) -> tuple[list[mx.array], mx.array]:
+        self._reserve(tokens.shape[1])
         if tokens.shape[1] > 1:
-            return super().step(tokens, logit_positions)
-        self._reserve(1)
+            program, embedding = self.program, self.model.decoder.token_embedding
+            result = run_tokens(
+                self.model,
+                tokens,
+                self.offset,
+                logit_positions,
+                self._prompt_layer,
+                lambda x: x @ program.transposed[id(embedding.weight)],
+                program.reorder,
+            )
+            self.offset += tokens.shape[1]
+            return result
         offset = mx.array([self.offset], dtype=mx.int32)
-        logits, attention, self.self_kv = self.kernel_step.run(tokens, offset, self.self_kv, self.cross_kv)
+        logits, attention, self.self_kv = self.program.run(tokens, offset, self.self_kv, self.cross_kv)
         self.offset += 1
         return [logits] * len(logit_positions), attention
 
-    def _layer(
+    def _prompt_layer(
         self,
         layer: int,
         block: ResidualAttentionBlock,
@@ -243,8 +246,8 @@ class KernelDecoderState(DecoderState):
         captured: list[mx.array],
     ) -> mx.array:
         """A step of several tokens (the prompt): MLX's matmuls and attention over the position-major buffers."""
-        project = self.kernel_step.project
-        weight, bias = self.kernel_step.qkv[layer]
+        project = self.program.project
+        weight, bias = self.program.qkv[layer]
         qkv = project(x, weight, bias, norm=block.attn_ln)
         state = qkv.shape[-1] // 3
         self.self_kv[layer][:, start:end] = qkv[:, :, state:]
@@ -258,7 +261,7 @@ class KernelDecoderState(DecoderState):
         assert cross is not None and block.cross_attn_ln is not None
         k, v = self.cross_kv[layer]
         q = project(x, cross.query.weight, cross.query.bias, norm=block.cross_attn_ln)
-        heads = self.capture.get(layer, [])
+        heads = self.program.capture.get(layer, [])
         q, k, v = (split_heads(a, self.n_head) for a in (q, k, v))
         scale = q.shape[-1] ** -0.5
         out = merge_heads(mx.fast.scaled_dot_product_attention(q, k, v, scale=scale))

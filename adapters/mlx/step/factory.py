@@ -1,0 +1,183 @@
+"""The one place that picks how a batch is encoded and stepped: from the device, and the settings.
+
+- the CPU backend (``HostBackend``): the encoder and decoder step in numpy over the model's weights, the rules and
+  scores too, the host reading every step (``loop.decode_synced``): MLX's CPU ``exp``/``erf`` are slow and each
+  MLX/numpy exchange is a synchronisation;
+- a GPU (``DeviceBackend``): everything on MLX, the device kept busy (``loop.decode_lagged``); the step is
+  ``KernelStep`` on MLX's CUDA backend (unless ``cuda_kernels`` is off), else ``GraphStep``, with the explicit
+  cross-attention from ``EXPLICIT_CROSS_MIN_BATCH`` rows on and the GELU fused.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Protocol
+
+import mlx.core as mx
+import numpy as np
+from attrs import frozen
+from mlx_whisper.whisper import Whisper
+from numpy.typing import NDArray
+from threadpoolctl import ThreadpoolController
+
+from adapters.mlx.encoder import encode, encode_on_host
+from adapters.mlx.loop import Progress, decode_lagged, decode_synced
+from adapters.mlx.rules import LogitRules, logsumexp
+from adapters.mlx.step import DecoderStep
+from adapters.mlx.step.graph import GraphStep
+from adapters.mlx.step.host import DecoderWeights, HostStep
+from adapters.mlx.step.kernels import KernelProgram, KernelStep
+from adapters.mlx.step.settings import StepSettings
+from adapters.mlx.weights import decoder_weights
+
+EXPLICIT_CROSS_MIN_BATCH = 16  # GPU: from this batch on, explicit cross-attention beats the fused kernel
+
+
+@frozen
+class Prompt:
+    """A batch's initial tokens (batch × length), the index of start-of-transcript in them, and the no-speech
+    token (None: the model has none)."""
+
+    tokens: NDArray[np.int32]
+    sot_index: int
+    no_speech: int | None
+
+
+class Backend(Protocol):
+    """How a batch of windows is encoded and decoded; ``choose`` makes the one for this device."""
+
+    @property
+    def compiled_rules(self) -> bool:
+        """Whether the logit rules' mask is a compiled MLX function (the device loop's)."""
+        ...
+
+    def encode(self, mels: mx.array) -> mx.array:
+        """batch × frames × mels -> batch × audio ctx × state, evaluated."""
+        ...
+
+    def decode(
+        self,
+        features: mx.array,
+        prompt: Prompt,
+        rules: LogitRules,
+        progress: Progress,
+        temperature: float,
+        finish_below: NDArray[np.int64] | None,
+    ) -> NDArray[np.float64]:
+        """The batch decoded into ``progress``; returns each row's no-speech probability (NaN without one)."""
+        ...
+
+
+def choose(model: Whisper, alignment_heads: Sequence[tuple[int, int]], settings: StepSettings) -> Backend:
+    """The backend for MLX's default device: the CPU's, or a GPU's (CUDA kernels if available and allowed)."""
+    if mx.default_device() == mx.cpu:
+        return HostBackend(model, alignment_heads)
+    program = KernelProgram(model, alignment_heads) if settings.cuda_kernels and mx.cuda.is_available() else None
+    return DeviceBackend(model, alignment_heads, program)
+
+
+class HostBackend:
+    """The CPU backend: numpy encoder and ``HostStep``, the synced loop; the work shared out among one thread a
+    core, numpy's BLAS on one thread meanwhile (its own threads would hand off every small matmul, at great cost
+    whenever another process holds a core)."""
+
+    compiled_rules = False
+
+    def __init__(self, model: Whisper, alignment_heads: Sequence[tuple[int, int]], threads: int | None = None) -> None:
+        self.model = model
+        self.alignment_heads = list(alignment_heads)
+        self._threads = threads or os.cpu_count() or 1
+        self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="numpy")
+        self._blas = ThreadpoolController()  # the loaded BLAS libraries, found once
+        self._weights: DecoderWeights | None = None  # made on first use
+
+    @contextmanager
+    def _one_blas_thread(self) -> Iterator[None]:
+        with self._blas.limit(limits=1, user_api="blas"):
+            yield
+
+    def encode(self, mels: mx.array) -> mx.array:
+        with self._one_blas_thread():
+            features = encode_on_host(self.model, mels, pool=self._pool)
+            mx.eval(features)
+        return features
+
+    def decode(
+        self,
+        features: mx.array,
+        prompt: Prompt,
+        rules: LogitRules,
+        progress: Progress,
+        temperature: float,
+        finish_below: NDArray[np.int64] | None,
+    ) -> NDArray[np.float64]:
+        with self._one_blas_thread():
+            if self._weights is None:  # views on the CPU backend; copies elsewhere
+                self._weights = decoder_weights(self.model)
+            batch = features.shape[0]
+            step = HostStep(
+                self._weights, np.asarray(features, np.float32), self.alignment_heads, self._pool, self._threads
+            )
+            logits, attention = step.step(prompt.tokens, logit_positions=(prompt.sot_index, -1))
+            first = logits[0]  # at the start-of-transcript token: each row's probability of no speech
+            no_speech = prompt.no_speech
+            probabilities: NDArray[np.float64] = (
+                np.full(batch, np.nan) if no_speech is None else np.exp(first[:, no_speech] - logsumexp(first))
+            )
+            decode_synced(step, rules, logits[1], attention, progress, temperature, finish_below)
+        return probabilities
+
+
+class DeviceBackend:
+    """A GPU: MLX's encoder, ``KernelStep`` over ``program`` (MLX's CUDA backend) or ``GraphStep``, the lagged loop.
+
+    ``gpu`` False runs the same loop and ``GraphStep`` on MLX's CPU backend (the tests' way to check it against the
+    host's): the encoder in numpy then, as on the CPU backend, and nothing compiled.
+    """
+
+    def __init__(
+        self,
+        model: Whisper,
+        alignment_heads: Sequence[tuple[int, int]],
+        program: KernelProgram | None = None,
+        gpu: bool = True,
+    ) -> None:
+        self.model = model
+        self.alignment_heads = list(alignment_heads)
+        self.program = program  # the model's one-token step, compiled: made once, kept
+        self.gpu = gpu
+
+    @property
+    def compiled_rules(self) -> bool:
+        return self.gpu
+
+    def encode(self, mels: mx.array) -> mx.array:
+        features = encode(self.model, mels) if self.gpu else encode_on_host(self.model, mels)
+        mx.eval(features)
+        return features
+
+    def new_step(self, features: mx.array) -> DecoderStep[mx.array]:
+        """The step for a batch of windows' features."""
+        if self.program is not None:
+            return KernelStep(self.model, features, self.program)
+        explicit = self.gpu and features.shape[0] >= EXPLICIT_CROSS_MIN_BATCH
+        return GraphStep(self.model, features, self.alignment_heads, explicit_cross=explicit, fused=self.gpu)
+
+    def decode(
+        self,
+        features: mx.array,
+        prompt: Prompt,
+        rules: LogitRules,
+        progress: Progress,
+        temperature: float,
+        finish_below: NDArray[np.int64] | None,
+    ) -> NDArray[np.float64]:
+        step = self.new_step(features)
+        logits, attention = step.step(mx.array(prompt.tokens), logit_positions=(prompt.sot_index, -1))
+        no_speech = prompt.no_speech
+        probabilities = mx.softmax(logits[0], axis=-1)[:, no_speech] if no_speech is not None else None
+        decode_lagged(step, rules, logits[1], attention, progress, temperature, finish_below)
+        return np.full(features.shape[0], np.nan) if probabilities is None else np.array(probabilities)
