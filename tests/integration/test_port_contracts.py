@@ -51,7 +51,8 @@ def test_a_decoder_keeps_the_ports_contract(decoder: Decoder, windows: list[Wind
     assert [chunk.window for chunk in chunks] == windows  # one chunk a window, in order
     for chunk in chunks:
         _assert_chunk(chunk)
-    assert chunks[0].segments and not chunks[1].segments  # speech is transcribed, silence is not
+    assert chunks[0].segments  # speech is transcribed
+    assert chunks[1].no_speech_prob > chunks[0].no_speech_prob  # silence is the likelier no-speech
 
 
 def test_an_aligner_keeps_the_ports_contract(aligner: Aligner, windows: list[Window]) -> None:
