@@ -1,0 +1,30 @@
+"""The environment's settings, read once in the composition root (``entrypoints/settings.py``) and passed down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from entrypoints.container import Container
+from entrypoints.settings import Settings
+from tests.fakes import FakeAligner, FakeDecoder
+
+
+def test_the_defaults_where_nothing_is_set() -> None:
+    settings = Settings.from_environment({"HOME": "/h"})
+    assert (settings.cuda_kernels, settings.fast_blas, settings.align_processes) == (True, True, None)
+
+
+def test_each_variable_reaches_its_field() -> None:
+    settings = Settings.from_environment(
+        {"ONEPASS_CUDA_KERNELS": "0", "ONEPASS_BLAS": "OFF", "ONEPASS_CACHE_DIR": "/c", "ONEPASS_ALIGN_PROCESSES": "3"}
+    )
+    assert settings == Settings(cuda_kernels=False, fast_blas=False, cache_dir=Path("/c"), align_processes=3)
+
+
+def test_the_container_takes_its_settings_not_the_environment(tmp_path: Path) -> None:
+    container = Container()
+    with container.override_providers(
+        settings=Settings(cache_dir=tmp_path, align_processes=5), decoder=FakeDecoder(), aligner=FakeAligner()
+    ):
+        assert container.service().align_processes == 5
+        assert container.model_source().cache_dir == tmp_path
