@@ -119,7 +119,7 @@ class MlxWhisperDecoder:
         language = options.language
         if not self.is_multilingual:
             if options.task == "translate":
-                raise InvalidOptionError("--task translate", f"{self.name} is an English-only model")
+                raise InvalidOptionError("task", f"translate needs a multilingual model; {self.name} is English-only")
             if language is not None and language.lower() not in ("en", "english"):
                 raise UnsupportedLanguageError(language, f"{self.name} is an English-only model")
             return "en"

@@ -47,7 +47,7 @@ class RecordingDecoder(FakeDecoder):
     def decode_batch(self, windows: Sequence[Window], options: TranscribeOptions) -> list[DecodedChunk]:
         self.options.append(options)
         if options.task == "translate":
-            raise InvalidOptionError("--task translate", "fake is an English-only model")
+            raise InvalidOptionError("task", "translate needs a multilingual model; fake is English-only")
         if options.language not in (None, "en", "english"):
             raise UnsupportedLanguageError(str(options.language), "fake is an English-only model")
         if self.interrupt_after is not None and len(self.batches) >= self.interrupt_after:
@@ -457,7 +457,7 @@ def test_task_the_model_refuses_exits_2(container: Container, tmp_path: Path, ou
     (wav,) = touch(tmp_path, "a.wav")
     result = run(container, wav, "-o", out, "--task", "translate")
     assert result.exit_code == ExitCode.USAGE
-    assert result.stderr.splitlines()[0].startswith("error: invalid option --task translate")
+    assert result.stderr.splitlines()[0].startswith("error: invalid option task: translate")
 
 
 @pytest.mark.parametrize(

@@ -70,8 +70,9 @@ def test_sample_words_come_out_in_order(tiny_en: Decoder, windows: list[Window])
 def test_english_only_model_refuses_translation_and_other_languages(tiny_en: Decoder, windows: list[Window]) -> None:
     from domain.errors import InvalidOptionError, UnsupportedLanguageError
 
-    with pytest.raises(InvalidOptionError):
+    with pytest.raises(InvalidOptionError) as refused:
         tiny_en.decode_batch(windows[:1], TranscribeOptions(task="translate"))
+    assert refused.value.option == "task"  # the domain's option, not the CLI's flag (the API has no --task)
     with pytest.raises(UnsupportedLanguageError):
         tiny_en.decode_batch(windows[:1], TranscribeOptions(language="de"))
 
