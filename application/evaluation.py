@@ -10,28 +10,16 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Protocol
 
 import numpy as np
 from attrs import field, frozen
 from numpy.typing import NDArray
 
 from domain.model import Transcript
+from domain.ports import TextMetrics
 
 SHARE_THRESHOLDS_MS = (50, 100, 200)  # "share within" columns
 COLLARS_MS = (50, 200)  # 50 ms as CrisperWhisper's table, 200 ms as the WhisperX paper
-
-
-class TextMetrics(Protocol):
-    """Text normalisation and word error counting (Whisper's English normaliser and jiwer in the adapter)."""
-
-    def normalize(self, text: str) -> str:
-        """``text`` as compared: lower case, no punctuation, spelling and numbers unified, words split by spaces."""
-        ...
-
-    def word_errors(self, reference: Sequence[str], hypothesis: Sequence[str]) -> int:
-        """Substitutions + deletions + insertions turning ``reference`` into ``hypothesis`` (normalised words)."""
-        ...
 
 
 def _timed(ws: Iterable[TimedWord]) -> tuple[TimedWord, ...]:

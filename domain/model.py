@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Literal
 
 from attrs import field, frozen
@@ -97,3 +98,14 @@ class TranscribeOptions:
             raise ValueError("at least one temperature is needed")
         if any(t < 0.0 for t in temperatures):
             raise ValueError(f"temperatures must be >= 0, got {temperatures}")
+
+
+@frozen
+class ModelInfo:
+    """A built-in model, for ``app models``: whether its package is installed and where it is cached."""
+
+    name: str
+    description: str
+    installed: bool
+    cached: Path | None  # the converted folder, or None until first use
+    install_hint: str  # what to run when not installed

@@ -10,7 +10,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from domain.audio import DecodedChunk, Window
-from domain.model import TranscribeOptions, Word
+from domain.model import ModelInfo, TranscribeOptions, Word
 
 ProgressSink = Callable[[int, int], None]  # (windows done, windows total)
 
@@ -47,4 +47,27 @@ class Aligner(Protocol):
 class ModelSource(Protocol):
     def resolve(self, name: str) -> Path:
         """A local folder in mlx-whisper layout (config.json + weights) for ``name``; ``ModelLoadError`` if none."""
+        ...
+
+
+class ModelCatalog(ModelSource, Protocol):
+    """A ``ModelSource`` that can also say which models it knows and where it caches them (``app models``)."""
+
+    @property
+    def cache_dir(self) -> Path: ...
+
+    def known(self) -> list[ModelInfo]:
+        """The built-in models, whether installed, and their cache folder once converted."""
+        ...
+
+
+class TextMetrics(Protocol):
+    """Text normalisation and word error counting (Whisper's English normaliser and jiwer in the adapter)."""
+
+    def normalize(self, text: str) -> str:
+        """``text`` as compared: lower case, no punctuation, spelling and numbers unified, words split by spaces."""
+        ...
+
+    def word_errors(self, reference: Sequence[str], hypothesis: Sequence[str]) -> int:
+        """Substitutions + deletions + insertions turning ``reference`` into ``hypothesis`` (normalised words)."""
         ...

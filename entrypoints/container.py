@@ -27,17 +27,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
 
 from dependency_injector import containers, providers
 
 from application.transcription import TranscriptionService
 from application.word_timing import default_align_processes
-from domain.ports import Aligner, AudioSource, Decoder, ModelSource
+from domain.ports import Aligner, AudioSource, Decoder, ModelCatalog, ModelSource
 from entrypoints.settings import Settings
-
-if TYPE_CHECKING:
-    from adapters.models import ModelInfo
 
 DEFAULT_MODEL = "tiny.en"
 DEFAULT_BATCH_SIZE = 16  # measured: long-form tiny.en on 2 CPU cores, batch 4/8/16/32: 6.7/7.9/8.8/8.9x realtime
@@ -45,17 +41,6 @@ MIN_CORES_FOR_ALIGN_PROCESSES = 3  # on 2 cores a process pool's pickling and st
 # heuristic: 4 phonetic windows (~0.6 s each) on 2 processes save ~1.2 s, twice the ~0.6 s that starting the
 # processes added to a one-window file (`app transcribe samples/sample.wav --phonetic`: 4.2-4.5 -> 4.8-5.1 s)
 PHONETIC_FIRST_BATCH = 4
-
-
-class ModelCatalog(ModelSource, Protocol):
-    """A ``ModelSource`` that can also say which models it knows and where it caches them (``app models``)."""
-
-    @property
-    def cache_dir(self) -> Path: ...
-
-    def known(self) -> list[ModelInfo]:
-        """The built-in models, whether installed, and their cache folder once converted."""
-        ...
 
 
 def _model_source(cache_dir: Path | str | None, settings: Settings) -> ModelCatalog:

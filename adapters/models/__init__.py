@@ -6,6 +6,7 @@ Numpy only: nothing here imports MLX (``adapters/mlx`` loads the folders that ``
 from __future__ import annotations
 
 from adapters.models.ct2 import ModelDims
-from adapters.models.source import CachedModelSource, ModelInfo, default_cache_dir, read_alignment_heads
+from adapters.models.source import CachedModelSource, default_cache_dir, read_alignment_heads
+from domain.model import ModelInfo
 
 __all__ = ["CachedModelSource", "ModelDims", "ModelInfo", "default_cache_dir", "read_alignment_heads"]

@@ -43,6 +43,7 @@ from adapters.models.ct2 import (
     write_safetensors,
 )
 from domain.errors import ModelLoadError
+from domain.model import ModelInfo
 
 CONVERTER_VERSION = 1  # bump when the converted layout changes: old entries then miss and are rebuilt
 CONFIG, WEIGHTS, HEADS = "config.json", "weights.safetensors", "alignment_heads.json"
@@ -56,17 +57,6 @@ ACCEPTED = (
     "weights.safetensors or weights.npz), a CTranslate2 folder (config.json + model.bin), or a Hugging Face "
     "repository id such as 'mlx-community/whisper-large-v3-turbo'"
 )
-
-
-@frozen
-class ModelInfo:
-    """A built-in model, for ``app models``: whether its package is installed and where it is cached."""
-
-    name: str
-    description: str
-    installed: bool
-    cached: Path | None  # the converted folder, or None until first use
-    install_hint: str  # what to run when not installed
 
 
 @frozen

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from adapters.text_metrics import WhisperTextMetrics
-from application.evaluation import TextMetrics, matching_key
+from application.evaluation import matching_key
+from domain.ports import TextMetrics
 
 
 def _conforms() -> None:  # mypy-only; never called

@@ -12,7 +12,6 @@ import pytest
 from application.evaluation import (
     Hypothesis,
     Reference,
-    TextMetrics,
     TimedWord,
     UtteranceScore,
     connected_boundary_errors,
@@ -22,6 +21,7 @@ from application.evaluation import (
     score_utterance,
     summarize,
 )
+from domain.ports import TextMetrics
 from domain.model import Segment, Transcript, Word
 
 FILLERS = {"uh", "um"}
