@@ -12,7 +12,7 @@ from attrs import define, field, frozen
 from numpy.typing import NDArray
 
 from application.word_timing import WordTiming, default_align_workers, timed_segments
-from domain.audio import SAMPLE_RATE, DecodedChunk, Waveform, Window
+from domain.audio import SAMPLE_RATE, Waveform, Window
 from domain.decoding import may_have_undecoded_tail as _may_have_undecoded_tail
 from domain.decoding import undecoded_tail as _undecoded_tail
 from domain.errors import AudioLoadError, TranscriptionError
