@@ -195,5 +195,7 @@ def _enable_fast_blas() -> str:
         blas = importlib.import_module("adapters.mlx.blas")
     except ImportError:
         return "the wheel's own BLAS"
-    loaded = blas.enable_fast_blas()
+    from entrypoints.settings import Settings
+
+    loaded = blas.enable_fast_blas(Settings.from_environment().fast_blas)  # ONEPASS_BLAS=off, as for ours
     return "the wheel's own BLAS" if loaded is None else str(loaded).split(" from ")[0]  # "OpenBLAS x (N threads)"
