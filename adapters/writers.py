@@ -27,8 +27,8 @@ from typing import Any, Final, TextIO
 
 from attrs import frozen
 
-from domain.errors import OutputWriteError
-from domain.model import Segment, Transcript, Word
+from onepass_whisper.domain.errors import OutputWriteError
+from onepass_whisper.domain.model import Segment, Transcript, Word
 
 FORMATS: Final = ("txt", "srt", "vtt", "tsv", "json")  # the order of "all"
 
@@ -182,6 +182,6 @@ def _reason(exc: OSError) -> str:
 
 def _mlx_writers() -> dict[str, Callable[[str], Any]]:
     """mlx-whisper's writer classes by format (``adapters/mlx/writers.py``)."""
-    from adapters.mlx.writers import whisper_writers
+    from onepass_whisper.adapters.mlx.writers import whisper_writers
 
     return whisper_writers()

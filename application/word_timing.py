@@ -35,9 +35,9 @@ from types import TracebackType
 import numpy as np
 from attrs import evolve, frozen
 
-from domain.audio import DecodedChunk
-from domain.model import Segment
-from domain.ports import Aligner
+from onepass_whisper.domain.audio import DecodedChunk
+from onepass_whisper.domain.model import Segment
+from onepass_whisper.domain.ports import Aligner
 
 MAX_ALIGN_PROCESSES = 8  # a batch of 64 large-v3 windows keeps 8 busy for a fraction of a second (performance.md)
 

@@ -28,10 +28,10 @@ from collections.abc import Callable
 import numpy as np
 from numpy.typing import NDArray
 
-from adapters.mlx import bootstrap
+from onepass_whisper.adapters.mlx import bootstrap
 
 bootstrap()  # the optimized BLAS before mlx loads
-from adapters.mlx.cpu_kernels import softmax_times  # noqa: E402
+from onepass_whisper.adapters.mlx.cpu_kernels import softmax_times  # noqa: E402
 
 FRAMES, STATE, HEADS, LAYERS = 1500, 384, 6, 4  # tiny.en
 HEAD = STATE // HEADS

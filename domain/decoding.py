@@ -9,9 +9,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from domain.audio import SAMPLE_RATE, DecodedChunk, Window
-from domain.model import Segment, TranscribeOptions
-from domain.windowing import sound_end
+from onepass_whisper.domain.audio import SAMPLE_RATE, DecodedChunk, Window
+from onepass_whisper.domain.model import Segment, TranscribeOptions
+from onepass_whisper.domain.windowing import sound_end
 
 # heuristic: less than a second of a window left after its last segment holds no more than a word or two: the
 # decoder need not finish a segment opened there, nor the service decode that rest again

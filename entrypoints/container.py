@@ -30,10 +30,10 @@ from pathlib import Path
 
 from dependency_injector import containers, providers
 
-from application.transcription import TranscriptionService
-from application.word_timing import default_align_processes
-from domain.ports import Aligner, AudioSource, Decoder, ModelCatalog, ModelSource
-from entrypoints.settings import Settings
+from onepass_whisper.application.transcription import TranscriptionService
+from onepass_whisper.application.word_timing import default_align_processes
+from onepass_whisper.domain.ports import Aligner, AudioSource, Decoder, ModelCatalog, ModelSource
+from onepass_whisper.entrypoints.settings import Settings
 
 DEFAULT_MODEL = "tiny.en"
 DEFAULT_BATCH_SIZE = 16  # measured: long-form tiny.en on 2 CPU cores, batch 4/8/16/32: 6.7/7.9/8.8/8.9x realtime
@@ -44,21 +44,21 @@ PHONETIC_FIRST_BATCH = 4
 
 
 def _model_source(cache_dir: Path | str | None, settings: Settings) -> ModelCatalog:
-    from adapters.models import CachedModelSource
+    from onepass_whisper.adapters.models import CachedModelSource
 
     return CachedModelSource(settings.cache_dir if cache_dir is None else Path(cache_dir))
 
 
 def _decoder(source: ModelSource, name: str, settings: Settings) -> Decoder:
-    from adapters.mlx import bootstrap, load_decoder
-    from adapters.mlx.step.settings import StepSettings
+    from onepass_whisper.adapters.mlx import bootstrap, load_decoder
+    from onepass_whisper.adapters.mlx.step.settings import StepSettings
 
     bootstrap(settings.fast_blas)  # before the model's resolution or loading imports mlx
     return load_decoder(source.resolve(name), name, settings=StepSettings(cuda_kernels=settings.cuda_kernels))
 
 
 def _audio() -> AudioSource:
-    from adapters.librosa_audio import LibrosaAudioSource
+    from onepass_whisper.adapters.librosa_audio import LibrosaAudioSource
 
     return LibrosaAudioSource()
 
@@ -85,12 +85,12 @@ def _align_processes_first_batch(phonetic: bool) -> int | None:
 
 
 def _aligner(refine: bool, model: str, phonetic: bool) -> Aligner:
-    from adapters.dtw import DtwAligner, model_lag
+    from onepass_whisper.adapters.dtw import DtwAligner, model_lag
 
     aligner = DtwAligner(median_width=7, refine=refine, lag_seconds=model_lag(model))
     if not phonetic:
         return aligner
-    from adapters.phonetic import PhoneticAligner
+    from onepass_whisper.adapters.phonetic import PhoneticAligner
 
     return PhoneticAligner(aligner)
 
@@ -100,7 +100,7 @@ PHONETIC_MISSING = "needs pocketsphinx: pip install 'onepass-whisper[phonetic]'"
 
 def phonetic_available() -> bool:
     """Whether the ``phonetic`` aligner can be built (pocketsphinx installed)."""
-    from adapters.phonetic import is_available
+    from onepass_whisper.adapters.phonetic import is_available
 
     return is_available()
 

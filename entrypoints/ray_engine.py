@@ -34,13 +34,13 @@ import ray
 from attrs import define, field, frozen
 from ray.exceptions import ActorUnavailableError, RayActorError, RayError, RayTaskError
 
-from adapters.mlx.blas import THREAD_VARIABLES
-from adapters.writers import TranscriptFiles
-from application.corpus import ManifestRecord, RetryBook, take_batch
-from application.transcription import TranscriptionService
-from domain.errors import InvalidOptionError, ModelLoadError, TranscriptionError, UnsupportedLanguageError
-from domain.model import TranscribeOptions
-from entrypoints.container import Container
+from onepass_whisper.adapters.mlx.blas import THREAD_VARIABLES
+from onepass_whisper.adapters.writers import TranscriptFiles
+from onepass_whisper.application.corpus import ManifestRecord, RetryBook, take_batch
+from onepass_whisper.application.transcription import TranscriptionService
+from onepass_whisper.domain.errors import InvalidOptionError, ModelLoadError, TranscriptionError, UnsupportedLanguageError
+from onepass_whisper.domain.model import TranscribeOptions
+from onepass_whisper.entrypoints.container import Container
 
 OVERRIDABLE = ("model_source", "decoder", "audio", "aligner")  # providers whose overrides workers take over
 REPLACEMENTS_PER_WORKER = 3  # heuristic: actors that are gone for good (ray.kill, lost node) replaced before giving up

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from attrs import frozen
 
-from adapters.models import default_cache_dir
+from onepass_whisper.adapters.models import default_cache_dir
 
 
 @frozen

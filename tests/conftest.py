@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-from adapters.mlx import bootstrap
-from entrypoints.settings import Settings
+from onepass_whisper.adapters.mlx import bootstrap
+from onepass_whisper.entrypoints.settings import Settings
 
 bootstrap(Settings.from_environment().fast_blas)  # the optimized BLAS, before any test module imports mlx
 

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING
 from pathlib import Path
 from types import ModuleType
 
-from adapters.models import read_alignment_heads
-from domain.errors import ModelLoadError
-from domain.ports import Decoder
+from onepass_whisper.adapters.models import read_alignment_heads
+from onepass_whisper.domain.errors import ModelLoadError
+from onepass_whisper.domain.ports import Decoder
 
 if TYPE_CHECKING:
-    from adapters.mlx.step.settings import StepSettings
+    from onepass_whisper.adapters.mlx.step.settings import StepSettings
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ def bootstrap(fast_blas: bool = True) -> str | None:
     """Set the process up for MLX, before anything imports ``mlx``: the optimized BLAS on Linux CPUs (unless
     ``fast_blas`` is off: ``ONEPASS_BLAS=off``, read by ``entrypoints.settings``), and ``mlx_whisper`` registered
     without its ``__init__`` (``_DeferredPackage``). Idempotent; returns what ``blas.enable_fast_blas`` loaded."""
-    from adapters.mlx.blas import enable_fast_blas, fast_blas_failure
+    from onepass_whisper.adapters.mlx.blas import enable_fast_blas, fast_blas_failure
 
     loaded = enable_fast_blas(fast_blas)
     if loaded is None and (reason := fast_blas_failure()):
@@ -94,8 +94,8 @@ def load_decoder(
     import mlx.core as mx
     from mlx_whisper.load_models import load_model
 
-    from adapters.mlx.decoder import MlxWhisperDecoder
-    from adapters.mlx.step.settings import StepSettings
+    from onepass_whisper.adapters.mlx.decoder import MlxWhisperDecoder
+    from onepass_whisper.adapters.mlx.step.settings import StepSettings
 
     if dtype is None:
         dtype = "float32" if mx.default_device() == mx.cpu else "float16"

@@ -24,14 +24,14 @@ from mlx_whisper.tokenizer import LANGUAGES, TO_LANGUAGE_CODE, Tokenizer, get_to
 from mlx_whisper.whisper import Whisper
 from numpy.typing import NDArray
 
-from adapters.mlx.loop import Progress
-from adapters.mlx.rules import LogitRules
-from adapters.mlx.step.factory import Backend, Prompt, choose
-from adapters.mlx.step.settings import StepSettings
-from domain.audio import FRAME_SECONDS, ChunkSegment, DecodedChunk, Window
-from domain.decoding import compression_ratio, finish_until, is_silent, needs_fallback
-from domain.errors import InvalidOptionError, UnsupportedLanguageError
-from domain.model import TranscribeOptions
+from onepass_whisper.adapters.mlx.loop import Progress
+from onepass_whisper.adapters.mlx.rules import LogitRules
+from onepass_whisper.adapters.mlx.step.factory import Backend, Prompt, choose
+from onepass_whisper.adapters.mlx.step.settings import StepSettings
+from onepass_whisper.domain.audio import FRAME_SECONDS, ChunkSegment, DecodedChunk, Window
+from onepass_whisper.domain.decoding import compression_ratio, finish_until, is_silent, needs_fallback
+from onepass_whisper.domain.errors import InvalidOptionError, UnsupportedLanguageError
+from onepass_whisper.domain.model import TranscribeOptions
 
 ENCODER_BATCH = 8  # windows per encoder call: bounds the encoder's activation memory
 

@@ -11,9 +11,9 @@ import mlx.core as mx
 import numpy as np
 from mlx_whisper.whisper import ResidualAttentionBlock, Whisper
 
-from adapters.mlx import cpu_kernels
-from adapters.mlx.step.common import fused_gelu, merge_heads, split_heads
-from adapters.mlx.weights import encoder_weights
+from onepass_whisper.adapters.mlx import cpu_kernels
+from onepass_whisper.adapters.mlx.step.common import fused_gelu, merge_heads, split_heads
+from onepass_whisper.adapters.mlx.weights import encoder_weights
 
 
 def encode_on_host(model: Whisper, mels: mx.array, pool: Executor | None = None) -> mx.array:

@@ -10,8 +10,8 @@ import numpy as np
 from mlx_whisper.whisper import ResidualAttentionBlock, Whisper
 from numpy.typing import NDArray
 
-from adapters.mlx import cpu_kernels
-from adapters.mlx.step import host
+from onepass_whisper.adapters.mlx import cpu_kernels
+from onepass_whisper.adapters.mlx.step import host
 
 
 def encoder_weights(model: Whisper) -> cpu_kernels.EncoderWeights:

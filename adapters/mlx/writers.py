@@ -13,7 +13,7 @@ from typing import Any
 
 def whisper_writers() -> dict[str, Callable[[str], Any]]:
     """mlx-whisper's writer classes by format (``get_writer``'s table; it builds one instance per output folder)."""
-    from adapters.mlx import register_mlx_whisper
+    from onepass_whisper.adapters.mlx import register_mlx_whisper
 
     register_mlx_whisper()  # a no-op once the package is imported, deferred or whole
     from mlx_whisper import writers

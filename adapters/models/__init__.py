@@ -5,8 +5,8 @@ Numpy only: nothing here imports MLX (``adapters/mlx`` loads the folders that ``
 
 from __future__ import annotations
 
-from adapters.models.ct2 import ModelDims
-from adapters.models.source import CachedModelSource, default_cache_dir, read_alignment_heads
-from domain.model import ModelInfo
+from onepass_whisper.adapters.models.ct2 import ModelDims
+from onepass_whisper.adapters.models.source import CachedModelSource, default_cache_dir, read_alignment_heads
+from onepass_whisper.domain.model import ModelInfo
 
 __all__ = ["CachedModelSource", "ModelDims", "ModelInfo", "default_cache_dir", "read_alignment_heads"]

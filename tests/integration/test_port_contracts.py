@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from domain.audio import SAMPLE_RATE, DecodedChunk, Window
-from domain.model import TranscribeOptions
-from domain.ports import Aligner, Decoder
+from onepass_whisper.domain.audio import SAMPLE_RATE, DecodedChunk, Window
+from onepass_whisper.domain.model import TranscribeOptions
+from onepass_whisper.domain.ports import Aligner, Decoder
 from tests.fakes import FakeAligner, FakeDecoder
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "sample.wav"
@@ -40,7 +40,7 @@ def decoder(request: pytest.FixtureRequest) -> Decoder:
 def aligner(request: pytest.FixtureRequest) -> Aligner:
     if request.param == "fake":
         return FakeAligner()
-    from adapters.dtw import DtwAligner
+    from onepass_whisper.adapters.dtw import DtwAligner
 
     return DtwAligner(median_width=7)
 

@@ -46,7 +46,7 @@ def test_loading_the_decoder_modules_skips_mlx_whispers_transcribe() -> None:
 def test_mlx_whisper_is_whole_for_code_that_wants_it(use: str) -> None:
     out = _run(
         "import adapters.mlx\n"
-        "adapters.mlx.bootstrap()\n"  # as the composition root does first
+        "onepass_whisper.adapters.mlx.bootstrap()\n"  # as the composition root does first
         f"{use}\n"
         "import mlx_whisper\n"
         "print(callable(function), function.__name__, mlx_whisper.__version__, mlx_whisper.audio.N_SAMPLES)"

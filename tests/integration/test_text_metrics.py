@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from adapters.text_metrics import WhisperTextMetrics
-from application.evaluation import matching_key
-from domain.ports import TextMetrics
+from onepass_whisper.adapters.text_metrics import WhisperTextMetrics
+from onepass_whisper.application.evaluation import matching_key
+from onepass_whisper.domain.ports import TextMetrics
 
 
 def _conforms() -> None:  # mypy-only; never called

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from domain.audio import SAMPLE_RATE, ChunkSegment, DecodedChunk, Window
-from domain.decoding import (
+from onepass_whisper.domain.audio import SAMPLE_RATE, ChunkSegment, DecodedChunk, Window
+from onepass_whisper.domain.decoding import (
     CONTINUE_SECONDS,
     compression_ratio,
     finish_until,
@@ -20,7 +20,7 @@ from domain.decoding import (
     needs_fallback,
     undecoded_tail,
 )
-from domain.model import TranscribeOptions
+from onepass_whisper.domain.model import TranscribeOptions
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from entrypoints.container import Container
-from entrypoints.settings import Settings
+from onepass_whisper.entrypoints.container import Container
+from onepass_whisper.entrypoints.settings import Settings
 from tests.fakes import FakeAligner, FakeDecoder
 
 

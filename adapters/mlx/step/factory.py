@@ -23,15 +23,15 @@ from mlx_whisper.whisper import Whisper
 from numpy.typing import NDArray
 from threadpoolctl import ThreadpoolController
 
-from adapters.mlx.encoder import encode, encode_on_host
-from adapters.mlx.loop import Progress, decode_lagged, decode_synced
-from adapters.mlx.rules import LogitRules, logsumexp
-from adapters.mlx.step import DecoderStep
-from adapters.mlx.step.graph import GraphStep
-from adapters.mlx.step.host import DecoderWeights, HostStep
-from adapters.mlx.step.kernels import KernelProgram, KernelStep
-from adapters.mlx.step.settings import StepSettings
-from adapters.mlx.weights import decoder_weights
+from onepass_whisper.adapters.mlx.encoder import encode, encode_on_host
+from onepass_whisper.adapters.mlx.loop import Progress, decode_lagged, decode_synced
+from onepass_whisper.adapters.mlx.rules import LogitRules, logsumexp
+from onepass_whisper.adapters.mlx.step import DecoderStep
+from onepass_whisper.adapters.mlx.step.graph import GraphStep
+from onepass_whisper.adapters.mlx.step.host import DecoderWeights, HostStep
+from onepass_whisper.adapters.mlx.step.kernels import KernelProgram, KernelStep
+from onepass_whisper.adapters.mlx.step.settings import StepSettings
+from onepass_whisper.adapters.mlx.weights import decoder_weights
 
 EXPLICIT_CROSS_MIN_BATCH = 16  # GPU: from this batch on, explicit cross-attention beats the fused kernel
 

@@ -14,7 +14,7 @@ from typing import Any
 import mlx.core as mx
 from mlx_whisper.whisper import MultiHeadAttention, ResidualAttentionBlock, Whisper
 
-from adapters.mlx.step.common import (
+from onepass_whisper.adapters.mlx.step.common import (
     KV_BLOCK,
     capture_plan,
     captured_attention,

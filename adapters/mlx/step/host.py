@@ -18,8 +18,8 @@ import numpy as np
 from attrs import frozen
 from numpy.typing import NDArray
 
-from adapters.mlx.cpu_kernels import LayerNorm, Linear, gelu, run_all, softmax_times
-from adapters.mlx.step.common import KV_BLOCK, capture_plan, causal_mask, growth
+from onepass_whisper.adapters.mlx.cpu_kernels import LayerNorm, Linear, gelu, run_all, softmax_times
+from onepass_whisper.adapters.mlx.step.common import KV_BLOCK, capture_plan, causal_mask, growth
 
 
 @frozen

@@ -15,8 +15,8 @@ from typing import Any, Protocol
 import mlx.core as mx
 from mlx_whisper.whisper import ResidualAttentionBlock, Whisper
 
-from adapters.mlx import cuda_kernels
-from adapters.mlx.step.common import (
+from onepass_whisper.adapters.mlx import cuda_kernels
+from onepass_whisper.adapters.mlx.step.common import (
     KV_BLOCK,
     capture_plan,
     captured_attention,
@@ -28,7 +28,7 @@ from adapters.mlx.step.common import (
     split_heads,
     transposed_once,
 )
-from adapters.mlx.step.graph import run_tokens
+from onepass_whisper.adapters.mlx.step.graph import run_tokens
 
 
 class StepKernels(Protocol):
