@@ -3,7 +3,7 @@
 The writers (``mlx_whisper.writers``, the same as openai-whisper's) read a result dict; ``result_dict`` builds it
 from the domain ``Transcript`` in this project's JSON schema (``docs/cli.md``):
 
-    {"text", "language", "duration", "model",
+    {"text", "language", "duration", "model", "options",
      "segments": [{"id", "start", "end", "text", "avg_logprob", "compression_ratio", "no_speech_prob",
                    "temperature", "words": [{"word", "start", "end", "probability"}]}]}
 
@@ -26,7 +26,7 @@ import importlib.util
 import os
 import secrets
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Final, TextIO
@@ -62,15 +62,21 @@ class SubtitleLayout:
         }
 
 
-def result_dict(transcript: Transcript, *, words: bool = True) -> dict[str, Any]:
-    """``transcript`` in the JSON schema; ``words=False`` leaves each segment's ``words`` key out."""
-    return {
+def result_dict(
+    transcript: Transcript, *, words: bool = True, options: Mapping[str, object] | None = None
+) -> dict[str, Any]:
+    """``transcript`` in the JSON schema; ``words=False`` leaves each segment's ``words`` key out; ``options``, the
+    settings that made it (``application.settings``), is recorded as ``"options"`` when given."""
+    result = {
         "text": transcript.text,
         "language": transcript.language,
         "segments": [_segment(i, segment, words) for i, segment in enumerate(transcript.segments)],
         "model": transcript.model,
         "duration": _seconds(transcript.duration),
     }
+    if options is not None:
+        result["options"] = dict(options)
+    return result
 
 
 def _segment(number: int, segment: Segment, words: bool) -> dict[str, Any]:
@@ -111,6 +117,7 @@ class TranscriptFiles:
     formats: tuple[str, ...] = FORMATS
     layout: SubtitleLayout = SubtitleLayout()
     word_timestamps: bool = True
+    options: Mapping[str, object] | None = None  # the settings recorded in the JSON file (``result_dict``)
 
     def targets(self, name: Path) -> list[Path]:
         """The files ``write(transcript, name)`` writes: ``name`` plus each format's extension."""
@@ -122,7 +129,7 @@ class TranscriptFiles:
         ``name`` is the path without extension (``out/talk`` gives ``out/talk.srt``); missing folders are made.
         """
         writers = _mlx_writers()
-        result = result_dict(transcript, words=self.word_timestamps)
+        result = result_dict(transcript, words=self.word_timestamps, options=self.options)
         options = self.layout.as_options()
         written = []
         for fmt in self.formats if formats is None else formats:

@@ -33,6 +33,11 @@ class Decoder(Protocol):
     @property
     def is_multilingual(self) -> bool: ...
 
+    def check_options(self, options: TranscribeOptions) -> None:
+        """Raise ``InvalidOptionError`` or ``UnsupportedLanguageError`` for options this model refuses, as
+        ``decode_batch`` would: callers check before they decide what to skip, so a bad option never passes."""
+        ...
+
     def decode_batch(self, windows: Sequence[Window], options: TranscribeOptions) -> list[DecodedChunk]:
         """Decode ``windows`` together; one chunk per window, in order."""
         ...

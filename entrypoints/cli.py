@@ -8,6 +8,7 @@ model list) goes to stdout; progress, notes and errors go to stderr, each error 
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import time
 from collections.abc import Iterator
@@ -32,6 +33,7 @@ from rich.progress import (
 )
 
 from adapters.writers import FORMATS, SubtitleLayout, TranscriptFiles
+from application.settings import OPTIONS_FIELD, settings_differences, settings_record
 from domain.audio import SAMPLE_RATE
 from domain.errors import (
     InvalidOptionError,
@@ -269,7 +271,8 @@ def transcribe(
         word_timestamps=word_timestamps,
     )
     formats = FORMATS if output_format is OutputFormat.ALL else (output_format.value,)
-    files = TranscriptFiles(formats=formats, layout=layout, word_timestamps=word_timestamps)
+    recorded = settings_record(options, refine=refine, phonetic=phonetic)
+    files = TranscriptFiles(formats=formats, layout=layout, word_timestamps=word_timestamps, options=recorded)
     with _terminate_as_interrupt():
         try:
             code = _transcribe(
@@ -299,7 +302,7 @@ def _transcribe(
     overwrite: bool,
     verbose: bool | None,
 ) -> ExitCode:
-    """Find the inputs, plan their outputs, transcribe and write them; the exit code."""
+    """Find the inputs, check the model and options, plan the outputs, transcribe and write them; the exit code."""
     inputs = find_inputs(paths)
     jobs = inputs.jobs
     for path in inputs.missing:
@@ -307,9 +310,28 @@ def _transcribe(
     for folder in inputs.empty_folders:
         error(stderr, f"{folder}: no audio files found (looked for {', '.join(sorted(AUDIO_SUFFIXES))})")
     check_output_dir(output_dir, stderr, int(ExitCode.OUTPUT_DIR))
+    container.config.model.from_value(model)
+    container.config.batch_size.from_value(batch_size)
+    container.config.refine.from_value(refine)
+    container.config.phonetic.from_value(phonetic)
+    if jobs:  # before anything is skipped: a bad model or option is an error whatever exists already
+        checked = _check_model_and_options(container, stderr, options)
+        if isinstance(checked, ExitCode):
+            return checked
+        model = checked  # as the transcripts record it
     todo: list[_Plan] = []
+    stale = 0
     for job in jobs:
         plan = _Plan.of(job, output_dir, files, overwrite)
+        differences = plan.settings_differences(model, files)
+        if differences:
+            stale += 1
+            error(
+                stderr,
+                f"{job.source}: its outputs in {output_dir} were made with other settings: "
+                f"{'; '.join(differences)}; kept as they are (use --overwrite to redo them)",
+            )
+            continue
         if not plan.formats:
             if verbose is not False:
                 note(stderr, f"skipped {job.source}: its outputs exist (use --overwrite to replace them)")
@@ -320,21 +342,30 @@ def _transcribe(
         todo.append(plan)
 
     run = _Run(stderr=stderr, files=files, verbose=verbose, several=len(todo) > 1)
-    if todo:
-        container.config.model.from_value(model)
-        container.config.batch_size.from_value(batch_size)
-        container.config.refine.from_value(refine)
-        container.config.phonetic.from_value(phonetic)
-        code = run.execute(container, todo, options, model)
-    else:
-        code = ExitCode.OK
-    skipped = len(jobs) - len(todo)
-    failed = run.failed + len(inputs.missing) + len(inputs.empty_folders)
+    code = run.execute(container, todo, options, model) if todo else ExitCode.OK
+    skipped = len(jobs) - len(todo) - stale
+    failed = run.failed + len(inputs.missing) + len(inputs.empty_folders) + stale
     if verbose is not False and code is ExitCode.OK:
         run.summary(skipped=skipped, failed=failed)
     if code is ExitCode.OK and failed:
         code = ExitCode.INPUTS_FAILED
     return code
+
+
+def _check_model_and_options(container: Container, stderr: Console, options: TranscribeOptions) -> ExitCode | str:
+    """Load the model and have it check ``options``: the exit code when it cannot, else the model's name. The model
+    is loaded here even when every output exists, so that a rerun with a model or option that would fail never
+    exits 0."""
+    try:
+        decoder = container.decoder()
+        decoder.check_options(options)
+    except (InvalidOptionError, UnsupportedLanguageError) as exc:
+        error(stderr, str(exc))
+        return ExitCode.USAGE
+    except ModelLoadError as exc:
+        error(stderr, str(exc))
+        return ExitCode.MODEL
+    return decoder.name
 
 
 class _Terminated(KeyboardInterrupt):
@@ -453,6 +484,20 @@ class _Plan:
         existing = () if overwrite else tuple(p for p in files.targets(base) if p.exists())
         formats = tuple(f for f, p in zip(files.formats, files.targets(base)) if p not in existing)
         return cls(job, base, formats, existing)
+
+    def settings_differences(self, model: str, files: TranscriptFiles) -> list[str]:
+        """How the settings recorded in the existing JSON output differ from this run's (none when nothing is
+        kept, or no readable JSON output of ours records them)."""
+        if not self.existing or files.options is None:
+            return []
+        record = self.base.with_name(f"{self.base.name}.json")
+        try:
+            document = json.loads(record.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return []
+        if not isinstance(document, dict):
+            return []
+        return settings_differences(document.get("model"), document.get(OPTIONS_FIELD), model, files.options)
 
 
 # ---------------------------------------------------------------------------------------------------- the run

@@ -115,7 +115,7 @@ def metrics_record(metrics: Metrics) -> dict[str, float | int | None]:
 
 DATASET_HELP = "Folder of <id>.wav + <id>.json, one folder per source (nested folders allowed)."
 EXCLUDE_HELP = "Skip this folder (its path under DATASET; repeatable), e.g. longform."
-HYPOTHESES_HELP = "Also write each transcript here as <id>.json (for score-words)."
+HYPOTHESES_HELP = "Also write each transcript here as <id>.json, in app transcribe's JSON schema."
 
 
 def eval_command(

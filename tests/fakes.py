@@ -11,7 +11,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from domain.audio import SAMPLE_RATE, ChunkSegment, DecodedChunk, Waveform, Window
-from domain.errors import AudioLoadError, ModelLoadError
+from domain.errors import AudioLoadError, InvalidOptionError, ModelLoadError, UnsupportedLanguageError
 from domain.model import TranscribeOptions, Word
 from domain.ports import Aligner, AudioSource, Decoder, ModelSource
 
@@ -92,6 +92,15 @@ class FakeDecoder:
     @property
     def is_multilingual(self) -> bool:
         return self._multilingual
+
+    def check_options(self, options: TranscribeOptions) -> None:
+        """Refuses what an English-only model refuses (a multilingual fake takes any language)."""
+        if self._multilingual:
+            return
+        if options.task == "translate":
+            raise InvalidOptionError("--task translate", f"{self._name} is an English-only model")
+        if options.language not in (None, "en", "english"):
+            raise UnsupportedLanguageError(str(options.language), f"{self._name} is an English-only model")
 
     def decode_batch(self, windows: Sequence[Window], options: TranscribeOptions) -> list[DecodedChunk]:
         self.batches.append(len(windows))

@@ -103,6 +103,9 @@ class MlxWhisperDecoder:
 
     # -- the port ---------------------------------------------------------------------------------------------
 
+    def check_options(self, options: TranscribeOptions) -> None:
+        self._check_options(options)
+
     def decode_batch(self, windows: Sequence[Window], options: TranscribeOptions) -> list[DecodedChunk]:
         if not windows:
             return []

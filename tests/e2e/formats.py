@@ -76,7 +76,9 @@ WORD_KEYS = {"word", "start", "end", "probability"}
 def check_json_schema(document: Any, *, words: bool = True) -> None:
     """The documented schema (docs/cli.md): exact keys, types, ids in order, times ordered within the file."""
     assert isinstance(document, dict)
-    assert set(document) == {"text", "language", "segments", "model", "duration"}, set(document)
+    # "options" (the settings that made it) is written by ``app transcribe``, not by the corpus workers
+    assert set(document) - {"options"} == {"text", "language", "segments", "model", "duration"}, set(document)
+    assert isinstance(document.get("options", {}), dict)
     assert isinstance(document["text"], str) and isinstance(document["language"], str)
     assert isinstance(document["model"], str)
     duration = document["duration"]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import runpy
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner, Result
@@ -134,6 +136,14 @@ def test_transcribe_help_documents_options_and_exit_codes() -> None:
     assert "Exit codes" in text
     for code in ("0 all inputs done", "1 some inputs failed", "2 usage error", "3 the model", "4 the output"):
         assert code in " ".join(text.split()), code
+
+
+def test_eval_help_names_no_tool_that_app_lacks() -> None:
+    result = CliRunner().invoke(app, ["eval", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    text = " ".join(result.stdout.split())
+    assert "--hypotheses" in text and "score-words" not in text
+    assert "app transcribe's JSON schema" in text
 
 
 def test_python_dash_m_runs_the_same_app(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
@@ -350,6 +360,29 @@ def test_ineffective_subtitle_options_warn(
     assert warning in result.stderr
 
 
+def documented_json_example() -> dict[str, Any]:
+    """The JSON example under docs/cli.md's "JSON schema" heading."""
+    text = (Path(__file__).parents[2] / "docs" / "cli.md").read_text(encoding="utf-8")
+    section = text[text.index("## JSON schema") :]
+    block = section[section.index("```json") + len("```json") : section.index("```", section.index("```json") + 7)]
+    document: dict[str, Any] = json.loads(block)
+    return document
+
+
+def test_the_documented_json_example_has_the_written_fields_in_their_order(
+    container: Container, tmp_path: Path, out: Path
+) -> None:
+    (wav,) = touch(tmp_path, "a.wav")
+    assert run(container, wav, "-o", out, "-f", "json").exit_code == 0
+    written = read_json(out / "a.json")
+    documented = documented_json_example()
+    assert list(documented) == list(written)
+    assert list(documented["segments"][0]) == list(written["segments"][0])
+    assert list(documented["segments"][0]["words"][0]) == list(written["segments"][0]["words"][0])
+    assert documented["options"] == written["options"]  # the defaults, as a plain run records them
+    check_json_schema(documented)
+
+
 # ------------------------------------------------------------------------------------------- skip and overwrite
 
 
@@ -391,15 +424,96 @@ def test_overwrite_replaces_existing_outputs(container: Container, tmp_path: Pat
     assert "skipped" not in result.stderr
 
 
-def test_nothing_to_do_never_loads_the_model(tmp_path: Path, out: Path) -> None:
+def test_a_bad_model_fails_even_when_every_output_exists(tmp_path: Path, out: Path) -> None:
     container = Container()
     (wav,) = touch(tmp_path, "a.wav")
     out.mkdir()
     (out / "a.txt").write_text("done\n")
-    with container.override_providers(model_source=FakeModelSource({})):  # loading would fail with exit 3
+    with container.override_providers(model_source=FakeModelSource({})):  # every model is unknown
         result = run(container, wav, "-o", out, "-f", "txt", "--model", "nowhere")
+    assert result.exit_code == ExitCode.MODEL, result.output
+    assert "cannot load model 'nowhere'" in result.stderr and "skipped" not in result.stderr
+    assert (out / "a.txt").read_text() == "done\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"), [(["--language", "xx"], "xx"), (["--task", "translate"], "--task translate")]
+)
+def test_an_option_the_model_refuses_fails_even_when_every_output_exists(
+    container: Container, tmp_path: Path, out: Path, args: list[str], message: str
+) -> None:
+    (wav,) = touch(tmp_path, "a.wav")
+    assert run(container, wav, "-o", out).exit_code == 0
+    result = run(container, wav, "-o", out, *args)
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert message in result.stderr and "skipped" not in result.stderr
+
+
+def test_the_json_records_the_options_that_made_it(container: Container, tmp_path: Path, out: Path) -> None:
+    (wav,) = touch(tmp_path, "a.wav")
+    assert run(container, wav, "-o", out, "-f", "json", "--temperature", "0,0.5", "--no-refine").exit_code == 0
+    document = read_json(out / "a.json")
+    assert document["model"] == "fake"
+    assert document["options"] == {
+        "language": None, "task": "transcribe", "initial_prompt": None, "temperature": [0.0, 0.5],
+        "compression_ratio_threshold": 2.4, "logprob_threshold": -1.0, "no_speech_threshold": 0.6,
+        "word_timestamps": True, "refine": False, "phonetic": False,
+    }
+
+
+def test_outputs_of_other_options_are_named_kept_and_not_counted_as_done(
+    container: Container, decoder: RecordingDecoder, tmp_path: Path, out: Path
+) -> None:
+    wavs = touch(tmp_path, "a.wav", "b.wav")
+    assert run(container, *wavs, "-o", out).exit_code == 0
+    (out / "a.txt").write_text("kept\n")
+    decoder.batches.clear()
+    result = run(container, *wavs, "-o", out, "--temperature", "0", "--initial-prompt", "Fox.")
+    assert result.exit_code == ExitCode.INPUTS_FAILED, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2 and all("other settings" in line and "--overwrite" in line for line in errors)
+    assert "temperature 0,0.2,0.4,0.6,0.8,1 (now 0)" in errors[0] and "initial_prompt none (now Fox.)" in errors[0]
+    assert (out / "a.txt").read_text() == "kept\n"
+    assert decoder.batches == []
+    # --overwrite redoes them, with the new record
+    result = run(container, *wavs, "-o", out, "--temperature", "0", "--initial-prompt", "Fox.", "--overwrite")
     assert result.exit_code == 0, result.output
-    assert "0 transcribed, 1 skipped" in result.stderr
+    assert (out / "a.txt").read_text() == TEXT + "\n"
+    assert read_json(out / "a.json")["options"]["temperature"] == [0.0]
+    # the same settings again: skipped, exit 0
+    result = run(container, *wavs, "-o", out, "--temperature", "0", "--initial-prompt", "Fox.")
+    assert result.exit_code == 0, result.output
+    assert "2 skipped" in result.stderr
+
+
+def test_outputs_of_another_model_are_named(container: Container, tmp_path: Path, out: Path) -> None:
+    (wav,) = touch(tmp_path, "a.wav")
+    assert run(container, wav, "-o", out, "-f", "json").exit_code == 0
+    document = read_json(out / "a.json")
+    (out / "a.json").write_text(json.dumps(document | {"model": "base"}))
+    result = run(container, wav, "-o", out, "-f", "json")
+    assert result.exit_code == ExitCode.INPUTS_FAILED, result.output
+    assert f"error: {wav}: its outputs in {out} were made with other settings: model base (now fake)" in result.stderr
+
+
+def test_outputs_without_a_record_are_kept_as_before(container: Container, tmp_path: Path, out: Path) -> None:
+    (wav,) = touch(tmp_path, "a.wav")
+    out.mkdir()
+    (out / "a.txt").write_text("done\n")
+    (out / "a.json").write_text("{}")  # written before settings were recorded
+    result = run(container, wav, "-o", out, "--temperature", "0")
+    assert result.exit_code == 0, result.output
+    assert "keeping existing" in result.stderr and (out / "a.txt").read_text() == "done\n"
+
+
+def test_an_output_path_that_is_a_file_says_so(container: Container, tmp_path: Path) -> None:
+    (wav,) = touch(tmp_path, "a.wav")
+    existing = tmp_path / "notes.txt"
+    existing.write_text("mine\n")
+    result = run(container, wav, "-o", existing)
+    assert result.exit_code == ExitCode.OUTPUT_DIR
+    assert f"error: the output folder {existing} is a file" in result.stderr
+    assert existing.read_text() == "mine\n"
 
 
 # ------------------------------------------------------------------------------------------------ error paths

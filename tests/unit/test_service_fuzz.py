@@ -72,6 +72,9 @@ class DrawnDecoder:
     def is_multilingual(self) -> bool:
         return False
 
+    def check_options(self, options: TranscribeOptions) -> None:
+        """Takes any options."""
+
     def decode_batch(self, windows: Sequence[Window], options: TranscribeOptions) -> list[DecodedChunk]:
         return [self._chunk(window) for window in windows]
 
@@ -183,6 +186,9 @@ class ScriptedDecoder:
     @property
     def is_multilingual(self) -> bool:
         return False
+
+    def check_options(self, options: TranscribeOptions) -> None:
+        """Takes any options."""
 
     def decode_batch(self, windows: Sequence[Window], options: TranscribeOptions) -> list[DecodedChunk]:
         chunks = []
