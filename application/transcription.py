@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import time
 from collections import Counter, deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
@@ -19,7 +21,7 @@ from domain.ports import Aligner, AudioSource, Decoder, ProgressSink
 from domain.windowing import stream_windows
 
 
-def _no_progress(done: int, total: int) -> None:
+def _no_progress(done: float, total: int) -> None:
     """The default progress sink: says nothing."""
 
 
@@ -69,6 +71,8 @@ class TranscriptionService:
     align_processes: int = 0
     # a first batch of at least this many windows starts the processes at once (``WordTiming``); None: the second
     align_processes_first_batch: int | None = None
+    # the progress sink hears of a batch's decoding at most this often (seconds): a decoder reports every step
+    progress_interval: float = 0.1
 
     def transcribe(self, path: Path, options: TranscribeOptions) -> Transcript:
         """One file; raises the ``TranscriptionError`` that stopped it."""
@@ -156,7 +160,8 @@ class TranscriptionService:
                 break
             batch = [queue.popleft() for _ in range(min(self.batch_size, len(queue)))]
             timing.batch_started(len(batch))
-            for chunk in self.decoder.decode_batch(batch, options):
+            within = _BatchProgress(progress, done, len(batch), total, self.progress_interval)
+            for chunk in self.decoder.decode_batch(batch, options, within):
                 entry = pending[chunk.window.source]
                 entry.first_language = entry.first_language or chunk.language
                 if chunk.segments:
@@ -194,6 +199,30 @@ class TranscriptionService:
         language = languages.most_common(1)[0][0] if languages else (options.language or entry.first_language or "en")
         transcript = Transcript(segments=segments, language=language, duration=entry.duration, model=self.decoder.name)
         return FileResult(entry.source, transcript=transcript)
+
+
+class _BatchProgress:
+    """A decoder's reports on one batch, as windows done (``done`` before the batch plus the batch's share), passed
+    on to the progress sink at most once every ``interval`` seconds and never backwards (a window decoded again at
+    a higher temperature does not undo its share)."""
+
+    def __init__(self, sink: ProgressSink, done: int, size: int, total: int, interval: float) -> None:
+        self.sink = sink
+        self.done = done
+        self.size = size
+        self.total = total
+        self.interval = interval
+        self.share = 0.0
+        self.said = -math.inf
+
+    def __call__(self, share: float) -> None:
+        if share <= self.share or share >= 1.0:  # the whole batch is said once its windows are counted
+            return
+        self.share = share
+        now = time.monotonic()
+        if now - self.said >= self.interval:
+            self.said = now
+            self.sink(self.done + self.size * share, self.total)
 
 
 def _marking_last(windows: Iterator[Window]) -> Iterator[tuple[Window, bool]]:

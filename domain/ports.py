@@ -12,7 +12,12 @@ from numpy.typing import NDArray
 from domain.audio import DecodedChunk, Window
 from domain.model import TranscribeOptions, Word
 
-ProgressSink = Callable[[int, int], None]  # (windows done, windows total)
+# (windows done, windows total); ``done`` counts the running batch's share of its windows decoded so far, so it moves
+# during a batch (a batch of 16 windows is tens of seconds on a small CPU) and is fractional there
+ProgressSink = Callable[[float, int], None]
+# the share (0 to 1) of a batch's decoding done so far, reported by a decoder as it steps (decoder steps or finished
+# sequences: the decoder's own measure); the reports of one batch never decrease
+BatchProgress = Callable[[float], None]
 
 
 class AudioSource(Protocol):
@@ -38,8 +43,11 @@ class Decoder(Protocol):
         ``decode_batch`` would: callers check before they decide what to skip, so a bad option never passes."""
         ...
 
-    def decode_batch(self, windows: Sequence[Window], options: TranscribeOptions) -> list[DecodedChunk]:
-        """Decode ``windows`` together; one chunk per window, in order."""
+    def decode_batch(
+        self, windows: Sequence[Window], options: TranscribeOptions, progress: BatchProgress | None = None
+    ) -> list[DecodedChunk]:
+        """Decode ``windows`` together; one chunk per window, in order; ``progress``, if given, hears how far the
+        batch has come while it decodes (a decoder that cannot tell may say nothing)."""
         ...
 
 

@@ -523,7 +523,7 @@ class _AudioClock:
     def __init__(self, audio: _MeasuredAudio) -> None:
         self.audio = audio
 
-    def seconds(self, done: int, total: int) -> float:
+    def seconds(self, done: float, total: int) -> float:
         return self.audio.seconds_read * done / total if total else 0.0
 
 
@@ -552,7 +552,7 @@ class _Run:
                 clock = _AudioClock(audio)
                 self.started = time.perf_counter()
 
-                def progress(done: int, total: int) -> None:
+                def progress(done: float, total: int) -> None:
                     speed = clock.seconds(done, total) / max(time.perf_counter() - self.started, 1e-9)
                     bar.update(task, completed=done, total=total, speed=f"{speed:.1f} audio s/s")
 

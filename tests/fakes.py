@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 from domain.audio import SAMPLE_RATE, ChunkSegment, DecodedChunk, Waveform, Window
 from domain.errors import AudioLoadError, InvalidOptionError, ModelLoadError, UnsupportedLanguageError
 from domain.model import TranscribeOptions, Word
-from domain.ports import Aligner, AudioSource, Decoder, ModelSource
+from domain.ports import Aligner, AudioSource, BatchProgress, Decoder, ModelSource
 
 
 BLOCK_SECONDS = 7.0  # not a divisor of the 30-s window: windows are cut across blocks
@@ -102,9 +102,16 @@ class FakeDecoder:
         if options.language not in (None, "en", "english"):
             raise UnsupportedLanguageError(str(options.language), f"{self._name} is an English-only model")
 
-    def decode_batch(self, windows: Sequence[Window], options: TranscribeOptions) -> list[DecodedChunk]:
+    def decode_batch(
+        self, windows: Sequence[Window], options: TranscribeOptions, progress: BatchProgress | None = None
+    ) -> list[DecodedChunk]:
         self.batches.append(len(windows))
-        return [self._chunk(window, options) for window in windows]
+        chunks = []
+        for number, window in enumerate(windows, 1):  # one sequence after the other, each reported as it finishes
+            chunks.append(self._chunk(window, options))
+            if progress is not None:
+                progress(number / len(windows))
+        return chunks
 
     def _chunk(self, window: Window, options: TranscribeOptions) -> DecodedChunk:
         words = tuple(" " + w for w in self.text.split())

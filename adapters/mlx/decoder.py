@@ -37,6 +37,7 @@ from adapters.mlx.rules import LogitRules, logsumexp
 from domain.audio import CONTINUE_SECONDS, FRAME_SECONDS, ChunkSegment, DecodedChunk, Window
 from domain.errors import InvalidOptionError, UnsupportedLanguageError
 from domain.model import TranscribeOptions
+from domain.ports import BatchProgress
 from domain.windowing import sound_end
 
 ENCODER_BATCH = 8  # windows per encoder call: bounds the encoder's activation memory
@@ -106,7 +107,9 @@ class MlxWhisperDecoder:
     def check_options(self, options: TranscribeOptions) -> None:
         self._check_options(options)
 
-    def decode_batch(self, windows: Sequence[Window], options: TranscribeOptions) -> list[DecodedChunk]:
+    def decode_batch(
+        self, windows: Sequence[Window], options: TranscribeOptions, progress: BatchProgress | None = None
+    ) -> list[DecodedChunk]:
         if not windows:
             return []
         language = self._check_options(options)
@@ -119,7 +122,8 @@ class MlxWhisperDecoder:
             last = number == len(options.temperatures) - 1
             rows = mx.array(pending)
             attempts = self._decode(
-                features[rows], [languages[i] for i in pending], options, temperature, finish_below[pending]
+                features[rows], [languages[i] for i in pending], options, temperature, finish_below[pending],
+                progress if number == 0 else None,  # the first pass decodes every window: its share is the batch's
             )
             retry = []
             for index, attempt in zip(pending, attempts):
@@ -234,6 +238,7 @@ class MlxWhisperDecoder:
         options: TranscribeOptions,
         temperature: float,
         finish_below: NDArray[np.int64] | None = None,
+        listener: BatchProgress | None = None,
     ) -> list[Attempt]:
         """Greedy (or sampled, at ``temperature`` > 0) decoding of a batch; finished sequences leave it.
 
@@ -249,7 +254,7 @@ class MlxWhisperDecoder:
         limit = min(limit, self.model.dims.n_text_ctx - prompt.shape[1])
 
         no_speech = tokenizer.no_speech
-        progress = Progress(batch, tokenizer.eot, limit)
+        progress = Progress(batch, tokenizer.eot, limit, listener)
         if self.lagged:
             state = self._decoder_state(features)
             logits_list, attention = state.step(prompt, logit_positions=(sot_index, -1))

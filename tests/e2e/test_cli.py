@@ -15,6 +15,7 @@ from typer.testing import CliRunner, Result
 from domain.audio import DecodedChunk, Window
 from domain.errors import InvalidOptionError, UnsupportedLanguageError
 from domain.model import TranscribeOptions
+from domain.ports import BatchProgress
 from entrypoints.cli import ExitCode, _AudioClock, _MeasuredAudio, app
 from entrypoints.container import Container
 from tests.e2e.formats import (
@@ -46,7 +47,9 @@ class RecordingDecoder(FakeDecoder):
         self.options: list[TranscribeOptions] = []
         self.interrupt_after = interrupt_after
 
-    def decode_batch(self, windows: Sequence[Window], options: TranscribeOptions) -> list[DecodedChunk]:
+    def decode_batch(
+        self, windows: Sequence[Window], options: TranscribeOptions, progress: BatchProgress | None = None
+    ) -> list[DecodedChunk]:
         self.options.append(options)
         if options.task == "translate":
             raise InvalidOptionError("--task translate", "fake is an English-only model")

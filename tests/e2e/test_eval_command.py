@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from domain.audio import DecodedChunk, Window
 from domain.errors import UnsupportedLanguageError
 from domain.model import TranscribeOptions
+from domain.ports import BatchProgress
 from entrypoints.cli import app
 from entrypoints.container import Container
 from tests.conftest import REPO
@@ -147,7 +148,9 @@ class EnglishOnlyDecoder(FakeDecoder):
         super().__init__("hello world", name="fake.en")
         self.languages: list[str | None] = []
 
-    def decode_batch(self, windows: Sequence[Window], options: TranscribeOptions) -> list[DecodedChunk]:
+    def decode_batch(
+        self, windows: Sequence[Window], options: TranscribeOptions, progress: BatchProgress | None = None
+    ) -> list[DecodedChunk]:
         self.languages.append(options.language)
         if options.language not in (None, "en"):
             raise UnsupportedLanguageError(str(options.language), f"{self.name} is an English-only model")

@@ -206,3 +206,12 @@ def test_a_windows_mel_equals_mlx_whispers_over_30_s_of_padding(length: int) -> 
     reference = log_mel_spectrogram(mx.array(samples), 80, padding=N_SAMPLES)[:N_FRAMES]
 
     np.testing.assert_array_equal(np.array(window_mel(samples, 80)), np.array(reference))
+
+
+@pytest.mark.slow
+def test_a_batch_reports_its_progress_while_it_decodes(tiny_en: Decoder, windows: list[Window]) -> None:
+    shares: list[float] = []
+    chunks = tiny_en.decode_batch(windows, TranscribeOptions(temperatures=(0.0,)), shares.append)
+    assert len(chunks) == len(windows)
+    assert len(shares) > len(windows)  # more often than once a window: steps, not only finished sequences
+    assert shares == sorted(shares) and 0.0 < shares[0] < 0.5 and shares[-1] == pytest.approx(1.0)

@@ -21,6 +21,7 @@ from domain.errors import (
     UnsupportedLanguageError,
 )
 from domain.model import TranscribeOptions, Transcript
+from domain.ports import BatchProgress
 from entrypoints.api import Transcriber, transcribe
 from entrypoints.container import Container
 from tests.fakes import FakeAligner, FakeDecoder, FakeModelSource, InMemoryAudioSource, tone
@@ -35,7 +36,9 @@ class StrictDecoder(FakeDecoder):
         super().__init__(TEXT, name="fake.en")
         self.options: list[TranscribeOptions] = []
 
-    def decode_batch(self, windows: Sequence[Window], options: TranscribeOptions) -> list[DecodedChunk]:
+    def decode_batch(
+        self, windows: Sequence[Window], options: TranscribeOptions, progress: BatchProgress | None = None
+    ) -> list[DecodedChunk]:
         self.options.append(options)
         if options.language not in (None, "en"):
             raise UnsupportedLanguageError(options.language, "English-only model")

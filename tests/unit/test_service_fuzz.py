@@ -25,6 +25,7 @@ from application.transcription import TranscriptionService
 from domain.audio import SAMPLE_RATE, WINDOW_SECONDS, ChunkSegment, DecodedChunk, Waveform, Window
 from domain.errors import AudioLoadError
 from domain.model import TranscribeOptions, Transcript
+from domain.ports import BatchProgress
 from tests.fakes import FakeAligner, FakeDecoder, InMemoryAudioSource
 from tests.strategies import decoded_chunks
 
@@ -75,7 +76,9 @@ class DrawnDecoder:
     def check_options(self, options: TranscribeOptions) -> None:
         """Takes any options."""
 
-    def decode_batch(self, windows: Sequence[Window], options: TranscribeOptions) -> list[DecodedChunk]:
+    def decode_batch(
+        self, windows: Sequence[Window], options: TranscribeOptions, progress: BatchProgress | None = None
+    ) -> list[DecodedChunk]:
         return [self._chunk(window) for window in windows]
 
     def _chunk(self, window: Window) -> DecodedChunk:
@@ -190,7 +193,9 @@ class ScriptedDecoder:
     def check_options(self, options: TranscribeOptions) -> None:
         """Takes any options."""
 
-    def decode_batch(self, windows: Sequence[Window], options: TranscribeOptions) -> list[DecodedChunk]:
+    def decode_batch(
+        self, windows: Sequence[Window], options: TranscribeOptions, progress: BatchProgress | None = None
+    ) -> list[DecodedChunk]:
         chunks = []
         for window in windows:
             self.windows += 1
