@@ -13,6 +13,7 @@ import numpy as np
 from attrs import define, field, frozen
 from numpy.typing import NDArray
 
+from application.no_speech import heard_no_speech, without_speech
 from application.word_timing import WordTiming, default_align_workers, timed_segments
 from domain.audio import CONTINUE_SECONDS, SAMPLE_RATE, DecodedChunk, Waveform, Window
 from domain.errors import AudioLoadError, TranscriptionError
@@ -161,7 +162,8 @@ class TranscriptionService:
             batch = [queue.popleft() for _ in range(min(self.batch_size, len(queue)))]
             timing.batch_started(len(batch))
             within = _BatchProgress(progress, done, len(batch), total, self.progress_interval)
-            for chunk in self.decoder.decode_batch(batch, options, within):
+            for decoded in self.decoder.decode_batch(batch, options, within):
+                chunk = without_speech(decoded) if decoded.segments and heard_no_speech(decoded, options) else decoded
                 entry = pending[chunk.window.source]
                 entry.first_language = entry.first_language or chunk.language
                 if chunk.segments:

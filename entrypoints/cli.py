@@ -167,8 +167,8 @@ def transcribe(
         typer.Option(
             parser=lambda value: _optional_float(value, "--no-speech-threshold"),
             metavar="FLOAT|none",
-            help="A window is silent when its no-speech probability is above this and its log probability "
-            "below --logprob-threshold.",
+            help="A window is silent (no words) when its no-speech probability is above this and its log "
+            "probability, over all tokens or over the words alone, below --logprob-threshold.",
             rich_help_panel="Decoding",
         ),
     ] = 0.6,

@@ -106,20 +106,19 @@ def test_every_case_is_transcribed_and_the_run_succeeds(run: tuple[Result, Path]
 
 def test_silence_invents_no_words(run: tuple[Result, Path]) -> None:
     found = document(run, "silence")
-    assert len(words(found)) <= WORDS_PER_WINDOW * 2, found["text"]
+    assert words(found) == [] and found["segments"] == [], found["text"]  # application.no_speech
 
 
 def test_white_noise_invents_no_words(run: tuple[Result, Path]) -> None:
     found = document(run, "white noise")
-    assert len(words(found)) <= WORDS_PER_WINDOW * 2, found["text"]
+    assert words(found) == [], found["text"]
     assert found["duration"] == 60.0
 
 
 def test_10_ms_gives_at_most_a_word_inside_it(run: tuple[Result, Path]) -> None:
     found = document(run, "10 ms")
     assert found["duration"] == 0.01
-    assert len(words(found)) <= WORDS_PER_WINDOW
-    assert all(0.0 <= w["start"] <= w["end"] <= 0.01 for s in found["segments"] for w in s["words"])
+    assert words(found) == [], found["text"]  # once " you" (application.no_speech)
 
 
 @pytest.mark.parametrize("case", ["clipped", "22.05 kHz", "44.1 kHz", "48 kHz", "8 kHz"])
