@@ -308,12 +308,16 @@ def test_an_unwritable_output_folder_exits_4(container: Container, tmp_path: Pat
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     out = blocker / "out" if where == "inside a file" else blocker
-    reason = "Not a directory" if where == "inside a file" else "File exists"
+    message = (
+        f"error: cannot write to the output folder {out}: Not a directory"
+        if where == "inside a file"
+        else f"error: the output folder {out} is a file; give a folder (it is created if needed)"
+    )
 
     result = run(container, good, "-o", out)
 
     assert result.exit_code == ExitCode.OUTPUT_DIR
-    assert result.stderr.splitlines() == [f"error: cannot write to the output folder {out}: {reason}"]
+    assert result.stderr.splitlines() == [message]
 
 
 def test_an_unknown_model_name_exits_3(tmp_path: Path) -> None:
