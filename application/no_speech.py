@@ -17,8 +17,8 @@ from __future__ import annotations
 import numpy as np
 from attrs import evolve
 
-from domain.audio import DecodedChunk
-from domain.model import TranscribeOptions
+from onepass_whisper.domain.audio import DecodedChunk
+from onepass_whisper.domain.model import TranscribeOptions
 
 
 def words_logprob(chunk: DecodedChunk) -> float:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from domain.model import TranscribeOptions
+from onepass_whisper.domain.model import TranscribeOptions
 
 # the JSON field that holds the options (the model has its own field, "model")
 OPTIONS_FIELD = "options"

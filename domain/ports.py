@@ -9,8 +9,8 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from domain.audio import DecodedChunk, Window
-from domain.model import TranscribeOptions, Word
+from onepass_whisper.domain.audio import DecodedChunk, Window
+from onepass_whisper.domain.model import TranscribeOptions, Word
 
 # (windows done, windows total); ``done`` counts the running batch's share of its windows decoded so far, so it moves
 # during a batch (a batch of 16 windows is tens of seconds on a small CPU) and is fractional there

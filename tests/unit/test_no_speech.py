@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from attrs import evolve
 
-from application.no_speech import heard_no_speech, words_logprob
-from application.transcription import TranscriptionService
-from domain.audio import DecodedChunk, Window
-from domain.model import TranscribeOptions
-from domain.ports import BatchProgress
+from onepass_whisper.application.no_speech import heard_no_speech, words_logprob
+from onepass_whisper.application.transcription import TranscriptionService
+from onepass_whisper.domain.audio import DecodedChunk, Window
+from onepass_whisper.domain.model import TranscribeOptions
+from onepass_whisper.domain.ports import BatchProgress
 from tests.fakes import FakeAligner, FakeDecoder, InMemoryAudioSource, tone
 
 
