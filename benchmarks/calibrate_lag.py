@@ -1,50 +1,82 @@
-"""Measure a model's word-timing lag for ``adapters/dtw/calibration.py``.
+"""Measure a model's word-timing lag for ``adapters/dtw/calibration.py``: against labelled word times, and from the
+audio alone (``adapters/dtw/lag.py``).
 
     PYTHONPATH=. .venv/bin/python -m benchmarks.calibrate_lag ../shared/data/eval/ljspeech_mfa --model base
 
 Transcribes every utterance of DATASET (``<id>.wav`` + ``<id>.json`` with word times, as ``app eval`` reads) with
-refinement off, so the words carry DTW's raw times, and prints the median signed error of the word edges that meet
-their neighbour without a pause in the reference (``application.evaluation.connected_boundary_errors``). Positive:
-the model's words come late. Do not calibrate on the data you report accuracy on.
+refinement off, so the words carry DTW's raw times, and prints two estimates. Labelled: the median signed error of
+the word edges that meet their neighbour without a pause in the reference
+(``application.evaluation.connected_boundary_errors``). Unlabelled: the shift that best fits the heads' activity to
+the windows' loudness, summed over every window (``lag_curve``, ``lag_of``); it needs no word times, so it can be
+measured on any speech. Positive: the model's words come late. Do not calibrate on the data you report accuracy on.
 """
 
 from __future__ import annotations
 
 import argparse
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from attrs import define, field
+from dependency_injector import providers
 
+from adapters.dtw import DtwAligner, attention_matrix
+from benchmarks.unlabelled_lag import lag_curve, lag_of
 from adapters.text_metrics import WhisperTextMetrics
 from application.evaluation import Hypothesis, connected_boundary_errors
-from domain.model import TranscribeOptions
+from domain.audio import DecodedChunk
+from domain.model import TranscribeOptions, Word
 from entrypoints.container import Container
 from entrypoints.eval_command import read_corpus, transcribe_corpus
+
+
+@define
+class _Recording:
+    """The raw DTW aligner, keeping each window's lag curve on the side."""
+
+    inner: DtwAligner = DtwAligner(refine=False)
+    curves: list[np.ndarray | None] = field(factory=list)
+    frame_seconds: float = 0.02
+    lock: threading.Lock = field(factory=threading.Lock)
+
+    def align(self, chunk: DecodedChunk) -> tuple[tuple[Word, ...], ...]:
+        if chunk.segments and chunk.attention.shape[1] > 1:
+            curve = lag_curve(attention_matrix(chunk.attention)[:-1], chunk.window.samples, chunk.frame_seconds)
+            with self.lock:
+                self.curves.append(curve)
+                self.frame_seconds = chunk.frame_seconds
+        return self.inner.align(chunk)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset", type=Path)
     parser.add_argument("--model", default="tiny.en")
+    parser.add_argument("--language", default=None)
     args = parser.parse_args(argv)
     corpus = read_corpus(args.dataset)
+    recording = _Recording()
     container = Container()
     container.config.model.from_value(args.model)
-    container.config.refine.from_value(False)
+    container.config.align_processes.from_value(0)  # the curves are kept in this process
+    container.aligner.override(providers.Object(recording))
     hypotheses = {
         name: Hypothesis.from_transcript(result.transcript)
-        for name, result in transcribe_corpus(container.service(), corpus, TranscribeOptions())
+        for name, result in transcribe_corpus(container.service(), corpus, TranscribeOptions(language=args.language))
         if result.transcript is not None
     }
-    errors = connected_boundary_errors([u.reference for u in corpus], hypotheses, WhisperTextMetrics())
-    if errors.size == 0:
-        raise SystemExit("no matched word edges without a pause: nothing to calibrate on")
-    ms = 1000 * errors
-    print(
-        f"{args.model}: lag {np.median(ms):+.0f} ms (median; mean {ms.mean():+.0f} ms) over {ms.size} word edges"
-        f" of {len(hypotheses)} utterances in {args.dataset}"
-    )
+    errors = 1000 * connected_boundary_errors([u.reference for u in corpus], hypotheses, WhisperTextMetrics())
+    where = f"{len(hypotheses)} utterances in {args.dataset}"
+    if errors.size:
+        print(f"{args.model}: labelled lag {np.median(errors):+.0f} ms (median; mean {errors.mean():+.0f} ms) over "
+              f"{errors.size} word edges of {where}")
+    unlabelled = lag_of(recording.curves, recording.frame_seconds)
+    if unlabelled is None:
+        raise SystemExit("no window with contrast: nothing to estimate the lag from")
+    windows = sum(c is not None for c in recording.curves)
+    print(f"{args.model}: unlabelled lag {1000 * unlabelled:+.0f} ms over {windows} windows of {where}")
 
 
 if __name__ == "__main__":
