@@ -1,5 +1,5 @@
 """Measure a model's word-timing lag for ``adapters/dtw/calibration.py``: against labelled word times, and from the
-audio alone (``adapters/dtw/lag.py``).
+audio alone (``benchmarks/unlabelled_lag.py``).
 
     PYTHONPATH=. .venv/bin/python -m benchmarks.calibrate_lag ../shared/data/eval/ljspeech_mfa --model base
 
@@ -7,8 +7,9 @@ Transcribes every utterance of DATASET (``<id>.wav`` + ``<id>.json`` with word t
 refinement off, so the words carry DTW's raw times, and prints two estimates. Labelled: the median signed error of
 the word edges that meet their neighbour without a pause in the reference
 (``application.evaluation.connected_boundary_errors``). Unlabelled: the shift that best fits the heads' activity to
-the windows' loudness, summed over every window (``lag_curve``, ``lag_of``); it needs no word times, so it can be
-measured on any speech. Positive: the model's words come late. Do not calibrate on the data you report accuracy on.
+the windows' loudness, summed over every window (``lag_curve``, ``lag_of``), and the lag that leaves DTW's word starts
+no median pull towards an energy valley (``valley_lag``); they need no word times, so they can be measured on any
+speech. Positive: the model's words come late. Do not calibrate on the data you report accuracy on.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from attrs import define, field
 from dependency_injector import providers
 
 from adapters.dtw import DtwAligner, attention_matrix
-from benchmarks.unlabelled_lag import lag_curve, lag_of
+from adapters.dtw.refine import frame_levels, has_contrast
+from benchmarks.unlabelled_lag import lag_curve, lag_of, valley_lag
 from adapters.text_metrics import WhisperTextMetrics
 from application.evaluation import Hypothesis, connected_boundary_errors
 from domain.audio import DecodedChunk
@@ -32,12 +34,16 @@ from entrypoints.container import Container
 from entrypoints.eval_command import read_corpus, transcribe_corpus
 
 
+MIN_BOUNDARIES = 2  # interior word starts a window needs to count for the valley estimate
+
+
 @define
 class _Recording:
     """The raw DTW aligner, keeping each window's lag curve on the side."""
 
     inner: DtwAligner = DtwAligner(refine=False)
     curves: list[np.ndarray | None] = field(factory=list)
+    boundaries: list[tuple[np.ndarray, np.ndarray]] = field(factory=list)  # per window: word starts, levels
     frame_seconds: float = 0.02
     lock: threading.Lock = field(factory=threading.Lock)
 
@@ -47,7 +53,13 @@ class _Recording:
             with self.lock:
                 self.curves.append(curve)
                 self.frame_seconds = chunk.frame_seconds
-        return self.inner.align(chunk)
+        words = self.inner.align(chunk)
+        starts = np.array([w.start for segment in words for w in segment][1:], dtype=np.float64)
+        levels = frame_levels(chunk.window.samples)
+        if len(starts) >= MIN_BOUNDARIES and has_contrast(levels):
+            with self.lock:
+                self.boundaries.append((starts, levels))
+        return words
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -74,10 +86,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"{args.model}: labelled lag {np.median(errors):+.0f} ms (median; mean {errors.mean():+.0f} ms) over "
               f"{errors.size} word edges of {where}")
     unlabelled = lag_of(recording.curves, recording.frame_seconds)
-    if unlabelled is None:
+    valleys = valley_lag(recording.boundaries)
+    if unlabelled is None or valleys is None:
         raise SystemExit("no window with contrast: nothing to estimate the lag from")
     windows = sum(c is not None for c in recording.curves)
-    print(f"{args.model}: unlabelled lag {1000 * unlabelled:+.0f} ms over {windows} windows of {where}")
+    print(f"{args.model}: unlabelled lag, activity against loudness {1000 * unlabelled:+.0f} ms over {windows} "
+          f"windows; DTW's word starts against energy valleys {1000 * valleys:+.0f} ms over "
+          f"{len(recording.boundaries)} windows of {where}")
 
 
 if __name__ == "__main__":
