@@ -23,15 +23,15 @@ import numpy as np
 from attrs import define, field
 from dependency_injector import providers
 
-from adapters.dtw import DtwAligner, attention_matrix
-from adapters.dtw.refine import frame_levels, has_contrast
+from onepass_whisper.adapters.dtw import DtwAligner, attention_matrix
+from onepass_whisper.adapters.dtw.refine import frame_levels, has_contrast
 from benchmarks.unlabelled_lag import lag_curve, lag_of, valley_lag
-from adapters.text_metrics import WhisperTextMetrics
-from application.evaluation import Hypothesis, connected_boundary_errors
-from domain.audio import DecodedChunk
-from domain.model import TranscribeOptions, Word
-from entrypoints.container import Container
-from entrypoints.eval_command import read_corpus, transcribe_corpus
+from onepass_whisper.adapters.text_metrics import WhisperTextMetrics
+from onepass_whisper.application.evaluation import Hypothesis, connected_boundary_errors
+from onepass_whisper.domain.audio import DecodedChunk
+from onepass_whisper.domain.model import TranscribeOptions, Word
+from onepass_whisper.entrypoints.container import Container
+from onepass_whisper.entrypoints.eval_command import read_corpus, transcribe_corpus
 
 
 MIN_BOUNDARIES = 2  # interior word starts a window needs to count for the valley estimate

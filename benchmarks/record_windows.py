@@ -22,10 +22,10 @@ from pathlib import Path
 from attrs import define, field
 from dependency_injector import providers
 
-from domain.audio import DecodedChunk
-from domain.model import TranscribeOptions, Word
-from entrypoints.container import Container
-from entrypoints.eval_command import read_corpus
+from onepass_whisper.domain.audio import DecodedChunk
+from onepass_whisper.domain.model import TranscribeOptions, Word
+from onepass_whisper.entrypoints.container import Container
+from onepass_whisper.entrypoints.eval_command import read_corpus
 
 
 @define

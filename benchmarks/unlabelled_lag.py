@@ -28,8 +28,8 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from adapters.dtw.refine import BACKGROUND_PERCENTILE, HOP_SECONDS, frame_levels, has_contrast
-from domain.audio import SAMPLE_RATE
+from onepass_whisper.adapters.dtw.refine import BACKGROUND_PERCENTILE, HOP_SECONDS, frame_levels, has_contrast
+from onepass_whisper.domain.audio import SAMPLE_RATE
 
 # heuristic: the largest lag looked for. The built-in models' labelled lags are +90 ms (tiny.en) and -80 ms (base);
 # beyond a fifth of a second the attention would sit on the neighbouring syllable and the shift no longer means lag.

@@ -21,10 +21,10 @@ import soundfile as sf
 from typer.testing import CliRunner
 
 import entrypoints.cli
-from adapters.writers import write_atomically
-from domain.audio import SAMPLE_RATE
-from entrypoints.cli import ExitCode, _terminate_as_interrupt, _Terminated, app
-from entrypoints.container import Container
+from onepass_whisper.adapters.writers import write_atomically
+from onepass_whisper.domain.audio import SAMPLE_RATE
+from onepass_whisper.entrypoints.cli import ExitCode, _terminate_as_interrupt, _Terminated, app
+from onepass_whisper.entrypoints.container import Container
 from tests.e2e.formats import check_json_schema, read_json
 
 REPO = Path(__file__).resolve().parents[2]
