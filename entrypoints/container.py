@@ -67,9 +67,9 @@ def _decoder(source: ModelSource, name: str) -> Decoder:
 
 
 def _audio() -> AudioSource:
-    from adapters.librosa_audio import LibrosaAudioSource
+    from adapters.audio_file import FileAudioSource
 
-    return LibrosaAudioSource()
+    return FileAudioSource()
 
 
 def _align_processes(configured: int | None, phonetic: bool) -> int:

@@ -14,6 +14,7 @@ from application.transcription import TranscriptionService
 from domain.audio import SAMPLE_RATE, DecodedChunk, Waveform, Window
 from domain.errors import AudioLoadError
 from domain.model import TranscribeOptions
+from domain.ports import AudioBlocks
 from tests.fakes import FakeAligner, FakeDecoder, InMemoryAudioSource, tone
 
 
@@ -142,11 +143,12 @@ def test_a_window_whose_speech_ended_is_not_decoded_again() -> None:
 class FailingMidwaySource(InMemoryAudioSource):
     """``b.wav`` reads for 40 s, then its file turns out corrupt (a truncated FLAC frame, a network drop)."""
 
-    def stream(self, path: Path) -> Iterator[NDArray[np.float32]]:
+    def stream(self, path: Path) -> AudioBlocks:
         for index, block in enumerate(super().stream(path)):
             if path.name == "b.wav" and index * 7.0 >= 40.0:
                 raise AudioLoadError(path, "corrupt or truncated audio")
             yield block
+        return None
 
 
 def test_a_file_failing_part_way_is_reported_and_the_others_complete() -> None:
@@ -169,10 +171,11 @@ def test_audio_is_read_only_as_far_as_the_batches_need() -> None:
     read: list[int] = []
 
     class CountingSource(InMemoryAudioSource):
-        def stream(self, path: Path) -> Iterator[NDArray[np.float32]]:
+        def stream(self, path: Path) -> AudioBlocks:
             for block in super().stream(path):
                 read.append(len(block))
                 yield block
+            return None
 
     seen_at_first_batch: list[float] = []
 
