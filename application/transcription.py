@@ -214,6 +214,21 @@ def _blocks_of(waveform: Waveform) -> AudioBlocks:
     return waveform.truncated
 
 
+def in_input_order(results: Iterator[FileResult], sources: Sequence[Path | str]) -> Iterator[FileResult]:
+    """``results`` (one per source, as they finish) in the order of ``sources``: each is held back until those
+    before it are out. A source given twice takes its results in turn (they are of the same file)."""
+    waiting: dict[int, FileResult] = {}
+    free: dict[Path | str, deque[int]] = {}
+    for position, source in enumerate(sources):
+        free.setdefault(source, deque()).append(position)
+    following = 0
+    for result in results:
+        waiting[free[result.source].popleft()] = result
+        while following in waiting:
+            yield waiting.pop(following)
+            following += 1
+
+
 def _marking_last(windows: Iterator[Window]) -> Iterator[tuple[Window, bool]]:
     """Each window, and whether it is the last: one window of lookahead."""
     try:

@@ -16,6 +16,7 @@ import soundfile as sf
 import soxr
 from numpy.typing import NDArray
 
+from adapters.audio_array import waveform_from_array
 from adapters.audio_file import BLOCK_FRAMES, NOT_AUDIO, FileAudioSource
 from adapters.av_audio import NO_AUDIO_STREAM
 from domain.audio import SAMPLE_RATE, Truncation
@@ -366,3 +367,13 @@ def test_empty_standard_input(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(AudioLoadError) as info:
         FileAudioSource().load(STDIN)
     assert str(info.value) == "cannot read audio <stdin>: file is empty"
+
+
+# Samples in memory (the library's ``transcribe(array, sample_rate=...)``) read as a file of them would be
+
+
+@pytest.mark.parametrize(("rate", "channels"), [(44_100, 1), (48_000, 2), (SAMPLE_RATE, 1)])
+def test_an_array_gives_the_samples_of_a_float_wav_of_it(tmp_path: Path, rate: int, channels: int) -> None:
+    frames = np.repeat(tone(rate, seconds=20.0)[:, None], channels, axis=1).astype(np.float32)  # > a block
+    from_file = load(write(tmp_path / "t.wav", frames, rate, "FLOAT"))
+    np.testing.assert_array_equal(waveform_from_array(frames, rate).samples, from_file)

@@ -11,7 +11,7 @@ from attrs import evolve
 from numpy.typing import NDArray
 
 from application.transcription import TranscriptionService
-from domain.audio import SAMPLE_RATE, DecodedChunk, Waveform, Window
+from domain.audio import SAMPLE_RATE, DecodedChunk, Truncation, Waveform, Window
 from domain.errors import AudioLoadError
 from domain.model import TranscribeOptions
 from domain.ports import AudioBlocks
@@ -190,3 +190,15 @@ def test_audio_is_read_only_as_far_as_the_batches_need() -> None:
     transcript = svc.transcribe(Path("long.wav"), TranscribeOptions())
     assert transcript.duration == pytest.approx(3600.0)
     assert seen_at_first_batch[0] <= 2 * 30.0 + 60.0 + 7.0  # two windows, the cutter's lookahead and a block
+
+
+def test_an_input_cut_short_keeps_its_truncation_in_the_transcript() -> None:
+    """The audio source says so at the end of its blocks; the transcript carries it (issue 21, item 3)."""
+    cut = Waveform(tone(40.0).samples, truncated=Truncation(40.0, 95.0))
+    audio = InMemoryAudioSource({"cut.wav": cut, "whole.wav": tone(5.0)})
+    svc = TranscriptionService(audio=audio, decoder=FakeDecoder("hi"), aligner=FakeAligner(), batch_size=1)
+    results = {str(r.source): r.transcript for r in svc.transcribe_many([Path("cut.wav"), Path("whole.wav")],
+                                                                       TranscribeOptions())}
+    assert results["cut.wav"] is not None and results["cut.wav"].truncated == Truncation(40.0, 95.0)
+    assert results["whole.wav"] is not None and results["whole.wav"].truncated is None
+    assert svc.transcribe_waveform(cut, TranscribeOptions()).truncated == Truncation(40.0, 95.0)
