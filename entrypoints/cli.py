@@ -110,8 +110,9 @@ def transcribe(
         list[Path],
         typer.Argument(
             metavar="PATH",
-            help="Audio files, or folders searched recursively for audio files "
-            f"({', '.join(sorted(AUDIO_SUFFIXES))}). All their windows share batches.",
+            help="Audio or video files, folders searched recursively for them "
+            f"({', '.join(sorted(AUDIO_SUFFIXES))}), or - for standard input (outputs: stdin.*). All their "
+            "windows share batches.",
             show_default=False,
         ),
     ],

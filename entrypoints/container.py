@@ -1,7 +1,7 @@
 """The composition root: which adapter plays which port, and what is shared.
 
 ``Container().service()`` is a ``TranscriptionService`` on the real adapters: the model named by
-``config.model`` (resolved and converted once by ``CachedModelSource``, loaded once: a ``Singleton``), librosa-style
+``config.model`` (resolved and converted once by ``CachedModelSource``, loaded once: a ``Singleton``), soundfile/PyAV
 audio reading and DTW word timing. The adapters are imported when first built, so ``app --help`` and tests on fakes
 never import MLX, soundfile or scipy. Tests swap adapters by instance::
 
