@@ -22,11 +22,11 @@ import av
 import numpy as np
 from numpy.typing import NDArray
 
+from adapters.audio_file import NOT_AUDIO  # one wording for both readers
 from domain.audio import Truncation
 from domain.errors import AudioLoadError
 
 BLOCK_FRAMES: Final = 1 << 17  # mono samples gathered before resampling: ~3 s at 44.1 kHz (an AAC frame is 1024)
-NOT_AUDIO: Final = "not an audio file or unsupported format"
 NO_AUDIO_STREAM: Final = "no audio stream (a video without sound)"
 # FFmpeg's names of containers that hold video and sound: one with streams but no audio stream is a silent video;
 # anything else without audio (a text file that FFmpeg's "tty" demuxer shows as a picture, an image) is not audio
