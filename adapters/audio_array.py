@@ -17,8 +17,8 @@ import numpy as np
 import soxr
 from numpy.typing import NDArray
 
-from domain.audio import SAMPLE_RATE, Waveform
-from domain.errors import AudioLoadError, InvalidOptionError
+from onepass_whisper.domain.audio import SAMPLE_RATE, Waveform
+from onepass_whisper.domain.errors import AudioLoadError, InvalidOptionError
 
 ARRAY_NAME: Final = "<array>"  # how errors name samples passed in memory
 MAX_CHANNELS: Final = 64  # the shorter axis of a 2-D array is its channels only up to this many

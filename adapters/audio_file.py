@@ -35,9 +35,9 @@ from attrs import field, frozen
 from attrs import validators as v
 from numpy.typing import NDArray
 
-from domain.audio import SAMPLE_RATE, Truncation, Waveform
-from domain.errors import AudioLoadError
-from domain.ports import STDIN, STDIN_NAME, AudioBlocks
+from onepass_whisper.domain.audio import SAMPLE_RATE, Truncation, Waveform
+from onepass_whisper.domain.errors import AudioLoadError
+from onepass_whisper.domain.ports import STDIN, STDIN_NAME, AudioBlocks
 
 BLOCK_FRAMES: Final = 1 << 18  # input frames per block: ~5.5 s at 48 kHz (measured fastest of 2^16, 2^18, 2^20)
 RESAMPLE_QUALITY: Final = "HQ"  # soxr's quality as librosa's default res_type="soxr_hq"
@@ -99,7 +99,7 @@ class FileAudioSource:
         return (yield from self._decode_av(file, name, None))
 
     def _decode_av(self, file: BinaryIO, name: Path | str, libsndfile_reason: str | None) -> AudioBlocks:
-        from adapters.av_audio import decode_av  # FFmpeg's libraries load only for files libsndfile cannot read
+        from onepass_whisper.adapters.av_audio import decode_av  # FFmpeg's libraries load only for files libsndfile cannot read
 
         file.seek(0)
         try:

@@ -22,9 +22,9 @@ import av
 import numpy as np
 from numpy.typing import NDArray
 
-from adapters.audio_file import NOT_AUDIO  # one wording for both readers
-from domain.audio import Truncation
-from domain.errors import AudioLoadError
+from onepass_whisper.adapters.audio_file import NOT_AUDIO  # one wording for both readers
+from onepass_whisper.domain.audio import Truncation
+from onepass_whisper.domain.errors import AudioLoadError
 
 BLOCK_FRAMES: Final = 1 << 17  # mono samples gathered before resampling: ~3 s at 44.1 kHz (an AAC frame is 1024)
 NO_AUDIO_STREAM: Final = "no audio stream (a video without sound)"

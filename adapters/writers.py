@@ -33,9 +33,9 @@ from typing import Any, Final, TextIO
 
 from attrs import frozen
 
-from domain.audio import Truncation
-from domain.errors import OutputWriteError
-from domain.model import Segment, Transcript, Word
+from onepass_whisper.domain.audio import Truncation
+from onepass_whisper.domain.errors import OutputWriteError
+from onepass_whisper.domain.model import Segment, Transcript, Word
 
 FORMATS: Final = ("txt", "srt", "vtt", "tsv", "json")  # the order of "all"
 

@@ -8,7 +8,7 @@ from typing import Literal
 from attrs import field, frozen
 from attrs import validators as v
 
-from domain.audio import Truncation
+from onepass_whisper.domain.audio import Truncation
 
 Task = Literal["transcribe", "translate"]
 

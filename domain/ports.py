@@ -9,8 +9,8 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from domain.audio import DecodedChunk, Truncation, Window
-from domain.model import TranscribeOptions, Word
+from onepass_whisper.domain.audio import DecodedChunk, Truncation, Window
+from onepass_whisper.domain.model import TranscribeOptions, Word
 
 ProgressSink = Callable[[int, int], None]  # (windows done, windows total)
 # blocks of 16 kHz mono float32 samples; the generator's return value (``yield from``'s value) says whether the input

@@ -9,7 +9,7 @@ from typing import Final
 
 from attrs import frozen
 
-from domain.ports import STDIN
+from onepass_whisper.domain.ports import STDIN
 
 AUDIO_SUFFIXES: Final = frozenset(
     ".wav .flac .mp3 .ogg .oga .opus .m4a .aac .wma .aif .aiff .aifc .caf .au .w64 .rf64 .webm .mka "

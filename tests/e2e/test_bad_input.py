@@ -20,12 +20,12 @@ import soundfile as sf
 from numpy.typing import NDArray
 from typer.testing import CliRunner, Result
 
-from adapters.audio_file import NOT_AUDIO
-from adapters.av_audio import NO_AUDIO_STREAM
-from domain.audio import SAMPLE_RATE
-from entrypoints.cli import ExitCode, app
-from entrypoints.container import Container
-from entrypoints.inputs import AUDIO_SUFFIXES
+from onepass_whisper.adapters.audio_file import NOT_AUDIO
+from onepass_whisper.adapters.av_audio import NO_AUDIO_STREAM
+from onepass_whisper.domain.audio import SAMPLE_RATE
+from onepass_whisper.entrypoints.cli import ExitCode, app
+from onepass_whisper.entrypoints.container import Container
+from onepass_whisper.entrypoints.inputs import AUDIO_SUFFIXES
 from tests.e2e.formats import check_json_schema, read_json
 from tests import media
 from tests.fakes import FakeAligner, FakeDecoder

@@ -16,12 +16,12 @@ import soundfile as sf
 import soxr
 from numpy.typing import NDArray
 
-from adapters.audio_array import waveform_from_array
-from adapters.audio_file import BLOCK_FRAMES, NOT_AUDIO, FileAudioSource
-from adapters.av_audio import NO_AUDIO_STREAM
-from domain.audio import SAMPLE_RATE, Truncation
-from domain.errors import AudioLoadError
-from domain.ports import STDIN, AudioSource
+from onepass_whisper.adapters.audio_array import waveform_from_array
+from onepass_whisper.adapters.audio_file import BLOCK_FRAMES, NOT_AUDIO, FileAudioSource
+from onepass_whisper.adapters.av_audio import NO_AUDIO_STREAM
+from onepass_whisper.domain.audio import SAMPLE_RATE, Truncation
+from onepass_whisper.domain.errors import AudioLoadError
+from onepass_whisper.domain.ports import STDIN, AudioSource
 from tests import media
 
 SECONDS = 1.5

@@ -26,12 +26,12 @@ import soxr
 from numpy.typing import NDArray
 from typer.testing import CliRunner, Result
 
-from adapters.models import CachedModelSource
-from adapters.av_audio import NO_AUDIO_STREAM
-from domain.audio import SAMPLE_RATE
-from domain.ports import Decoder
-from entrypoints.cli import ExitCode, app
-from entrypoints.container import Container
+from onepass_whisper.adapters.models import CachedModelSource
+from onepass_whisper.adapters.av_audio import NO_AUDIO_STREAM
+from onepass_whisper.domain.audio import SAMPLE_RATE
+from onepass_whisper.domain.ports import Decoder
+from onepass_whisper.entrypoints.cli import ExitCode, app
+from onepass_whisper.entrypoints.container import Container
 from tests import media
 from tests.e2e.formats import check_json_schema, read_json
 

@@ -10,11 +10,11 @@ import pytest
 from attrs import evolve
 from numpy.typing import NDArray
 
-from application.transcription import TranscriptionService
-from domain.audio import SAMPLE_RATE, DecodedChunk, Truncation, Waveform, Window
-from domain.errors import AudioLoadError
-from domain.model import TranscribeOptions
-from domain.ports import AudioBlocks
+from onepass_whisper.application.transcription import TranscriptionService
+from onepass_whisper.domain.audio import SAMPLE_RATE, DecodedChunk, Truncation, Waveform, Window
+from onepass_whisper.domain.errors import AudioLoadError
+from onepass_whisper.domain.model import TranscribeOptions
+from onepass_whisper.domain.ports import AudioBlocks
 from tests.fakes import FakeAligner, FakeDecoder, InMemoryAudioSource, tone
 
 

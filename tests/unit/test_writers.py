@@ -13,10 +13,10 @@ import attrs
 import numpy as np
 import pytest
 
-from adapters.writers import FORMATS, SubtitleLayout, TranscriptFiles, result_dict, write_atomically
-from domain.audio import Truncation
-from domain.errors import OutputWriteError
-from domain.model import Segment, Transcript, Word
+from onepass_whisper.adapters.writers import FORMATS, SubtitleLayout, TranscriptFiles, result_dict, write_atomically
+from onepass_whisper.domain.audio import Truncation
+from onepass_whisper.domain.errors import OutputWriteError
+from onepass_whisper.domain.model import Segment, Transcript, Word
 
 TRANSCRIPT = Transcript(
     segments=[
