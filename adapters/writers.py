@@ -3,7 +3,7 @@
 The writers (``mlx_whisper.writers``, the same as openai-whisper's) read a result dict; ``result_dict`` builds it
 from the domain ``Transcript`` in this project's JSON schema (``docs/cli.md``):
 
-    {"text", "language", "duration", "model",
+    {"text", "language", "duration", "model", "truncated",
      "segments": [{"id", "start", "end", "text", "avg_logprob", "compression_ratio", "no_speech_prob",
                    "temperature", "words": [{"word", "start", "end", "probability"}]}]}
 
@@ -33,6 +33,7 @@ from typing import Any, Final, TextIO
 
 from attrs import frozen
 
+from onepass_whisper.domain.audio import Truncation
 from onepass_whisper.domain.errors import OutputWriteError
 from onepass_whisper.domain.model import Segment, Transcript, Word
 
@@ -70,7 +71,17 @@ def result_dict(transcript: Transcript, *, words: bool = True) -> dict[str, Any]
         "segments": [_segment(i, segment, words) for i, segment in enumerate(transcript.segments)],
         "model": transcript.model,
         "duration": _seconds(transcript.duration),
+        "truncated": _truncation(transcript.truncated),
     }
+
+
+def _truncation(truncated: Truncation | None) -> dict[str, Any] | None:
+    """null for a whole input; for one cut short, the length its header declares (null where the data broke off
+    without one) and the length read (the same as ``duration``)."""
+    if truncated is None:
+        return None
+    expected = truncated.expected_duration
+    return {"expected_duration": None if expected is None else _seconds(expected), "duration": _seconds(truncated.duration)}
 
 
 def _segment(number: int, segment: Segment, words: bool) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from rich.progress import (
 )
 
 from onepass_whisper.adapters.writers import FORMATS, SubtitleLayout, TranscriptFiles
-from onepass_whisper.domain.audio import SAMPLE_RATE
+from onepass_whisper.domain.audio import SAMPLE_RATE, Truncation
 from onepass_whisper.domain.errors import (
     InvalidOptionError,
     ModelLoadError,
@@ -40,7 +40,7 @@ from onepass_whisper.domain.errors import (
     UnsupportedLanguageError,
 )
 from onepass_whisper.domain.model import Transcript, TranscribeOptions
-from onepass_whisper.domain.ports import AudioSource
+from onepass_whisper.domain.ports import STDIN, STDIN_NAME, AudioBlocks, AudioSource
 from onepass_whisper.entrypoints.console import check_output_dir, error, note, warn
 from onepass_whisper.entrypoints.container import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, Container
 from onepass_whisper.entrypoints.corpus_command import CORPUS_EXIT_CODES_HELP, transcribe_corpus
@@ -64,6 +64,7 @@ class ExitCode(IntEnum):
     USAGE = 2  # bad arguments or options (Click's code), or options the model refuses
     MODEL = 3  # the model could not be resolved, converted or loaded
     OUTPUT_DIR = 4  # the output folder cannot be created or written
+    TRUNCATED = 5  # every input written, but some were cut short (each named in a warning): they need a look
     INTERRUPTED = 130  # Ctrl-C (SIGINT); finished transcripts are kept, none is left half-written
     TERMINATED = 143  # SIGTERM (128 + 15), handled as Ctrl-C
 
@@ -71,8 +72,9 @@ class ExitCode(IntEnum):
 EXIT_CODES_HELP: Final = (
     "[b]Exit codes[/b]: 0 all inputs done (or skipped: outputs exist) · 1 some inputs failed, each named on "
     "stderr, the others written · 2 usage error (bad option, no path given, a language or task the model "
-    "refuses) · 3 the model could not be loaded · 4 the output folder is not writable · 130 interrupted "
-    "(Ctrl-C) · 143 terminated (SIGTERM)."
+    "refuses) · 3 the model could not be loaded · 4 the output folder is not writable · 5 all written, but some "
+    "inputs were cut short (each named in a warning; what was there is transcribed) · 130 interrupted (Ctrl-C) · "
+    "143 terminated (SIGTERM)."
 )
 
 app = typer.Typer(
@@ -108,8 +110,9 @@ def transcribe(
         list[Path],
         typer.Argument(
             metavar="PATH",
-            help="Audio files, or folders searched recursively for audio files "
-            f"({', '.join(sorted(AUDIO_SUFFIXES))}). All their windows share batches.",
+            help="Audio or video files, folders searched recursively for them "
+            f"({', '.join(sorted(AUDIO_SUFFIXES))}), or - for standard input (outputs: stdin.*). All their "
+            "windows share batches.",
             show_default=False,
         ),
     ],
@@ -334,6 +337,8 @@ def _transcribe(
         run.summary(skipped=skipped, failed=failed)
     if code is ExitCode.OK and failed:
         code = ExitCode.INPUTS_FAILED
+    elif code is ExitCode.OK and run.truncated:
+        code = ExitCode.TRUNCATED
     return code
 
 
@@ -465,8 +470,14 @@ class _MeasuredAudio:
         self.inner = inner
         self.seconds_read = 0.0
 
-    def stream(self, path: Path) -> Iterator[NDArray[np.float32]]:
-        for block in self.inner.stream(path):
+    def stream(self, path: Path) -> AudioBlocks:
+        blocks = self.inner.stream(path)
+        while True:
+            try:
+                block = next(blocks)
+            except StopIteration as end:
+                truncated: Truncation | None = end.value  # the input's
+                return truncated
             self.seconds_read += len(block) / SAMPLE_RATE
             yield block
 
@@ -492,6 +503,7 @@ class _Run:
         self.several = several
         self.done = 0
         self.failed = 0
+        self.truncated = 0  # written, but cut short
         self.audio_seconds = 0.0
         self.started = time.perf_counter()
 
@@ -539,6 +551,9 @@ class _Run:
             return
         self.done += 1
         self.audio_seconds += transcript.duration
+        if transcript.truncated is not None:
+            self.truncated += 1
+            warn(self.stderr, f"{_shown(plan.job.source)} is {transcript.truncated.describe()}; transcribed what is there")
         if self.verbose:
             if self.several:
                 typer.echo(f"==> {plan.job.source} <==")
@@ -554,8 +569,15 @@ class _Run:
             parts.append(f"{skipped} skipped")
         if failed:
             parts.append(f"{failed} failed")
+        if self.truncated:
+            parts.append(f"{self.truncated} cut short")
         speed = f" ({self.audio_seconds / elapsed:.1f} s of audio per second)" if self.done and elapsed > 0 else ""
         note(self.stderr, f"{', '.join(parts)} in {elapsed:.1f} s{speed}")
+
+
+def _shown(source: Path) -> str:
+    """How stderr names an input: standard input as ``<stdin>``."""
+    return STDIN_NAME if source == STDIN else str(source)
 
 
 def _progress_bar(stderr: Console, show: bool) -> Progress:

@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 from onepass_whisper.domain.audio import SAMPLE_RATE, ChunkSegment, DecodedChunk, Waveform, Window
 from onepass_whisper.domain.errors import AudioLoadError, ModelLoadError
 from onepass_whisper.domain.model import TranscribeOptions, Word
-from onepass_whisper.domain.ports import Aligner, AudioSource, Decoder, ModelSource
+from onepass_whisper.domain.ports import Aligner, AudioBlocks, AudioSource, Decoder, ModelSource
 
 
 BLOCK_SECONDS = 7.0  # not a divisor of the 30-s window: windows are cut across blocks
@@ -33,12 +33,13 @@ class InMemoryAudioSource:
         except KeyError:
             raise AudioLoadError(path, "no such file") from None
 
-    def stream(self, path: Path) -> Iterator[NDArray[np.float32]]:
-        """The waveform in blocks of ``BLOCK_SECONDS``, as a file reader gives them."""
-        samples = self.load(path).samples
+    def stream(self, path: Path) -> AudioBlocks:
+        """The waveform in blocks of ``BLOCK_SECONDS``, as a file reader gives them; then its ``truncated``."""
+        waveform = self.load(path)
         step = int(BLOCK_SECONDS * SAMPLE_RATE)
-        for start in range(0, len(samples), step):
-            yield samples[start : start + step]
+        for start in range(0, len(waveform.samples), step):
+            yield waveform.samples[start : start + step]
+        return waveform.truncated
 
 
 class CrashingAudioSource:
@@ -69,8 +70,10 @@ class CrashingAudioSource:
             raise RuntimeError(f"unexpected failure on {path.name}")
         return self.inner.load(path)
 
-    def stream(self, path: Path) -> Iterator[NDArray[np.float32]]:
-        yield self.load(path).samples
+    def stream(self, path: Path) -> AudioBlocks:
+        waveform = self.load(path)
+        yield waveform.samples
+        return waveform.truncated
 
 
 class FakeDecoder:

@@ -76,7 +76,11 @@ WORD_KEYS = {"word", "start", "end", "probability"}
 def check_json_schema(document: Any, *, words: bool = True) -> None:
     """The documented schema (docs/cli.md): exact keys, types, ids in order, times ordered within the file."""
     assert isinstance(document, dict)
-    assert set(document) == {"text", "language", "segments", "model", "duration"}, set(document)
+    assert set(document) == {"text", "language", "segments", "model", "duration", "truncated"}, set(document)
+    truncated = document["truncated"]
+    assert truncated is None or (
+        set(truncated) == {"expected_duration", "duration"} and truncated["duration"] == document["duration"]
+    ), truncated
     assert isinstance(document["text"], str) and isinstance(document["language"], str)
     assert isinstance(document["model"], str)
     duration = document["duration"]

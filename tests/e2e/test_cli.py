@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import runpy
 import sys
 from collections.abc import Iterator, Sequence
@@ -13,7 +14,7 @@ from typer.testing import CliRunner, Result
 from onepass_whisper.domain.audio import DecodedChunk, Window
 from onepass_whisper.domain.errors import InvalidOptionError, UnsupportedLanguageError
 from onepass_whisper.domain.model import TranscribeOptions
-from onepass_whisper.entrypoints.cli import ExitCode, _AudioClock, _MeasuredAudio, app
+from onepass_whisper.entrypoints.cli import EXIT_CODES_HELP, ExitCode, _AudioClock, _MeasuredAudio, app
 from onepass_whisper.entrypoints.container import Container
 from tests.e2e.formats import (
     assert_monotonic,
@@ -104,8 +105,18 @@ def outputs(folder: Path) -> list[str]:
 
 def test_exit_codes_are_the_documented_ones() -> None:
     assert {code.name: code.value for code in ExitCode} == {
-        "OK": 0, "INPUTS_FAILED": 1, "USAGE": 2, "MODEL": 3, "OUTPUT_DIR": 4, "INTERRUPTED": 130, "TERMINATED": 143,
+        "OK": 0, "INPUTS_FAILED": 1, "USAGE": 2, "MODEL": 3, "OUTPUT_DIR": 4, "TRUNCATED": 5, "INTERRUPTED": 130,
+        "TERMINATED": 143,
     }
+
+
+def test_the_help_and_docs_list_every_exit_code() -> None:
+    """``EXIT_CODES_HELP`` and docs/cli.md's table name the same codes as ``ExitCode``, and no other."""
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text(encoding="utf-8")
+    table = docs.split("### Exit codes", 1)[1].split("\n\n", 2)[1]
+    documented = {int(line.split("|")[1]) for line in table.splitlines() if line.split("|")[1].strip().isdigit()}
+    in_help = {int(m) for m in re.findall(r"(?:: |· )(\d+) ", EXIT_CODES_HELP)}
+    assert documented == in_help == {int(code) for code in ExitCode}
 
 
 def test_help_lists_commands() -> None:
@@ -132,7 +143,8 @@ def test_transcribe_help_documents_options_and_exit_codes() -> None:
     ):
         assert option in text, option
     assert "Exit codes" in text
-    for code in ("0 all inputs done", "1 some inputs failed", "2 usage error", "3 the model", "4 the output"):
+    for code in ("0 all inputs done", "1 some inputs failed", "2 usage error", "3 the model", "4 the output",
+                 "5 all written, but some inputs were cut short"):
         assert code in " ".join(text.split()), code
 
 
