@@ -2,7 +2,8 @@
 
 A server's requests arrive one by one, from many clients; decoding each alone leaves the decoder's batch (the
 product's point: many windows decoded together, word times from the same pass) mostly empty. ``BatchScheduler``
-runs one long-lived loop on a thread of its own (the decoder is used from that thread only):
+runs one long-lived loop on a thread of its own, which builds the decoder and is the only one to use it (MLX keeps
+its streams per thread: a model loaded on one thread cannot run on another):
 
 - ``submit`` cuts a request's samples into windows (as ``TranscriptionService`` cuts a file) and queues them;
 - the loop takes up to ``batch_size`` queued windows of equal options, oldest first, from any number of requests,
@@ -115,7 +116,7 @@ class BatchScheduler:
 
     def __init__(
         self,
-        decoder: Decoder,
+        decoder_factory: Callable[[], Decoder],
         aligner: Aligner,
         *,
         batch_size: int = 16,
@@ -126,7 +127,6 @@ class BatchScheduler:
     ) -> None:
         if batch_size < 1 or max_requests < 1 or gather_seconds < 0:
             raise ValueError(f"bad limits: batch {batch_size}, requests {max_requests}, gather {gather_seconds}")
-        self.decoder = decoder
         self.aligner = aligner
         self.batch_size = batch_size
         self.gather_seconds = gather_seconds
@@ -139,8 +139,27 @@ class BatchScheduler:
         self._closing = False
         self._answered = self._failed = self._cancelled = 0
         self._batches: deque[BatchRecord] = deque(maxlen=RECENT_BATCHES)
-        self._thread = threading.Thread(target=self._loop, name="batch-scheduler", daemon=True)
+        self._factory = decoder_factory
+        self._decoder: Decoder | None = None
+        self._startup_error: BaseException | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="batch-scheduler", daemon=True)
         self._thread.start()
+        self._ready.wait()
+        failure = self._failed_start()
+        if failure is not None:  # the model could not be loaded: no scheduler
+            self._thread.join()
+            self._timing.close()
+            raise failure
+
+    def _failed_start(self) -> BaseException | None:
+        """What the loop's thread raised while building the decoder, if anything."""
+        return self._startup_error
+
+    @property
+    def decoder(self) -> Decoder:
+        assert self._decoder is not None
+        return self._decoder
 
     def __enter__(self) -> BatchScheduler:
         return self
@@ -225,6 +244,16 @@ class BatchScheduler:
         return self._closing
 
     # ---------------------------------------------------------------------------------------------------- loop
+
+    def _run(self) -> None:
+        try:
+            self._decoder = self._factory()
+        except BaseException as error:  # noqa: BLE001 - raised again by the constructor, on the caller's thread
+            self._startup_error = error
+            return
+        finally:
+            self._ready.set()
+        self._loop()
 
     def _loop(self) -> None:
         while True:

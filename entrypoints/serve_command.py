@@ -64,20 +64,18 @@ def serve(
     container.config.model.from_value(model)
     container.config.batch_size.from_value(batch_size)
     try:
-        decoder = container.decoder()
-        aligner = container.aligner()
-        audio = container.audio()
+        scheduler = BatchScheduler(
+            container.decoder,  # built on the scheduler's thread, the only one that uses it
+            container.aligner(),
+            batch_size=batch_size,
+            gather_seconds=gather_ms / 1000,
+            max_requests=max_requests,
+            align_processes=container.align_processes(),
+        )
     except ModelLoadError as exc:
         error(stderr, str(exc))
         raise typer.Exit(3) from exc
-    scheduler = BatchScheduler(
-        decoder,
-        aligner,
-        batch_size=batch_size,
-        gather_seconds=gather_ms / 1000,
-        max_requests=max_requests,
-        align_processes=container.align_processes(),
-    )
+    decoder, audio = scheduler.decoder, container.audio()
     state = ServerState()
     settings = ServerSettings(
         model=decoder.name,

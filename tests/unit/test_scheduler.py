@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +11,8 @@ import pytest
 
 from application.scheduler import BatchScheduler, QueueFullError, SchedulerClosedError
 from application.transcription import TranscriptionService
-from domain.audio import SAMPLE_RATE, Waveform
-from domain.errors import AudioLoadError
+from domain.audio import SAMPLE_RATE, DecodedChunk, Waveform, Window
+from domain.errors import AudioLoadError, ModelLoadError
 from domain.model import TranscribeOptions, Transcript
 from tests.fakes import FakeAligner, FakeDecoder, InMemoryAudioSource, LabelDecoder, tone
 
@@ -32,7 +32,7 @@ def decoder(gate: threading.Event) -> LabelDecoder:
 
 @pytest.fixture
 def scheduler(decoder: LabelDecoder) -> Iterator[BatchScheduler]:
-    with BatchScheduler(decoder, FakeAligner(), batch_size=4, gather_seconds=0.0, align_workers=2) as running:
+    with BatchScheduler(lambda: decoder, FakeAligner(), batch_size=4, gather_seconds=0.0, align_workers=2) as running:
         yield running
 
 
@@ -61,7 +61,7 @@ def test_windows_of_several_requests_share_a_batch(
 
 def test_no_word_reaches_another_request(decoder: LabelDecoder, gate: threading.Event) -> None:
     rng = np.random.default_rng(7)
-    with BatchScheduler(decoder, FakeAligner(), batch_size=5, gather_seconds=0.01) as scheduler:
+    with BatchScheduler(lambda: decoder, FakeAligner(), batch_size=5, gather_seconds=0.01) as scheduler:
         lengths = rng.uniform(1.0, 95.0, size=12)
         tickets = [(100 + i, scheduler.submit(labelled(float(s), 100 + i), OPTIONS)) for i, s in enumerate(lengths)]
         gate.set()  # all queued before the first batch is decoded
@@ -82,7 +82,7 @@ def test_words_are_in_time_order_in_file_time(scheduler: BatchScheduler, gate: t
 
 
 def test_a_short_request_is_answered_before_a_long_one_ends(decoder: LabelDecoder, gate: threading.Event) -> None:
-    with BatchScheduler(decoder, FakeAligner(), batch_size=2, gather_seconds=0.0) as scheduler:
+    with BatchScheduler(lambda: decoder, FakeAligner(), batch_size=2, gather_seconds=0.0) as scheduler:
         long = scheduler.submit(labelled(300.0, 100), OPTIONS)  # 10 windows: 5 batches of 2
         assert decoder.entered.wait(WAIT)
         short = scheduler.submit(labelled(3.0, 200), OPTIONS)
@@ -114,7 +114,7 @@ def test_a_cancelled_request_leaves_the_queue(
 
 def test_a_failing_request_does_not_fail_the_others(gate: threading.Event) -> None:
     decoder = LabelDecoder(gate=gate, fail_amplitude=0.666)
-    with BatchScheduler(decoder, FakeAligner(), batch_size=8, gather_seconds=0.0) as scheduler:
+    with BatchScheduler(lambda: decoder, FakeAligner(), batch_size=8, gather_seconds=0.0) as scheduler:
         blocker = scheduler.submit(labelled(2.0, 100), OPTIONS)
         assert decoder.entered.wait(WAIT)
         good = [scheduler.submit(labelled(40.0, 200 + i), OPTIONS) for i in range(2)]
@@ -129,7 +129,7 @@ def test_a_failing_request_does_not_fail_the_others(gate: threading.Event) -> No
 
 
 def test_a_full_queue_refuses_with_a_retry_time(decoder: LabelDecoder, gate: threading.Event) -> None:
-    with BatchScheduler(decoder, FakeAligner(), batch_size=2, gather_seconds=0.0, max_requests=2) as scheduler:
+    with BatchScheduler(lambda: decoder, FakeAligner(), batch_size=2, gather_seconds=0.0, max_requests=2) as scheduler:
         tickets = [scheduler.submit(labelled(3.0, 100 + i), OPTIONS) for i in range(2)]
         with pytest.raises(QueueFullError) as refused:
             scheduler.submit(labelled(3.0, 300), OPTIONS)
@@ -141,7 +141,7 @@ def test_a_full_queue_refuses_with_a_retry_time(decoder: LabelDecoder, gate: thr
 
 
 def test_close_drains_the_requests_in_flight_and_refuses_new_ones(decoder: LabelDecoder, gate: threading.Event) -> None:
-    scheduler = BatchScheduler(decoder, FakeAligner(), batch_size=2, gather_seconds=0.0)
+    scheduler = BatchScheduler(lambda: decoder, FakeAligner(), batch_size=2, gather_seconds=0.0)
     tickets = [scheduler.submit(labelled(40.0, 100 + i), OPTIONS) for i in range(3)]
     closer = threading.Thread(target=scheduler.close)
     closer.start()
@@ -157,7 +157,7 @@ def test_close_drains_the_requests_in_flight_and_refuses_new_ones(decoder: Label
 
 def test_the_gathering_wait_lets_requests_that_arrive_together_share_a_batch() -> None:
     decoder = LabelDecoder()
-    with BatchScheduler(decoder, FakeAligner(), batch_size=8, gather_seconds=1.0) as scheduler:
+    with BatchScheduler(lambda: decoder, FakeAligner(), batch_size=8, gather_seconds=1.0) as scheduler:
         tickets = [scheduler.submit(labelled(3.0, 100 + i), OPTIONS) for i in range(3)]
         for ticket in tickets:
             ticket.future.result(WAIT)
@@ -166,7 +166,7 @@ def test_the_gathering_wait_lets_requests_that_arrive_together_share_a_batch() -
 
 def test_a_full_batch_does_not_wait_for_the_gathering_time() -> None:
     decoder = LabelDecoder()
-    with BatchScheduler(decoder, FakeAligner(), batch_size=2, gather_seconds=60.0) as scheduler:
+    with BatchScheduler(lambda: decoder, FakeAligner(), batch_size=2, gather_seconds=60.0) as scheduler:
         tickets = [scheduler.submit(labelled(3.0, 100 + i), OPTIONS) for i in range(2)]
         for ticket in tickets:
             ticket.future.result(WAIT)  # within WAIT, far less than the 60-s gathering time
@@ -174,7 +174,7 @@ def test_a_full_batch_does_not_wait_for_the_gathering_time() -> None:
 
 def test_requests_with_different_options_are_not_decoded_together() -> None:
     decoder = LabelDecoder()
-    with BatchScheduler(decoder, FakeAligner(), batch_size=8, gather_seconds=0.5) as scheduler:
+    with BatchScheduler(lambda: decoder, FakeAligner(), batch_size=8, gather_seconds=0.5) as scheduler:
         a = scheduler.submit(labelled(3.0, 100), OPTIONS)
         b = scheduler.submit(labelled(3.0, 200), TranscribeOptions(initial_prompt="Names: Ada."))
         c = scheduler.submit(labelled(3.0, 300), OPTIONS)
@@ -194,6 +194,31 @@ def test_the_transcript_equals_the_services() -> None:
         audio=InMemoryAudioSource({"a.wav": waveform}), decoder=FakeDecoder(), aligner=FakeAligner(), batch_size=4
     )
     expected = service.transcribe(Path("a.wav"), OPTIONS)
-    with BatchScheduler(FakeDecoder(), FakeAligner(), batch_size=4, gather_seconds=0.0) as scheduler:
+    with BatchScheduler(lambda: FakeDecoder(), FakeAligner(), batch_size=4, gather_seconds=0.0) as scheduler:
         got = scheduler.submit(waveform, OPTIONS).future.result(WAIT)
     assert got == expected
+
+
+def test_a_decoder_that_cannot_be_built_raises_at_construction() -> None:
+    def no_model() -> LabelDecoder:
+        raise ModelLoadError("nonesuch", "unknown model")
+
+    with pytest.raises(ModelLoadError, match="nonesuch"):
+        BatchScheduler(no_model, FakeAligner())
+
+
+def test_the_decoder_is_built_and_used_on_the_schedulers_own_thread() -> None:
+    threads: list[str] = []
+
+    class ThreadBound(LabelDecoder):
+        def __init__(self) -> None:
+            super().__init__()
+            threads.append(threading.current_thread().name)
+
+        def decode_batch(self, windows: Sequence[Window], options: TranscribeOptions) -> list[DecodedChunk]:
+            threads.append(threading.current_thread().name)
+            return super().decode_batch(windows, options)
+
+    with BatchScheduler(ThreadBound, FakeAligner()) as scheduler:
+        scheduler.submit(labelled(3.0, 100), OPTIONS).future.result(WAIT)
+    assert threads == ["batch-scheduler", "batch-scheduler"]
