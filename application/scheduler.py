@@ -77,6 +77,9 @@ class SchedulerStats:
     failed: int
     cancelled: int
     batches: tuple[BatchRecord, ...]  # the most recent ones, oldest first
+    decoded_batches: int = 0  # since the start
+    decoded_windows: int = 0
+    batch_requests: int = 0  # the sum over batches of the requests each held
 
 
 class Ticket:
@@ -138,6 +141,7 @@ class BatchScheduler:
         self._numbers = itertools.count()
         self._closing = False
         self._answered = self._failed = self._cancelled = 0
+        self._totals = [0, 0, 0]  # batches, windows, requests summed over batches
         self._batches: deque[BatchRecord] = deque(maxlen=RECENT_BATCHES)
         self._factory = decoder_factory
         self._decoder: Decoder | None = None
@@ -223,6 +227,9 @@ class BatchScheduler:
                 failed=self._failed,
                 cancelled=self._cancelled,
                 batches=tuple(self._batches),
+                decoded_batches=self._totals[0],
+                decoded_windows=self._totals[1],
+                batch_requests=self._totals[2],
             )
 
     def close(self, drain: bool = True, timeout: float | None = None) -> None:
@@ -329,6 +336,7 @@ class BatchScheduler:
         record = BatchRecord(len(batch), len({w.source for w in batch}), time.perf_counter() - started)
         with self._lock:
             self._batches.append(record)
+            self._totals = [self._totals[0] + 1, self._totals[1] + record.windows, self._totals[2] + record.requests]
         for chunk in chunks:
             self._route(chunk, options)
 

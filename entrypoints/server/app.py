@@ -138,6 +138,9 @@ def create_app(
             "failed": stats.failed,
             "cancelled": stats.cancelled,
             "recent_batches": [[b.windows, b.requests] for b in stats.batches[-16:]],  # windows, requests
+            "decoded_batches": stats.decoded_batches,
+            "decoded_windows": stats.decoded_windows,
+            "batch_requests": stats.batch_requests,
         }
         return JSONResponse(body, status_code=503 if state.draining else 200)
 
