@@ -92,6 +92,9 @@ def serve(
     note(stderr, f"serving {decoder.name} on http://{host}:{port} (batch {batch_size}); SIGTERM or Ctrl-C to stop")
     try:
         server.run()
+    except SystemExit:  # uvicorn exits 1 when it cannot bind: that is exit 4 here, said below
+        if server.started:
+            raise
     finally:
         scheduler.close(drain=False)
     if not server.started:

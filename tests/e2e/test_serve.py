@@ -295,3 +295,16 @@ def test_a_model_that_cannot_load_stops_the_server_with_exit_3() -> None:
     assert done.stderr.strip().splitlines() == ["error: cannot load model 'nonesuch': unknown model"]
     with pytest.raises(httpx2.TransportError):
         httpx2.get(f"http://127.0.0.1:{port}/health", timeout=1.0)
+
+
+def test_an_address_in_use_ends_with_exit_4() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "tests.e2e.serve_app", "serve", "--port", str(port)],
+            capture_output=True, text=True, timeout=120,
+        )
+    assert done.returncode == 4
+    assert done.stderr.strip().splitlines()[-1] == f"error: cannot listen on 127.0.0.1:{port}"
