@@ -308,3 +308,26 @@ def test_an_address_in_use_ends_with_exit_4() -> None:
         )
     assert done.returncode == 4
     assert done.stderr.strip().splitlines()[-1] == f"error: cannot listen on 127.0.0.1:{port}"
+
+
+def test_a_chunked_upload_over_the_limit_gets_413(guarded: Server) -> None:
+    """No ``Content-Length``: the limit is enforced while the body is read."""
+    boundary = "b0undary"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.wav\"\r\n"
+            "Content-Type: audio/wav\r\n\r\n").encode()
+    data = wav_bytes(20.0, 100)
+
+    def body() -> Iterator[bytes]:
+        yield head
+        for start in range(0, len(data), 65536):
+            yield data[start : start + 65536]
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    response = httpx2.post(
+        f"{guarded.url}/v1/audio/transcriptions", content=body(), timeout=30,
+        headers={"Authorization": "Bearer sesame", "Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    assert "content-length" not in {k.lower() for k in response.request.headers}
+    assert response.status_code == 413
+    assert response.json()["error"]["param"] == "file"
