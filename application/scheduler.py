@@ -32,13 +32,13 @@ from types import TracebackType
 
 from attrs import define, field, frozen
 
-from application.transcription import _finite, _may_have_undecoded_tail, _undecoded_tail
-from application.word_timing import WordTiming, default_align_workers, timed_segments
-from domain.audio import SAMPLE_RATE, DecodedChunk, Waveform, Window
-from domain.errors import AudioLoadError, TranscriptionError
-from domain.model import Segment, TranscribeOptions, Transcript
-from domain.ports import Aligner, Decoder
-from domain.windowing import stream_windows
+from onepass_whisper.application.transcription import _finite, _may_have_undecoded_tail, _undecoded_tail
+from onepass_whisper.application.word_timing import WordTiming, default_align_workers, timed_segments
+from onepass_whisper.domain.audio import SAMPLE_RATE, DecodedChunk, Waveform, Window
+from onepass_whisper.domain.errors import AudioLoadError, TranscriptionError
+from onepass_whisper.domain.model import Segment, TranscribeOptions, Transcript
+from onepass_whisper.domain.ports import Aligner, Decoder
+from onepass_whisper.domain.windowing import stream_windows
 
 DEFAULT_GATHER_SECONDS = 0.05  # heuristic: a short wait for other requests' windows, small beside a batch's decoding
 DEFAULT_MAX_REQUESTS = 64  # requests in flight (queued, decoding or timing) before new ones are refused

@@ -15,12 +15,12 @@ import typer
 import uvicorn
 from rich.console import Console
 
-from application.scheduler import DEFAULT_GATHER_SECONDS, DEFAULT_MAX_REQUESTS, BatchScheduler
-from domain.errors import ModelLoadError
-from entrypoints.console import error, note
-from entrypoints.container import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, Container
-from entrypoints.options import BatchSizeOption, ModelOption
-from entrypoints.server.app import DEFAULT_MAX_UPLOAD_BYTES, ServerSettings, ServerState, create_app
+from onepass_whisper.application.scheduler import DEFAULT_GATHER_SECONDS, DEFAULT_MAX_REQUESTS, BatchScheduler
+from onepass_whisper.domain.errors import ModelLoadError
+from onepass_whisper.entrypoints.console import error, note
+from onepass_whisper.entrypoints.container import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, Container
+from onepass_whisper.entrypoints.options import BatchSizeOption, ModelOption
+from onepass_whisper.entrypoints.server.app import DEFAULT_MAX_UPLOAD_BYTES, ServerSettings, ServerState, create_app
 
 SERVE_EXIT_CODES_HELP: Final = (
     "[b]Exit codes[/b]: 0 stopped (SIGTERM or Ctrl-C, after answering the requests in flight) · 2 usage error · "

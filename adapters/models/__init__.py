@@ -5,7 +5,7 @@ Numpy only: nothing here imports MLX (``adapters/mlx`` loads the folders that ``
 
 from __future__ import annotations
 
-from adapters.models.ct2 import ModelDims
-from adapters.models.source import CachedModelSource, ModelInfo, default_cache_dir, read_alignment_heads
+from onepass_whisper.adapters.models.ct2 import ModelDims
+from onepass_whisper.adapters.models.source import CachedModelSource, ModelInfo, default_cache_dir, read_alignment_heads
 
 __all__ = ["CachedModelSource", "ModelDims", "ModelInfo", "default_cache_dir", "read_alignment_heads"]

@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 from attrs import frozen
 
-from adapters.models import hub
-from adapters.models.ct2 import (
+from onepass_whisper.adapters.models import hub
+from onepass_whisper.adapters.models.ct2 import (
     Ct2FormatError,
     ModelDims,
     check_shapes,
@@ -42,7 +42,7 @@ from adapters.models.ct2 import (
     to_mlx_whisper,
     write_safetensors,
 )
-from domain.errors import ModelLoadError
+from onepass_whisper.domain.errors import ModelLoadError
 
 CONVERTER_VERSION = 1  # bump when the converted layout changes: old entries then miss and are rebuilt
 CONFIG, WEIGHTS, HEADS = "config.json", "weights.safetensors", "alignment_heads.json"

@@ -28,12 +28,12 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 from starlette.concurrency import run_in_threadpool
 
-from application.scheduler import BatchScheduler, QueueFullError, SchedulerClosedError
-from domain.audio import Waveform
-from domain.errors import AudioLoadError, InvalidOptionError, TranscriptionError, UnsupportedLanguageError
-from domain.model import Task, Transcript
-from domain.ports import AudioSource
-from entrypoints.server import openai_shapes as shapes
+from onepass_whisper.application.scheduler import BatchScheduler, QueueFullError, SchedulerClosedError
+from onepass_whisper.domain.audio import Waveform
+from onepass_whisper.domain.errors import AudioLoadError, InvalidOptionError, TranscriptionError, UnsupportedLanguageError
+from onepass_whisper.domain.model import Task, Transcript
+from onepass_whisper.domain.ports import AudioSource
+from onepass_whisper.entrypoints.server import openai_shapes as shapes
 
 DEFAULT_MAX_UPLOAD_BYTES: Final = 25 * 1024 * 1024  # OpenAI's own limit for audio uploads
 PAGE: Final = Path(__file__).with_name("page.html")

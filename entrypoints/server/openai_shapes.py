@@ -14,9 +14,9 @@ import importlib.util
 from pathlib import Path
 from typing import Any, Final
 
-from adapters.writers import render
-from domain.model import Task, TranscribeOptions, Transcript
-from domain.errors import InvalidOptionError
+from onepass_whisper.adapters.writers import render
+from onepass_whisper.domain.model import Task, TranscribeOptions, Transcript
+from onepass_whisper.domain.errors import InvalidOptionError
 
 RESPONSE_FORMATS: Final = ("json", "text", "srt", "vtt", "verbose_json")
 GRANULARITIES: Final = ("word", "segment")

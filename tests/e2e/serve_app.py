@@ -13,8 +13,8 @@ import threading
 import time
 from pathlib import Path
 
-from entrypoints.cli import app
-from entrypoints.container import Container
+from onepass_whisper.entrypoints.cli import app
+from onepass_whisper.entrypoints.container import Container
 from tests.fakes import FakeAligner, FakeModelSource, LabelDecoder
 
 

@@ -14,8 +14,8 @@ import jiwer
 import pytest
 from typer.testing import CliRunner, Result
 
-from entrypoints.cli import app
-from entrypoints.container import Container
+from onepass_whisper.entrypoints.cli import app
+from onepass_whisper.entrypoints.container import Container
 from tests.e2e.formats import assert_monotonic, check_json_schema, read_json, read_srt, read_tsv, read_vtt
 
 REPO = Path(__file__).resolve().parents[2]

@@ -21,7 +21,7 @@ import numpy as np
 import openai
 import pytest
 
-from domain.audio import SAMPLE_RATE
+from onepass_whisper.domain.audio import SAMPLE_RATE
 
 START_TIMEOUT = 60.0  # seconds for the process to import, load the (fake) model and listen
 

@@ -14,7 +14,7 @@ import httpx2
 import openai
 import pytest
 
-from entrypoints.api import Transcriber
+from onepass_whisper.entrypoints.api import Transcriber
 from tests.e2e.test_serve import START_TIMEOUT, free_port
 
 REPO = Path(__file__).resolve().parents[2]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from domain.errors import InvalidOptionError
-from domain.model import Segment, TranscribeOptions, Transcript, Word
-from entrypoints.server import openai_shapes as shapes
+from onepass_whisper.domain.errors import InvalidOptionError
+from onepass_whisper.domain.model import Segment, TranscribeOptions, Transcript, Word
+from onepass_whisper.entrypoints.server import openai_shapes as shapes
 
 TRANSCRIPT = Transcript(
     segments=(

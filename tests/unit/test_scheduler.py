@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from application.scheduler import BatchScheduler, QueueFullError, SchedulerClosedError
-from application.transcription import TranscriptionService
-from domain.audio import SAMPLE_RATE, DecodedChunk, Waveform, Window
-from domain.errors import AudioLoadError, ModelLoadError
-from domain.model import TranscribeOptions, Transcript
+from onepass_whisper.application.scheduler import BatchScheduler, QueueFullError, SchedulerClosedError
+from onepass_whisper.application.transcription import TranscriptionService
+from onepass_whisper.domain.audio import SAMPLE_RATE, DecodedChunk, Waveform, Window
+from onepass_whisper.domain.errors import AudioLoadError, ModelLoadError
+from onepass_whisper.domain.model import TranscribeOptions, Transcript
 from tests.fakes import FakeAligner, FakeDecoder, InMemoryAudioSource, LabelDecoder, tone
 
 OPTIONS = TranscribeOptions()
