@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.util
+import io
 import os
 import secrets
 import sys
@@ -221,3 +222,12 @@ def _writers_module() -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def render(transcript: Transcript, fmt: str, layout: SubtitleLayout = SubtitleLayout(), words: bool = True) -> str:
+    """``transcript`` as the text of a ``fmt`` file (txt, srt, vtt, tsv or json), as ``TranscriptFiles`` writes it:
+    what a server returns instead of a file."""
+    writer = _mlx_writers()[fmt](".")
+    buffer = io.StringIO()
+    writer.write_result(result_dict(transcript, words=words), file=buffer, options=layout.as_options())
+    return buffer.getvalue()

@@ -56,6 +56,7 @@ from onepass_whisper.entrypoints.options import (
     RefineOption,
     check_phonetic,
 )
+from onepass_whisper.entrypoints.serve_command import SERVE_EXIT_CODES_HELP, serve
 
 
 class ExitCode(IntEnum):
@@ -641,3 +642,8 @@ app.command("eval")(eval_command)  # `app eval DATASET`: WER and word-timing acc
 
 # `app transcribe-corpus INPUT_DIR -o OUT`: a folder on Ray workers, with a manifest (entrypoints/corpus_command.py)
 app.command("transcribe-corpus", epilog=CORPUS_EXIT_CODES_HELP)(transcribe_corpus)
+
+# ------------------------------------------------------------------------------------------------------- serve
+
+# `app serve`: an OpenAI-compatible server whose requests share decoder batches (entrypoints/serve_command.py)
+app.command("serve", epilog=SERVE_EXIT_CODES_HELP)(serve)
