@@ -46,6 +46,7 @@ from entrypoints.container import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, Container
 from entrypoints.corpus_command import CORPUS_EXIT_CODES_HELP, transcribe_corpus
 from entrypoints.eval_command import eval_command
 from entrypoints.inputs import AUDIO_SUFFIXES, Job, find_inputs
+from entrypoints.models_command import models_command
 from entrypoints.options import (
     BatchSizeOption,
     LanguageOption,
@@ -586,29 +587,8 @@ def _clock(seconds: float) -> str:
 # -------------------------------------------------------------------------------------------------------- models
 
 
-@app.command()
-def models(ctx: typer.Context) -> None:
-    """List the built-in models, whether they are installed, and where they are cached.
-
-    Any of them, a local model folder or a Hugging Face repository id can be given to [b]--model[/b].
-    """
-    container: Container = ctx.obj
-    source = container.model_source()
-    rows = [("NAME", "INSTALLED", "CACHED", "DESCRIPTION")]
-    hints = []
-    for info in source.known():
-        rows.append(
-            (info.name, "yes" if info.installed else "no", str(info.cached or "-"), info.description)
-        )
-        if not info.installed:
-            hints.append(f"to install {info.name}: {info.install_hint}")
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    for row in rows:
-        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3])
-    typer.echo(f"\ncache folder: {source.cache_dir} (set ONEPASS_CACHE_DIR to move it)")
-    typer.echo("also accepted: a model folder (mlx-whisper or CTranslate2 layout) or a Hugging Face repository id")
-    for hint in hints:
-        typer.echo(hint)
+# `app models [--install NAME]`: the built-in models, installing them, the cache (entrypoints/models_command.py)
+app.command("models")(models_command)
 
 
 # ---------------------------------------------------------------------------------------------------------- eval

