@@ -81,7 +81,7 @@ app = typer.Typer(
     help="Batched Whisper transcription on MLX, with word timestamps from one decoding pass.",
     no_args_is_help=True,
     rich_markup_mode="rich",
-    add_completion=False,
+    add_completion=True,  # Typer's --install-completion / --show-completion (bash, zsh, fish, PowerShell)
     pretty_exceptions_show_locals=False,  # locals hold whole waveforms and model weights
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -92,8 +92,31 @@ class Task(str, Enum):
     TRANSLATE = "translate"
 
 
+def version() -> str:
+    """The installed distribution's version (``pyproject.toml``'s, as installed); "unknown" when run uninstalled."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed_version
+
+    try:
+        return installed_version("onepass-whisper")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"onepass-whisper {version()}")
+        raise typer.Exit()
+
+
 @app.callback()
-def main(ctx: typer.Context) -> None:
+def main(
+    ctx: typer.Context,
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
     """Batched Whisper transcription on MLX, with word timestamps from one decoding pass."""
     if ctx.obj is None:  # tests pass obj=<a Container with fakes>
         ctx.obj = Container()

