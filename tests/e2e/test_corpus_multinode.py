@@ -69,7 +69,7 @@ def child(out: Path, remove_node: bool) -> dict[str, Any]:
     second = cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
-    nodes = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
+    nodes = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])  # type: ignore[no-untyped-call]
     container = Container()
     container.override_providers(
         audio=NodeNotingAudioSource(markers, SECONDS_PER_FILE), decoder=FakeDecoder("hi"), aligner=FakeAligner()
@@ -93,7 +93,7 @@ def child(out: Path, remove_node: bool) -> dict[str, Any]:
         obj=container,
     )
     ray.shutdown()
-    cluster.shutdown()
+    cluster.shutdown()  # type: ignore[no-untyped-call]
     lines = (out / "result" / "manifest.jsonl").read_text().splitlines()
     return {
         "exit_code": result.exit_code,
