@@ -23,8 +23,8 @@ from attrs import field, frozen
 from attrs import validators as v
 from numpy.typing import NDArray
 
-from domain.audio import SAMPLE_RATE, Waveform
-from domain.errors import AudioLoadError
+from onepass_whisper.domain.audio import SAMPLE_RATE, Waveform
+from onepass_whisper.domain.errors import AudioLoadError
 
 BLOCK_FRAMES: Final = 1 << 18  # input frames per block: ~5.5 s at 48 kHz (measured fastest of 2^16, 2^18, 2^20)
 RESAMPLE_QUALITY: Final = "HQ"  # soxr's quality as librosa's default res_type="soxr_hq"

@@ -33,8 +33,8 @@ from typing import Any, Final, TextIO
 
 from attrs import frozen
 
-from domain.errors import OutputWriteError
-from domain.model import Segment, Transcript, Word
+from onepass_whisper.domain.errors import OutputWriteError
+from onepass_whisper.domain.model import Segment, Transcript, Word
 
 FORMATS: Final = ("txt", "srt", "vtt", "tsv", "json")  # the order of "all"
 

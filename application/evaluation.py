@@ -16,7 +16,7 @@ import numpy as np
 from attrs import field, frozen
 from numpy.typing import NDArray
 
-from domain.model import Transcript
+from onepass_whisper.domain.model import Transcript
 
 SHARE_THRESHOLDS_MS = (50, 100, 200)  # "share within" columns
 COLLARS_MS = (50, 200)  # 50 ms as CrisperWhisper's table, 200 ms as the WhisperX paper

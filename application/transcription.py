@@ -11,12 +11,12 @@ import numpy as np
 from attrs import define, field, frozen
 from numpy.typing import NDArray
 
-from application.word_timing import WordTiming, default_align_workers, timed_segments
-from domain.audio import CONTINUE_SECONDS, SAMPLE_RATE, DecodedChunk, Waveform, Window
-from domain.errors import AudioLoadError, TranscriptionError
-from domain.model import Segment, TranscribeOptions, Transcript
-from domain.ports import Aligner, AudioSource, Decoder, ProgressSink
-from domain.windowing import stream_windows
+from onepass_whisper.application.word_timing import WordTiming, default_align_workers, timed_segments
+from onepass_whisper.domain.audio import CONTINUE_SECONDS, SAMPLE_RATE, DecodedChunk, Waveform, Window
+from onepass_whisper.domain.errors import AudioLoadError, TranscriptionError
+from onepass_whisper.domain.model import Segment, TranscribeOptions, Transcript
+from onepass_whisper.domain.ports import Aligner, AudioSource, Decoder, ProgressSink
+from onepass_whisper.domain.windowing import stream_windows
 
 
 def _no_progress(done: int, total: int) -> None:

@@ -36,9 +36,9 @@ from types import TracebackType
 import numpy as np
 from attrs import evolve, frozen
 
-from domain.audio import DecodedChunk
-from domain.model import Segment
-from domain.ports import Aligner
+from onepass_whisper.domain.audio import DecodedChunk
+from onepass_whisper.domain.model import Segment
+from onepass_whisper.domain.ports import Aligner
 
 MAX_ALIGN_PROCESSES = 8  # a batch of 64 large-v3 windows (~32 ms each on an H100 host) keeps 8 busy for ~0.25 s
 

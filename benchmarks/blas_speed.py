@@ -51,7 +51,7 @@ def best_time(function: Callable[[], object], repeats: int) -> float:
 
 def measure(matmul_repeats: int, encoder_repeats: int) -> Measured:
     """In this (fresh) process: choose the BLAS, then time MLX."""
-    from adapters.mlx.blas import enable_fast_blas, fast_blas_failure
+    from onepass_whisper.adapters.mlx.blas import enable_fast_blas, fast_blas_failure
 
     loaded = enable_fast_blas()
 

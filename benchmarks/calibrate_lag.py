@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from adapters.text_metrics import WhisperTextMetrics
-from application.evaluation import Hypothesis, connected_boundary_errors
-from domain.model import TranscribeOptions
-from entrypoints.container import Container
-from entrypoints.eval_command import read_corpus, transcribe_corpus
+from onepass_whisper.adapters.text_metrics import WhisperTextMetrics
+from onepass_whisper.application.evaluation import Hypothesis, connected_boundary_errors
+from onepass_whisper.domain.model import TranscribeOptions
+from onepass_whisper.entrypoints.container import Container
+from onepass_whisper.entrypoints.eval_command import read_corpus, transcribe_corpus
 
 
 def main(argv: Sequence[str] | None = None) -> None:

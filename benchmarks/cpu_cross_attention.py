@@ -28,8 +28,8 @@ from collections.abc import Callable
 import numpy as np
 from numpy.typing import NDArray
 
-import adapters.mlx  # noqa: F401  # the optimized BLAS before mlx loads
-from adapters.mlx.cpu_kernels import softmax_times
+import onepass_whisper.adapters.mlx  # noqa: F401  # the optimized BLAS before mlx loads
+from onepass_whisper.adapters.mlx.cpu_kernels import softmax_times
 
 FRAMES, STATE, HEADS, LAYERS = 1500, 384, 6, 4  # tiny.en
 HEAD = STATE // HEADS

@@ -19,11 +19,11 @@ DEFAULT_FILES = sorted((Path(__file__).resolve().parents[2] / "shared" / "data" 
 
 
 def main(argv: list[str]) -> None:
-    import adapters.dtw.aligner as aligner_module
-    import adapters.mlx.decoder as decoder_module  # first: it loads the fast BLAS before MLX binds its own
+    import onepass_whisper.adapters.dtw.aligner as aligner_module
+    import onepass_whisper.adapters.mlx.decoder as decoder_module  # first: it loads the fast BLAS before MLX binds its own
     import mlx.core as mx  # noqa: I001
-    from domain.model import TranscribeOptions
-    from entrypoints.container import Container
+    from onepass_whisper.domain.model import TranscribeOptions
+    from onepass_whisper.entrypoints.container import Container
 
     totals = {"encoder": 0.0, "decoding": 0.0, "word timing": 0.0}
 

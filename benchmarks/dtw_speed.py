@@ -20,11 +20,11 @@ from collections.abc import Callable
 import numpy as np
 from numpy.typing import NDArray
 
-from adapters.dtw import aligner as aligner_module
-from adapters.dtw.aligner import DtwAligner, attention_matrix
-from adapters.dtw.filters import median_filter
-from adapters.dtw.path import dtw_path
-from domain.audio import ChunkSegment, DecodedChunk, Window
+from onepass_whisper.adapters.dtw import aligner as aligner_module
+from onepass_whisper.adapters.dtw.aligner import DtwAligner, attention_matrix
+from onepass_whisper.adapters.dtw.filters import median_filter
+from onepass_whisper.adapters.dtw.path import dtw_path
+from onepass_whisper.domain.audio import ChunkSegment, DecodedChunk, Window
 
 TOKENS, FRAMES = 448, 1500  # twice whisper's 224-token context × the 30-s window's 1500 frames
 REPEATS = 5  # best of, for the vectorised version

@@ -85,7 +85,7 @@ def run_engine(engine: str, model: str, files: Sequence[Path], batch_size: int, 
 
 
 def _onepass(model: str, batch_size: int, phonetic: bool = False) -> Loaded:
-    from entrypoints.api import Transcriber
+    from onepass_whisper.entrypoints.api import Transcriber
 
     transcriber = Transcriber(model, batch_size=batch_size, phonetic=phonetic)
 
@@ -111,7 +111,7 @@ def _mlx_whisper(model: str, condition_on_previous_text: bool = True) -> Loaded:
     import mlx_whisper
     from mlx_whisper.transcribe import ModelHolder
 
-    from adapters.models import CachedModelSource, read_alignment_heads
+    from onepass_whisper.adapters.models import CachedModelSource, read_alignment_heads
 
     folder = CachedModelSource().resolve(model)
     whisper = ModelHolder.get_model(str(folder), mx.float32)  # transcribe() reuses this cached instance
@@ -192,7 +192,7 @@ def _ct2_folder(model: str) -> Path:
 
 def _enable_fast_blas() -> str:
     try:  # what our decoder does before it imports mlx (adapters/mlx/blas.py, where present)
-        blas = importlib.import_module("adapters.mlx.blas")
+        blas = importlib.import_module("onepass_whisper.adapters.mlx.blas")
     except ImportError:
         return "the wheel's own BLAS"
     loaded = blas.enable_fast_blas()

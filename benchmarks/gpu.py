@@ -79,7 +79,7 @@ def _sync_mlx() -> None:
 
 def random_large_v3() -> Any:
     """Our batched decoder over a Whisper of large-v3's shapes with random float16 weights (seeded)."""
-    from adapters.mlx.decoder import MlxWhisperDecoder  # adapters.mlx first: it sets up the BLAS before mlx loads
+    from onepass_whisper.adapters.mlx.decoder import MlxWhisperDecoder  # adapters.mlx first: it sets up the BLAS before mlx loads
 
     import mlx.core as mx  # noqa: I001
     from mlx_whisper.whisper import ModelDimensions, Whisper
@@ -93,7 +93,7 @@ def random_large_v3() -> Any:
 
 def random_windows(rng: np.random.Generator, batch: int) -> list[Any]:
     """``batch`` windows of 30 s of seeded noise (every window decodes ``--tokens`` tokens regardless)."""
-    from domain.audio import SAMPLE_RATE, Window
+    from onepass_whisper.domain.audio import SAMPLE_RATE, Window
 
     samples = (0.1 * rng.standard_normal((batch, int(WINDOW_SECONDS * SAMPLE_RATE)))).astype(np.float32)
     return [Window(source=i, index=0, offset=0.0, samples=samples[i]) for i in range(batch)]
@@ -101,7 +101,7 @@ def random_windows(rng: np.random.Generator, batch: int) -> list[Any]:
 
 def fixed_length_options(tokens: int) -> Any:
     """Greedy, English, no fallback, end-of-text suppressed: every window decodes exactly ``tokens`` tokens."""
-    from domain.model import TranscribeOptions
+    from onepass_whisper.domain.model import TranscribeOptions
 
     eot = 50257
     return TranscribeOptions(
@@ -118,7 +118,7 @@ def fixed_length_options(tokens: int) -> Any:
 
 def bench_ours(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[str, Any]]:
     decoder = random_large_v3()
-    from adapters.dtw import DtwAligner
+    from onepass_whisper.adapters.dtw import DtwAligner
 
     import mlx.core as mx  # noqa: I001
 
@@ -241,7 +241,7 @@ def _pipelined(
     they are in a long run) while the next batch decodes. ``aligner`` None: no word timing at all (the batches
     back to back alone).
     """
-    from application.word_timing import WordTiming, default_align_workers
+    from onepass_whisper.application.word_timing import WordTiming, default_align_workers
 
     with WordTiming(aligner, default_align_workers(), ALIGN_PROCESSES) as timing:
         timing.start_processes()
@@ -264,7 +264,7 @@ def _pipelined(
 def bench_micro(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[str, Any]]:
     """Where a decoder step's time goes: each part timed alone (synchronised), summed over the 32 layers."""
     decoder = random_large_v3()
-    from adapters.mlx.forward import DecoderState, gelu
+    from onepass_whisper.adapters.mlx.forward import DecoderState, gelu
 
     import mlx.core as mx  # noqa: I001
 
@@ -350,9 +350,9 @@ def bench_kernels(batches: Sequence[int], tokens: int, repeats: int) -> list[dic
     - a bare decoder step (constant tokens, steps queued with ``async_eval`` as the lagged loop does), either state.
     """
     decoder = random_large_v3()
-    from adapters.mlx import cuda_kernels
-    from adapters.mlx.forward import DecoderState
-    from adapters.mlx.kernel_step import KernelDecoderState, KernelStep
+    from onepass_whisper.adapters.mlx import cuda_kernels
+    from onepass_whisper.adapters.mlx.forward import DecoderState
+    from onepass_whisper.adapters.mlx.kernel_step import KernelDecoderState, KernelStep
 
     import mlx.core as mx  # noqa: I001
 
@@ -488,7 +488,7 @@ def _forward_alone(state: Any, logits: Any, tokens: int) -> None:
 def bench_loop(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[str, Any]]:
     """Where ``_decode``'s time goes besides the forward: its parts timed one after the other, ms a step."""
     decoder = random_large_v3()
-    from adapters.mlx.loop import Progress, decode_lagged
+    from onepass_whisper.adapters.mlx.loop import Progress, decode_lagged
 
     rules = decoder._rules(fixed_length_options(tokens))
     results = []
@@ -546,7 +546,7 @@ def bench_trace(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[
     from torch.profiler import ProfilerActivity, profile
 
     decoder = random_large_v3()
-    from adapters.mlx.loop import Progress, decode_lagged
+    from onepass_whisper.adapters.mlx.loop import Progress, decode_lagged
 
     torch.zeros(1, device="cuda")  # PyTorch's CUDA context (the device's primary one, which MLX uses too)
     rules = decoder._rules(fixed_length_options(tokens))
@@ -711,13 +711,13 @@ def bench_hf_generate(batches: Sequence[int], tokens: int, repeats: int) -> list
 
 def check_model(folder: Path, audio: Path) -> dict[str, Any]:
     """Transcribe ``audio`` with real weights; text and word times to compare across backends."""
-    from adapters.dtw import DtwAligner
-    from adapters.mlx import load_decoder  # first: it sets up the BLAS before mlx loads
+    from onepass_whisper.adapters.dtw import DtwAligner
+    from onepass_whisper.adapters.mlx import load_decoder  # first: it sets up the BLAS before mlx loads
 
     import mlx.core as mx  # noqa: I001
-    from application.transcription import TranscriptionService
-    from domain.audio import Waveform
-    from domain.model import TranscribeOptions
+    from onepass_whisper.application.transcription import TranscriptionService
+    from onepass_whisper.domain.audio import Waveform
+    from onepass_whisper.domain.model import TranscribeOptions
 
     with wave.open(str(audio)) as w:
         assert w.getframerate() == 16000 and w.getnchannels() == 1 and w.getsampwidth() == 2
@@ -800,7 +800,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     global ALIGN_PROCESSES
     if args.align_processes is None:  # as the container chooses on a machine of more than 2 cores
-        from application.word_timing import default_align_processes
+        from onepass_whisper.application.word_timing import default_align_processes
 
         ALIGN_PROCESSES = default_align_processes()
     else:

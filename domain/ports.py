@@ -9,8 +9,8 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from domain.audio import DecodedChunk, Window
-from domain.model import TranscribeOptions, Word
+from onepass_whisper.domain.audio import DecodedChunk, Window
+from onepass_whisper.domain.model import TranscribeOptions, Word
 
 ProgressSink = Callable[[int, int], None]  # (windows done, windows total)
 

@@ -31,7 +31,7 @@ import numpy as np
 from attrs import frozen
 from numpy.typing import NDArray
 
-from domain.audio import FRAME_SECONDS, SAMPLE_RATE, WINDOW_SECONDS, Window
+from onepass_whisper.domain.audio import FRAME_SECONDS, SAMPLE_RATE, WINDOW_SECONDS, Window
 
 FRAME_SAMPLES: Final = round(FRAME_SECONDS * SAMPLE_RATE)  # 320 samples = 20 ms
 SMOOTHING_FRAMES: Final = 11  # 220 ms, centred: longer than a stop closure, shorter than a pause between phrases

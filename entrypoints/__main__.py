@@ -1,6 +1,6 @@
 """``python -m entrypoints``: the same command line as ``app``."""
 
-from entrypoints.cli import app
+from onepass_whisper.entrypoints.cli import app
 
 if __name__ == "__main__":
     app(prog_name="app")

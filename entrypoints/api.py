@@ -1,6 +1,6 @@
 """The library entry point: transcribe a file or an array into the domain ``Transcript``.
 
-    from entrypoints.api import Transcriber, transcribe
+    from onepass_whisper.entrypoints.api import Transcriber, transcribe
 
     transcript = transcribe("talk.wav")                  # loads tiny.en for this one call
     print(transcript.text, transcript.segments[0].words[0])
@@ -32,11 +32,11 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - typing_extensions comes with typer
     from typing_extensions import Unpack
 
-from application.transcription import FileResult, TranscriptionService
-from domain.audio import SAMPLE_RATE, Waveform
-from domain.errors import AudioLoadError, InvalidOptionError
-from domain.model import Segment, Task, TranscribeOptions, Transcript, Word
-from entrypoints.container import (
+from onepass_whisper.application.transcription import FileResult, TranscriptionService
+from onepass_whisper.domain.audio import SAMPLE_RATE, Waveform
+from onepass_whisper.domain.errors import AudioLoadError, InvalidOptionError
+from onepass_whisper.domain.model import Segment, Task, TranscribeOptions, Transcript, Word
+from onepass_whisper.entrypoints.container import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_MODEL,
     PHONETIC_MISSING,

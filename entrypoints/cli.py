@@ -31,23 +31,23 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from adapters.writers import FORMATS, SubtitleLayout, TranscriptFiles
-from domain.audio import SAMPLE_RATE
-from domain.errors import (
+from onepass_whisper.adapters.writers import FORMATS, SubtitleLayout, TranscriptFiles
+from onepass_whisper.domain.audio import SAMPLE_RATE
+from onepass_whisper.domain.errors import (
     InvalidOptionError,
     ModelLoadError,
     TranscriptionError,
     UnsupportedLanguageError,
 )
-from domain.model import Transcript, TranscribeOptions
-from domain.ports import AudioSource
-from entrypoints.console import check_output_dir, error, note, warn
-from entrypoints.container import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, Container
-from entrypoints.corpus_command import CORPUS_EXIT_CODES_HELP, transcribe_corpus
-from entrypoints.eval_command import eval_command
-from entrypoints.inputs import AUDIO_SUFFIXES, Job, find_inputs
-from entrypoints.models_command import models_command
-from entrypoints.options import (
+from onepass_whisper.domain.model import Transcript, TranscribeOptions
+from onepass_whisper.domain.ports import AudioSource
+from onepass_whisper.entrypoints.console import check_output_dir, error, note, warn
+from onepass_whisper.entrypoints.container import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, Container
+from onepass_whisper.entrypoints.corpus_command import CORPUS_EXIT_CODES_HELP, transcribe_corpus
+from onepass_whisper.entrypoints.eval_command import eval_command
+from onepass_whisper.entrypoints.inputs import AUDIO_SUFFIXES, Job, find_inputs
+from onepass_whisper.entrypoints.models_command import models_command
+from onepass_whisper.entrypoints.options import (
     BatchSizeOption,
     LanguageOption,
     ModelOption,

@@ -29,12 +29,12 @@ from typing import TYPE_CHECKING, Protocol
 
 from dependency_injector import containers, providers
 
-from application.transcription import TranscriptionService
-from application.word_timing import default_align_processes
-from domain.ports import Aligner, AudioSource, Decoder, ModelSource
+from onepass_whisper.application.transcription import TranscriptionService
+from onepass_whisper.application.word_timing import default_align_processes
+from onepass_whisper.domain.ports import Aligner, AudioSource, Decoder, ModelSource
 
 if TYPE_CHECKING:
-    from adapters.models import ModelInfo
+    from onepass_whisper.adapters.models import ModelInfo
 
 DEFAULT_MODEL = "tiny.en"
 DEFAULT_BATCH_SIZE = 16  # measured: long-form tiny.en on 2 CPU cores, batch 4/8/16/32: 6.7/7.9/8.8/8.9x realtime
@@ -62,19 +62,19 @@ class ModelCatalog(ModelSource, Protocol):
 
 
 def _model_source(cache_dir: Path | str | None) -> ModelCatalog:
-    from adapters.models import CachedModelSource
+    from onepass_whisper.adapters.models import CachedModelSource
 
     return CachedModelSource(None if cache_dir is None else Path(cache_dir))
 
 
 def _decoder(source: ModelSource, name: str) -> Decoder:
-    from adapters.mlx import load_decoder
+    from onepass_whisper.adapters.mlx import load_decoder
 
     return load_decoder(source.resolve(name), name)
 
 
 def _audio() -> AudioSource:
-    from adapters.librosa_audio import LibrosaAudioSource
+    from onepass_whisper.adapters.librosa_audio import LibrosaAudioSource
 
     return LibrosaAudioSource()
 
@@ -100,12 +100,12 @@ def _align_processes_first_batch(phonetic: bool) -> int | None:
 
 
 def _aligner(refine: bool, model: str, phonetic: bool) -> Aligner:
-    from adapters.dtw import DtwAligner, model_lag
+    from onepass_whisper.adapters.dtw import DtwAligner, model_lag
 
     aligner = DtwAligner(median_width=7, refine=refine, lag_seconds=model_lag(model))
     if not phonetic:
         return aligner
-    from adapters.phonetic import PhoneticAligner
+    from onepass_whisper.adapters.phonetic import PhoneticAligner
 
     return PhoneticAligner(aligner)
 
@@ -115,7 +115,7 @@ PHONETIC_MISSING = "needs pocketsphinx: pip install 'onepass-whisper[phonetic]'"
 
 def phonetic_available() -> bool:
     """Whether the ``phonetic`` aligner can be built (pocketsphinx installed)."""
-    from adapters.phonetic import is_available
+    from onepass_whisper.adapters.phonetic import is_available
 
     return is_available()
 

@@ -21,13 +21,13 @@ from typing import IO, TYPE_CHECKING, Annotated, Final, TextIO
 import typer
 from rich.console import Console
 
-from adapters.writers import FORMATS, TranscriptFiles
-from application.corpus import ManifestRecord, plan_corpus, read_manifest
-from domain.model import TranscribeOptions
-from entrypoints.console import check_output_dir, error, note, warn
-from entrypoints.container import DEFAULT_BATCH_SIZE, DEFAULT_MODEL
-from entrypoints.inputs import AUDIO_SUFFIXES, Job, find_inputs
-from entrypoints.options import (
+from onepass_whisper.adapters.writers import FORMATS, TranscriptFiles
+from onepass_whisper.application.corpus import ManifestRecord, plan_corpus, read_manifest
+from onepass_whisper.domain.model import TranscribeOptions
+from onepass_whisper.entrypoints.console import check_output_dir, error, note, warn
+from onepass_whisper.entrypoints.container import DEFAULT_BATCH_SIZE, DEFAULT_MODEL
+from onepass_whisper.entrypoints.inputs import AUDIO_SUFFIXES, Job, find_inputs
+from onepass_whisper.entrypoints.options import (
     BatchSizeOption,
     LanguageOption,
     ModelOption,
@@ -39,7 +39,7 @@ from entrypoints.options import (
 )
 
 if TYPE_CHECKING:
-    from entrypoints.container import Container
+    from onepass_whisper.entrypoints.container import Container
 
 INSTALL_HINT: Final = "pip install 'onepass-whisper[ray]'"
 MANIFEST_NAME: Final = "manifest.jsonl"
@@ -268,7 +268,7 @@ def _run(
     stderr: Console,
 ) -> CorpusExit:
     try:
-        from entrypoints import ray_engine
+        from onepass_whisper.entrypoints import ray_engine
     except ModuleNotFoundError as exc:
         if exc.name is None or exc.name.split(".")[0] != "ray":
             raise

@@ -17,19 +17,19 @@ import typer
 from rich.console import Console
 from rich.progress import Progress
 
-from adapters.text_metrics import WhisperTextMetrics
-from adapters.writers import result_dict
-from application.evaluation import EvaluationReport, Hypothesis, Metrics, Reference, TimedWord, score_corpus
-from domain.errors import InvalidOptionError, ModelLoadError, TranscriptionError, UnsupportedLanguageError
-from domain.model import TranscribeOptions, Transcript
-from domain.ports import ProgressSink
+from onepass_whisper.adapters.text_metrics import WhisperTextMetrics
+from onepass_whisper.adapters.writers import result_dict
+from onepass_whisper.application.evaluation import EvaluationReport, Hypothesis, Metrics, Reference, TimedWord, score_corpus
+from onepass_whisper.domain.errors import InvalidOptionError, ModelLoadError, TranscriptionError, UnsupportedLanguageError
+from onepass_whisper.domain.model import TranscribeOptions, Transcript
+from onepass_whisper.domain.ports import ProgressSink
 
-from entrypoints.container import DEFAULT_BATCH_SIZE, DEFAULT_MODEL
-from entrypoints.options import LanguageOption, PhoneticOption, RefineOption, check_phonetic
+from onepass_whisper.entrypoints.container import DEFAULT_BATCH_SIZE, DEFAULT_MODEL
+from onepass_whisper.entrypoints.options import LanguageOption, PhoneticOption, RefineOption, check_phonetic
 
 if TYPE_CHECKING:
-    from application.transcription import FileResult, TranscriptionService
-    from entrypoints.container import Container
+    from onepass_whisper.application.transcription import FileResult, TranscriptionService
+    from onepass_whisper.entrypoints.container import Container
 
 stderr = Console(stderr=True, soft_wrap=True, highlight=False)  # one error a line, whatever the width
 

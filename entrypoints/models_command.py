@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
-from domain.errors import ModelLoadError
-from entrypoints.console import error, note
+from onepass_whisper.domain.errors import ModelLoadError
+from onepass_whisper.entrypoints.console import error, note
 
 if TYPE_CHECKING:
-    from entrypoints.container import Container
+    from onepass_whisper.entrypoints.container import Container
 
 MODEL_EXIT_CODE = 3  # as `app transcribe`: the model could not be installed (download, hash, conversion, cache)
 
@@ -81,7 +81,7 @@ def models_command(
 
 
 def _builtin_names() -> list[str]:
-    from adapters.models.source import BUILTINS
+    from onepass_whisper.adapters.models.source import BUILTINS
 
     return list(BUILTINS)
 

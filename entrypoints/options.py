@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from entrypoints.container import PHONETIC_MISSING, phonetic_available
+from onepass_whisper.entrypoints.container import PHONETIC_MISSING, phonetic_available
 
 
 class OutputFormat(str, Enum):

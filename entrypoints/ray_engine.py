@@ -34,12 +34,12 @@ import ray
 from attrs import define, field, frozen
 from ray.exceptions import ActorUnavailableError, RayActorError, RayError, RayTaskError
 
-from adapters.writers import TranscriptFiles
-from application.corpus import ManifestRecord, RetryBook, take_batch
-from application.transcription import TranscriptionService
-from domain.errors import InvalidOptionError, ModelLoadError, TranscriptionError, UnsupportedLanguageError
-from domain.model import TranscribeOptions
-from entrypoints.container import Container
+from onepass_whisper.adapters.writers import TranscriptFiles
+from onepass_whisper.application.corpus import ManifestRecord, RetryBook, take_batch
+from onepass_whisper.application.transcription import TranscriptionService
+from onepass_whisper.domain.errors import InvalidOptionError, ModelLoadError, TranscriptionError, UnsupportedLanguageError
+from onepass_whisper.domain.model import TranscribeOptions
+from onepass_whisper.entrypoints.container import Container
 
 OVERRIDABLE = ("model_source", "decoder", "audio", "aligner")  # providers whose overrides workers take over
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")  # as adapters/mlx/blas.py (not imported: it loads BLAS)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-import adapters.mlx  # noqa: F401  # puts the optimized BLAS in place before any test imports mlx
+import onepass_whisper.adapters.mlx  # noqa: F401  # puts the optimized BLAS in place before any test imports mlx
 
 settings.register_profile("dev", max_examples=50, deadline=None)
 settings.register_profile(

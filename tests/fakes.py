@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from domain.audio import SAMPLE_RATE, ChunkSegment, DecodedChunk, Waveform, Window
-from domain.errors import AudioLoadError, ModelLoadError
-from domain.model import TranscribeOptions, Word
-from domain.ports import Aligner, AudioSource, Decoder, ModelSource
+from onepass_whisper.domain.audio import SAMPLE_RATE, ChunkSegment, DecodedChunk, Waveform, Window
+from onepass_whisper.domain.errors import AudioLoadError, ModelLoadError
+from onepass_whisper.domain.model import TranscribeOptions, Word
+from onepass_whisper.domain.ports import Aligner, AudioSource, Decoder, ModelSource
 
 
 BLOCK_SECONDS = 7.0  # not a divisor of the 30-s window: windows are cut across blocks

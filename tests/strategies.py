@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from numpy.typing import NDArray
 
-from domain.audio import SAMPLE_RATE, ChunkSegment, DecodedChunk, Window
+from onepass_whisper.domain.audio import SAMPLE_RATE, ChunkSegment, DecodedChunk, Window
 
 MAX_SIDE = 24
 BOUND = 1e6  # keeps sums along a path exact enough to compare with an oracle's

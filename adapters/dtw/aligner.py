@@ -18,11 +18,11 @@ import numpy as np
 from attrs import define, field, frozen
 from numpy.typing import NDArray
 
-from adapters.dtw.filters import median_filter
-from adapters.dtw.path import dtw_path
-from adapters.dtw.refine import refine_words
-from domain.audio import ChunkSegment, DecodedChunk
-from domain.model import Word
+from onepass_whisper.adapters.dtw.filters import median_filter
+from onepass_whisper.adapters.dtw.path import dtw_path
+from onepass_whisper.adapters.dtw.refine import refine_words
+from onepass_whisper.domain.audio import ChunkSegment, DecodedChunk
+from onepass_whisper.domain.model import Word
 
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"  # merged into the following word (whisper's defaults)
 APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"  # merged into the previous word

@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from domain.audio import SAMPLE_RATE
+from onepass_whisper.domain.audio import SAMPLE_RATE
 
 HOP_SECONDS = 0.01  # one energy frame = 10 ms (160 samples at 16 kHz), half a cross-attention frame
 POWER_FLOOR = 1e-10  # -100 dB re full scale, below 16-bit quantisation noise: keeps log10 finite on digital silence

@@ -10,16 +10,16 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-from adapters.models import read_alignment_heads
-from domain.errors import ModelLoadError
-from domain.ports import Decoder
+from onepass_whisper.adapters.models import read_alignment_heads
+from onepass_whisper.domain.errors import ModelLoadError
+from onepass_whisper.domain.ports import Decoder
 
 log = logging.getLogger(__name__)
 
 
 def _fast_blas() -> None:
     try:
-        from adapters.mlx.blas import enable_fast_blas, fast_blas_failure
+        from onepass_whisper.adapters.mlx.blas import enable_fast_blas, fast_blas_failure
     except ImportError:  # pragma: no cover - blas.py ships with the package
         return
     if enable_fast_blas() is None and (reason := fast_blas_failure()):
@@ -87,7 +87,7 @@ def load_decoder(folder: Path, name: str, dtype: str | None = None) -> Decoder:
     import mlx.core as mx
     from mlx_whisper.load_models import load_model
 
-    from adapters.mlx.decoder import MlxWhisperDecoder
+    from onepass_whisper.adapters.mlx.decoder import MlxWhisperDecoder
 
     if dtype is None:
         dtype = "float32" if mx.default_device() == mx.cpu else "float16"

@@ -18,7 +18,7 @@ import numpy as np
 from attrs import frozen
 from numpy.typing import NDArray
 
-from adapters.mlx.cpu_kernels import LayerNorm, Linear, gelu, run_all, softmax_times
+from onepass_whisper.adapters.mlx.cpu_kernels import LayerNorm, Linear, gelu, run_all, softmax_times
 
 KV_BLOCK = 64  # tokens: the self-attention cache grows by this many positions at a time
 

@@ -29,15 +29,15 @@ from mlx_whisper.whisper import Whisper
 from numpy.typing import NDArray
 from threadpoolctl import ThreadpoolController
 
-from adapters.mlx.cpu_decoder import DecoderWeights, NumpyDecoderState
-from adapters.mlx.forward import DecoderState, decoder_weights, encode
-from adapters.mlx.kernel_step import KernelDecoderState, KernelStep
-from adapters.mlx.loop import Progress, decode_lagged, decode_synced
-from adapters.mlx.rules import LogitRules, logsumexp
-from domain.audio import CONTINUE_SECONDS, FRAME_SECONDS, ChunkSegment, DecodedChunk, Window
-from domain.errors import InvalidOptionError, UnsupportedLanguageError
-from domain.model import TranscribeOptions
-from domain.windowing import sound_end
+from onepass_whisper.adapters.mlx.cpu_decoder import DecoderWeights, NumpyDecoderState
+from onepass_whisper.adapters.mlx.forward import DecoderState, decoder_weights, encode
+from onepass_whisper.adapters.mlx.kernel_step import KernelDecoderState, KernelStep
+from onepass_whisper.adapters.mlx.loop import Progress, decode_lagged, decode_synced
+from onepass_whisper.adapters.mlx.rules import LogitRules, logsumexp
+from onepass_whisper.domain.audio import CONTINUE_SECONDS, FRAME_SECONDS, ChunkSegment, DecodedChunk, Window
+from onepass_whisper.domain.errors import InvalidOptionError, UnsupportedLanguageError
+from onepass_whisper.domain.model import TranscribeOptions
+from onepass_whisper.domain.windowing import sound_end
 
 ENCODER_BATCH = 8  # windows per encoder call: bounds the encoder's activation memory
 EXPLICIT_CROSS_MIN_BATCH = 16  # GPU: from this batch on, explicit cross-attention beats the fused kernel

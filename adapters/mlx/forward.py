@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 from mlx_whisper.whisper import MultiHeadAttention, ResidualAttentionBlock, Whisper
 
-from adapters.mlx import cpu_decoder, cpu_kernels
+from onepass_whisper.adapters.mlx import cpu_decoder, cpu_kernels
 
 KV_BLOCK = 64  # tokens: the self-attention buffer grows by this many positions at a time
 

@@ -15,8 +15,8 @@ from typing import Any, Protocol
 import mlx.core as mx
 from mlx_whisper.whisper import ResidualAttentionBlock, Whisper
 
-from adapters.mlx import cuda_kernels
-from adapters.mlx.forward import (
+from onepass_whisper.adapters.mlx import cuda_kernels
+from onepass_whisper.adapters.mlx.forward import (
     KV_BLOCK,
     DecoderState,
     capture_plan,

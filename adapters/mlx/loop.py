@@ -25,9 +25,9 @@ import mlx.core as mx
 import numpy as np
 from numpy.typing import NDArray
 
-from adapters.mlx.cpu_decoder import NumpyDecoderState
-from adapters.mlx.forward import DecoderState
-from adapters.mlx.rules import DeviceTimestampState, LogitRules, TimestampState, logsumexp
+from onepass_whisper.adapters.mlx.cpu_decoder import NumpyDecoderState
+from onepass_whisper.adapters.mlx.forward import DecoderState
+from onepass_whisper.adapters.mlx.rules import DeviceTimestampState, LogitRules, TimestampState, logsumexp
 
 COMPACT_FRACTION = 8  # decode_lagged compacts once a 1/8 of the rows (at least one) belong to finished sequences
 ROWS_BLOCK = 32  # decode_lagged's attention rows: device memory is taken in blocks of this many steps

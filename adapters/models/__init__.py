@@ -6,8 +6,8 @@ Numpy only: nothing here imports MLX (``adapters/mlx`` loads the folders that ``
 
 from __future__ import annotations
 
-from adapters.models.ct2 import ModelDims
-from adapters.models.source import (
+from onepass_whisper.adapters.models.ct2 import ModelDims
+from onepass_whisper.adapters.models.source import (
     INSTALL_COMMAND,
     CachedModelSource,
     ModelInfo,

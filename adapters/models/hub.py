@@ -6,7 +6,7 @@ import os
 import re
 from pathlib import Path
 
-from domain.errors import ModelLoadError
+from onepass_whisper.domain.errors import ModelLoadError
 
 # One "owner/name": each part starts and ends with a letter or digit, uses [A-Za-z0-9._-], no ".." or "--",
 # at most 96 characters (the Hub's own rules); so "../x", "/abs", "a/b/c" and URLs are rejected.

@@ -29,7 +29,7 @@ from typing import Any
 
 from attrs import frozen
 
-from domain.errors import ModelLoadError
+from onepass_whisper.domain.errors import ModelLoadError
 
 PYPI = "https://pypi.org/simple"
 INDEX_VARIABLES = ("ONEPASS_INDEX_URL", "UV_DEFAULT_INDEX", "UV_INDEX_URL", "PIP_INDEX_URL")

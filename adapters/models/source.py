@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 from attrs import frozen
 
-from adapters.models import hub, index
-from adapters.models.ct2 import (
+from onepass_whisper.adapters.models import hub, index
+from onepass_whisper.adapters.models.ct2 import (
     Ct2FormatError,
     ModelDims,
     check_shapes,
@@ -44,8 +44,8 @@ from adapters.models.ct2 import (
     to_mlx_whisper,
     write_safetensors,
 )
-from adapters.models.index import Report, Wheel
-from domain.errors import ModelLoadError
+from onepass_whisper.adapters.models.index import Report, Wheel
+from onepass_whisper.domain.errors import ModelLoadError
 
 CONVERTER_VERSION = 1  # bump when the converted layout changes: old entries then miss and are rebuilt
 CONFIG, WEIGHTS, HEADS = "config.json", "weights.safetensors", "alignment_heads.json"

@@ -1,6 +1,6 @@
 """Word edges from a forced alignment with pocketsphinx's acoustic model (English; the ``phonetic`` extra)."""
 
-from adapters.phonetic.aligner import PhoneticAligner, dictionary_words, forced_alignment, pronounce
+from onepass_whisper.adapters.phonetic.aligner import PhoneticAligner, dictionary_words, forced_alignment, pronounce
 
 
 def is_available() -> bool:

@@ -27,9 +27,9 @@ import numpy as np
 from attrs import field, frozen, validators
 from numpy.typing import NDArray
 
-from domain.audio import DecodedChunk
-from domain.model import Word
-from domain.ports import Aligner
+from onepass_whisper.domain.audio import DecodedChunk
+from onepass_whisper.domain.model import Word
+from onepass_whisper.domain.ports import Aligner
 
 LANGUAGE = "en"  # pocketsphinx's bundled acoustic model and dictionary are US English
 FRAME_SECONDS = 0.01  # pocketsphinx's frame rate: 100 frames a second

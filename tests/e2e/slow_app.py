@@ -12,10 +12,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from domain.audio import DecodedChunk, Window
-from domain.model import TranscribeOptions
-from entrypoints.cli import app
-from entrypoints.container import Container
+from onepass_whisper.domain.audio import DecodedChunk, Window
+from onepass_whisper.domain.model import TranscribeOptions
+from onepass_whisper.entrypoints.cli import app
+from onepass_whisper.entrypoints.container import Container
 from tests.fakes import FakeAligner, FakeDecoder
 
 

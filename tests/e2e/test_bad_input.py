@@ -20,11 +20,11 @@ import soundfile as sf
 from numpy.typing import NDArray
 from typer.testing import CliRunner, Result
 
-from adapters.librosa_audio import NOT_AUDIO
-from domain.audio import SAMPLE_RATE
-from entrypoints.cli import ExitCode, app
-from entrypoints.container import Container
-from entrypoints.inputs import AUDIO_SUFFIXES
+from onepass_whisper.adapters.librosa_audio import NOT_AUDIO
+from onepass_whisper.domain.audio import SAMPLE_RATE
+from onepass_whisper.entrypoints.cli import ExitCode, app
+from onepass_whisper.entrypoints.container import Container
+from onepass_whisper.entrypoints.inputs import AUDIO_SUFFIXES
 from tests.e2e.formats import check_json_schema, read_json
 from tests.fakes import FakeAligner, FakeDecoder
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-from adapters.models import CachedModelSource
-from domain.audio import DecodedChunk, Window
-from domain.errors import InvalidOptionError, UnsupportedLanguageError
-from domain.model import TranscribeOptions
-from entrypoints.cli import ExitCode, _AudioClock, _MeasuredAudio, app
-from entrypoints.container import Container
+from onepass_whisper.adapters.models import CachedModelSource
+from onepass_whisper.domain.audio import DecodedChunk, Window
+from onepass_whisper.domain.errors import InvalidOptionError, UnsupportedLanguageError
+from onepass_whisper.domain.model import TranscribeOptions
+from onepass_whisper.entrypoints.cli import ExitCode, _AudioClock, _MeasuredAudio, app
+from onepass_whisper.entrypoints.container import Container
 from tests.e2e.formats import (
     assert_monotonic,
     check_json_schema,
@@ -214,7 +214,7 @@ def test_word_timing_switches_reach_the_container(
 def test_phonetic_without_pocketsphinx_is_a_usage_error_naming_the_extra(
     container: Container, decoder: RecordingDecoder, tmp_path: Path, out: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("entrypoints.options.phonetic_available", lambda: False)
+    monkeypatch.setattr("onepass_whisper.entrypoints.options.phonetic_available", lambda: False)
     (wav,) = touch(tmp_path, "a.wav")
     result = run(container, wav, "-o", out, "--phonetic")
     assert result.exit_code == ExitCode.USAGE

@@ -14,8 +14,8 @@ import jiwer
 import pytest
 from typer.testing import CliRunner, Result
 
-from entrypoints.cli import app
-from entrypoints.container import Container
+from onepass_whisper.entrypoints.cli import app
+from onepass_whisper.entrypoints.container import Container
 from tests.e2e.formats import assert_monotonic, check_json_schema, read_json, read_srt, read_tsv, read_vtt
 
 REPO = Path(__file__).resolve().parents[2]
@@ -101,7 +101,7 @@ def test_verbose_prints_the_segments_and_their_words(run: tuple[Result, Path], d
 
 def test_base_installed_from_the_index_transcribes_the_sample(tmp_path: Path) -> None:
     """The multilingual base, as ``app models --install base`` (CI: ``make models``) put it in the user's cache."""
-    from adapters.models import CachedModelSource
+    from onepass_whisper.adapters.models import CachedModelSource
 
     if not {i.name: i for i in CachedModelSource().known()}["base"].installed:
         pytest.skip("base is not installed: app models --install base (or make models)")

@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
-import entrypoints
-from adapters.writers import TranscriptFiles
-from domain.audio import Waveform
-from domain.model import TranscribeOptions
-from entrypoints.cli import app
-from entrypoints.container import Container
-from entrypoints.corpus_command import INSTALL_HINT, CorpusExit
+import onepass_whisper.entrypoints as entrypoints_package
+from onepass_whisper.adapters.writers import TranscriptFiles
+from onepass_whisper.domain.audio import Waveform
+from onepass_whisper.domain.model import TranscribeOptions
+from onepass_whisper.entrypoints.cli import app
+from onepass_whisper.entrypoints.container import Container
+from onepass_whisper.entrypoints.corpus_command import INSTALL_HINT, CorpusExit
 from tests.fakes import CrashingAudioSource, FakeAligner, FakeDecoder, FakeModelSource, tone
 
 REPO = Path(__file__).resolve().parents[2]
@@ -188,8 +188,8 @@ def test_without_ray_the_command_says_how_to_install_it(
     container: Container, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails as if it were not installed
-    monkeypatch.delitem(sys.modules, "entrypoints.ray_engine", raising=False)  # as in a fresh process
-    monkeypatch.delattr(entrypoints, "ray_engine", raising=False)
+    monkeypatch.delitem(sys.modules, "onepass_whisper.entrypoints.ray_engine", raising=False)  # as in a fresh process
+    monkeypatch.delattr(entrypoints_package, "ray_engine", raising=False)
 
     result = run(container, corpus(tmp_path, "a.wav"), tmp_path / "out")
 
@@ -204,12 +204,12 @@ def test_an_empty_folder_is_an_error(container: Container, tmp_path: Path) -> No
 
 
 def test_the_cli_imports_without_ray() -> None:
-    code = "import sys, entrypoints.cli; sys.exit('ray' in sys.modules)"
+    code = "import sys, onepass_whisper.entrypoints.cli; sys.exit('ray' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO, check=False).returncode == 0
 
 
 def test_workers_take_the_drivers_blas_threads_not_rays(monkeypatch: pytest.MonkeyPatch) -> None:
-    from entrypoints.ray_engine import WorkerSettings
+    from onepass_whisper.entrypoints.ray_engine import WorkerSettings
 
     monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
     monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the driver's own choice
@@ -225,15 +225,15 @@ def test_workers_take_the_drivers_blas_threads_not_rays(monkeypatch: pytest.Monk
 def test_phonetic_without_pocketsphinx_is_a_usage_error(
     container: Container, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("entrypoints.options.phonetic_available", lambda: False)
+    monkeypatch.setattr("onepass_whisper.entrypoints.options.phonetic_available", lambda: False)
     result = run(container, corpus(tmp_path, "a.wav"), tmp_path / "out", "--phonetic")
     assert result.exit_code == 2 and "onepass-whisper[phonetic]" in result.stderr
     assert not (tmp_path / "out").exists()
 
 
 def test_workers_build_the_aligner_the_driver_configured() -> None:
-    from adapters.phonetic import PhoneticAligner
-    from entrypoints.ray_engine import WorkerSettings
+    from onepass_whisper.adapters.phonetic import PhoneticAligner
+    from onepass_whisper.entrypoints.ray_engine import WorkerSettings
 
     container = Container()
     container.config.phonetic.from_value(True)
@@ -244,7 +244,7 @@ def test_workers_build_the_aligner_the_driver_configured() -> None:
 
 
 def test_an_unreachable_remote_cluster_says_how_to_set_up_token_authentication() -> None:
-    from entrypoints.ray_engine import unreachable
+    from onepass_whisper.entrypoints.ray_engine import unreachable
 
     failure = ConnectionError("Failed to connect to Ray cluster at 10.0.0.1:6379")
     message = unreachable("10.0.0.1:6379", failure, {})
@@ -257,7 +257,7 @@ def test_an_unreachable_remote_cluster_says_how_to_set_up_token_authentication()
 def test_ray_lines_go_to_a_file_and_the_commands_own_lines_to_stderr(capfd: pytest.CaptureFixture[str]) -> None:
     from rich.console import Console
 
-    from entrypoints.corpus_command import ray_lines_to_file
+    from onepass_whisper.entrypoints.corpus_command import ray_lines_to_file
 
     console = Console(stderr=True)
     with ray_lines_to_file(False, console) as path:

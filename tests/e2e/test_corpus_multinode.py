@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from domain.audio import Waveform
+from onepass_whisper.domain.audio import Waveform
 from tests.fakes import InMemoryAudioSource, tone
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,8 +56,8 @@ def child(out: Path, remove_node: bool) -> dict[str, Any]:
     from ray.cluster_utils import Cluster
     from typer.testing import CliRunner
 
-    from entrypoints.cli import app
-    from entrypoints.container import Container
+    from onepass_whisper.entrypoints.cli import app
+    from onepass_whisper.entrypoints.container import Container
     from tests.fakes import FakeAligner, FakeDecoder
 
     folder, markers = out / "corpus", out / "markers"

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from domain.audio import DecodedChunk, Window
-from domain.errors import UnsupportedLanguageError
-from domain.model import TranscribeOptions
-from entrypoints.cli import app
-from entrypoints.container import Container
+from onepass_whisper.domain.audio import DecodedChunk, Window
+from onepass_whisper.domain.errors import UnsupportedLanguageError
+from onepass_whisper.domain.model import TranscribeOptions
+from onepass_whisper.entrypoints.cli import app
+from onepass_whisper.entrypoints.container import Container
 from tests.conftest import REPO
 from tests.fakes import FakeAligner, FakeDecoder, InMemoryAudioSource, tone
 

@@ -20,11 +20,11 @@ import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
-import entrypoints.cli
-from adapters.writers import write_atomically
-from domain.audio import SAMPLE_RATE
-from entrypoints.cli import ExitCode, _terminate_as_interrupt, _Terminated, app
-from entrypoints.container import Container
+import onepass_whisper.entrypoints.cli as cli_module
+from onepass_whisper.adapters.writers import write_atomically
+from onepass_whisper.domain.audio import SAMPLE_RATE
+from onepass_whisper.entrypoints.cli import ExitCode, _terminate_as_interrupt, _Terminated, app
+from onepass_whisper.entrypoints.container import Container
 from tests.e2e.formats import check_json_schema, read_json
 
 REPO = Path(__file__).resolve().parents[2]
@@ -139,7 +139,7 @@ def test_an_interrupt_before_the_run_is_still_exit_130_or_143(
     def find_inputs(_paths: object) -> None:
         raise interrupt
 
-    monkeypatch.setattr(entrypoints.cli, "find_inputs", find_inputs)
+    monkeypatch.setattr(cli_module, "find_inputs", find_inputs)
     result = CliRunner().invoke(app, ["transcribe", str(tmp_path), "-o", str(tmp_path / "out")], obj=Container())
     assert result.exit_code == code
     assert result.stderr.splitlines() == ["error: interrupted; rerun to resume"]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters.models import CachedModelSource
-from domain.ports import Decoder
+from onepass_whisper.adapters.models import CachedModelSource
+from onepass_whisper.domain.ports import Decoder
 
 
 @pytest.fixture(scope="session")
@@ -22,6 +22,6 @@ def tiny_en_folder(model_cache: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_en(tiny_en_folder: Path) -> Decoder:
-    from adapters.mlx import load_decoder
+    from onepass_whisper.adapters.mlx import load_decoder
 
     return load_decoder(tiny_en_folder, "tiny.en")

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import mlx.core as mx
 
-from adapters.mlx.cuda_kernels import LINEAR_KERNEL_MAX_ROWS, split_count
+from onepass_whisper.adapters.mlx.cuda_kernels import LINEAR_KERNEL_MAX_ROWS, split_count
 
 __all__ = ["cross_attention", "linear", "linear_fits", "self_attention", "split_count"]
-from adapters.mlx.forward import gelu as exact_gelu
+from onepass_whisper.adapters.mlx.forward import gelu as exact_gelu
 
 
 def linear_fits(x: mx.array, weight: mx.array) -> bool:

@@ -24,11 +24,11 @@ import soxr
 from numpy.typing import NDArray
 from typer.testing import CliRunner, Result
 
-from adapters.models import CachedModelSource
-from domain.audio import SAMPLE_RATE
-from domain.ports import Decoder
-from entrypoints.cli import ExitCode, app
-from entrypoints.container import Container
+from onepass_whisper.adapters.models import CachedModelSource
+from onepass_whisper.domain.audio import SAMPLE_RATE
+from onepass_whisper.domain.ports import Decoder
+from onepass_whisper.entrypoints.cli import ExitCode, app
+from onepass_whisper.entrypoints.container import Container
 from tests.e2e.formats import check_json_schema, read_json
 
 REPO = Path(__file__).resolve().parents[2]

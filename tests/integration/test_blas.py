@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from adapters.mlx.blas import GFORTRAN_SONAME, cpu_has_avx512, dynamic_strings, rename_soname
+from onepass_whisper.adapters.mlx.blas import GFORTRAN_SONAME, cpu_has_avx512, dynamic_strings, rename_soname
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -41,7 +41,7 @@ pytestmark = [
 CHILD = """
 import json, sys
 {before}
-from adapters.mlx.blas import enable_fast_blas, fast_blas_failure, global_provider
+from onepass_whisper.adapters.mlx.blas import enable_fast_blas, fast_blas_failure, global_provider
 loaded = enable_fast_blas()
 again = enable_fast_blas()
 import mlx.core as mx

@@ -17,8 +17,8 @@ import jiwer
 import pytest
 from typer.testing import CliRunner
 
-from entrypoints.cli import app
-from entrypoints.container import Container
+from onepass_whisper.entrypoints.cli import app
+from onepass_whisper.entrypoints.container import Container
 from tests.e2e.formats import check_json_schema, read_srt
 
 REPO = Path(__file__).resolve().parents[2]

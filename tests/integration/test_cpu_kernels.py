@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from numpy.typing import NDArray
 from scipy import special
 
-from adapters.mlx import cpu_kernels
+from onepass_whisper.adapters.mlx import cpu_kernels
 
 
 def exact_gelu(x: NDArray[np.float32]) -> NDArray[np.float64]:

@@ -20,9 +20,9 @@ import pytest
 from mlx.utils import tree_flatten
 from numpy.typing import NDArray
 
-from adapters.models import CachedModelSource, ModelDims, read_alignment_heads
-from adapters.models.ct2 import expected_shapes
-from domain.errors import ModelLoadError
+from onepass_whisper.adapters.models import CachedModelSource, ModelDims, read_alignment_heads
+from onepass_whisper.adapters.models.ct2 import expected_shapes
+from onepass_whisper.domain.errors import ModelLoadError
 
 TINY_HEADS = [(1, 0), (2, 0), (2, 5), (3, 0), (3, 1), (3, 2), (3, 3), (3, 4)]
 BASE_HEADS = [(3, 1), (4, 2), (4, 3), (4, 7), (5, 1), (5, 2), (5, 4), (5, 6)]

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from mlx_whisper.whisper import ModelDimensions, Whisper
 
-from adapters.mlx.forward import DecoderState
-from adapters.mlx.kernel_step import KernelDecoderState, KernelStep
+from onepass_whisper.adapters.mlx.forward import DecoderState
+from onepass_whisper.adapters.mlx.kernel_step import KernelDecoderState, KernelStep
 from tests.integration import kernel_reference
 
 DIMS = ModelDimensions(
@@ -107,8 +107,8 @@ def test_one_token_steps_equal_decoder_states(dtype: mx.Dtype, atol: float, comp
 @pytest.mark.parametrize("rows", [1, 5, 17, 64, 100])  # one tile, a partial tile, two, a block's 64, two blocks
 @pytest.mark.parametrize(("bias", "gelu", "residual"), [(False, False, False), (True, False, True), (True, True, False)])
 def test_the_linear_kernel_equals_mlxs_ops(rows: int, bias: bool, gelu: bool, residual: bool) -> None:
-    from adapters.mlx import cuda_kernels
-    from adapters.mlx.forward import gelu as exact_gelu
+    from onepass_whisper.adapters.mlx import cuda_kernels
+    from onepass_whisper.adapters.mlx.forward import gelu as exact_gelu
 
     keys = mx.random.split(mx.random.key(6), 4)
     x = mx.random.normal((rows, 1, 256), key=keys[0]).astype(mx.float16)
@@ -136,8 +136,8 @@ def test_the_linear_kernel_equals_mlxs_ops(rows: int, bias: bool, gelu: bool, re
 def test_the_linear_kernel_with_a_layer_norm_or_split_k_equals_mlxs_ops(
     rows: int, out_features: int, in_features: int, norm: bool, gelu: bool, residual: bool, split: bool
 ) -> None:
-    from adapters.mlx import cuda_kernels
-    from adapters.mlx.forward import gelu as exact_gelu
+    from onepass_whisper.adapters.mlx import cuda_kernels
+    from onepass_whisper.adapters.mlx.forward import gelu as exact_gelu
 
     keys = mx.random.split(mx.random.key(7), 6)
     x = (3 + 2 * mx.random.normal((rows, 1, in_features), key=keys[0])).astype(mx.float16)  # a mean to take off

@@ -9,10 +9,10 @@ import pytest
 import soundfile as sf
 from numpy.typing import NDArray
 
-from adapters.librosa_audio import NOT_AUDIO, LibrosaAudioSource
-from domain.audio import SAMPLE_RATE
-from domain.errors import AudioLoadError
-from domain.ports import AudioSource
+from onepass_whisper.adapters.librosa_audio import NOT_AUDIO, LibrosaAudioSource
+from onepass_whisper.domain.audio import SAMPLE_RATE
+from onepass_whisper.domain.errors import AudioLoadError
+from onepass_whisper.domain.ports import AudioSource
 
 SECONDS = 1.5
 TONE_HZ = 440.0

@@ -10,14 +10,14 @@ import pytest
 from mlx_whisper.audio import N_FRAMES, N_SAMPLES, log_mel_spectrogram
 from mlx_whisper.tokenizer import get_tokenizer
 
-from adapters.dtw.aligner import DtwAligner
-from adapters.librosa_audio import LibrosaAudioSource
-from adapters.mlx.decoder import MlxWhisperDecoder, split_segments, window_mel
-from adapters.mlx.rules import LogitRules, TimestampState
-from domain.audio import Window
-from domain.model import TranscribeOptions
-from domain.ports import Decoder
-from domain.windowing import split_into_windows
+from onepass_whisper.adapters.dtw.aligner import DtwAligner
+from onepass_whisper.adapters.librosa_audio import LibrosaAudioSource
+from onepass_whisper.adapters.mlx.decoder import MlxWhisperDecoder, split_segments, window_mel
+from onepass_whisper.adapters.mlx.rules import LogitRules, TimestampState
+from onepass_whisper.domain.audio import Window
+from onepass_whisper.domain.model import TranscribeOptions
+from onepass_whisper.domain.ports import Decoder
+from onepass_whisper.domain.windowing import split_into_windows
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "sample.wav"
 
@@ -68,7 +68,7 @@ def test_sample_words_come_out_in_order(tiny_en: Decoder, windows: list[Window])
 
 
 def test_english_only_model_refuses_translation_and_other_languages(tiny_en: Decoder, windows: list[Window]) -> None:
-    from domain.errors import InvalidOptionError, UnsupportedLanguageError
+    from onepass_whisper.domain.errors import InvalidOptionError, UnsupportedLanguageError
 
     with pytest.raises(InvalidOptionError):
         tiny_en.decode_batch(windows[:1], TranscribeOptions(task="translate"))
@@ -180,7 +180,7 @@ def test_segments_split_at_timestamp_pairs_and_keep_trailing_text() -> None:
 def test_our_encoder_equals_mlx_whispers(tiny_en: MlxWhisperDecoder, host_math: bool) -> None:
     # the GPU path (fused attention) and the CPU path (attention and GELU in numpy/scipy): the same layers must
     # give mlx-whisper's features
-    from adapters.mlx.forward import encode
+    from onepass_whisper.adapters.mlx.forward import encode
 
     mels = mx.random.normal((2, 3000, tiny_en.model.dims.n_mels), key=mx.random.key(0))
     expected, actual = tiny_en.model.encoder(mels), encode(tiny_en.model, mels, host_math=host_math)
@@ -189,7 +189,7 @@ def test_our_encoder_equals_mlx_whispers(tiny_en: MlxWhisperDecoder, host_math: 
 
 
 def test_single_timestamp_ending_is_read_as_whisper_does() -> None:
-    from adapters.mlx.decoder import single_timestamp_ending
+    from onepass_whisper.adapters.mlx.decoder import single_timestamp_ending
 
     begin = TOKENIZER.timestamp_begin
     text = TOKENIZER.encode(" hello")

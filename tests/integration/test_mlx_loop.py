@@ -11,18 +11,18 @@ import numpy as np
 import pytest
 from mlx_whisper.tokenizer import get_tokenizer
 
-from adapters.dtw.aligner import DtwAligner
-from adapters.librosa_audio import LibrosaAudioSource
-from adapters.mlx import load_decoder
-from adapters.mlx.decoder import MlxWhisperDecoder
-from adapters.mlx.cpu_decoder import NumpyDecoderState
-from adapters.mlx.forward import DecoderState, decoder_weights, encode
-from adapters.mlx import loop
-from adapters.mlx.loop import DeviceRows, Progress
-from adapters.mlx.rules import DeviceTimestampState, LogitRules, TimestampState
-from domain.audio import Window
-from domain.model import TranscribeOptions
-from domain.windowing import split_into_windows
+from onepass_whisper.adapters.dtw.aligner import DtwAligner
+from onepass_whisper.adapters.librosa_audio import LibrosaAudioSource
+from onepass_whisper.adapters.mlx import load_decoder
+from onepass_whisper.adapters.mlx.decoder import MlxWhisperDecoder
+from onepass_whisper.adapters.mlx.cpu_decoder import NumpyDecoderState
+from onepass_whisper.adapters.mlx.forward import DecoderState, decoder_weights, encode
+from onepass_whisper.adapters.mlx import loop
+from onepass_whisper.adapters.mlx.loop import DeviceRows, Progress
+from onepass_whisper.adapters.mlx.rules import DeviceTimestampState, LogitRules, TimestampState
+from onepass_whisper.domain.audio import Window
+from onepass_whisper.domain.model import TranscribeOptions
+from onepass_whisper.domain.windowing import split_into_windows
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "sample.wav"
 TOKENIZER = get_tokenizer(False)

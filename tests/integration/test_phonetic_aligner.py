@@ -14,11 +14,11 @@ import soundfile as sf
 from attrs import frozen
 from numpy.typing import NDArray
 
-from adapters.dtw import DtwAligner
-from application.word_timing import WordTiming
-from adapters.phonetic import PhoneticAligner, forced_alignment
-from domain.audio import ChunkSegment, DecodedChunk, Window
-from domain.model import Word
+from onepass_whisper.adapters.dtw import DtwAligner
+from onepass_whisper.application.word_timing import WordTiming
+from onepass_whisper.adapters.phonetic import PhoneticAligner, forced_alignment
+from onepass_whisper.domain.audio import ChunkSegment, DecodedChunk, Window
+from onepass_whisper.domain.model import Word
 from tests.fakes import FakeAligner
 
 pytest.importorskip("pocketsphinx")

@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from adapters.mlx import load_decoder
-from adapters.models import CachedModelSource
-from adapters.models.ct2 import expected_shapes
-from domain.errors import ModelLoadError
+from onepass_whisper.adapters.mlx import load_decoder
+from onepass_whisper.adapters.models import CachedModelSource
+from onepass_whisper.adapters.models.ct2 import expected_shapes
+from onepass_whisper.domain.errors import ModelLoadError
 from tests.unit.test_model_source import DIMS
 from tests.unit.test_safety import Payload, object_npz
 

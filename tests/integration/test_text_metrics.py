@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from adapters.text_metrics import WhisperTextMetrics
-from application.evaluation import TextMetrics, matching_key
+from onepass_whisper.adapters.text_metrics import WhisperTextMetrics
+from onepass_whisper.application.evaluation import TextMetrics, matching_key
 
 
 def _conforms() -> None:  # mypy-only; never called

@@ -11,9 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
-from adapters.dtw.aligner import DtwAligner, attention_matrix
-from adapters.dtw.calibration import MODEL_LAG_SECONDS, model_lag
-from adapters.dtw.refine import (
+from onepass_whisper.adapters.dtw.aligner import DtwAligner, attention_matrix
+from onepass_whisper.adapters.dtw.calibration import MODEL_LAG_SECONDS, model_lag
+from onepass_whisper.adapters.dtw.refine import (
     FINAL_SEARCH_SECONDS,
     find_pauses,
     frame_levels,
@@ -21,9 +21,9 @@ from adapters.dtw.refine import (
     snap_to_valleys,
     start_after_last_pause,
 )
-from domain.audio import SAMPLE_RATE, ChunkSegment, DecodedChunk, Window
-from domain.model import Word
-from domain.ports import Aligner
+from onepass_whisper.domain.audio import SAMPLE_RATE, ChunkSegment, DecodedChunk, Window
+from onepass_whisper.domain.model import Word
+from onepass_whisper.domain.ports import Aligner
 from tests.strategies import decoded_chunks
 
 FRAME = 0.02  # seconds per cross-attention frame

@@ -11,18 +11,18 @@ import pytest
 from dependency_injector import providers
 from numpy.typing import NDArray
 
-import entrypoints.api as api
-from domain.audio import SAMPLE_RATE, DecodedChunk, Window
-from domain.errors import (
+import onepass_whisper.entrypoints.api as api
+from onepass_whisper.domain.audio import SAMPLE_RATE, DecodedChunk, Window
+from onepass_whisper.domain.errors import (
     AudioLoadError,
     InvalidOptionError,
     ModelLoadError,
     TranscriptionError,
     UnsupportedLanguageError,
 )
-from domain.model import TranscribeOptions, Transcript
-from entrypoints.api import Transcriber, transcribe
-from entrypoints.container import Container
+from onepass_whisper.domain.model import TranscribeOptions, Transcript
+from onepass_whisper.entrypoints.api import Transcriber, transcribe
+from onepass_whisper.entrypoints.container import Container
 from tests.fakes import FakeAligner, FakeDecoder, FakeModelSource, InMemoryAudioSource, tone
 
 TEXT = "hello there world"
@@ -139,7 +139,7 @@ def test_the_model_name_is_configured(container: Container) -> None:
 def test_phonetic_without_pocketsphinx_is_refused_before_loading(
     container: Container, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("entrypoints.api.phonetic_available", lambda: False)
+    monkeypatch.setattr("onepass_whisper.entrypoints.api.phonetic_available", lambda: False)
     with pytest.raises(InvalidOptionError, match=r"onepass-whisper\[phonetic\]"):
         Transcriber(phonetic=True, container=container)
 
@@ -220,7 +220,7 @@ def test_transcribe_function_raises_domain_errors(container: Container, monkeypa
 
 @pytest.mark.parametrize(("model", "refine"), [("base", True), ("tiny.en", True), ("/models/mine", True), ("base", False)])
 def test_the_container_gives_the_aligner_the_models_calibrated_lag(model: str, refine: bool) -> None:
-    from adapters.dtw import DtwAligner, model_lag
+    from onepass_whisper.adapters.dtw import DtwAligner, model_lag
 
     container = Container()
     container.config.model.from_value(model)
@@ -247,8 +247,8 @@ def test_phonetic_word_timing_takes_processes_at_once_even_on_two_cores(
 
 
 def test_the_container_wraps_the_dtw_aligner_for_phonetic_edges() -> None:
-    from adapters.dtw import DtwAligner, model_lag
-    from adapters.phonetic import PhoneticAligner
+    from onepass_whisper.adapters.dtw import DtwAligner, model_lag
+    from onepass_whisper.adapters.phonetic import PhoneticAligner
 
     container = Container()
     container.config.model.from_value("base")

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from application.corpus import ManifestRecord, RetryBook, plan_corpus, read_manifest, take_batch
-from entrypoints.corpus_command import ManifestFile
+from onepass_whisper.application.corpus import ManifestRecord, RetryBook, plan_corpus, read_manifest, take_batch
+from onepass_whisper.entrypoints.corpus_command import ManifestFile
 
 DONE = ManifestRecord("a.wav", "done", 12.5, 3.25)
 FAILED = ManifestRecord("b.mp3", "failed", None, 0.5, "cannot read audio b.mp3: bad header", attempts=2)

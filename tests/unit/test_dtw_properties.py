@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
-from adapters.dtw.path import dtw_path
+from onepass_whisper.adapters.dtw.path import dtw_path
 from tests.strategies import cost_matrices
 
 STEPS = {(1, 0), (0, 1), (1, 1)}

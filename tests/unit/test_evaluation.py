@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from application.evaluation import (
+from onepass_whisper.application.evaluation import (
     Hypothesis,
     Reference,
     TextMetrics,
@@ -22,7 +22,7 @@ from application.evaluation import (
     score_utterance,
     summarize,
 )
-from domain.model import Segment, Transcript, Word
+from onepass_whisper.domain.model import Segment, Transcript, Word
 
 FILLERS = {"uh", "um"}
 

@@ -8,7 +8,7 @@ from hypothesis import given
 from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import NDArray
 
-from adapters.dtw.filters import median_filter
+from onepass_whisper.adapters.dtw.filters import median_filter
 from tests.strategies import finite_floats, odd_widths, signals
 
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from adapters.models import CachedModelSource, read_alignment_heads
-from adapters.models import index as package_index
-from adapters.models.index import Wheel, index_url
-from adapters.models.source import Builtin
-from domain.errors import ModelLoadError
+from onepass_whisper.adapters.models import CachedModelSource, read_alignment_heads
+from onepass_whisper.adapters.models import index as package_index
+from onepass_whisper.adapters.models.index import Wheel, index_url
+from onepass_whisper.adapters.models.source import Builtin
+from onepass_whisper.domain.errors import ModelLoadError
 from tests.unit.test_model_source import DIMS, HEADS, ct2_variables, entries, model_bin
 
 PACKAGES = ("onepass_test_model_part1", "onepass_test_model_part2")  # never importable: the wheels are not installed
@@ -143,7 +143,7 @@ def test_index_url_follows_the_installers_settings() -> None:
 
 def test_the_pinned_wheels_are_those_of_the_lock() -> None:
     """tiny.en's wheel hash is the lock's: the same file ``make install`` checks."""
-    from adapters.models.source import BUILTINS
+    from onepass_whisper.adapters.models.source import BUILTINS
 
     lock = (Path(__file__).resolve().parents[2] / "requirements.lock").read_text()
     (wheel,) = BUILTINS["tiny.en"].wheels

@@ -15,11 +15,11 @@ import pytest
 from attrs import evolve
 from numpy.typing import NDArray
 
-from adapters.models import CachedModelSource, ModelDims, default_cache_dir, read_alignment_heads
-from adapters.models import ct2, source
-from adapters.models.hub import is_hub_id
-from domain.errors import ModelLoadError
-from domain.ports import ModelSource
+from onepass_whisper.adapters.models import CachedModelSource, ModelDims, default_cache_dir, read_alignment_heads
+from onepass_whisper.adapters.models import ct2, source
+from onepass_whisper.adapters.models.hub import is_hub_id
+from onepass_whisper.domain.errors import ModelLoadError
+from onepass_whisper.domain.ports import ModelSource
 
 DIMS = ModelDims(
     n_mels=8, n_audio_ctx=6, n_audio_state=8, n_audio_head=2, n_audio_layer=2,

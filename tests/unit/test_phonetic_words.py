@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.phonetic import dictionary_words, pronounce
+from onepass_whisper.adapters.phonetic import dictionary_words, pronounce
 
 CMU_PHONES = set(
     "AA AE AH AO AW AY B CH D DH EH ER EY F G HH IH IY JH K L M N NG OW OY P R S SH T TH UH UW V W Y Z ZH".split()

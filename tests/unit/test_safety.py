@@ -20,10 +20,10 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from adapters.models import CachedModelSource, read_alignment_heads
-from adapters.models import hub
-from domain.errors import ModelLoadError
-from entrypoints.inputs import find_inputs
+from onepass_whisper.adapters.models import CachedModelSource, read_alignment_heads
+from onepass_whisper.adapters.models import hub
+from onepass_whisper.domain.errors import ModelLoadError
+from onepass_whisper.entrypoints.inputs import find_inputs
 from tests.unit.test_model_source import DIMS, ct2_folder
 
 REPO = Path(__file__).resolve().parents[2]
@@ -162,7 +162,7 @@ def test_output_names_never_leave_the_output_folder(names: list[str], in_folder:
 
 
 def _audio() -> frozenset[str]:
-    from entrypoints.inputs import AUDIO_SUFFIXES
+    from onepass_whisper.entrypoints.inputs import AUDIO_SUFFIXES
 
     return AUDIO_SUFFIXES
 

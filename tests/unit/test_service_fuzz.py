@@ -20,11 +20,11 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from numpy.typing import NDArray
 
-from adapters.dtw.aligner import DtwAligner
-from application.transcription import TranscriptionService
-from domain.audio import SAMPLE_RATE, WINDOW_SECONDS, ChunkSegment, DecodedChunk, Waveform, Window
-from domain.errors import AudioLoadError
-from domain.model import TranscribeOptions, Transcript
+from onepass_whisper.adapters.dtw.aligner import DtwAligner
+from onepass_whisper.application.transcription import TranscriptionService
+from onepass_whisper.domain.audio import SAMPLE_RATE, WINDOW_SECONDS, ChunkSegment, DecodedChunk, Waveform, Window
+from onepass_whisper.domain.errors import AudioLoadError
+from onepass_whisper.domain.model import TranscribeOptions, Transcript
 from tests.fakes import FakeAligner, FakeDecoder, InMemoryAudioSource
 from tests.strategies import decoded_chunks
 

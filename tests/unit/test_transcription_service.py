@@ -10,10 +10,10 @@ import pytest
 from attrs import evolve
 from numpy.typing import NDArray
 
-from application.transcription import TranscriptionService
-from domain.audio import SAMPLE_RATE, DecodedChunk, Waveform, Window
-from domain.errors import AudioLoadError
-from domain.model import TranscribeOptions
+from onepass_whisper.application.transcription import TranscriptionService
+from onepass_whisper.domain.audio import SAMPLE_RATE, DecodedChunk, Waveform, Window
+from onepass_whisper.domain.errors import AudioLoadError
+from onepass_whisper.domain.model import TranscribeOptions
 from tests.fakes import FakeAligner, FakeDecoder, InMemoryAudioSource, tone
 
 

@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from numpy.typing import NDArray
 
-from domain.audio import SAMPLE_RATE, Window
-from domain.windowing import sound_end, split_into_windows, stream_windows
+from onepass_whisper.domain.audio import SAMPLE_RATE, Window
+from onepass_whisper.domain.windowing import sound_end, split_into_windows, stream_windows
 
 Span = tuple[int, int]  # [start, end) in samples
 

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from adapters.dtw.aligner import DtwAligner
-from application.transcription import TranscriptionService
-from application.word_timing import WordTiming, timed_segments
-from domain import errors
-from domain.audio import SAMPLE_RATE, Window
-from domain.errors import UnsupportedLanguageError
-from domain.model import TranscribeOptions, Transcript
-from domain.ports import Aligner
+from onepass_whisper.adapters.dtw.aligner import DtwAligner
+from onepass_whisper.application.transcription import TranscriptionService
+from onepass_whisper.application.word_timing import WordTiming, timed_segments
+from onepass_whisper.domain import errors
+from onepass_whisper.domain.audio import SAMPLE_RATE, Window
+from onepass_whisper.domain.errors import UnsupportedLanguageError
+from onepass_whisper.domain.model import TranscribeOptions, Transcript
+from onepass_whisper.domain.ports import Aligner
 from tests.fakes import FakeAligner, FakeDecoder, InMemoryAudioSource, ProcessCrashingAligner, RaisingAligner, tone
 
 LONG = 95.0  # seconds of tone: four windows, decoded one a batch, so processes take the later ones

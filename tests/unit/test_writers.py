@@ -12,9 +12,9 @@ from typing import Any, TextIO
 import numpy as np
 import pytest
 
-from adapters.writers import FORMATS, SubtitleLayout, TranscriptFiles, result_dict, write_atomically
-from domain.errors import OutputWriteError
-from domain.model import Segment, Transcript, Word
+from onepass_whisper.adapters.writers import FORMATS, SubtitleLayout, TranscriptFiles, result_dict, write_atomically
+from onepass_whisper.domain.errors import OutputWriteError
+from onepass_whisper.domain.model import Segment, Transcript, Word
 
 TRANSCRIPT = Transcript(
     segments=[
