@@ -142,7 +142,7 @@ def test_transcribe_help_documents_options_and_exit_codes() -> None:
 def test_python_dash_m_runs_the_same_app(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr(sys, "argv", ["app", "--help"])
     with pytest.raises(SystemExit) as exit_:
-        runpy.run_module("entrypoints", run_name="__main__")
+        runpy.run_module("onepass_whisper", run_name="__main__")
     assert exit_.value.code == 0
     assert "transcribe" in capsys.readouterr().out
 

@@ -79,7 +79,7 @@ def test_quiet_prints_only_the_summary_and_ray_keeps_its_lines(tiny_en_folder: P
     shutil.copy(SAMPLE, corpus / "one.wav")
     short = Path(tempfile.mkdtemp(prefix="op-"))  # TMPDIR, where Ray's sockets go too: at most 107 bytes a path
     env = {**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(short)}
-    args = [sys.executable, "-m", "entrypoints", "transcribe-corpus", str(corpus), "-o", str(tmp_path / "out"),
+    args = [sys.executable, "-m", "onepass_whisper", "transcribe-corpus", str(corpus), "-o", str(tmp_path / "out"),
             "--model", str(tiny_en_folder), "-f", "txt", "--quiet"]
     try:
         completed = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
