@@ -3,7 +3,7 @@
 The writers (``mlx_whisper.writers``, the same as openai-whisper's) read a result dict; ``result_dict`` builds it
 from the domain ``Transcript`` in this project's JSON schema (``docs/cli.md``):
 
-    {"text", "language", "duration", "model", "options",
+    {"text", "language", "duration", "model", "options", "truncated",
      "segments": [{"id", "start", "end", "text", "avg_logprob", "compression_ratio", "no_speech_prob",
                    "temperature", "words": [{"word", "start", "end", "probability"}]}]}
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.util
+import io
 import os
 import secrets
 import sys
@@ -33,6 +34,7 @@ from typing import Any, Final, TextIO
 
 from attrs import frozen
 
+from onepass_whisper.domain.audio import Truncation
 from onepass_whisper.domain.errors import OutputWriteError
 from onepass_whisper.domain.model import Segment, Transcript, Word
 
@@ -73,10 +75,20 @@ def result_dict(
         "segments": [_segment(i, segment, words) for i, segment in enumerate(transcript.segments)],
         "model": transcript.model,
         "duration": _seconds(transcript.duration),
+        "truncated": _truncation(transcript.truncated),
     }
     if options is not None:
         result["options"] = dict(options)
     return result
+
+
+def _truncation(truncated: Truncation | None) -> dict[str, Any] | None:
+    """null for a whole input; for one cut short, the length its header declares (null where the data broke off
+    without one) and the length read (the same as ``duration``)."""
+    if truncated is None:
+        return None
+    expected = truncated.expected_duration
+    return {"expected_duration": None if expected is None else _seconds(expected), "duration": _seconds(truncated.duration)}
 
 
 def _segment(number: int, segment: Segment, words: bool) -> dict[str, Any]:
@@ -217,3 +229,12 @@ def _writers_module() -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def render(transcript: Transcript, fmt: str, layout: SubtitleLayout = SubtitleLayout(), words: bool = True) -> str:
+    """``transcript`` as the text of a ``fmt`` file (txt, srt, vtt, tsv or json), as ``TranscriptFiles`` writes it:
+    what a server returns instead of a file."""
+    writer = _mlx_writers()[fmt](".")
+    buffer = io.StringIO()
+    writer.write_result(result_dict(transcript, words=words), file=buffer, options=layout.as_options())
+    return buffer.getvalue()

@@ -15,10 +15,10 @@ from numpy.typing import NDArray
 
 from onepass_whisper.application.no_speech import heard_no_speech, without_speech
 from onepass_whisper.application.word_timing import WordTiming, default_align_workers, timed_segments
-from onepass_whisper.domain.audio import CONTINUE_SECONDS, SAMPLE_RATE, DecodedChunk, Waveform, Window
+from onepass_whisper.domain.audio import CONTINUE_SECONDS, SAMPLE_RATE, DecodedChunk, Truncation, Waveform, Window
 from onepass_whisper.domain.errors import AudioLoadError, TranscriptionError
 from onepass_whisper.domain.model import Segment, TranscribeOptions, Transcript
-from onepass_whisper.domain.ports import Aligner, AudioSource, Decoder, ProgressSink
+from onepass_whisper.domain.ports import Aligner, AudioBlocks, AudioSource, Decoder, ProgressSink
 from onepass_whisper.domain.windowing import stream_windows
 
 
@@ -46,6 +46,7 @@ class _Pending:
     languages: list[str] = field(factory=list)  # of the windows that hold text
     first_language: str | None = None
     timed: list[tuple[float, Future[list[Segment]]]] = field(factory=list)  # (window offset, its segments)
+    truncated: Truncation | None = None  # known once the input is read to its end
 
     @property
     def duration(self) -> float:
@@ -54,9 +55,14 @@ class _Pending:
     def decoded(self) -> bool:
         return not self.reading and self.windows_left == 0
 
-    def count(self, blocks: Iterator[NDArray[np.float32]]) -> Iterator[NDArray[np.float32]]:
-        """``blocks`` made finite, their samples counted as they pass."""
-        for block in blocks:
+    def count(self, blocks: AudioBlocks) -> Iterator[NDArray[np.float32]]:
+        """``blocks`` made finite, their samples counted as they pass; their end's ``Truncation`` kept."""
+        while True:
+            try:
+                block = next(blocks)
+            except StopIteration as end:
+                self.truncated = end.value
+                return
             self.samples += len(block)
             yield _finite(block)
 
@@ -134,7 +140,7 @@ class TranscriptionService:
                         assert isinstance(source, Path)
                         blocks = self.audio.stream(source)
                     else:
-                        blocks = iter([waveform.samples])
+                        blocks = _blocks_of(waveform)
                     reading = number, _marking_last(stream_windows(entry.count(blocks), source=number))
                 number, windows = reading
                 entry = pending[number]
@@ -199,7 +205,13 @@ class TranscriptionService:
             segments.extend(future.result())
         languages = Counter(entry.languages)
         language = languages.most_common(1)[0][0] if languages else (options.language or entry.first_language or "en")
-        transcript = Transcript(segments=segments, language=language, duration=entry.duration, model=self.decoder.name)
+        transcript = Transcript(
+            segments=segments,
+            language=language,
+            duration=entry.duration,
+            model=self.decoder.name,
+            truncated=entry.truncated,
+        )
         return FileResult(entry.source, transcript=transcript)
 
 
@@ -225,6 +237,25 @@ class _BatchProgress:
         if now - self.said >= self.interval:
             self.said = now
             self.sink(self.done + self.size * share, self.total)
+def _blocks_of(waveform: Waveform) -> AudioBlocks:
+    """A waveform already in memory as one block, with its ``Truncation``."""
+    yield waveform.samples
+    return waveform.truncated
+
+
+def in_input_order(results: Iterator[FileResult], sources: Sequence[Path | str]) -> Iterator[FileResult]:
+    """``results`` (one per source, as they finish) in the order of ``sources``: each is held back until those
+    before it are out. A source given twice takes its results in turn (they are of the same file)."""
+    waiting: dict[int, FileResult] = {}
+    free: dict[Path | str, deque[int]] = {}
+    for position, source in enumerate(sources):
+        free.setdefault(source, deque()).append(position)
+    following = 0
+    for result in results:
+        waiting[free[result.source].popleft()] = result
+        while following in waiting:
+            yield waiting.pop(following)
+            following += 1
 
 
 def _marking_last(windows: Iterator[Window]) -> Iterator[tuple[Window, bool]]:

@@ -8,6 +8,8 @@ from typing import Literal
 from attrs import field, frozen
 from attrs import validators as v
 
+from onepass_whisper.domain.audio import Truncation
+
 Task = Literal["transcribe", "translate"]
 
 
@@ -59,12 +61,14 @@ class Segment:
 
 @frozen
 class Transcript:
-    """The result for one input: its segments, language and duration."""
+    """The result for one input: its segments, language and duration; ``truncated`` where the input was cut short
+    (its transcript then covers only the audio that was there)."""
 
     segments: tuple[Segment, ...] = field(converter=_segments)
     language: str
     duration: float
     model: str = ""
+    truncated: Truncation | None = None
 
     @property
     def text(self) -> str:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
-from onepass_whisper.domain.audio import DecodedChunk, Window
+from onepass_whisper.domain.audio import DecodedChunk, Truncation, Window
 from onepass_whisper.domain.model import TranscribeOptions, Word
 
 # (windows done, windows total); ``done`` counts the running batch's share of its windows decoded so far, so it moves
@@ -18,11 +18,17 @@ ProgressSink = Callable[[float, int], None]
 # the share (0 to 1) of a batch's decoding done so far, reported by a decoder as it steps (decoder steps or finished
 # sequences: the decoder's own measure); the reports of one batch never decrease
 BatchProgress = Callable[[float], None]
+# blocks of 16 kHz mono float32 samples; the generator's return value (``yield from``'s value) says whether the input
+# was cut short, which is known only at its end: a wrapper passes it on with ``return (yield from inner)``
+AudioBlocks = Generator[NDArray[np.float32], None, Truncation | None]
+STDIN = Path("-")  # the path that names standard input (``app transcribe -``)
+STDIN_NAME = "<stdin>"  # how messages name it
 
 
 class AudioSource(Protocol):
-    def stream(self, path: Path) -> Iterator[NDArray[np.float32]]:
-        """``path``'s samples as consecutive blocks of 16 kHz mono float32, read as they are asked for.
+    def stream(self, path: Path) -> AudioBlocks:
+        """``path``'s samples as consecutive blocks of 16 kHz mono float32, read as they are asked for; then
+        returns the ``Truncation`` of an input cut short, else None. ``STDIN`` reads standard input.
 
         Raises ``AudioLoadError`` when the file cannot be opened or read, possibly after some blocks.
         """

@@ -34,7 +34,7 @@ from rich.progress import (
 
 from onepass_whisper.adapters.writers import FORMATS, SubtitleLayout, TranscriptFiles
 from onepass_whisper.application.settings import OPTIONS_FIELD, settings_differences, settings_record
-from onepass_whisper.domain.audio import SAMPLE_RATE
+from onepass_whisper.domain.audio import SAMPLE_RATE, Truncation
 from onepass_whisper.domain.errors import (
     InvalidOptionError,
     ModelLoadError,
@@ -42,12 +42,13 @@ from onepass_whisper.domain.errors import (
     UnsupportedLanguageError,
 )
 from onepass_whisper.domain.model import Transcript, TranscribeOptions
-from onepass_whisper.domain.ports import AudioSource
+from onepass_whisper.domain.ports import STDIN, STDIN_NAME, AudioBlocks, AudioSource
 from onepass_whisper.entrypoints.console import check_output_dir, error, note, warn
 from onepass_whisper.entrypoints.container import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, Container
 from onepass_whisper.entrypoints.corpus_command import CORPUS_EXIT_CODES_HELP, transcribe_corpus
 from onepass_whisper.entrypoints.eval_command import eval_command
 from onepass_whisper.entrypoints.inputs import AUDIO_SUFFIXES, Job, find_inputs
+from onepass_whisper.entrypoints.models_command import models_command
 from onepass_whisper.entrypoints.options import (
     BatchSizeOption,
     LanguageOption,
@@ -58,6 +59,7 @@ from onepass_whisper.entrypoints.options import (
     RefineOption,
     check_phonetic,
 )
+from onepass_whisper.entrypoints.serve_command import SERVE_EXIT_CODES_HELP, serve
 
 
 class ExitCode(IntEnum):
@@ -66,6 +68,7 @@ class ExitCode(IntEnum):
     USAGE = 2  # bad arguments or options (Click's code), or options the model refuses
     MODEL = 3  # the model could not be resolved, converted or loaded
     OUTPUT_DIR = 4  # the output folder cannot be created or written
+    TRUNCATED = 5  # every input written, but some were cut short (each named in a warning): they need a look
     INTERRUPTED = 130  # Ctrl-C (SIGINT); finished transcripts are kept, none is left half-written
     TERMINATED = 143  # SIGTERM (128 + 15), handled as Ctrl-C
 
@@ -73,8 +76,9 @@ class ExitCode(IntEnum):
 EXIT_CODES_HELP: Final = (
     "[b]Exit codes[/b]: 0 all inputs done (or skipped: outputs exist) · 1 some inputs failed, each named on "
     "stderr, the others written · 2 usage error (bad option, no path given, a language or task the model "
-    "refuses) · 3 the model could not be loaded · 4 the output folder is not writable · 130 interrupted "
-    "(Ctrl-C) · 143 terminated (SIGTERM)."
+    "refuses) · 3 the model could not be loaded · 4 the output folder is not writable · 5 all written, but some "
+    "inputs were cut short (each named in a warning; what was there is transcribed) · 130 interrupted (Ctrl-C) · "
+    "143 terminated (SIGTERM)."
 )
 
 app = typer.Typer(
@@ -82,7 +86,7 @@ app = typer.Typer(
     help="Batched Whisper transcription on MLX, with word timestamps from one decoding pass.",
     no_args_is_help=True,
     rich_markup_mode="rich",
-    add_completion=False,
+    add_completion=True,  # Typer's --install-completion / --show-completion (bash, zsh, fish, PowerShell)
     pretty_exceptions_show_locals=False,  # locals hold whole waveforms and model weights
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -93,8 +97,31 @@ class Task(str, Enum):
     TRANSLATE = "translate"
 
 
+def version() -> str:
+    """The installed distribution's version (``pyproject.toml``'s, as installed); "unknown" when run uninstalled."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed_version
+
+    try:
+        return installed_version("onepass-whisper")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"onepass-whisper {version()}")
+        raise typer.Exit()
+
+
 @app.callback()
-def main(ctx: typer.Context) -> None:
+def main(
+    ctx: typer.Context,
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
     """Batched Whisper transcription on MLX, with word timestamps from one decoding pass."""
     if ctx.obj is None:  # tests pass obj=<a Container with fakes>
         ctx.obj = Container()
@@ -110,8 +137,9 @@ def transcribe(
         list[Path],
         typer.Argument(
             metavar="PATH",
-            help="Audio files, or folders searched recursively for audio files "
-            f"({', '.join(sorted(AUDIO_SUFFIXES))}). All their windows share batches.",
+            help="Audio or video files, folders searched recursively for them "
+            f"({', '.join(sorted(AUDIO_SUFFIXES))}), or - for standard input (outputs: stdin.*). All their "
+            "windows share batches.",
             show_default=False,
         ),
     ],
@@ -349,6 +377,8 @@ def _transcribe(
         run.summary(skipped=skipped, failed=failed)
     if code is ExitCode.OK and failed:
         code = ExitCode.INPUTS_FAILED
+    elif code is ExitCode.OK and run.truncated:
+        code = ExitCode.TRUNCATED
     return code
 
 
@@ -510,8 +540,14 @@ class _MeasuredAudio:
         self.inner = inner
         self.seconds_read = 0.0
 
-    def stream(self, path: Path) -> Iterator[NDArray[np.float32]]:
-        for block in self.inner.stream(path):
+    def stream(self, path: Path) -> AudioBlocks:
+        blocks = self.inner.stream(path)
+        while True:
+            try:
+                block = next(blocks)
+            except StopIteration as end:
+                truncated: Truncation | None = end.value  # the input's
+                return truncated
             self.seconds_read += len(block) / SAMPLE_RATE
             yield block
 
@@ -537,6 +573,7 @@ class _Run:
         self.several = several
         self.done = 0
         self.failed = 0
+        self.truncated = 0  # written, but cut short
         self.audio_seconds = 0.0
         self.started = time.perf_counter()
 
@@ -584,6 +621,9 @@ class _Run:
             return
         self.done += 1
         self.audio_seconds += transcript.duration
+        if transcript.truncated is not None:
+            self.truncated += 1
+            warn(self.stderr, f"{_shown(plan.job.source)} is {transcript.truncated.describe()}; transcribed what is there")
         if self.verbose:
             if self.several:
                 typer.echo(f"==> {plan.job.source} <==")
@@ -599,8 +639,15 @@ class _Run:
             parts.append(f"{skipped} skipped")
         if failed:
             parts.append(f"{failed} failed")
+        if self.truncated:
+            parts.append(f"{self.truncated} cut short")
         speed = f" ({self.audio_seconds / elapsed:.1f} s of audio per second)" if self.done and elapsed > 0 else ""
         note(self.stderr, f"{', '.join(parts)} in {elapsed:.1f} s{speed}")
+
+
+def _shown(source: Path) -> str:
+    """How stderr names an input: standard input as ``<stdin>``."""
+    return STDIN_NAME if source == STDIN else str(source)
 
 
 def _progress_bar(stderr: Console, show: bool) -> Progress:
@@ -631,29 +678,8 @@ def _clock(seconds: float) -> str:
 # -------------------------------------------------------------------------------------------------------- models
 
 
-@app.command()
-def models(ctx: typer.Context) -> None:
-    """List the built-in models, whether they are installed, and where they are cached.
-
-    Any of them, a local model folder or a Hugging Face repository id can be given to [b]--model[/b].
-    """
-    container: Container = ctx.obj
-    source = container.model_source()
-    rows = [("NAME", "INSTALLED", "CACHED", "DESCRIPTION")]
-    hints = []
-    for info in source.known():
-        rows.append(
-            (info.name, "yes" if info.installed else "no", str(info.cached or "-"), info.description)
-        )
-        if not info.installed:
-            hints.append(f"to install {info.name}: {info.install_hint}")
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    for row in rows:
-        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3])
-    typer.echo(f"\ncache folder: {source.cache_dir} (set ONEPASS_CACHE_DIR to move it)")
-    typer.echo("also accepted: a model folder (mlx-whisper or CTranslate2 layout) or a Hugging Face repository id")
-    for hint in hints:
-        typer.echo(hint)
+# `app models [--install NAME]`: the built-in models, installing them, the cache (entrypoints/models_command.py)
+app.command("models")(models_command)
 
 
 # ---------------------------------------------------------------------------------------------------------- eval
@@ -664,3 +690,8 @@ app.command("eval")(eval_command)  # `app eval DATASET`: WER and word-timing acc
 
 # `app transcribe-corpus INPUT_DIR -o OUT`: a folder on Ray workers, with a manifest (entrypoints/corpus_command.py)
 app.command("transcribe-corpus", epilog=CORPUS_EXIT_CODES_HELP)(transcribe_corpus)
+
+# ------------------------------------------------------------------------------------------------------- serve
+
+# `app serve`: an OpenAI-compatible server whose requests share decoder batches (entrypoints/serve_command.py)
+app.command("serve", epilog=SERVE_EXIT_CODES_HELP)(serve)

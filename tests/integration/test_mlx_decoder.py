@@ -11,7 +11,7 @@ from mlx_whisper.audio import N_FRAMES, N_SAMPLES, log_mel_spectrogram
 from mlx_whisper.tokenizer import get_tokenizer
 
 from onepass_whisper.adapters.dtw.aligner import DtwAligner
-from onepass_whisper.adapters.librosa_audio import LibrosaAudioSource
+from onepass_whisper.adapters.audio_file import FileAudioSource
 from onepass_whisper.adapters.mlx.decoder import MlxWhisperDecoder, split_segments, window_mel
 from onepass_whisper.adapters.mlx.rules import LogitRules, TimestampState
 from onepass_whisper.domain.audio import Window
@@ -24,7 +24,7 @@ SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "sample.wav"
 
 @pytest.fixture(scope="module")
 def windows() -> list[Window]:
-    samples = LibrosaAudioSource().load(SAMPLE).samples
+    samples = FileAudioSource().load(SAMPLE).samples
     windows = split_into_windows(samples, source=0, max_seconds=4.0)  # cut in the pauses between sentences
     assert len(windows) >= 3
     first = windows[0]

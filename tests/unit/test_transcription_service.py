@@ -11,10 +11,10 @@ from attrs import evolve
 from numpy.typing import NDArray
 
 from onepass_whisper.application.transcription import TranscriptionService
-from onepass_whisper.domain.audio import SAMPLE_RATE, DecodedChunk, Waveform, Window
+from onepass_whisper.domain.audio import SAMPLE_RATE, DecodedChunk, Truncation, Waveform, Window
 from onepass_whisper.domain.errors import AudioLoadError
 from onepass_whisper.domain.model import TranscribeOptions
-from onepass_whisper.domain.ports import BatchProgress
+from onepass_whisper.domain.ports import AudioBlocks, BatchProgress
 from tests.fakes import FakeAligner, FakeDecoder, InMemoryAudioSource, tone
 
 
@@ -180,11 +180,12 @@ def test_a_window_whose_speech_ended_is_not_decoded_again() -> None:
 class FailingMidwaySource(InMemoryAudioSource):
     """``b.wav`` reads for 40 s, then its file turns out corrupt (a truncated FLAC frame, a network drop)."""
 
-    def stream(self, path: Path) -> Iterator[NDArray[np.float32]]:
+    def stream(self, path: Path) -> AudioBlocks:
         for index, block in enumerate(super().stream(path)):
             if path.name == "b.wav" and index * 7.0 >= 40.0:
                 raise AudioLoadError(path, "corrupt or truncated audio")
             yield block
+        return None
 
 
 def test_a_file_failing_part_way_is_reported_and_the_others_complete() -> None:
@@ -207,10 +208,11 @@ def test_audio_is_read_only_as_far_as_the_batches_need() -> None:
     read: list[int] = []
 
     class CountingSource(InMemoryAudioSource):
-        def stream(self, path: Path) -> Iterator[NDArray[np.float32]]:
+        def stream(self, path: Path) -> AudioBlocks:
             for block in super().stream(path):
                 read.append(len(block))
                 yield block
+            return None
 
     seen_at_first_batch: list[float] = []
 
@@ -227,3 +229,15 @@ def test_audio_is_read_only_as_far_as_the_batches_need() -> None:
     transcript = svc.transcribe(Path("long.wav"), TranscribeOptions())
     assert transcript.duration == pytest.approx(3600.0)
     assert seen_at_first_batch[0] <= 2 * 30.0 + 60.0 + 7.0  # two windows, the cutter's lookahead and a block
+
+
+def test_an_input_cut_short_keeps_its_truncation_in_the_transcript() -> None:
+    """The audio source says so at the end of its blocks; the transcript carries it (issue 21, item 3)."""
+    cut = Waveform(tone(40.0).samples, truncated=Truncation(40.0, 95.0))
+    audio = InMemoryAudioSource({"cut.wav": cut, "whole.wav": tone(5.0)})
+    svc = TranscriptionService(audio=audio, decoder=FakeDecoder("hi"), aligner=FakeAligner(), batch_size=1)
+    results = {str(r.source): r.transcript for r in svc.transcribe_many([Path("cut.wav"), Path("whole.wav")],
+                                                                       TranscribeOptions())}
+    assert results["cut.wav"] is not None and results["cut.wav"].truncated == Truncation(40.0, 95.0)
+    assert results["whole.wav"] is not None and results["whole.wav"].truncated is None
+    assert svc.transcribe_waveform(cut, TranscribeOptions()).truncated == Truncation(40.0, 95.0)
