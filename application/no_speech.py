@@ -48,3 +48,9 @@ def without_speech(chunk: DecodedChunk) -> DecodedChunk:
         attention=np.ascontiguousarray(attention),
         speech_ended=True,
     )
+
+
+def speech_only(chunk: DecodedChunk, options: TranscribeOptions) -> DecodedChunk:
+    """``chunk`` as decoded, or without its words where its window heard no speech: the one place both the
+    transcription service and the server's scheduler apply the rule, so that both give the same words."""
+    return without_speech(chunk) if chunk.segments and heard_no_speech(chunk, options) else chunk

@@ -32,6 +32,7 @@ from types import TracebackType
 
 from attrs import define, field, frozen
 
+from onepass_whisper.application.no_speech import speech_only
 from onepass_whisper.application.transcription import _finite, _may_have_undecoded_tail, _undecoded_tail
 from onepass_whisper.application.word_timing import WordTiming, default_align_workers, timed_segments
 from onepass_whisper.domain.audio import SAMPLE_RATE, DecodedChunk, Waveform, Window
@@ -338,7 +339,7 @@ class BatchScheduler:
             self._batches.append(record)
             self._totals = [self._totals[0] + 1, self._totals[1] + record.windows, self._totals[2] + record.requests]
         for chunk in chunks:
-            self._route(chunk, options)
+            self._route(speech_only(chunk, options), options)
 
     def _isolate(self, batch: list[Window], options: TranscribeOptions, error: Exception) -> None:
         """A batch failed: alone, its request gets the error; else each request's windows are decoded apart."""

@@ -13,7 +13,7 @@ import numpy as np
 from attrs import define, field, frozen
 from numpy.typing import NDArray
 
-from onepass_whisper.application.no_speech import heard_no_speech, without_speech
+from onepass_whisper.application.no_speech import speech_only
 from onepass_whisper.application.word_timing import WordTiming, default_align_workers, timed_segments
 from onepass_whisper.domain.audio import CONTINUE_SECONDS, SAMPLE_RATE, DecodedChunk, Truncation, Waveform, Window
 from onepass_whisper.domain.errors import AudioLoadError, TranscriptionError
@@ -169,7 +169,7 @@ class TranscriptionService:
             timing.batch_started(len(batch))
             within = _BatchProgress(progress, done, len(batch), total, self.progress_interval)
             for decoded in self.decoder.decode_batch(batch, options, within):
-                chunk = without_speech(decoded) if decoded.segments and heard_no_speech(decoded, options) else decoded
+                chunk = speech_only(decoded, options)
                 entry = pending[chunk.window.source]
                 entry.first_language = entry.first_language or chunk.language
                 if chunk.segments:

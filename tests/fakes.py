@@ -229,7 +229,12 @@ class LabelDecoder:
     def label(window: Window) -> str:
         return f"w{round(float(np.abs(window.samples).max()) * 1000)}"
 
-    def decode_batch(self, windows: Sequence[Window], options: TranscribeOptions) -> list[DecodedChunk]:
+    def check_options(self, options: TranscribeOptions) -> None:
+        """Takes any options: the scheduler's tests are about batches, not about what a model refuses."""
+
+    def decode_batch(
+        self, windows: Sequence[Window], options: TranscribeOptions, progress: BatchProgress | None = None
+    ) -> list[DecodedChunk]:
         self.entered.set()
         if self.gate is not None:
             self.gate.wait(10.0)

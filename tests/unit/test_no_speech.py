@@ -10,6 +10,7 @@ import pytest
 from attrs import evolve
 
 from onepass_whisper.application.no_speech import heard_no_speech, words_logprob
+from onepass_whisper.application.scheduler import BatchScheduler
 from onepass_whisper.application.transcription import TranscriptionService
 from onepass_whisper.domain.audio import DecodedChunk, Window
 from onepass_whisper.domain.model import TranscribeOptions
@@ -78,3 +79,10 @@ def test_the_service_drops_the_words_of_a_window_that_heard_no_speech(batch_size
     assert transcript.text == "" and transcript.segments == () and transcript.duration == pytest.approx(65.0)
     kept = service.transcribe(Path("a.wav"), TranscribeOptions(no_speech_threshold=None))
     assert kept.text != ""
+
+
+def test_the_server_s_scheduler_drops_them_too() -> None:
+    """A request to ``app serve`` gets the same (empty) words for silence as ``app transcribe``."""
+    with BatchScheduler(lambda: HallucinatingDecoder("you"), FakeAligner()) as scheduler:
+        transcript = scheduler.submit(tone(40.0), TranscribeOptions()).future.result(30.0)
+    assert transcript.text == "" and transcript.segments == ()

@@ -14,6 +14,7 @@ from onepass_whisper.application.transcription import TranscriptionService
 from onepass_whisper.domain.audio import SAMPLE_RATE, DecodedChunk, Waveform, Window
 from onepass_whisper.domain.errors import AudioLoadError, ModelLoadError
 from onepass_whisper.domain.model import TranscribeOptions, Transcript
+from onepass_whisper.domain.ports import BatchProgress
 from tests.fakes import FakeAligner, FakeDecoder, InMemoryAudioSource, LabelDecoder, tone
 
 OPTIONS = TranscribeOptions()
@@ -215,9 +216,11 @@ def test_the_decoder_is_built_and_used_on_the_schedulers_own_thread() -> None:
             super().__init__()
             threads.append(threading.current_thread().name)
 
-        def decode_batch(self, windows: Sequence[Window], options: TranscribeOptions) -> list[DecodedChunk]:
+        def decode_batch(
+            self, windows: Sequence[Window], options: TranscribeOptions, progress: BatchProgress | None = None
+        ) -> list[DecodedChunk]:
             threads.append(threading.current_thread().name)
-            return super().decode_batch(windows, options)
+            return super().decode_batch(windows, options, progress)
 
     with BatchScheduler(ThreadBound, FakeAligner()) as scheduler:
         scheduler.submit(labelled(3.0, 100), OPTIONS).future.result(WAIT)
