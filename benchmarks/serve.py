@@ -106,7 +106,7 @@ class _Server:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
-        self.command = [sys.executable, "-m", "entrypoints", "serve", "--port", str(self.port), "--model", model,
+        self.command = [sys.executable, "-m", "onepass_whisper", "serve", "--port", str(self.port), "--model", model,
                         "--batch-size", str(batch_size), "--gather-ms", str(gather_ms), "--max-requests", "1024"]
         self.url = f"http://127.0.0.1:{self.port}"
 
@@ -182,7 +182,7 @@ def _cli_runs(model: str, batch_size: int, files: list[tuple[Path, float]], para
     def one(number: int, path: Path) -> None:
         folder = out / str(number)
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "entrypoints", "transcribe", str(path), "--model", model,
+        subprocess.run([sys.executable, "-m", "onepass_whisper", "transcribe", str(path), "--model", model,
                         "--batch-size", str(batch_size), "-o", str(folder), "-f", "json", "--quiet"],
                        cwd=REPO, check=True, env={**os.environ})
         latencies.append(time.perf_counter() - started)

@@ -28,7 +28,7 @@ def test_served_words_and_times_equal_the_librarys() -> None:
         pytest.skip(f"the bundled sample is missing: {SAMPLE.relative_to(REPO)}")
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "entrypoints", "serve", "--port", str(port), "--model", "tiny.en"],
+        [sys.executable, "-m", "onepass_whisper", "serve", "--port", str(port), "--model", "tiny.en"],
         stderr=subprocess.PIPE, text=True, env={**os.environ},
     )
     try:
