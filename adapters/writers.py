@@ -3,7 +3,7 @@
 The writers (``mlx_whisper.writers``, the same as openai-whisper's) read a result dict; ``result_dict`` builds it
 from the domain ``Transcript`` in this project's JSON schema (``docs/cli.md``):
 
-    {"text", "language", "duration", "model",
+    {"text", "language", "duration", "model", "options", "truncated",
      "segments": [{"id", "start", "end", "text", "avg_logprob", "compression_ratio", "no_speech_prob",
                    "temperature", "words": [{"word", "start", "end", "probability"}]}]}
 
@@ -19,14 +19,16 @@ package's ``__init__`` (MLX, numba, scipy.signal), on the first write.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, TextIO
 
 from attrs import frozen
 
+from onepass_whisper.domain.audio import Truncation
 from onepass_whisper.domain.errors import OutputWriteError
 from onepass_whisper.domain.model import Segment, Transcript, Word
 
@@ -56,15 +58,31 @@ class SubtitleLayout:
         }
 
 
-def result_dict(transcript: Transcript, *, words: bool = True) -> dict[str, Any]:
-    """``transcript`` in the JSON schema; ``words=False`` leaves each segment's ``words`` key out."""
-    return {
+def result_dict(
+    transcript: Transcript, *, words: bool = True, options: Mapping[str, object] | None = None
+) -> dict[str, Any]:
+    """``transcript`` in the JSON schema; ``words=False`` leaves each segment's ``words`` key out; ``options``, the
+    settings that made it (``application.settings``), is recorded as ``"options"`` when given."""
+    result = {
         "text": transcript.text,
         "language": transcript.language,
         "segments": [_segment(i, segment, words) for i, segment in enumerate(transcript.segments)],
         "model": transcript.model,
         "duration": _seconds(transcript.duration),
+        "truncated": _truncation(transcript.truncated),
     }
+    if options is not None:
+        result["options"] = dict(options)
+    return result
+
+
+def _truncation(truncated: Truncation | None) -> dict[str, Any] | None:
+    """null for a whole input; for one cut short, the length its header declares (null where the data broke off
+    without one) and the length read (the same as ``duration``)."""
+    if truncated is None:
+        return None
+    expected = truncated.expected_duration
+    return {"expected_duration": None if expected is None else _seconds(expected), "duration": _seconds(truncated.duration)}
 
 
 def _segment(number: int, segment: Segment, words: bool) -> dict[str, Any]:
@@ -105,6 +123,7 @@ class TranscriptFiles:
     formats: tuple[str, ...] = FORMATS
     layout: SubtitleLayout = SubtitleLayout()
     word_timestamps: bool = True
+    options: Mapping[str, object] | None = None  # the settings recorded in the JSON file (``result_dict``)
 
     def targets(self, name: Path) -> list[Path]:
         """The files ``write(transcript, name)`` writes: ``name`` plus each format's extension."""
@@ -116,7 +135,7 @@ class TranscriptFiles:
         ``name`` is the path without extension (``out/talk`` gives ``out/talk.srt``); missing folders are made.
         """
         writers = _mlx_writers()
-        result = result_dict(transcript, words=self.word_timestamps)
+        result = result_dict(transcript, words=self.word_timestamps, options=self.options)
         options = self.layout.as_options()
         written = []
         for fmt in self.formats if formats is None else formats:
@@ -185,3 +204,12 @@ def _mlx_writers() -> dict[str, Callable[[str], Any]]:
     from onepass_whisper.adapters.mlx.writers import whisper_writers
 
     return whisper_writers()
+
+
+def render(transcript: Transcript, fmt: str, layout: SubtitleLayout = SubtitleLayout(), words: bool = True) -> str:
+    """``transcript`` as the text of a ``fmt`` file (txt, srt, vtt, tsv or json), as ``TranscriptFiles`` writes it:
+    what a server returns instead of a file."""
+    writer = _mlx_writers()[fmt](".")
+    buffer = io.StringIO()
+    writer.write_result(result_dict(transcript, words=words), file=buffer, options=layout.as_options())
+    return buffer.getvalue()

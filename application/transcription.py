@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import time
 from collections import Counter, deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
@@ -11,17 +13,18 @@ import numpy as np
 from attrs import define, field, frozen
 from numpy.typing import NDArray
 
+from onepass_whisper.application.no_speech import speech_only
 from onepass_whisper.application.word_timing import WordTiming, default_align_workers, timed_segments
-from onepass_whisper.domain.audio import SAMPLE_RATE, Waveform, Window
+from onepass_whisper.domain.audio import SAMPLE_RATE, Truncation, Waveform, Window
 from onepass_whisper.domain.decoding import may_have_undecoded_tail as _may_have_undecoded_tail
 from onepass_whisper.domain.decoding import undecoded_tail as _undecoded_tail
 from onepass_whisper.domain.errors import AudioLoadError, TranscriptionError
 from onepass_whisper.domain.model import Segment, TranscribeOptions, Transcript
-from onepass_whisper.domain.ports import Aligner, AudioSource, Decoder, ProgressSink
+from onepass_whisper.domain.ports import Aligner, AudioBlocks, AudioSource, Decoder, ProgressSink
 from onepass_whisper.domain.windowing import stream_windows
 
 
-def _no_progress(done: int, total: int) -> None:
+def _no_progress(done: float, total: int) -> None:
     """The default progress sink: says nothing."""
 
 
@@ -45,6 +48,7 @@ class _Pending:
     languages: list[str] = field(factory=list)  # of the windows that hold text
     first_language: str | None = None
     timed: list[tuple[float, Future[list[Segment]]]] = field(factory=list)  # (window offset, its segments)
+    truncated: Truncation | None = None  # known once the input is read to its end
 
     @property
     def duration(self) -> float:
@@ -53,9 +57,14 @@ class _Pending:
     def decoded(self) -> bool:
         return not self.reading and self.windows_left == 0
 
-    def count(self, blocks: Iterator[NDArray[np.float32]]) -> Iterator[NDArray[np.float32]]:
-        """``blocks`` made finite, their samples counted as they pass."""
-        for block in blocks:
+    def count(self, blocks: AudioBlocks) -> Iterator[NDArray[np.float32]]:
+        """``blocks`` made finite, their samples counted as they pass; their end's ``Truncation`` kept."""
+        while True:
+            try:
+                block = next(blocks)
+            except StopIteration as end:
+                self.truncated = end.value
+                return
             self.samples += len(block)
             yield _finite(block)
 
@@ -71,6 +80,8 @@ class TranscriptionService:
     align_processes: int = 0
     # a first batch of at least this many windows starts the processes at once (``WordTiming``); None: the second
     align_processes_first_batch: int | None = None
+    # the progress sink hears of a batch's decoding at most this often (seconds): a decoder reports every step
+    progress_interval: float = 0.1
 
     def transcribe(self, path: Path, options: TranscribeOptions) -> Transcript:
         """One file; raises the ``TranscriptionError`` that stopped it."""
@@ -131,7 +142,7 @@ class TranscriptionService:
                         assert isinstance(source, Path)
                         blocks = self.audio.stream(source)
                     else:
-                        blocks = iter([waveform.samples])
+                        blocks = _blocks_of(waveform)
                     reading = number, _marking_last(stream_windows(entry.count(blocks), source=number))
                 number, windows = reading
                 entry = pending[number]
@@ -158,7 +169,9 @@ class TranscriptionService:
                 break
             batch = [queue.popleft() for _ in range(min(self.batch_size, len(queue)))]
             timing.batch_started(len(batch))
-            for chunk in self.decoder.decode_batch(batch, options):
+            within = _BatchProgress(progress, done, len(batch), total, self.progress_interval)
+            for decoded in self.decoder.decode_batch(batch, options, within):
+                chunk = speech_only(decoded, options)
                 entry = pending[chunk.window.source]
                 entry.first_language = entry.first_language or chunk.language
                 if chunk.segments:
@@ -194,8 +207,57 @@ class TranscriptionService:
             segments.extend(future.result())
         languages = Counter(entry.languages)
         language = languages.most_common(1)[0][0] if languages else (options.language or entry.first_language or "en")
-        transcript = Transcript(segments=segments, language=language, duration=entry.duration, model=self.decoder.name)
+        transcript = Transcript(
+            segments=segments,
+            language=language,
+            duration=entry.duration,
+            model=self.decoder.name,
+            truncated=entry.truncated,
+        )
         return FileResult(entry.source, transcript=transcript)
+
+
+class _BatchProgress:
+    """A decoder's reports on one batch, as windows done (``done`` before the batch plus the batch's share), passed
+    on to the progress sink at most once every ``interval`` seconds and never backwards (a window decoded again at
+    a higher temperature does not undo its share)."""
+
+    def __init__(self, sink: ProgressSink, done: int, size: int, total: int, interval: float) -> None:
+        self.sink = sink
+        self.done = done
+        self.size = size
+        self.total = total
+        self.interval = interval
+        self.share = 0.0
+        self.said = -math.inf
+
+    def __call__(self, share: float) -> None:
+        if share <= self.share or share >= 1.0:  # the whole batch is said once its windows are counted
+            return
+        self.share = share
+        now = time.monotonic()
+        if now - self.said >= self.interval:
+            self.said = now
+            self.sink(self.done + self.size * share, self.total)
+def _blocks_of(waveform: Waveform) -> AudioBlocks:
+    """A waveform already in memory as one block, with its ``Truncation``."""
+    yield waveform.samples
+    return waveform.truncated
+
+
+def in_input_order(results: Iterator[FileResult], sources: Sequence[Path | str]) -> Iterator[FileResult]:
+    """``results`` (one per source, as they finish) in the order of ``sources``: each is held back until those
+    before it are out. A source given twice takes its results in turn (they are of the same file)."""
+    waiting: dict[int, FileResult] = {}
+    free: dict[Path | str, deque[int]] = {}
+    for position, source in enumerate(sources):
+        free.setdefault(source, deque()).append(position)
+    following = 0
+    for result in results:
+        waiting[free[result.source].popleft()] = result
+        while following in waiting:
+            yield waiting.pop(following)
+            following += 1
 
 
 def _marking_last(windows: Iterator[Window]) -> Iterator[tuple[Window, bool]]:

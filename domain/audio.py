@@ -12,18 +12,51 @@ SAMPLE_RATE = 16_000  # Hz, what every Whisper model hears
 WINDOW_SECONDS = 30.0  # the encoder's fixed input length
 FRAME_SECONDS = 0.02  # one encoder output frame (cross-attention column) = 20 ms
 HOP_SECONDS = 0.01  # one mel frame = 10 ms
+# heuristic: a file holding this much less audio than its header declares is cut short; less is codec framing
+# (AAC priming and padding, Opus pre-skip, a Matroska duration rounded to the millisecond: measured within 10 ms)
+# and resampling, and would be less than a word anyway
+TRUNCATION_TOLERANCE_SECONDS = 0.1
 
 
 def _float32(samples: NDArray[np.floating]) -> NDArray[np.float32]:
     return np.ascontiguousarray(samples, dtype=np.float32)
 
 
+@frozen
+class Truncation:
+    """An input cut short (a copy interrupted, a recorder that crashed): it holds less audio than its header
+    declares, or its data breaks off. What is there is transcribed; this says what is missing."""
+
+    duration: float  # seconds of audio read
+    expected_duration: float | None  # seconds the header declares; None where the data broke off without one
+    reason: str = ""  # why reading stopped early, where the data broke off (a decoder's message)
+
+    @classmethod
+    def check(cls, duration: float, expected_duration: float | None, reason: str = "") -> Truncation | None:
+        """A ``Truncation`` where ``duration`` falls short of ``expected_duration`` by more than
+        ``TRUNCATION_TOLERANCE_SECONDS``, or where the data broke off (``reason``); else None."""
+        if reason:
+            return cls(duration, expected_duration, reason)
+        if expected_duration is not None and expected_duration - duration > TRUNCATION_TOLERANCE_SECONDS:
+            return cls(duration, expected_duration)
+        return None
+
+    def describe(self) -> str:
+        """One line for the user: both lengths, or where and why the data broke off."""
+        if self.expected_duration is not None:
+            text = f"cut short: its header declares {self.expected_duration:.2f} s, it holds {self.duration:.2f} s"
+        else:
+            text = f"cut short: the audio breaks off at {self.duration:.2f} s"
+        return f"{text} ({self.reason})" if self.reason else text
+
+
 @frozen(eq=False)
 class Waveform:
-    """Mono float32 samples at 16 kHz of one input."""
+    """Mono float32 samples at 16 kHz of one input, and whether the input was cut short."""
 
     samples: NDArray[np.float32] = field(converter=_float32)  # (samples,)
     sample_rate: int = SAMPLE_RATE
+    truncated: Truncation | None = None
 
     @property
     def duration(self) -> float:

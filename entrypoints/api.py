@@ -9,6 +9,7 @@
     for path in paths:
         print(transcriber.transcribe(path, language="de").text)
     transcriber.transcribe(samples)                      # numpy array: 16 kHz mono float32
+    transcriber.transcribe(samples, sample_rate=44_100)  # any rate: resampled; int16 PCM is scaled by 1/32768
 
 Failures raise ``domain.errors`` exceptions (``AudioLoadError``, ``ModelLoadError``, ``InvalidOptionError``,
 ``UnsupportedLanguageError``, all ``TranscriptionError``); nothing here prints or exits. Tests swap adapters through
@@ -32,9 +33,10 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - typing_extensions comes with typer
     from typing_extensions import Unpack
 
-from onepass_whisper.application.transcription import FileResult, TranscriptionService
-from onepass_whisper.domain.audio import SAMPLE_RATE, Waveform
-from onepass_whisper.domain.errors import AudioLoadError, InvalidOptionError
+from onepass_whisper.adapters.audio_array import waveform_from_array
+from onepass_whisper.application.transcription import FileResult, TranscriptionService, in_input_order
+from onepass_whisper.domain.audio import SAMPLE_RATE
+from onepass_whisper.domain.errors import InvalidOptionError
 from onepass_whisper.domain.model import Segment, Task, TranscribeOptions, Transcript, Word
 from onepass_whisper.entrypoints.container import (
     DEFAULT_BATCH_SIZE,
@@ -46,7 +48,7 @@ from onepass_whisper.entrypoints.container import (
 
 __all__ = ["FileResult", "Options", "Segment", "Transcriber", "Transcript", "Word", "transcribe"]
 
-Audio = str | PathLike[str] | NDArray[np.floating]
+Audio = str | PathLike[str] | NDArray[np.generic] | Sequence[float]
 
 
 class Options(TypedDict, total=False):
@@ -104,19 +106,38 @@ class Transcriber:
     def model(self) -> str:
         return self.service.decoder.name
 
-    def transcribe(self, audio: Audio, **options: Unpack[Options]) -> Transcript:
-        """Transcribe a file path, or an array of 16 kHz mono float samples (any float dtype, values in [-1, 1])."""
+    def transcribe(
+        self, audio: Audio, *, sample_rate: int | None = None, **options: Unpack[Options]
+    ) -> Transcript:
+        """Transcribe a file path (audio or video), or samples in memory.
+
+        Samples: a numpy array (or a list of numbers) at ``sample_rate`` Hz (default 16000; another rate is
+        resampled), float in [-1, 1] (any float dtype) or int16/int32 PCM (scaled by 1/32768 and 1/2^31, as
+        whisper's ``load_audio`` does), 1-D mono or 2-D (frames, channels) / (channels, frames), channels averaged;
+        NaN and infinite samples become silence. Anything else is an ``AudioLoadError``; a bad ``sample_rate`` an
+        ``InvalidOptionError``. A file's rate is its own: ``sample_rate`` is for samples only.
+        """
         settings = _options(options)
-        if isinstance(audio, np.ndarray):
-            return self.service.transcribe_waveform(_waveform(audio), settings)
-        return self.service.transcribe(Path(audio), settings)
+        if isinstance(audio, str | PathLike):
+            if sample_rate is not None:
+                raise InvalidOptionError("sample_rate", "is for samples in memory; a file's rate is read from it")
+            return self.service.transcribe(Path(audio), settings)
+        rate = SAMPLE_RATE if sample_rate is None else sample_rate
+        return self.service.transcribe_waveform(waveform_from_array(audio, rate), settings)
 
     def transcribe_many(
-        self, paths: Sequence[str | PathLike[str]], **options: Unpack[Options]
+        self, paths: Sequence[str | PathLike[str]], *, ordered: bool = False, **options: Unpack[Options]
     ) -> Iterator[FileResult]:
-        """Transcribe files with their windows sharing batches; yields each ``FileResult`` (a transcript or the
-        ``TranscriptionError`` that stopped that file) as soon as it is done, not in input order."""
-        return self.service.transcribe_many([Path(p) for p in paths], _options(options))
+        """Transcribe files with their windows sharing batches; yields one ``FileResult`` per path (a transcript
+        or the ``TranscriptionError`` that stopped that file).
+
+        ``ordered=False`` (the default): each as soon as it is done, which is not input order (a short file
+        after a long one finishes first); match them by ``result.source``. ``ordered=True``: in the order of
+        ``paths``, each held back until those before it are done (as ``Executor.map``).
+        """
+        sources = [Path(p) for p in paths]
+        results = self.service.transcribe_many(sources, _options(options))
+        return in_input_order(results, sources) if ordered else results
 
 
 def transcribe(audio: Audio, model: str = DEFAULT_MODEL, **options: Unpack[Options]) -> Transcript:
@@ -134,13 +155,3 @@ def _options(options: Options) -> TranscribeOptions:
         return TranscribeOptions(**options)
     except (TypeError, ValueError) as exc:
         raise InvalidOptionError(", ".join(sorted(options)) or "options", str(exc)) from exc
-
-
-def _waveform(samples: NDArray[np.floating]) -> Waveform:
-    if samples.ndim != 1 or not np.issubdtype(samples.dtype, np.floating):
-        raise AudioLoadError(
-            "<array>",
-            f"expected a 1-D float array of mono samples at {SAMPLE_RATE} Hz, got shape {samples.shape} "
-            f"and dtype {samples.dtype}",
-        )
-    return Waveform(samples)

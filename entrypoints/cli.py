@@ -8,6 +8,7 @@ model list) goes to stdout; progress, notes and errors go to stderr, each error 
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import time
 from collections.abc import Iterator
@@ -32,7 +33,8 @@ from rich.progress import (
 )
 
 from onepass_whisper.adapters.writers import FORMATS, SubtitleLayout, TranscriptFiles
-from onepass_whisper.domain.audio import SAMPLE_RATE
+from onepass_whisper.application.settings import OPTIONS_FIELD, settings_differences, settings_record
+from onepass_whisper.domain.audio import SAMPLE_RATE, Truncation
 from onepass_whisper.domain.errors import (
     InvalidOptionError,
     ModelLoadError,
@@ -40,12 +42,13 @@ from onepass_whisper.domain.errors import (
     UnsupportedLanguageError,
 )
 from onepass_whisper.domain.model import Transcript, TranscribeOptions
-from onepass_whisper.domain.ports import AudioSource
+from onepass_whisper.domain.ports import STDIN, STDIN_NAME, AudioBlocks, AudioSource
 from onepass_whisper.entrypoints.console import check_output_dir, error, note, warn
 from onepass_whisper.entrypoints.container import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, Container
 from onepass_whisper.entrypoints.corpus_command import CORPUS_EXIT_CODES_HELP, transcribe_corpus
 from onepass_whisper.entrypoints.eval_command import eval_command
 from onepass_whisper.entrypoints.inputs import AUDIO_SUFFIXES, Job, find_inputs
+from onepass_whisper.entrypoints.models_command import models_command
 from onepass_whisper.entrypoints.options import (
     BatchSizeOption,
     LanguageOption,
@@ -56,6 +59,7 @@ from onepass_whisper.entrypoints.options import (
     RefineOption,
     check_phonetic,
 )
+from onepass_whisper.entrypoints.serve_command import SERVE_EXIT_CODES_HELP, serve
 
 
 class ExitCode(IntEnum):
@@ -64,6 +68,7 @@ class ExitCode(IntEnum):
     USAGE = 2  # bad arguments or options (Click's code), or options the model refuses
     MODEL = 3  # the model could not be resolved, converted or loaded
     OUTPUT_DIR = 4  # the output folder cannot be created or written
+    TRUNCATED = 5  # every input written, but some were cut short (each named in a warning): they need a look
     INTERRUPTED = 130  # Ctrl-C (SIGINT); finished transcripts are kept, none is left half-written
     TERMINATED = 143  # SIGTERM (128 + 15), handled as Ctrl-C
 
@@ -71,8 +76,9 @@ class ExitCode(IntEnum):
 EXIT_CODES_HELP: Final = (
     "[b]Exit codes[/b]: 0 all inputs done (or skipped: outputs exist) · 1 some inputs failed, each named on "
     "stderr, the others written · 2 usage error (bad option, no path given, a language or task the model "
-    "refuses) · 3 the model could not be loaded · 4 the output folder is not writable · 130 interrupted "
-    "(Ctrl-C) · 143 terminated (SIGTERM)."
+    "refuses) · 3 the model could not be loaded · 4 the output folder is not writable · 5 all written, but some "
+    "inputs were cut short (each named in a warning; what was there is transcribed) · 130 interrupted (Ctrl-C) · "
+    "143 terminated (SIGTERM)."
 )
 
 app = typer.Typer(
@@ -80,7 +86,7 @@ app = typer.Typer(
     help="Batched Whisper transcription on MLX, with word timestamps from one decoding pass.",
     no_args_is_help=True,
     rich_markup_mode="rich",
-    add_completion=False,
+    add_completion=True,  # Typer's --install-completion / --show-completion (bash, zsh, fish, PowerShell)
     pretty_exceptions_show_locals=False,  # locals hold whole waveforms and model weights
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -91,8 +97,31 @@ class Task(str, Enum):
     TRANSLATE = "translate"
 
 
+def version() -> str:
+    """The installed distribution's version (``pyproject.toml``'s, as installed); "unknown" when run uninstalled."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed_version
+
+    try:
+        return installed_version("onepass-whisper")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"onepass-whisper {version()}")
+        raise typer.Exit()
+
+
 @app.callback()
-def main(ctx: typer.Context) -> None:
+def main(
+    ctx: typer.Context,
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
     """Batched Whisper transcription on MLX, with word timestamps from one decoding pass."""
     if ctx.obj is None:  # tests pass obj=<a Container with fakes>
         ctx.obj = Container()
@@ -108,8 +137,9 @@ def transcribe(
         list[Path],
         typer.Argument(
             metavar="PATH",
-            help="Audio files, or folders searched recursively for audio files "
-            f"({', '.join(sorted(AUDIO_SUFFIXES))}). All their windows share batches.",
+            help="Audio or video files, folders searched recursively for them "
+            f"({', '.join(sorted(AUDIO_SUFFIXES))}), or - for standard input (outputs: stdin.*). All their "
+            "windows share batches.",
             show_default=False,
         ),
     ],
@@ -165,8 +195,8 @@ def transcribe(
         typer.Option(
             parser=lambda value: _optional_float(value, "--no-speech-threshold"),
             metavar="FLOAT|none",
-            help="A window is silent when its no-speech probability is above this and its log probability "
-            "below --logprob-threshold.",
+            help="A window is silent (no words) when its no-speech probability is above this and its log "
+            "probability, over all tokens or over the words alone, below --logprob-threshold.",
             rich_help_panel="Decoding",
         ),
     ] = 0.6,
@@ -269,7 +299,8 @@ def transcribe(
         word_timestamps=word_timestamps,
     )
     formats = FORMATS if output_format is OutputFormat.ALL else (output_format.value,)
-    files = TranscriptFiles(formats=formats, layout=layout, word_timestamps=word_timestamps)
+    recorded = settings_record(options, refine=refine, phonetic=phonetic)
+    files = TranscriptFiles(formats=formats, layout=layout, word_timestamps=word_timestamps, options=recorded)
     with _terminate_as_interrupt():
         try:
             code = _transcribe(
@@ -299,7 +330,7 @@ def _transcribe(
     overwrite: bool,
     verbose: bool | None,
 ) -> ExitCode:
-    """Find the inputs, plan their outputs, transcribe and write them; the exit code."""
+    """Find the inputs, check the model and options, plan the outputs, transcribe and write them; the exit code."""
     inputs = find_inputs(paths)
     jobs = inputs.jobs
     for path in inputs.missing:
@@ -307,9 +338,28 @@ def _transcribe(
     for folder in inputs.empty_folders:
         error(stderr, f"{folder}: no audio files found (looked for {', '.join(sorted(AUDIO_SUFFIXES))})")
     check_output_dir(output_dir, stderr, int(ExitCode.OUTPUT_DIR))
+    container.config.model.from_value(model)
+    container.config.batch_size.from_value(batch_size)
+    container.config.refine.from_value(refine)
+    container.config.phonetic.from_value(phonetic)
+    if jobs:  # before anything is skipped: a bad model or option is an error whatever exists already
+        checked = _check_model_and_options(container, stderr, options)
+        if isinstance(checked, ExitCode):
+            return checked
+        model = checked  # as the transcripts record it
     todo: list[_Plan] = []
+    stale = 0
     for job in jobs:
         plan = _Plan.of(job, output_dir, files, overwrite)
+        differences = plan.settings_differences(model, files)
+        if differences:
+            stale += 1
+            error(
+                stderr,
+                f"{job.source}: its outputs in {output_dir} were made with other settings: "
+                f"{'; '.join(differences)}; kept as they are (use --overwrite to redo them)",
+            )
+            continue
         if not plan.formats:
             if verbose is not False:
                 note(stderr, f"skipped {job.source}: its outputs exist (use --overwrite to replace them)")
@@ -320,21 +370,32 @@ def _transcribe(
         todo.append(plan)
 
     run = _Run(stderr=stderr, files=files, verbose=verbose, several=len(todo) > 1)
-    if todo:
-        container.config.model.from_value(model)
-        container.config.batch_size.from_value(batch_size)
-        container.config.refine.from_value(refine)
-        container.config.phonetic.from_value(phonetic)
-        code = run.execute(container, todo, options, model)
-    else:
-        code = ExitCode.OK
-    skipped = len(jobs) - len(todo)
-    failed = run.failed + len(inputs.missing) + len(inputs.empty_folders)
+    code = run.execute(container, todo, options, model) if todo else ExitCode.OK
+    skipped = len(jobs) - len(todo) - stale
+    failed = run.failed + len(inputs.missing) + len(inputs.empty_folders) + stale
     if verbose is not False and code is ExitCode.OK:
         run.summary(skipped=skipped, failed=failed)
     if code is ExitCode.OK and failed:
         code = ExitCode.INPUTS_FAILED
+    elif code is ExitCode.OK and run.truncated:
+        code = ExitCode.TRUNCATED
     return code
+
+
+def _check_model_and_options(container: Container, stderr: Console, options: TranscribeOptions) -> ExitCode | str:
+    """Load the model and have it check ``options``: the exit code when it cannot, else the model's name. The model
+    is loaded here even when every output exists, so that a rerun with a model or option that would fail never
+    exits 0."""
+    try:
+        decoder = container.decoder()
+        decoder.check_options(options)
+    except (InvalidOptionError, UnsupportedLanguageError) as exc:
+        error(stderr, str(exc))
+        return ExitCode.USAGE
+    except ModelLoadError as exc:
+        error(stderr, str(exc))
+        return ExitCode.MODEL
+    return decoder.name
 
 
 class _Terminated(KeyboardInterrupt):
@@ -454,6 +515,20 @@ class _Plan:
         formats = tuple(f for f, p in zip(files.formats, files.targets(base)) if p not in existing)
         return cls(job, base, formats, existing)
 
+    def settings_differences(self, model: str, files: TranscriptFiles) -> list[str]:
+        """How the settings recorded in the existing JSON output differ from this run's (none when nothing is
+        kept, or no readable JSON output of ours records them)."""
+        if not self.existing or files.options is None:
+            return []
+        record = self.base.with_name(f"{self.base.name}.json")
+        try:
+            document = json.loads(record.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return []
+        if not isinstance(document, dict):
+            return []
+        return settings_differences(document.get("model"), document.get(OPTIONS_FIELD), model, files.options)
+
 
 # ---------------------------------------------------------------------------------------------------- the run
 
@@ -465,8 +540,14 @@ class _MeasuredAudio:
         self.inner = inner
         self.seconds_read = 0.0
 
-    def stream(self, path: Path) -> Iterator[NDArray[np.float32]]:
-        for block in self.inner.stream(path):
+    def stream(self, path: Path) -> AudioBlocks:
+        blocks = self.inner.stream(path)
+        while True:
+            try:
+                block = next(blocks)
+            except StopIteration as end:
+                truncated: Truncation | None = end.value  # the input's
+                return truncated
             self.seconds_read += len(block) / SAMPLE_RATE
             yield block
 
@@ -478,7 +559,7 @@ class _AudioClock:
     def __init__(self, audio: _MeasuredAudio) -> None:
         self.audio = audio
 
-    def seconds(self, done: int, total: int) -> float:
+    def seconds(self, done: float, total: int) -> float:
         return self.audio.seconds_read * done / total if total else 0.0
 
 
@@ -492,6 +573,7 @@ class _Run:
         self.several = several
         self.done = 0
         self.failed = 0
+        self.truncated = 0  # written, but cut short
         self.audio_seconds = 0.0
         self.started = time.perf_counter()
 
@@ -507,7 +589,7 @@ class _Run:
                 clock = _AudioClock(audio)
                 self.started = time.perf_counter()
 
-                def progress(done: int, total: int) -> None:
+                def progress(done: float, total: int) -> None:
                     speed = clock.seconds(done, total) / max(time.perf_counter() - self.started, 1e-9)
                     bar.update(task, completed=done, total=total, speed=f"{speed:.1f} audio s/s")
 
@@ -539,6 +621,9 @@ class _Run:
             return
         self.done += 1
         self.audio_seconds += transcript.duration
+        if transcript.truncated is not None:
+            self.truncated += 1
+            warn(self.stderr, f"{_shown(plan.job.source)} is {transcript.truncated.describe()}; transcribed what is there")
         if self.verbose:
             if self.several:
                 typer.echo(f"==> {plan.job.source} <==")
@@ -554,8 +639,15 @@ class _Run:
             parts.append(f"{skipped} skipped")
         if failed:
             parts.append(f"{failed} failed")
+        if self.truncated:
+            parts.append(f"{self.truncated} cut short")
         speed = f" ({self.audio_seconds / elapsed:.1f} s of audio per second)" if self.done and elapsed > 0 else ""
         note(self.stderr, f"{', '.join(parts)} in {elapsed:.1f} s{speed}")
+
+
+def _shown(source: Path) -> str:
+    """How stderr names an input: standard input as ``<stdin>``."""
+    return STDIN_NAME if source == STDIN else str(source)
 
 
 def _progress_bar(stderr: Console, show: bool) -> Progress:
@@ -586,29 +678,8 @@ def _clock(seconds: float) -> str:
 # -------------------------------------------------------------------------------------------------------- models
 
 
-@app.command()
-def models(ctx: typer.Context) -> None:
-    """List the built-in models, whether they are installed, and where they are cached.
-
-    Any of them, a local model folder or a Hugging Face repository id can be given to [b]--model[/b].
-    """
-    container: Container = ctx.obj
-    source = container.model_source()
-    rows = [("NAME", "INSTALLED", "CACHED", "DESCRIPTION")]
-    hints = []
-    for info in source.known():
-        rows.append(
-            (info.name, "yes" if info.installed else "no", str(info.cached or "-"), info.description)
-        )
-        if not info.installed:
-            hints.append(f"to install {info.name}: {info.install_hint}")
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    for row in rows:
-        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3])
-    typer.echo(f"\ncache folder: {source.cache_dir} (set ONEPASS_CACHE_DIR to move it)")
-    typer.echo("also accepted: a model folder (mlx-whisper or CTranslate2 layout) or a Hugging Face repository id")
-    for hint in hints:
-        typer.echo(hint)
+# `app models [--install NAME]`: the built-in models, installing them, the cache (entrypoints/models_command.py)
+app.command("models")(models_command)
 
 
 # ---------------------------------------------------------------------------------------------------------- eval
@@ -619,3 +690,8 @@ app.command("eval")(eval_command)  # `app eval DATASET`: WER and word-timing acc
 
 # `app transcribe-corpus INPUT_DIR -o OUT`: a folder on Ray workers, with a manifest (entrypoints/corpus_command.py)
 app.command("transcribe-corpus", epilog=CORPUS_EXIT_CODES_HELP)(transcribe_corpus)
+
+# ------------------------------------------------------------------------------------------------------- serve
+
+# `app serve`: an OpenAI-compatible server whose requests share decoder batches (entrypoints/serve_command.py)
+app.command("serve", epilog=SERVE_EXIT_CODES_HELP)(serve)

@@ -27,7 +27,13 @@ def note(stderr: Console, message: str) -> None:
 
 
 def check_output_dir(folder: Path, stderr: Console, exit_code: int) -> None:
-    """Create ``folder`` and make sure a file can be written there; else say why and exit with ``exit_code``."""
+    """Create ``folder`` and make sure a file can be written there; else say why and exit with ``exit_code``.
+
+    A path to an existing file gets its own message: ``mkdir``'s "File exists" would not say which of the two
+    (the folder or a file in it) is the problem."""
+    if folder.exists() and not folder.is_dir():
+        error(stderr, f"the output folder {folder} is a file; give a folder (it is created if needed)")
+        raise typer.Exit(exit_code)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):

@@ -1,7 +1,7 @@
 """The composition root: which adapter plays which port, and what is shared.
 
 ``Container().service()`` is a ``TranscriptionService`` on the real adapters: the model named by
-``config.model`` (resolved and converted once by ``CachedModelSource``, loaded once: a ``Singleton``), librosa-style
+``config.model`` (resolved and converted once by ``CachedModelSource``, loaded once: a ``Singleton``), soundfile/PyAV
 audio reading and DTW word timing. The adapters are imported when first built, so ``app --help`` and tests on fakes
 never import MLX, soundfile or scipy. Tests swap adapters by instance::
 
@@ -58,9 +58,9 @@ def _decoder(source: ModelSource, name: str, settings: Settings) -> Decoder:
 
 
 def _audio() -> AudioSource:
-    from onepass_whisper.adapters.librosa_audio import LibrosaAudioSource
+    from onepass_whisper.adapters.audio_file import FileAudioSource
 
-    return LibrosaAudioSource()
+    return FileAudioSource()
 
 
 def _align_processes(configured: int | None, phonetic: bool, settings: Settings) -> int:

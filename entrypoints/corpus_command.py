@@ -8,11 +8,15 @@ whole story.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from enum import IntEnum
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Annotated, Final
+from typing import IO, TYPE_CHECKING, Annotated, Final, TextIO
 
 import typer
 from rich.console import Console
@@ -181,6 +185,14 @@ def transcribe_corpus(
         bool,
         typer.Option("--quiet", help="Print errors and the summary only, not a line per file."),
     ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            help="Also show Ray's own log lines on stderr, as Ray prints them (by default they go to a file, "
+            "named on stderr when the run fails, and Ray's session logs).",
+        ),
+    ] = False,
 ) -> None:
     """Transcribe a folder of audio on Ray workers; a rerun resumes from the manifest.
 
@@ -231,9 +243,12 @@ def transcribe_corpus(
         tasks = [(file, by_file[file].source, output_dir / by_file[file].name) for file in plan.todo]
         shape = (workers, cpus_per_worker, gpus_per_worker, files_per_batch)
         try:
-            code = _run(container, tasks, options, files, address, shape, log, tally, stderr)
+            with ray_lines_to_file(verbose, stderr) as ray_log:
+                code = _run(container, tasks, options, files, address, shape, log, tally, stderr)
         finally:
             log.close()
+        if ray_log is not None:
+            _keep_if_failed(ray_log, code is not CorpusExit.OK, stderr)
     if code is CorpusExit.OK:
         tally.summary(skipped=len(plan.done_before), failed_before=len(plan.failed_before), workers=workers)
         if tally.failed or plan.failed_before:
@@ -286,6 +301,57 @@ def _run(
         if started:
             ray_engine.disconnect()
     return CorpusExit.OK
+
+
+@contextlib.contextmanager
+def ray_lines_to_file(show: bool, console: Console) -> Iterator[Path | None]:
+    """Unless ``show``, this process's file descriptor 2 goes to a temporary file while Ray runs in it; the path.
+
+    Ray prints on fd 2 itself: its C++ core's warnings and errors (an ``E ... core_worker`` note on every run
+    whose actors may restart, state dumps after a lost node), its Python logging (to whatever ``sys.stderr`` is),
+    and the output of the processes a local instance starts. They stay in Ray's session logs
+    (``/tmp/ray/session_latest/logs``) and in this file; ``console``, the command's own lines, writes to a copy of
+    the real stderr meanwhile (when ``sys.stderr`` is not fd 2, as under a test's runner, nothing changes for it).
+    """
+    if show:
+        yield None
+        return
+    handle, name = tempfile.mkstemp(prefix="onepass-ray-", suffix=".log")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    terminal = None
+    try:
+        if _on_fd2(sys.stderr):
+            terminal = open(os.dup(saved), "w", buffering=1, encoding=sys.stderr.encoding, errors="replace")
+            console.file = terminal
+        os.dup2(handle, 2)
+        yield Path(name)
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(handle)
+        if terminal is not None:
+            console.file = sys.stderr
+            terminal.close()
+
+
+def _on_fd2(stream: TextIO) -> bool:
+    try:
+        return stream.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation: a test's captured stream
+        return False
+
+
+def _keep_if_failed(ray_log: Path, failed: bool, stderr: Console) -> None:
+    """Ray's lines of a failed run stay in their file, named on stderr; otherwise the file goes."""
+    try:
+        if failed and ray_log.stat().st_size > 0:
+            note(stderr, f"Ray's own messages of this run: {ray_log}")
+        else:
+            ray_log.unlink()
+    except OSError:
+        pass
 
 
 def _manifest_name(job: Job, input_dir: Path) -> str:

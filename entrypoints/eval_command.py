@@ -100,8 +100,19 @@ def format_tables(rows: Mapping[str, Metrics], label: str = "folder") -> str:
     return "\n".join(first) + "\n\n" + "\n".join(second)
 
 
+LEGEND = """\
+WER %: word errors (substitutions + deletions + insertions) / reference words, pooled over the utterances, after
+  Whisper's English text normalisation.
+matched: reference words paired with a hypothesis word of the same normalised text; the timing columns use them.
+start/end MAE ms: mean absolute error of matched words' start/end times; bias ms: mean signed error (- = early).
+start/end ≤50/100/200 ms %: share of matched words whose start/end is within 50, 100, 200 ms of the reference's.
+P/R/F1 @50/@200 ms: a hypothesis word is right when it matches a reference word and both its start and end lie
+  within 50 (200) ms of that word's; precision = right / hypothesis words, recall = right / reference words, F1
+  their harmonic mean (0-1)."""
+
+
 def report_record(result: EvaluationReport) -> dict[str, object]:
-    """``result`` as JSON-ready data (NaN and infinity become null)."""
+    """``result`` as JSON-ready data in the tables' units and rounding (NaN and infinity become null)."""
     return {
         "groups": {name: metrics_record(m) for name, m in result.groups.items()},
         "overall": metrics_record(result.overall),
@@ -109,13 +120,38 @@ def report_record(result: EvaluationReport) -> dict[str, object]:
 
 
 def metrics_record(metrics: Metrics) -> dict[str, float | int | None]:
-    record = attrs.asdict(metrics)
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+    """The tables' numbers: WER and ≤ shares in percent, times in whole ms, P/R/F1 in [0, 1] to 2 decimals.
+
+    Keys whose unit differs from ``Metrics``' fractions say so (``wer_percent``, ``start_within_50_ms_percent``).
+    """
+    m = metrics
+    record: dict[str, float | int | None] = {
+        "utterances": m.utterances,
+        "reference_words": m.reference_words,
+        "matched_words": m.matched_words,
+        "wer_percent": _rounded(100 * m.wer, 1),
+    }
+    for name in ("start_mae_ms", "end_mae_ms", "start_bias_ms", "end_bias_ms"):
+        record[name] = _rounded(getattr(m, name), 0)
+    for edge in ("start", "end"):
+        for ms in (50, 100, 200):
+            record[f"{edge}_within_{ms}_ms_percent"] = _rounded(100 * getattr(m, f"{edge}_within_{ms}"), 0)
+    for ms in (50, 200):
+        for name in ("precision", "recall", "f1"):
+            record[f"{name}_{ms}"] = _rounded(getattr(m, f"{name}_{ms}"), 2)
+    return record
+
+
+def _rounded(value: float, digits: int) -> float | int | None:
+    """As the tables print it; None for NaN (nothing matched) and infinity (WER with no reference words)."""
+    if not math.isfinite(value):
+        return None
+    return round(value) if digits == 0 else round(value, digits)
 
 
 DATASET_HELP = "Folder of <id>.wav + <id>.json, one folder per source (nested folders allowed)."
 EXCLUDE_HELP = "Skip this folder (its path under DATASET; repeatable), e.g. longform."
-HYPOTHESES_HELP = "Also write each transcript here as <id>.json (for score-words)."
+HYPOTHESES_HELP = "Also write each transcript here as <id>.json, in app transcribe's JSON schema."
 
 
 def eval_command(
@@ -177,6 +213,7 @@ def eval_command(
     hypotheses_by_name = {name: Hypothesis.from_transcript(t) for name, t in transcripts.items()}
     result = score_corpus([u.reference for u in corpus], hypotheses_by_name, WhisperTextMetrics())
     typer.echo(format_tables({**result.groups, "overall": result.overall}))
+    typer.echo("\n" + LEGEND)
     if json_file is not None:
         record: dict[str, object] = {"dataset": str(dataset), "model": model, "batch_size": batch_size}
         record["language"] = language

@@ -9,9 +9,13 @@ from typing import Final
 
 from attrs import frozen
 
+from onepass_whisper.domain.ports import STDIN
+
 AUDIO_SUFFIXES: Final = frozenset(
-    ".wav .flac .mp3 .ogg .oga .opus .m4a .aac .wma .aif .aiff .aifc .caf .au .w64 .rf64".split()
-)  # what libsndfile reads, and common formats it may not (their files are then reported, not skipped silently)
+    ".wav .flac .mp3 .ogg .oga .opus .m4a .aac .wma .aif .aiff .aifc .caf .au .w64 .rf64 .webm .mka "
+    ".mp4 .m4v .mov .mkv .avi .3gp".split()
+)  # audio that libsndfile or FFmpeg reads, and the videos whose first audio stream FFmpeg decodes
+STDIN_STEM: Final = Path("stdin")  # the output name of standard input (``app transcribe -``)
 
 
 @frozen
@@ -35,7 +39,8 @@ def find_inputs(paths: Iterable[Path]) -> Inputs:
     """The audio files of ``paths`` (files as given, folders searched recursively), the folders with none and the
     paths that do not exist (reported by the caller, which goes on with the others).
 
-    Output names are the input's stem, under the sub-folders of the folder it was found in. Where inputs would
+    ``-`` (``STDIN``) is standard input, named ``stdin``; a file called ``-`` is given by another path to it
+    (``./-`` is ``-`` to ``pathlib``: its full path). Output names are the input's stem, under the sub-folders of the folder it was found in. Where inputs would
     share a name (``a.wav`` and ``a.mp3``, or two folders with the same layout), each of them keeps its extension
     (``a.wav``, ``a.mp3``), and still equal names get ``-2``, ``-3``... in input order. Hidden files and folders
     are ignored; a file reached twice is transcribed once.
@@ -45,6 +50,11 @@ def find_inputs(paths: Iterable[Path]) -> Inputs:
     missing: list[Path] = []
     seen: set[Path] = set()
     for path in paths:
+        if path == STDIN:  # read once, however often it is given
+            if STDIN not in seen:
+                seen.add(STDIN)
+                found.append((STDIN, STDIN_STEM))
+            continue
         if not path.exists() and not path.is_symlink():  # a dangling link is a file that cannot be read
             missing.append(path)
             continue

@@ -142,9 +142,25 @@ def connect(address: str | None) -> bool:
     try:
         ray.init(address=address or "local", include_dashboard=False, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        where = f"the Ray cluster at {address}" if address else "a local Ray instance"
-        raise ClusterError(f"cannot start or reach {where}: {' '.join(str(exc).split())[:300]}") from exc
+        raise ClusterError(unreachable(address, exc, os.environ)) from exc
     return True
+
+
+AUTH_HINT = (
+    "Ray >= 2.60 clusters use token authentication: set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN to the head's "
+    "`ray get-auth-token` (docs/scale-out.md)"
+)
+
+
+def unreachable(address: str | None, exc: Exception, env: Mapping[str, str]) -> str:
+    """The one-line error for a cluster that cannot be started or reached; for a remote one without token
+    authentication set up, how to set it up (Ray's own message names only the connection: its retries saying
+    "Authentication token is missing" go to its logs)."""
+    where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+    message = f"cannot start or reach {where}: {' '.join(str(exc).split())[:300]}"
+    if address and env.get("RAY_AUTH_MODE", "").strip().lower() != "token":
+        message += f"; {AUTH_HINT}"
+    return message
 
 
 def disconnect() -> None:

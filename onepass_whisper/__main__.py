@@ -2,4 +2,5 @@
 
 from onepass_whisper.entrypoints.cli import app
 
-app(prog_name="app")
+if __name__ == "__main__":
+    app(prog_name="app")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -11,9 +12,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from onepass_whisper.domain.audio import SAMPLE_RATE, ChunkSegment, DecodedChunk, Waveform, Window
-from onepass_whisper.domain.errors import AudioLoadError, ModelLoadError
+from onepass_whisper.domain.errors import AudioLoadError, InvalidOptionError, ModelLoadError, UnsupportedLanguageError
 from onepass_whisper.domain.model import TranscribeOptions, Word
-from onepass_whisper.domain.ports import Aligner, AudioSource, Decoder, ModelSource
+from onepass_whisper.domain.ports import Aligner, AudioBlocks, AudioSource, BatchProgress, Decoder, ModelSource
 
 
 BLOCK_SECONDS = 7.0  # not a divisor of the 30-s window: windows are cut across blocks
@@ -33,12 +34,13 @@ class InMemoryAudioSource:
         except KeyError:
             raise AudioLoadError(path, "no such file") from None
 
-    def stream(self, path: Path) -> Iterator[NDArray[np.float32]]:
-        """The waveform in blocks of ``BLOCK_SECONDS``, as a file reader gives them."""
-        samples = self.load(path).samples
+    def stream(self, path: Path) -> AudioBlocks:
+        """The waveform in blocks of ``BLOCK_SECONDS``, as a file reader gives them; then its ``truncated``."""
+        waveform = self.load(path)
         step = int(BLOCK_SECONDS * SAMPLE_RATE)
-        for start in range(0, len(samples), step):
-            yield samples[start : start + step]
+        for start in range(0, len(waveform.samples), step):
+            yield waveform.samples[start : start + step]
+        return waveform.truncated
 
 
 class CrashingAudioSource:
@@ -69,8 +71,10 @@ class CrashingAudioSource:
             raise RuntimeError(f"unexpected failure on {path.name}")
         return self.inner.load(path)
 
-    def stream(self, path: Path) -> Iterator[NDArray[np.float32]]:
-        yield self.load(path).samples
+    def stream(self, path: Path) -> AudioBlocks:
+        waveform = self.load(path)
+        yield waveform.samples
+        return waveform.truncated
 
 
 class FakeDecoder:
@@ -93,9 +97,25 @@ class FakeDecoder:
     def is_multilingual(self) -> bool:
         return self._multilingual
 
-    def decode_batch(self, windows: Sequence[Window], options: TranscribeOptions) -> list[DecodedChunk]:
+    def check_options(self, options: TranscribeOptions) -> None:
+        """Refuses what an English-only model refuses (a multilingual fake takes any language)."""
+        if self._multilingual:
+            return
+        if options.task == "translate":
+            raise InvalidOptionError("--task translate", f"{self._name} is an English-only model")
+        if options.language not in (None, "en", "english"):
+            raise UnsupportedLanguageError(str(options.language), f"{self._name} is an English-only model")
+
+    def decode_batch(
+        self, windows: Sequence[Window], options: TranscribeOptions, progress: BatchProgress | None = None
+    ) -> list[DecodedChunk]:
         self.batches.append(len(windows))
-        return [self._chunk(window, options) for window in windows]
+        chunks = []
+        for number, window in enumerate(windows, 1):  # one sequence after the other, each reported as it finishes
+            chunks.append(self._chunk(window, options))
+            if progress is not None:
+                progress(number / len(windows))
+        return chunks
 
     def _chunk(self, window: Window, options: TranscribeOptions) -> DecodedChunk:
         words = tuple(" " + w for w in self.text.split())
@@ -181,5 +201,46 @@ def _conforms() -> None:  # mypy-only; never called
     _d: Decoder = FakeDecoder()
     _l: Aligner = FakeAligner()
     _m: ModelSource = FakeModelSource({})
+    _b: Decoder = LabelDecoder()
 
 
+
+
+class LabelDecoder:
+    """Says one word per window, ``w<amplitude in thousandths>``: each input's loudness labels its words, so a test
+    sees which input a word came from. Every batch's windows are recorded; ``gate`` (when given) holds each batch
+    until set; a window of amplitude ``fail_amplitude`` makes its whole batch raise ``RuntimeError``."""
+
+    def __init__(self, gate: threading.Event | None = None, fail_amplitude: float | None = None) -> None:
+        self.gate = gate
+        self.fail_amplitude = fail_amplitude
+        self.batches: list[list[tuple[int, int]]] = []  # per batch: (source, index) of each window
+        self.entered = threading.Event()  # set once a batch has started
+
+    @property
+    def name(self) -> str:
+        return "label"
+
+    @property
+    def is_multilingual(self) -> bool:
+        return False
+
+    @staticmethod
+    def label(window: Window) -> str:
+        return f"w{round(float(np.abs(window.samples).max()) * 1000)}"
+
+    def check_options(self, options: TranscribeOptions) -> None:
+        """Takes any options: the scheduler's tests are about batches, not about what a model refuses."""
+
+    def decode_batch(
+        self, windows: Sequence[Window], options: TranscribeOptions, progress: BatchProgress | None = None
+    ) -> list[DecodedChunk]:
+        self.entered.set()
+        if self.gate is not None:
+            self.gate.wait(10.0)
+        self.batches.append([(w.source, w.index) for w in windows])
+        if self.fail_amplitude is not None and any(
+            abs(float(np.abs(w.samples).max()) - self.fail_amplitude) < 1e-3 for w in windows
+        ):
+            raise RuntimeError("decoder failed on a window")
+        return [FakeDecoder(self.label(w))._chunk(w, options) for w in windows]

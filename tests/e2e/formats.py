@@ -76,7 +76,13 @@ WORD_KEYS = {"word", "start", "end", "probability"}
 def check_json_schema(document: Any, *, words: bool = True) -> None:
     """The documented schema (docs/cli.md): exact keys, types, ids in order, times ordered within the file."""
     assert isinstance(document, dict)
-    assert set(document) == {"text", "language", "segments", "model", "duration"}, set(document)
+    # "options" (the settings that made it) is written by ``app transcribe``, not by the corpus workers
+    assert set(document) - {"options"} == {"text", "language", "segments", "model", "duration", "truncated"}, set(document)
+    assert isinstance(document.get("options", {}), dict)
+    truncated = document["truncated"]
+    assert truncated is None or (
+        set(truncated) == {"expected_duration", "duration"} and truncated["duration"] == document["duration"]
+    ), truncated
     assert isinstance(document["text"], str) and isinstance(document["language"], str)
     assert isinstance(document["model"], str)
     duration = document["duration"]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from onepass_whisper.domain.audio import DecodedChunk, Window
 from onepass_whisper.domain.model import TranscribeOptions
+from onepass_whisper.domain.ports import BatchProgress
 from onepass_whisper.entrypoints.cli import app
 from onepass_whisper.entrypoints.container import Container
 from tests.fakes import FakeAligner, FakeDecoder
@@ -27,7 +28,9 @@ class HeldDecoder(FakeDecoder):
         self.marks = marks
         self.hold_at = hold_at
 
-    def decode_batch(self, windows: Sequence[Window], options: TranscribeOptions) -> list[DecodedChunk]:
+    def decode_batch(
+        self, windows: Sequence[Window], options: TranscribeOptions, progress: BatchProgress | None = None
+    ) -> list[DecodedChunk]:
         number = len(self.batches) + 1
         (self.marks / f"batch-{number}").touch()
         while number == self.hold_at:  # until a signal's exception unwinds the program

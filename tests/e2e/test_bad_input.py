@@ -1,6 +1,6 @@
 """The bad-input battery (issue #8): ``app transcribe`` on files nobody checked, through the real audio reader.
 
-Every case runs the command on real files (written here with soundfile) with the real ``LibrosaAudioSource``; the
+Every case runs the command on real files (written here with soundfile) with the real ``FileAudioSource``; the
 model is a fake, because what is tested is what the user gets (the one-line error, the exit code, the files
 written), not what a model hears. The cases that need the real model (silence, white noise, clipping, sample
 rates) are in ``tests/integration/test_bad_input_real.py``. ``docs/reliability.md`` lists every case.
@@ -20,12 +20,14 @@ import soundfile as sf
 from numpy.typing import NDArray
 from typer.testing import CliRunner, Result
 
-from onepass_whisper.adapters.librosa_audio import NOT_AUDIO
+from onepass_whisper.adapters.audio_file import NOT_AUDIO
+from onepass_whisper.adapters.av_audio import NO_AUDIO_STREAM
 from onepass_whisper.domain.audio import SAMPLE_RATE
 from onepass_whisper.entrypoints.cli import ExitCode, app
 from onepass_whisper.entrypoints.container import Container
 from onepass_whisper.entrypoints.inputs import AUDIO_SUFFIXES
 from tests.e2e.formats import check_json_schema, read_json
+from tests import media
 from tests.fakes import FakeAligner, FakeDecoder
 
 TEXT = "hello world"
@@ -113,6 +115,11 @@ def _a_folder_named_wav_inside_a_folder(folder: Path) -> Path:
     return folder / "fake.wav"
 
 
+def _m4a_cut_before_its_index(folder: Path) -> Path:
+    memo = media.kind(folder / "memo.m4a", tone(2.0), SAMPLE_RATE, "memo.m4a")  # its index (moov) at the end
+    return media.cut(memo, 0.6)
+
+
 UNREADABLE: dict[str, tuple[Callable[[Path], Path], Callable[[Path], str]]] = {
     # case: (make the input in a folder, the expected error line for it)
     "missing path": (_missing, lambda p: f"error: {p}: no such file or folder"),
@@ -133,6 +140,15 @@ UNREADABLE: dict[str, tuple[Callable[[Path], Path], Callable[[Path], str]]] = {
     "folder named .wav without audio": (
         _a_folder_named_wav_inside_a_folder,
         lambda p: f"error: {p}: no audio files found (looked for {', '.join(sorted(AUDIO_SUFFIXES))})",
+    ),
+    "video without sound": (
+        lambda folder: media.silent_video(folder / "silent.mp4"),
+        lambda p: f"error: cannot read audio {p}: {NO_AUDIO_STREAM}",
+    ),
+    "M4A cut before its index": (
+        _m4a_cut_before_its_index,
+        lambda p: f"error: cannot read audio {p}: corrupt or truncated audio (an MP4/M4A file without its index: "
+        "cut short before it was finished?)",
     ),
 }
 
@@ -210,7 +226,7 @@ def _nan_and_inf_inside_a_tone(path: Path) -> Path:
 
 
 def _cut_in_data(path: Path) -> Path:
-    whole = wav(path, tone(2.0)).read_bytes()
+    whole = wav(path, tone(2.0)).read_bytes()  # wav() makes the folder
     path.write_bytes(whole[: 44 + 2 * SAMPLE_RATE])  # the header and 1 s of 16-bit samples
     return path
 
@@ -218,7 +234,6 @@ def _cut_in_data(path: Path) -> Path:
 READABLE: dict[str, tuple[Callable[[Path], Path], float, str]] = {
     # case: (write the file, its duration in seconds, the text the fake model hears in it)
     "10 ms of audio": (lambda p: wav(p, tone(0.01)), 0.01, TEXT),
-    "WAV cut inside its data": (_cut_in_data, 1.0, TEXT),
     "8 kHz": (lambda p: wav(p, tone(2.0, 8_000), 8_000), 2.0, TEXT),
     "22.05 kHz": (lambda p: wav(p, tone(2.0, 22_050), 22_050), 2.0, TEXT),
     "44.1 kHz": (lambda p: wav(p, tone(2.0, 44_100), 44_100), 2.0, TEXT),
@@ -249,6 +264,95 @@ def test_odd_but_readable_audio_is_transcribed(container: Container, tmp_path: P
     assert document["text"] == text
     times = [t for segment in document["segments"] for w in segment["words"] for t in (w["start"], w["end"])]
     assert times == sorted(times) and all(0.0 <= t <= document["duration"] for t in times)
+
+
+@pytest.mark.parametrize("name", sorted(media.KINDS))
+def test_voice_memos_and_videos_are_transcribed(container: Container, tmp_path: Path, name: str) -> None:
+    """Issue 21: an iPhone memo, videos and a browser recording failed with "not an audio file"."""
+    folder = tmp_path / "in"
+    media.kind(folder / name, tone(2.0), SAMPLE_RATE, name)
+    out = tmp_path / "out"
+
+    result = run(container, folder, "-o", out, "-f", "json")  # a folder scan finds them too
+
+    assert result.exit_code == ExitCode.OK, result.output
+    document = read_json(out / f"{Path(name).stem}.json")
+    check_json_schema(document)
+    assert (document["text"], document["truncated"]) == (TEXT, None)
+    assert document["duration"] == pytest.approx(2.0, abs=0.06)
+
+
+# ------------------------------------------------------------------------------------------------ cut short
+
+
+def _cut_m4a(path: Path) -> Path:
+    whole = media.encode(path.with_name("whole.m4a"), tone(4.0), SAMPLE_RATE, fmt="ipod", codec="aac",
+                         faststart=True)  # the index first, as a phone writes it
+    return media.cut(whole, 0.5, path)
+
+
+CUT_SHORT: dict[str, tuple[str, Callable[[Path], Path], float]] = {
+    # case: (file name, write it, the length its header declares)
+    "WAV cut inside its data": ("in.wav", _cut_in_data, 2.0),
+    "M4A cut inside its audio": ("in.m4a", _cut_m4a, 4.0),
+}
+
+
+@pytest.mark.parametrize("case", CUT_SHORT)
+def test_a_file_cut_short_is_transcribed_marked_and_exits_5(container: Container, tmp_path: Path, case: str) -> None:
+    """Issue 21, item 3: what is there is transcribed; stderr names the file and both lengths; the JSON says so;
+    exit 5 (done, needs a look), while a whole file beside it is written as usual."""
+    name, write, declared = CUT_SHORT[case]
+    path = write(tmp_path / "in" / name)
+    whole = wav(tmp_path / "in" / "whole.wav", tone(1.0))
+    out = tmp_path / "out"
+
+    result = run(container, path, whole, "-o", out, "-f", "json")
+
+    assert result.exit_code == ExitCode.TRUNCATED, result.output
+    assert int(ExitCode.TRUNCATED) == 5  # documented
+    document = read_json(out / "in.json")
+    check_json_schema(document)
+    assert document["text"] == TEXT
+    assert document["truncated"]["expected_duration"] == pytest.approx(declared, abs=0.05)
+    held = document["duration"]
+    assert 0.2 * declared < held < 0.8 * declared
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert line.startswith(f"warning: {path} is cut short: its header declares {declared:.2f} s, it holds {held:.2f} s")
+    assert line.endswith("; transcribed what is there")
+    assert read_json(out / "whole.json")["truncated"] is None
+    assert "2 transcribed, 1 cut short" in result.stderr
+
+
+def test_a_failed_input_outranks_a_cut_one(container: Container, tmp_path: Path) -> None:
+    cut = _cut_in_data(tmp_path / "in" / "cut.wav")
+    result = run(container, cut, _empty(tmp_path / "in"), "-o", tmp_path / "out", "-f", "json")
+    assert result.exit_code == ExitCode.INPUTS_FAILED, result.output
+
+
+# ------------------------------------------------------------------------------------------------ stdin
+
+
+@pytest.mark.parametrize("name", ["a.wav", "memo.m4a"])
+def test_standard_input_is_read_and_named_stdin(container: Container, tmp_path: Path, name: str) -> None:
+    """Issue 21, item 7: ``app transcribe -`` reads audio piped in; its outputs are ``stdin.<format>``."""
+    source = wav(tmp_path / name, tone(2.0)) if name.endswith(".wav") else media.kind(
+        tmp_path / name, tone(2.0), SAMPLE_RATE, name)
+    out = tmp_path / "out"
+
+    result = CliRunner().invoke(app, ["transcribe", "-", "-o", str(out), "-f", "json"], obj=container,
+                                input=source.read_bytes(), env={"COLUMNS": "400"})
+
+    assert result.exit_code == ExitCode.OK, result.output
+    assert outputs(out) == ["stdin.json"]
+    assert read_json(out / "stdin.json")["duration"] == pytest.approx(2.0, abs=0.06)
+
+
+def test_standard_input_that_is_not_audio(container: Container, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["transcribe", "-", "-o", str(tmp_path / "out")], obj=container,
+                                input=b"not audio at all\n" * 50, env={"COLUMNS": "400"})
+    assert result.exit_code == ExitCode.INPUTS_FAILED
+    assert errors(result) == [f"error: cannot read audio <stdin>: {NOT_AUDIO}"]
 
 
 # ------------------------------------------------------------------------------------------------ file names
@@ -308,12 +412,16 @@ def test_an_unwritable_output_folder_exits_4(container: Container, tmp_path: Pat
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     out = blocker / "out" if where == "inside a file" else blocker
-    reason = "Not a directory" if where == "inside a file" else "File exists"
+    message = (
+        f"error: cannot write to the output folder {out}: Not a directory"
+        if where == "inside a file"
+        else f"error: the output folder {out} is a file; give a folder (it is created if needed)"
+    )
 
     result = run(container, good, "-o", out)
 
     assert result.exit_code == ExitCode.OUTPUT_DIR
-    assert result.stderr.splitlines() == [f"error: cannot write to the output folder {out}: {reason}"]
+    assert result.stderr.splitlines() == [message]
 
 
 def test_an_unknown_model_name_exits_3(tmp_path: Path) -> None:

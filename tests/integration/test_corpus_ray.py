@@ -4,8 +4,12 @@ bundled sample (one worker: on 2 CPU cores a second model load costs more than i
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -62,3 +66,28 @@ def test_the_real_model_on_a_ray_worker_transcribes_a_small_corpus(tiny_en_folde
     srt = CliRunner().invoke(app, [*args, "-f", "srt"], obj=Container())  # another format: its files are missing
     assert srt.exit_code == 0, srt.output
     assert all(read_srt(out / Path(file).with_suffix(".srt")) for file in records)
+
+
+@pytest.mark.slow
+def test_quiet_prints_only_the_summary_and_ray_keeps_its_lines(tiny_en_folder: Path, tmp_path: Path) -> None:
+    """The command in its own process, starting its own local Ray: Ray's INFO/WARNING lines (token
+    authentication, "Started a local Ray instance") and its core's ``E ... core_worker`` notes stay off stderr."""
+    if not SAMPLE.is_file():
+        pytest.skip(f"the bundled sample is missing: {SAMPLE.relative_to(REPO)}")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    shutil.copy(SAMPLE, corpus / "one.wav")
+    short = Path(tempfile.mkdtemp(prefix="op-"))  # TMPDIR, where Ray's sockets go too: at most 107 bytes a path
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(short)}
+    args = [sys.executable, "-m", "onepass_whisper", "transcribe-corpus", str(corpus), "-o", str(tmp_path / "out"),
+            "--model", str(tiny_en_folder), "-f", "txt", "--quiet"]
+    try:
+        completed = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        left = list(short.glob("onepass-ray-*.log"))
+    finally:
+        shutil.rmtree(short, ignore_errors=True)
+    assert completed.returncode == 0, completed.stderr
+    assert re.fullmatch(r"1 transcribed in [\d.]+ s \(1 workers, [\d.]+ s of audio per second\)\n",
+                        completed.stderr), completed.stderr
+    assert (tmp_path / "out" / "one.txt").is_file()
+    assert left == []  # a successful run's file is removed

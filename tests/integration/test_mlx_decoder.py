@@ -11,7 +11,7 @@ from mlx_whisper.audio import N_FRAMES, N_SAMPLES, log_mel_spectrogram
 from mlx_whisper.tokenizer import get_tokenizer
 
 from onepass_whisper.adapters.dtw.aligner import DtwAligner
-from onepass_whisper.adapters.librosa_audio import LibrosaAudioSource
+from onepass_whisper.adapters.audio_file import FileAudioSource
 from onepass_whisper.adapters.mlx.decoder import MlxWhisperDecoder, split_segments, window_mel
 from onepass_whisper.adapters.mlx.rules import LogitRules, TimestampState
 from onepass_whisper.domain.audio import Window
@@ -24,7 +24,7 @@ SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "sample.wav"
 
 @pytest.fixture(scope="module")
 def windows() -> list[Window]:
-    samples = LibrosaAudioSource().load(SAMPLE).samples
+    samples = FileAudioSource().load(SAMPLE).samples
     windows = split_into_windows(samples, source=0, max_seconds=4.0)  # cut in the pauses between sentences
     assert len(windows) >= 3
     first = windows[0]
@@ -207,3 +207,12 @@ def test_a_windows_mel_equals_mlx_whispers_over_30_s_of_padding(length: int) -> 
     reference = log_mel_spectrogram(mx.array(samples), 80, padding=N_SAMPLES)[:N_FRAMES]
 
     np.testing.assert_array_equal(np.array(window_mel(samples, 80)), np.array(reference))
+
+
+@pytest.mark.slow
+def test_a_batch_reports_its_progress_while_it_decodes(tiny_en: Decoder, windows: list[Window]) -> None:
+    shares: list[float] = []
+    chunks = tiny_en.decode_batch(windows, TranscribeOptions(temperatures=(0.0,)), shares.append)
+    assert len(chunks) == len(windows)
+    assert len(shares) > len(windows)  # more often than once a window: steps, not only finished sequences
+    assert shares == sorted(shares) and 0.0 < shares[0] < 0.5 and shares[-1] == pytest.approx(1.0)

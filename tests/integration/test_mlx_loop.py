@@ -12,7 +12,7 @@ import pytest
 from mlx_whisper.tokenizer import get_tokenizer
 
 from onepass_whisper.adapters.dtw.aligner import DtwAligner
-from onepass_whisper.adapters.librosa_audio import LibrosaAudioSource
+from onepass_whisper.adapters.audio_file import FileAudioSource
 from onepass_whisper.adapters.mlx import load_decoder
 from onepass_whisper.adapters.mlx.decoder import MlxWhisperDecoder
 from onepass_whisper.adapters.mlx.encoder import encode_on_host
@@ -34,7 +34,7 @@ TB, EOT = TOKENIZER.timestamp_begin, TOKENIZER.eot
 
 @pytest.fixture(scope="module")
 def windows() -> list[Window]:
-    samples = LibrosaAudioSource().load(SAMPLE).samples
+    samples = FileAudioSource().load(SAMPLE).samples
     windows = split_into_windows(samples, source=0, max_seconds=4.0)
     first = windows[0]
     return [*windows, Window(0, len(windows), 0.0, first.samples[: len(first.samples) // 2])]

@@ -8,10 +8,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+import soxr
 from dependency_injector import providers
 from numpy.typing import NDArray
 
 import onepass_whisper.entrypoints.api as api
+from onepass_whisper.adapters.audio_array import waveform_from_array
+from onepass_whisper.application.transcription import FileResult, in_input_order
 from onepass_whisper.domain.audio import SAMPLE_RATE, DecodedChunk, Window
 from onepass_whisper.domain.errors import (
     AudioLoadError,
@@ -21,6 +24,7 @@ from onepass_whisper.domain.errors import (
     UnsupportedLanguageError,
 )
 from onepass_whisper.domain.model import TranscribeOptions, Transcript
+from onepass_whisper.domain.ports import BatchProgress
 from onepass_whisper.entrypoints.api import Transcriber, transcribe
 from onepass_whisper.entrypoints.container import Container
 from tests.fakes import FakeAligner, FakeDecoder, FakeModelSource, InMemoryAudioSource, tone
@@ -35,7 +39,9 @@ class StrictDecoder(FakeDecoder):
         super().__init__(TEXT, name="fake.en")
         self.options: list[TranscribeOptions] = []
 
-    def decode_batch(self, windows: Sequence[Window], options: TranscribeOptions) -> list[DecodedChunk]:
+    def decode_batch(
+        self, windows: Sequence[Window], options: TranscribeOptions, progress: BatchProgress | None = None
+    ) -> list[DecodedChunk]:
         self.options.append(options)
         if options.language not in (None, "en"):
             raise UnsupportedLanguageError(options.language, "English-only model")
@@ -82,17 +88,65 @@ def test_a_float64_array_is_accepted(transcriber: Transcriber) -> None:
     assert transcriber.transcribe(tone(1.0).samples.astype(np.float64)).duration == 1.0
 
 
+def test_another_sample_rate_is_resampled(transcriber: Transcriber) -> None:
+    """Issue 21: a 44.1-kHz array was read as 16 kHz (2.76 times too long and too low: '' from a real model)."""
+    at_44k = soxr.resample(tone(2.5).samples, SAMPLE_RATE, 44_100)
+    transcript = transcriber.transcribe(at_44k, sample_rate=44_100)
+    assert transcript.text == TEXT and transcript.duration == pytest.approx(2.5, abs=1e-4)
+
+
+def test_int16_pcm_is_scaled_as_whisper_does() -> None:
+    pcm = (tone(1.0).samples * 32767).astype(np.int16)
+    np.testing.assert_array_equal(waveform_from_array(pcm).samples, pcm.astype(np.float32) / 32768)
+
+
+@pytest.mark.parametrize("layout", ["frames, channels", "channels, frames"])
+def test_stereo_channels_are_averaged(layout: str) -> None:
+    left, right = tone(1.0).samples, np.zeros(SAMPLE_RATE, np.float32)
+    stereo = np.stack([left, right], axis=1 if layout == "frames, channels" else 0)
+    np.testing.assert_allclose(waveform_from_array(stereo).samples, left / 2, atol=1e-7)
+
+
+def test_a_list_of_floats_is_samples(transcriber: Transcriber) -> None:
+    assert transcriber.transcribe(tone(1.0).samples.tolist()).duration == 1.0
+
+
+def test_nan_and_infinite_samples_are_silence() -> None:
+    samples = waveform_from_array(np.array([0.5, np.nan, np.inf, -np.inf], np.float32)).samples
+    np.testing.assert_array_equal(samples, [0.5, 0.0, 0.0, 0.0])
+
+
 @pytest.mark.parametrize(
-    "samples",
+    ("audio", "why"),
     [
-        np.zeros((2, SAMPLE_RATE), np.float32),  # stereo
-        np.zeros(SAMPLE_RATE, np.int16),  # PCM integers
-        np.zeros(0, np.float32),  # nothing
+        (np.zeros(0, np.float32), "no samples"),
+        ([], "no samples"),
+        (np.zeros((2, 2), np.float32), "shape"),  # which axis is the channels?
+        (np.zeros((2, 3, SAMPLE_RATE), np.float32), "shape"),
+        (np.zeros(SAMPLE_RATE, np.int64), "dtype int64"),  # Python ints: PCM of which width?
+        ([0, 1000, -1000], "dtype int64"),
+        (np.zeros(SAMPLE_RATE, bool), "dtype bool"),
+        (np.zeros(SAMPLE_RATE, np.complex64), "dtype complex64"),
+        ([[0.1, 0.2], [0.3]], "not a flat list"),
+        (b"RIFF....WAVE", "got bytes"),
+        (42, "got int"),
     ],
 )
-def test_arrays_that_are_not_mono_float_samples_are_refused(transcriber: Transcriber, samples: NDArray[Any]) -> None:
-    with pytest.raises(AudioLoadError, match="<array>"):
-        transcriber.transcribe(samples)
+def test_samples_that_cannot_be_read_are_audio_load_errors(transcriber: Transcriber, audio: Any, why: str) -> None:
+    with pytest.raises(AudioLoadError, match="<array>") as info:
+        transcriber.transcribe(audio)
+    assert why in str(info.value)
+
+
+@pytest.mark.parametrize("rate", [0, -16_000, 44_100.5, True, "44100"])
+def test_a_bad_sample_rate_is_an_invalid_option(transcriber: Transcriber, rate: Any) -> None:
+    with pytest.raises(InvalidOptionError, match="sample_rate"):
+        transcriber.transcribe(tone(1.0).samples, sample_rate=rate)
+
+
+def test_a_sample_rate_for_a_file_is_an_invalid_option(transcriber: Transcriber) -> None:
+    with pytest.raises(InvalidOptionError, match="sample_rate"):
+        transcriber.transcribe("a.wav", sample_rate=44_100)
 
 
 def test_options_reach_the_decoder(transcriber: Transcriber, decoder: StrictDecoder) -> None:
@@ -152,6 +206,21 @@ def test_many_files_share_batches_and_failures_are_results(
     assert by_name["a.wav"].transcript is not None and by_name["b.wav"].transcript is not None
     assert isinstance(by_name["missing.wav"].error, AudioLoadError)
     assert decoder.batches == [3]  # 1 + 2 windows in one batch of 8
+
+
+def test_many_files_come_as_they_finish_or_in_input_order(transcriber: Transcriber) -> None:
+    """A file that cannot be read is out at once, before the ones given ahead of it are decoded."""
+    paths = ["a.wav", "missing.wav", "b.wav"]
+    as_finished = [Path(r.source).name for r in transcriber.transcribe_many(paths)]
+    in_order = [Path(r.source).name for r in transcriber.transcribe_many(paths, ordered=True)]
+    assert as_finished == ["missing.wav", "a.wav", "b.wav"]
+    assert in_order == paths
+
+
+def test_in_input_order_with_a_file_given_twice() -> None:
+    results = [FileResult(Path("b")), FileResult(Path("a")), FileResult(Path("a")), FileResult(Path("c"))]
+    ordered = in_input_order(iter(results), [Path("a"), Path("b"), Path("a"), Path("c")])
+    assert [r.source for r in ordered] == [Path("a"), Path("b"), Path("a"), Path("c")]
 
 
 # ------------------------------------------------------------------------------------- errors are raised

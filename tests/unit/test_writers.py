@@ -9,10 +9,12 @@ import stat
 from pathlib import Path
 from typing import Any, TextIO
 
+import attrs
 import numpy as np
 import pytest
 
 from onepass_whisper.adapters.writers import FORMATS, SubtitleLayout, TranscriptFiles, result_dict, write_atomically
+from onepass_whisper.domain.audio import Truncation
 from onepass_whisper.domain.errors import OutputWriteError
 from onepass_whisper.domain.model import Segment, Transcript, Word
 
@@ -53,8 +55,15 @@ def test_result_dict_follows_the_schema() -> None:
         ],
         "model": "tiny.en",
         "duration": 4.0,
+        "truncated": None,
     }
     json.dumps(document)  # plain Python numbers only
+
+
+@pytest.mark.parametrize(("expected", "shown"), [(3.8, 3.8), (None, None)])
+def test_result_dict_marks_an_input_cut_short(expected: float | None, shown: float | None) -> None:
+    transcript = attrs.evolve(TRANSCRIPT, duration=1.3, truncated=Truncation(1.3, expected, "lost sync"))
+    assert result_dict(transcript)["truncated"] == {"expected_duration": shown, "duration": 1.3}
 
 
 def test_result_dict_without_words() -> None:
