@@ -33,9 +33,10 @@ from types import TracebackType
 from attrs import define, field, frozen
 
 from onepass_whisper.application.no_speech import speech_only
-from onepass_whisper.application.transcription import _finite, _may_have_undecoded_tail, _undecoded_tail
+from onepass_whisper.application.transcription import _finite
 from onepass_whisper.application.word_timing import WordTiming, default_align_workers, timed_segments
 from onepass_whisper.domain.audio import SAMPLE_RATE, DecodedChunk, Waveform, Window
+from onepass_whisper.domain.decoding import may_have_undecoded_tail, undecoded_tail
 from onepass_whisper.domain.errors import AudioLoadError, TranscriptionError
 from onepass_whisper.domain.model import Segment, TranscribeOptions, Transcript
 from onepass_whisper.domain.ports import Aligner, Decoder
@@ -359,10 +360,10 @@ class BatchScheduler:
             return
         try:
             rest = None
-            if _may_have_undecoded_tail(chunk):  # timed now: the tail starts after the window's last word
+            if may_have_undecoded_tail(chunk):  # timed now: the tail starts after the window's last word
                 timed: Future[list[Segment]] = Future()
                 timed.set_result(timed_segments(self.aligner, chunk, options.word_timestamps))
-                rest = _undecoded_tail(chunk, timed.result())
+                rest = undecoded_tail(chunk, timed.result())
             else:
                 timed = self._timing.submit(chunk, options.word_timestamps)
         except Exception as error:  # noqa: BLE001 - this request's failure, not the others'

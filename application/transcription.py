@@ -16,8 +16,7 @@ from numpy.typing import NDArray
 from onepass_whisper.application.no_speech import speech_only
 from onepass_whisper.application.word_timing import WordTiming, default_align_workers, timed_segments
 from onepass_whisper.domain.audio import SAMPLE_RATE, Truncation, Waveform, Window
-from onepass_whisper.domain.decoding import may_have_undecoded_tail as _may_have_undecoded_tail
-from onepass_whisper.domain.decoding import undecoded_tail as _undecoded_tail
+from onepass_whisper.domain.decoding import may_have_undecoded_tail, undecoded_tail
 from onepass_whisper.domain.errors import AudioLoadError, TranscriptionError
 from onepass_whisper.domain.model import Segment, TranscribeOptions, Transcript
 from onepass_whisper.domain.ports import Aligner, AudioBlocks, AudioSource, Decoder, ProgressSink
@@ -177,10 +176,10 @@ class TranscriptionService:
                 if chunk.segments:
                     entry.languages.append(chunk.language)
                 rest = None
-                if _may_have_undecoded_tail(chunk):  # timed now: the tail starts after the window's last word
+                if may_have_undecoded_tail(chunk):  # timed now: the tail starts after the window's last word
                     timed: Future[list[Segment]] = Future()
                     timed.set_result(timed_segments(self.aligner, chunk, options.word_timestamps))
-                    rest = _undecoded_tail(chunk, timed.result())
+                    rest = undecoded_tail(chunk, timed.result())
                 else:
                     timed = timing.submit(chunk, options.word_timestamps)
                 entry.timed.append((chunk.window.offset, timed))
