@@ -177,3 +177,21 @@ def test_rename_soname_refuses_what_it_cannot_do() -> None:
         rename_soname(image, "x" * 200)
     with pytest.raises(ValueError, match="ELF"):
         rename_soname(b"#!/bin/sh\n" * 10, GFORTRAN_SONAME)
+
+
+def test_the_library_s_model_loading_puts_the_fast_blas_in_place(tmp_path: Path) -> None:
+    """The composition root's bootstrap, not an import side effect, loads the BLAS: a user of the library API who
+    never imports ``adapters.mlx`` still gets it (a container path that imported mlx first kept netlib's)."""
+    code = (
+        "from onepass_whisper.entrypoints.api import Transcriber\n"
+        "Transcriber('tiny.en')\n"
+        "import mlx.core, sys\n"
+        "from onepass_whisper.adapters.mlx.blas import global_provider\n"
+        "print(global_provider('cblas_sgemm'))\n"
+    )
+    environment = {k: v for k, v in os.environ.items() if k not in ("ONEPASS_BLAS", "LD_PRELOAD")}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert Path(done.stdout.strip().splitlines()[-1]).name == "libopenblas.so.0"
