@@ -102,7 +102,7 @@ class FakeDecoder:
         if self._multilingual:
             return
         if options.task == "translate":
-            raise InvalidOptionError("--task translate", f"{self._name} is an English-only model")
+            raise InvalidOptionError("task", f"translate needs a multilingual model; {self._name} is English-only")
         if options.language not in (None, "en", "english"):
             raise UnsupportedLanguageError(str(options.language), f"{self._name} is an English-only model")
 

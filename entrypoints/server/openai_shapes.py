@@ -9,11 +9,9 @@ Field names and shapes follow OpenAI's ``/v1/audio/transcriptions`` reference: `
 
 from __future__ import annotations
 
-import functools
-import importlib.util
-from pathlib import Path
 from typing import Any, Final
 
+from onepass_whisper.adapters.mlx.languages import language_names
 from onepass_whisper.adapters.writers import render
 from onepass_whisper.domain.model import Task, TranscribeOptions, Transcript
 from onepass_whisper.domain.errors import InvalidOptionError
@@ -108,19 +106,4 @@ def subtitle_text(transcript: Transcript, fmt: str) -> str:
 
 def language_name(code: str) -> str:
     """OpenAI's verbose_json names the language (``english``); whisper's own table, the code if unknown."""
-    return _languages().get(code, code)
-
-
-@functools.cache
-def _languages() -> dict[str, str]:
-    """whisper's ``LANGUAGES`` from mlx-whisper's tokenizer file, loaded alone (importing the package imports MLX)."""
-    spec = importlib.util.find_spec("mlx_whisper")
-    if spec is None or not spec.submodule_search_locations:
-        return {}
-    location = Path(next(iter(spec.submodule_search_locations))) / "tokenizer.py"
-    module_spec = importlib.util.spec_from_file_location("_onepass_whisper_tokenizer", location)
-    assert module_spec is not None and module_spec.loader is not None
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    languages: dict[str, str] = dict(module.LANGUAGES)
-    return languages
+    return language_names().get(code, code)

@@ -455,7 +455,7 @@ def test_a_bad_model_fails_even_when_every_output_exists(tmp_path: Path, out: Pa
 
 
 @pytest.mark.parametrize(
-    ("args", "message"), [(["--language", "xx"], "xx"), (["--task", "translate"], "--task translate")]
+    ("args", "message"), [(["--language", "xx"], "xx"), (["--task", "translate"], "invalid option task: translate")]
 )
 def test_an_option_the_model_refuses_fails_even_when_every_output_exists(
     container: Container, tmp_path: Path, out: Path, args: list[str], message: str

@@ -62,7 +62,7 @@ def test_installed_beside_pypi_entrypoints_both_import(wheel: Path, tmp_path: Pa
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result["has_entry_point"] and Path(result["pypi"]).name == "onepass_whisper.entrypoints.py"
+    assert result["has_entry_point"] and Path(result["pypi"]).name == "entrypoints.py"
     assert Path(result["ours"]).parent == target / "onepass_whisper"
     assert result["api"] == "onepass_whisper.entrypoints.api"
     assert result["bare_domain"] is None

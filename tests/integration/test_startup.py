@@ -23,10 +23,10 @@ def _run(code: str) -> str:
 def test_loading_the_decoder_modules_skips_mlx_whispers_transcribe() -> None:
     heavy = _run(
         "import sys\n"
-        "from adapters.mlx import bootstrap\n"
+        "from onepass_whisper.adapters.mlx import bootstrap\n"
         "bootstrap()\n"
-        "from adapters.mlx.decoder import MlxWhisperDecoder\n"
-        "from adapters.mlx import load_decoder\n"
+        "from onepass_whisper.adapters.mlx.decoder import MlxWhisperDecoder\n"
+        "from onepass_whisper.adapters.mlx import load_decoder\n"
         "import mlx_whisper.load_models, mlx_whisper.writers\n"
         "print(sorted(m for m in ('mlx_whisper.transcribe', 'mlx_whisper.timing', 'scipy.signal', 'numba')"
         " if m in sys.modules))"
@@ -45,7 +45,7 @@ def test_loading_the_decoder_modules_skips_mlx_whispers_transcribe() -> None:
 )
 def test_mlx_whisper_is_whole_for_code_that_wants_it(use: str) -> None:
     out = _run(
-        "import adapters.mlx\n"
+        "import onepass_whisper.adapters.mlx\n"
         "onepass_whisper.adapters.mlx.bootstrap()\n"  # as the composition root does first
         f"{use}\n"
         "import mlx_whisper\n"
