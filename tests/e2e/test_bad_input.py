@@ -23,8 +23,9 @@ from typer.testing import CliRunner, Result
 from onepass_whisper.adapters.audio_file import NOT_AUDIO
 from onepass_whisper.adapters.av_audio import NO_AUDIO_STREAM
 from onepass_whisper.domain.audio import SAMPLE_RATE
-from onepass_whisper.entrypoints.cli import ExitCode, app
+from onepass_whisper.entrypoints.cli import app
 from onepass_whisper.entrypoints.container import Container
+from onepass_whisper.entrypoints.exit_codes import ExitCode
 from onepass_whisper.entrypoints.inputs import AUDIO_SUFFIXES
 from tests.e2e.formats import check_json_schema, read_json
 from tests import media

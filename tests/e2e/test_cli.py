@@ -19,8 +19,10 @@ from onepass_whisper.domain.audio import DecodedChunk, Window
 from onepass_whisper.domain.errors import InvalidOptionError, UnsupportedLanguageError
 from onepass_whisper.domain.model import TranscribeOptions
 from onepass_whisper.domain.ports import BatchProgress
-from onepass_whisper.entrypoints.cli import EXIT_CODES_HELP, ExitCode, _AudioClock, _MeasuredAudio, app
+from onepass_whisper.entrypoints.cli import app
 from onepass_whisper.entrypoints.container import Container
+from onepass_whisper.entrypoints.exit_codes import EXIT_CODES_HELP, ExitCode
+from onepass_whisper.entrypoints.progress_display import AudioClock, MeasuredAudio
 from tests.e2e.formats import (
     assert_monotonic,
     check_json_schema,
@@ -742,8 +744,8 @@ def test_completion_completes_commands_and_model_names(words: str, expected: lis
 
 
 def test_audio_clock_counts_the_audio_read_in_the_share_of_windows_done() -> None:
-    audio = _MeasuredAudio(InMemoryAudioSource({"a.wav": tone(10.0), "b.wav": tone(60.0)}))
-    clock = _AudioClock(audio)
+    audio = MeasuredAudio(InMemoryAudioSource({"a.wav": tone(10.0), "b.wav": tone(60.0)}))
+    clock = AudioClock(audio)
     assert clock.seconds(0, 0) == 0.0
     list(audio.stream(Path("a.wav")))
     assert clock.seconds(0, 1) == 0.0

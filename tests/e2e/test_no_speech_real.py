@@ -9,8 +9,9 @@ import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
-from onepass_whisper.entrypoints.cli import ExitCode, app
+from onepass_whisper.entrypoints.cli import app
 from onepass_whisper.entrypoints.container import Container
+from onepass_whisper.entrypoints.exit_codes import ExitCode
 from tests.e2e.formats import read_json, read_srt, read_tsv, read_vtt
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "sample.wav"

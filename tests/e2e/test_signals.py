@@ -20,11 +20,13 @@ import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
-import onepass_whisper.entrypoints.cli as cli_module
+import onepass_whisper.entrypoints.transcribe_command as transcribe_module
 from onepass_whisper.adapters.writers import write_atomically
 from onepass_whisper.domain.audio import SAMPLE_RATE
-from onepass_whisper.entrypoints.cli import ExitCode, _terminate_as_interrupt, _Terminated, app
+from onepass_whisper.entrypoints.cli import app
 from onepass_whisper.entrypoints.container import Container
+from onepass_whisper.entrypoints.exit_codes import ExitCode
+from onepass_whisper.entrypoints.signals import Terminated, terminate_as_interrupt
 from tests.e2e.formats import check_json_schema, read_json
 
 REPO = Path(__file__).resolve().parents[2]
@@ -123,14 +125,14 @@ def test_sigterm_while_a_file_is_written_leaves_the_old_file_and_no_temporary(tm
         time.sleep(PATIENCE)  # the handler raises before this returns
 
     before = signal.getsignal(signal.SIGTERM)  # SIG_DFL, or Ray's handler once a test started Ray in this process
-    with pytest.raises(_Terminated), _terminate_as_interrupt():
+    with pytest.raises(Terminated), terminate_as_interrupt():
         write_atomically(target, half_then_terminated)
     assert target.read_text() == "old complete transcript\n"
     assert files_of(tmp_path) == ["a.txt"]
     assert signal.getsignal(signal.SIGTERM) is before  # the handler is only set during the command
 
 
-@pytest.mark.parametrize(("interrupt", "code"), [(KeyboardInterrupt(), 130), (_Terminated(signal.SIGTERM), 143)])
+@pytest.mark.parametrize(("interrupt", "code"), [(KeyboardInterrupt(), 130), (Terminated(signal.SIGTERM), 143)])
 def test_an_interrupt_before_the_run_is_still_exit_130_or_143(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, interrupt: KeyboardInterrupt, code: int
 ) -> None:
@@ -139,7 +141,7 @@ def test_an_interrupt_before_the_run_is_still_exit_130_or_143(
     def find_inputs(_paths: object) -> None:
         raise interrupt
 
-    monkeypatch.setattr(cli_module, "find_inputs", find_inputs)
+    monkeypatch.setattr(transcribe_module, "find_inputs", find_inputs)
     result = CliRunner().invoke(app, ["transcribe", str(tmp_path), "-o", str(tmp_path / "out")], obj=Container())
     assert result.exit_code == code
     assert result.stderr.splitlines() == ["error: interrupted; rerun to resume"]

@@ -30,8 +30,9 @@ from onepass_whisper.adapters.models import CachedModelSource
 from onepass_whisper.adapters.av_audio import NO_AUDIO_STREAM
 from onepass_whisper.domain.audio import SAMPLE_RATE
 from onepass_whisper.domain.ports import Decoder
-from onepass_whisper.entrypoints.cli import ExitCode, app
+from onepass_whisper.entrypoints.cli import app
 from onepass_whisper.entrypoints.container import Container
+from onepass_whisper.entrypoints.exit_codes import ExitCode
 from tests import media
 from tests.e2e.formats import check_json_schema, read_json
 
