@@ -15,12 +15,15 @@ from numpy.typing import NDArray
 
 from onepass_whisper.application.no_speech import speech_only
 from onepass_whisper.application.word_timing import WordTiming, default_align_workers, timed_segments
-from onepass_whisper.domain.audio import SAMPLE_RATE, Truncation, Waveform, Window
+from onepass_whisper.domain.audio import SAMPLE_RATE, DecodedChunk, Truncation, Waveform, Window
 from onepass_whisper.domain.decoding import may_have_undecoded_tail, undecoded_tail
 from onepass_whisper.domain.errors import AudioLoadError, TranscriptionError
 from onepass_whisper.domain.model import Segment, TranscribeOptions, Transcript
 from onepass_whisper.domain.ports import Aligner, AudioBlocks, AudioSource, Decoder, ProgressSink
 from onepass_whisper.domain.windowing import stream_windows
+
+
+_Input = tuple[Path | str, Waveform | None]  # a file to read, or samples already in memory
 
 
 def _no_progress(done: float, total: int) -> None:
@@ -101,116 +104,154 @@ class TranscriptionService:
 
     def _run(
         self,
-        inputs: Iterator[tuple[Path | str, Waveform | None]] | list[tuple[Path | str, Waveform | None]],
+        inputs: Iterator[_Input] | list[_Input],
         options: TranscribeOptions,
         progress: ProgressSink,
     ) -> Iterator[FileResult]:
         with WordTiming(
             self.aligner, self.align_workers, self.align_processes, self.align_processes_first_batch
         ) as timing:
-            yield from self._pipeline(inputs, options, progress, timing)
+            yield from _Pipeline(self, options, progress, timing, enumerate(inputs)).results()
 
-    def _pipeline(
-        self,
-        inputs: Iterator[tuple[Path | str, Waveform | None]] | list[tuple[Path | str, Waveform | None]],
-        options: TranscribeOptions,
-        progress: ProgressSink,
-        timing: WordTiming,
-    ) -> Iterator[FileResult]:
-        """Decode batch after batch; a decoded window's words are timed on ``timing``'s pool while the next batch
-        decodes.
 
-        A window's captured attention lives only until its words are timed. Inputs are yielded in the order their
-        last windows finish, each once its words are all timed.
-        """
-        queue: deque[Window] = deque()
-        pending: dict[int, _Pending] = {}
-        finished: list[_Pending] = []  # decoded: yielded at the end of the batch, once their words are timed
-        source_iter = enumerate(inputs)
-        reading: tuple[int, Iterator[tuple[Window, bool]]] | None = None  # the input being cut into windows
-        done = total = 0
+@define
+class _Pipeline:
+    """One run of the service: inputs read and cut into windows as far as the next batch needs, batch after batch
+    decoded, each decoded window routed to its input (its words timed on ``timing``'s pool while the next batch
+    decodes), and each input finished once its last window is decoded and timed.
+
+    A window's captured attention lives only until its words are timed. Inputs are yielded in the order their last
+    windows finish.
+    """
+
+    service: TranscriptionService
+    options: TranscribeOptions
+    progress: ProgressSink
+    timing: WordTiming
+    inputs: Iterator[tuple[int, _Input]]  # numbered: a window's ``source`` is its input's number
+    queue: deque[Window] = field(factory=deque)  # cut, waiting for a batch; a window's undecoded tail goes first
+    pending: dict[int, _Pending] = field(factory=dict)  # inputs with windows still to cut or to decode
+    reading: tuple[int, Iterator[tuple[Window, bool]]] | None = None  # the input being cut into windows
+    done: int = 0  # windows decoded
+    total: int = 0  # windows cut so far (tails included)
+
+    def results(self) -> Iterator[FileResult]:
         while True:
-            while len(queue) < self.batch_size:  # read on, only as far as the next batch needs
-                if reading is None:
-                    try:
-                        number, (source, waveform) = next(source_iter)
-                    except StopIteration:
-                        break
-                    entry = pending[number] = _Pending(source)
-                    if waveform is None:
-                        assert isinstance(source, Path)
-                        blocks = self.audio.stream(source)
-                    else:
-                        blocks = _blocks_of(waveform)
-                    reading = number, _marking_last(stream_windows(entry.count(blocks), source=number))
-                number, windows = reading
-                entry = pending[number]
-                try:
-                    window, last = next(windows)
-                except StopIteration:  # not one window: no samples
-                    reading = None
-                    del pending[number]
-                    yield FileResult(entry.source, error=AudioLoadError(str(entry.source), "no samples"))
-                    continue
-                except AudioLoadError as exc:  # unreadable, at once or part-way: what was cut of it is dropped
-                    reading = None
-                    del pending[number]
-                    queue = deque(w for w in queue if w.source != number)
-                    yield FileResult(entry.source, error=exc)
-                    continue
-                if last:  # known at once, so that the input is done as soon as its last window is decoded
-                    reading, entry.reading = None, False
-                queue.append(window)
-                entry.windows_left += 1
-                total += 1
-                progress(done, total)
-            if not queue:
-                break
-            batch = [queue.popleft() for _ in range(min(self.batch_size, len(queue)))]
-            timing.batch_started(len(batch))
-            within = _BatchProgress(progress, done, len(batch), total, self.progress_interval)
-            for decoded in self.decoder.decode_batch(batch, options, within):
-                chunk = speech_only(decoded, options)
-                entry = pending[chunk.window.source]
-                entry.first_language = entry.first_language or chunk.language
-                if chunk.segments:
-                    entry.languages.append(chunk.language)
-                rest = None
-                if may_have_undecoded_tail(chunk):  # timed now: the tail starts after the window's last word
-                    timed: Future[list[Segment]] = Future()
-                    timed.set_result(timed_segments(self.aligner, chunk, options.word_timestamps))
-                    rest = undecoded_tail(chunk, timed.result())
-                else:
-                    timed = timing.submit(chunk, options.word_timestamps)
-                entry.timed.append((chunk.window.offset, timed))
-                if rest is not None:  # decoded again, first thing in the next batch
-                    queue.appendleft(rest)
-                    entry.windows_left += 1
-                    total += 1
-            for window in batch:
-                entry = pending[window.source]
-                entry.windows_left -= 1
-                if entry.decoded():
-                    del pending[window.source]
-                    finished.append(entry)
-            done += len(batch)
-            progress(done, total)
+            yield from self._read_windows()
+            if not self.queue:
+                return
+            batch = [self.queue.popleft() for _ in range(min(self.service.batch_size, len(self.queue)))]
+            self._decode_batch(batch)
             # an input is yielded once its last window is decoded and timed: waiting here costs only the timing of
             # its last windows (the timing of unfinished inputs' windows goes on beside the next batch)
-            while finished:
-                yield self._result(finished.pop(0), options)
+            for entry in self._count_decoded(batch):
+                yield self._finish_file(entry)
 
-    def _result(self, entry: _Pending, options: TranscribeOptions) -> FileResult:
+    def _read_windows(self) -> Iterator[FileResult]:
+        """Cut windows until the queue holds a batch or the inputs end; an input that cannot be read is yielded
+        as its error, and what was cut of it is dropped."""
+        while len(self.queue) < self.service.batch_size:
+            if self.reading is None and not self._open_next():
+                return
+            assert self.reading is not None
+            number, windows = self.reading
+            entry = self.pending[number]
+            try:
+                window, last = next(windows)
+            except StopIteration:  # not one window: no samples
+                yield self._drop(number, AudioLoadError(str(entry.source), "no samples"))
+                continue
+            except AudioLoadError as exc:  # unreadable, at once or part-way
+                yield self._drop(number, exc)
+                continue
+            if last:  # known at once, so that the input is done as soon as its last window is decoded
+                self.reading, entry.reading = None, False
+            self._enqueue(window, entry)
+            self.progress(self.done, self.total)
+
+    def _open_next(self) -> bool:
+        """Start reading the next input; False when there is none."""
+        try:
+            number, (source, waveform) = next(self.inputs)
+        except StopIteration:
+            return False
+        entry = self.pending[number] = _Pending(source)
+        if waveform is None:
+            assert isinstance(source, Path)
+            blocks = self.service.audio.stream(source)
+        else:
+            blocks = _blocks_of(waveform)
+        self.reading = number, _marking_last(stream_windows(entry.count(blocks), source=number))
+        return True
+
+    def _drop(self, number: int, error: AudioLoadError) -> FileResult:
+        """Input ``number`` failed while being read: forget it and its windows not yet decoded."""
+        self.reading = None
+        entry = self.pending.pop(number)
+        self.queue = deque(w for w in self.queue if w.source != number)
+        return FileResult(entry.source, error=error)
+
+    def _enqueue(self, window: Window, entry: _Pending, *, first: bool = False) -> None:
+        if first:
+            self.queue.appendleft(window)
+        else:
+            self.queue.append(window)
+        entry.windows_left += 1
+        self.total += 1
+
+    def _decode_batch(self, batch: list[Window]) -> None:
+        self.timing.batch_started(len(batch))
+        within = _BatchProgress(self.progress, self.done, len(batch), self.total, self.service.progress_interval)
+        for decoded in self.service.decoder.decode_batch(batch, self.options, within):
+            self._route(speech_only(decoded, self.options))
+
+    def _route(self, chunk: DecodedChunk) -> None:
+        """A decoded window to its input: its language counted, its words timed (in the background, unless the
+        window may have an undecoded tail: that starts after its last word), the tail queued to be decoded again,
+        first thing in the next batch."""
+        entry = self.pending[chunk.window.source]
+        entry.first_language = entry.first_language or chunk.language
+        if chunk.segments:
+            entry.languages.append(chunk.language)
+        if not may_have_undecoded_tail(chunk):
+            entry.timed.append((chunk.window.offset, self.timing.submit(chunk, self.options.word_timestamps)))
+            return
+        segments = timed_segments(self.service.aligner, chunk, self.options.word_timestamps)
+        timed: Future[list[Segment]] = Future()
+        timed.set_result(segments)
+        entry.timed.append((chunk.window.offset, timed))
+        rest = undecoded_tail(chunk, segments)
+        if rest is not None:
+            self._enqueue(rest, entry, first=True)
+
+    def _count_decoded(self, batch: list[Window]) -> list[_Pending]:
+        """The inputs whose last window was in ``batch``, in the batch's order, no longer pending."""
+        finished = []
+        for window in batch:
+            entry = self.pending[window.source]
+            entry.windows_left -= 1
+            if entry.decoded():
+                del self.pending[window.source]
+                finished.append(entry)
+        self.done += len(batch)
+        self.progress(self.done, self.total)
+        return finished
+
+    def _finish_file(self, entry: _Pending) -> FileResult:
+        """The input's transcript: its windows' timed segments in time order, in the language most of its windows
+        with text were in (else the one asked for, else the first window's)."""
         segments: list[Segment] = []
         for _, future in sorted(entry.timed, key=lambda item: item[0]):
             segments.extend(future.result())
         languages = Counter(entry.languages)
-        language = languages.most_common(1)[0][0] if languages else (options.language or entry.first_language or "en")
+        language = (
+            languages.most_common(1)[0][0] if languages else (self.options.language or entry.first_language or "en")
+        )
         transcript = Transcript(
             segments=segments,
             language=language,
             duration=entry.duration,
-            model=self.decoder.name,
+            model=self.service.decoder.name,
             truncated=entry.truncated,
         )
         return FileResult(entry.source, transcript=transcript)
@@ -238,6 +279,8 @@ class _BatchProgress:
         if now - self.said >= self.interval:
             self.said = now
             self.sink(self.done + self.size * share, self.total)
+
+
 def _blocks_of(waveform: Waveform) -> AudioBlocks:
     """A waveform already in memory as one block, with its ``Truncation``."""
     yield waveform.samples
