@@ -31,7 +31,7 @@ from onepass_whisper.application.evaluation import Hypothesis, connected_boundar
 from onepass_whisper.domain.audio import DecodedChunk
 from onepass_whisper.domain.model import TranscribeOptions, Word
 from onepass_whisper.entrypoints.container import Container
-from onepass_whisper.entrypoints.eval_command import read_corpus, transcribe_corpus
+from onepass_whisper.entrypoints.eval_command import read_corpus, transcribe_dataset
 
 
 MIN_BOUNDARIES = 2  # interior word starts a window needs to count for the valley estimate
@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     container.aligner.override(providers.Object(recording))
     hypotheses = {
         name: Hypothesis.from_transcript(result.transcript)
-        for name, result in transcribe_corpus(container.service(), corpus, TranscribeOptions(language=args.language))
+        for name, result in transcribe_dataset(container.service(), corpus, TranscribeOptions(language=args.language))
         if result.transcript is not None
     }
     errors = 1000 * connected_boundary_errors([u.reference for u in corpus], hypotheses, WhisperTextMetrics())

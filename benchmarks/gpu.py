@@ -504,7 +504,7 @@ def _forward_alone(state: Any, logits: Any, tokens: int) -> None:
 def bench_loop(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[str, Any]]:
     """Where ``_decode``'s time goes besides the forward: its parts timed one after the other, ms a step."""
     decoder = random_large_v3()
-    from onepass_whisper.adapters.mlx.loop import Progress, decode_lagged
+    from onepass_whisper.adapters.mlx.loop import BatchResults, decode_lagged
 
     rules = decoder._rules(fixed_length_options(tokens))
     results = []
@@ -515,7 +515,7 @@ def bench_loop(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[s
             """The lagged loop over a fresh state and prompt, ms a step (the state and prompt not counted)."""
             state, logits, attention = _prompted(decoder, features)
             t0 = time.perf_counter()
-            decode_lagged(state, rules, logits, attention, Progress(batch, rules.eot, tokens), 0.0)
+            decode_lagged(state, rules, logits, attention, BatchResults(batch, rules.eot, tokens), 0.0)
             _sync_mlx()
             return 1000 * (time.perf_counter() - t0) / tokens
 
@@ -523,8 +523,7 @@ def bench_loop(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[s
             marks = [time.perf_counter()]
             state, logits, attention = _prompted(decoder, features)
             marks.append(time.perf_counter())
-            progress = Progress(batch, rules.eot, tokens)
-            decode_lagged(state, rules, logits, attention, progress, 0.0)
+            decode_lagged(state, rules, logits, attention, BatchResults(batch, rules.eot, tokens), 0.0)
             _sync_mlx()
             marks.append(time.perf_counter())  # the loop, its attention rows read at the end included
             state, logits, _ = _prompted(decoder, features)
@@ -562,7 +561,7 @@ def bench_trace(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[
     from torch.profiler import ProfilerActivity, profile
 
     decoder = random_large_v3()
-    from onepass_whisper.adapters.mlx.loop import Progress, decode_lagged
+    from onepass_whisper.adapters.mlx.loop import BatchResults, decode_lagged
 
     torch.zeros(1, device="cuda")  # PyTorch's CUDA context (the device's primary one, which MLX uses too)
     rules = decoder._rules(fixed_length_options(tokens))
@@ -573,7 +572,7 @@ def bench_trace(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[
 
         def lagged_loop() -> None:
             state, logits, attention = _prompted(decoder, features)
-            decode_lagged(state, rules, logits, attention, Progress(batch, rules.eot, tokens), 0.0)
+            decode_lagged(state, rules, logits, attention, BatchResults(batch, rules.eot, tokens), 0.0)
             _sync_mlx()
 
         def forward_alone() -> None:

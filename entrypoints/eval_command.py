@@ -64,7 +64,7 @@ def read_corpus(root: Path, limit: int | None = None, exclude: Iterable[str] = (
     return corpus
 
 
-def transcribe_corpus(
+def transcribe_dataset(
     service: TranscriptionService,
     corpus: Sequence[Utterance],
     options: TranscribeOptions,
@@ -191,7 +191,7 @@ def eval_command(
         service = container.service()
         with Progress(console=stderr, transient=True) as bar:
             task = bar.add_task("transcribing", total=None)
-            results = transcribe_corpus(
+            results = transcribe_dataset(
                 service,
                 corpus,
                 TranscribeOptions(language=None if language is None else language.strip()),

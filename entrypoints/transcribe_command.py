@@ -36,7 +36,7 @@ from onepass_whisper.entrypoints.options import (
 from onepass_whisper.entrypoints.output_plan import plan_outputs
 from onepass_whisper.entrypoints.signals import terminate_as_interrupt
 from onepass_whisper.entrypoints.transcribe_options import (
-    Task,
+    TaskChoice,
     check_subtitle_options,
     decoding_options,
     optional_float,
@@ -60,13 +60,13 @@ def transcribe(
     batch_size: BatchSizeOption = DEFAULT_BATCH_SIZE,
     language: LanguageOption = None,
     task: Annotated[
-        Task,
+        TaskChoice,
         typer.Option(
             metavar="TASK",
             help="[b]transcribe[/b], or [b]translate[/b] into English.",
             rich_help_panel="Decoding",
         ),
-    ] = Task.TRANSCRIBE,
+    ] = TaskChoice.TRANSCRIBE,
     initial_prompt: Annotated[
         str | None,
         typer.Option(

@@ -13,7 +13,9 @@ from onepass_whisper.domain.model import TranscribeOptions
 from onepass_whisper.entrypoints.console import warn
 
 
-class Task(str, Enum):
+class TaskChoice(str, Enum):
+    """``--task``'s values, an Enum so that Click lists and checks them (``domain.model.Task`` is their type)."""
+
     TRANSCRIBE = "transcribe"
     TRANSLATE = "translate"
 
@@ -45,7 +47,7 @@ def _temperatures(value: str) -> tuple[float, ...]:
 def decoding_options(
     *,
     language: str | None,
-    task: Task,
+    task: TaskChoice,
     initial_prompt: str | None,
     temperature: str,
     compression_ratio_threshold: float | None,

@@ -24,7 +24,7 @@ from mlx_whisper.tokenizer import LANGUAGES, TO_LANGUAGE_CODE, Tokenizer, get_to
 from mlx_whisper.whisper import Whisper
 from numpy.typing import NDArray
 
-from onepass_whisper.adapters.mlx.loop import Progress
+from onepass_whisper.adapters.mlx.loop import BatchResults
 from onepass_whisper.adapters.mlx.rules import LogitRules
 from onepass_whisper.adapters.mlx.step.factory import Backend, Prompt, choose
 from onepass_whisper.adapters.mlx.step.settings import StepSettings
@@ -222,18 +222,18 @@ class MlxWhisperDecoder:
         limit = options.max_new_tokens or self.model.dims.n_text_ctx // 2
         limit = min(limit, self.model.dims.n_text_ctx - len(prompts[0][0]))
 
-        progress = Progress(batch, tokenizer.eot, limit, listener)
+        results = BatchResults(batch, tokenizer.eot, limit, listener)
         tokens = np.array([p for p, _ in prompts], np.int32)
         no_speech_host = self.backend.decode(
-            features, Prompt(tokens, sot_index, tokenizer.no_speech), rules, progress, temperature, finish_below
+            features, Prompt(tokens, sot_index, tokenizer.no_speech), rules, results, temperature, finish_below
         )
-        rows = progress.attention(len(self.alignment_heads))
+        rows = results.attention(len(self.alignment_heads))
         return [
             Attempt(
-                tokens=tuple(progress.tokens[i]),
-                token_probabilities=np.array(progress.probabilities[i], np.float32),
+                tokens=tuple(results.tokens[i]),
+                token_probabilities=np.array(results.probabilities[i], np.float32),
                 attention=rows[i],
-                sum_logprob=float(progress.sum_logprobs[i]),
+                sum_logprob=float(results.sum_logprobs[i]),
                 no_speech_prob=float(no_speech_host[i]),
                 temperature=temperature,
             )

@@ -36,7 +36,7 @@ READ_EVERY = 4  # decode_lagged: the host reads the tokens and scores of this ma
 SAMPLING_SEED = 0  # the keys of sampled decoding (temperature fallback): seed + step, the same on every run
 
 
-class Progress:
+class BatchResults:
     """What the host knows of each sequence of a batch: tokens, scores and attention rows."""
 
     def __init__(self, batch: int, eot: int, limit: int, listener: Callable[[float], None] | None = None) -> None:
@@ -165,16 +165,16 @@ def decode_synced(
     rules: LogitRules,
     logits: NDArray[np.float32],
     attention: NDArray[np.float32],
-    progress: Progress,
+    results: BatchResults,
     temperature: float,
     finish_below: NDArray[np.int64] | None = None,
 ) -> None:
     """Step by step in numpy (a host ``DecoderStep``, ``LogitRules.apply_host``), the host reading each step before
     the next: finished sequences leave the batch at once. ``finish_below``: see ``LogitRules``."""
     eot, timestamp_begin = rules.eot, rules.timestamp_begin
-    ts_state = TimestampState.initial(len(progress.tokens), finish_below)
-    active = np.arange(len(progress.tokens))
-    limit = progress.limit  # steps at most
+    ts_state = TimestampState.initial(len(results.tokens), finish_below)
+    active = np.arange(len(results.tokens))
+    limit = results.limit  # steps at most
     for step in range(limit):
         masked = rules.apply_host(logits, ts_state, first_step=step == 0)
         if temperature > 0:
@@ -182,7 +182,7 @@ def decode_synced(
         else:
             tokens = masked.argmax(axis=-1)
         logprobs, probabilities = _token_scores(masked, logits, tokens, eot)
-        progress.add(active, attention, tokens, logprobs, probabilities)
+        results.add(active, attention, tokens, logprobs, probabilities)
         going = tokens != eot
         if step == limit - 1 or not going.any():
             break
@@ -202,7 +202,7 @@ def decode_lagged(
     rules: LogitRules,
     logits: mx.array,
     attention: mx.array,
-    progress: Progress,
+    results: BatchResults,
     temperature: float,
     finish_below: NDArray[np.int64] | None = None,
 ) -> None:
@@ -214,12 +214,12 @@ def decode_lagged(
     ignored, and the batch is compacted at that read.
     """
     eot, timestamp_begin = rules.eot, rules.timestamp_begin
-    ts_state = DeviceTimestampState.initial(len(progress.tokens), finish_below)
-    active = np.arange(len(progress.tokens))
+    ts_state = DeviceTimestampState.initial(len(results.tokens), finish_below)
+    active = np.arange(len(results.tokens))
     sequences = mx.array(active)
-    rows = DeviceRows(len(progress.tokens))
+    rows = DeviceRows(len(results.tokens))
     unread: list[tuple[NDArray[np.int64], mx.array]] = []  # steps queued and not yet read: their rows, scores
-    limit = progress.limit  # steps at most
+    limit = results.limit  # steps at most
     for step in range(limit):
         masked = rules.apply(logits, ts_state, first_step=step == 0)
         chosen = choose(masked, temperature, step)
@@ -237,12 +237,12 @@ def decode_lagged(
         unread.append((active, scores))
         if len(unread) <= READ_EVERY:  # the newest step stays unread: the device is still on it
             continue
-        _read(progress, unread[:-1])
+        _read(results, unread[:-1])
         unread = unread[-1:]
-        if progress.done.all():
+        if results.done.all():
             unread = []  # every sequence has ended: the last step queued is not needed
             break
-        finished = progress.done[active]
+        finished = results.done[active]
         if finished.sum() >= max(1, len(active) // COMPACT_FRACTION):
             keep = np.flatnonzero(~finished)
             kept = mx.array(keep)
@@ -252,18 +252,18 @@ def decode_lagged(
             active = active[keep]
             sequences = mx.array(active)
     if unread:
-        _read(progress, unread)
-    progress.set_rows(rows.read())
+        _read(results, unread)
+    results.set_rows(rows.read())
 
 
-def _read(progress: Progress, steps: list[tuple[NDArray[np.int64], mx.array]]) -> None:
+def _read(results: BatchResults, steps: list[tuple[NDArray[np.int64], mx.array]]) -> None:
     """Consecutive steps' scores, read at once (one transfer for each run of steps over the same rows: the batch
     may have been compacted after the first)."""
     for _, grouped in groupby(steps, key=lambda step: id(step[0])):  # the same ``active`` array: no compaction
         run = list(grouped)
         values = np.array(mx.stack([scores for _, scores in run]))
         for (active, _), (chosen, logprob, probability) in zip(run, values):
-            progress.add(active, None, chosen.astype(np.int64), logprob, probability)
+            results.add(active, None, chosen.astype(np.int64), logprob, probability)
 
 
 def _token_scores(

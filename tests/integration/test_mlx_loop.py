@@ -21,7 +21,7 @@ from onepass_whisper.adapters.mlx.step.graph import GraphStep
 from onepass_whisper.adapters.mlx.step.host import HostStep
 from onepass_whisper.adapters.mlx.weights import decoder_weights
 from onepass_whisper.adapters.mlx import loop
-from onepass_whisper.adapters.mlx.loop import DeviceRows, Progress
+from onepass_whisper.adapters.mlx.loop import DeviceRows, BatchResults
 from onepass_whisper.adapters.mlx.rules import DeviceTimestampState, LogitRules, TimestampState
 from onepass_whisper.domain.audio import Window
 from onepass_whisper.domain.model import TranscribeOptions
@@ -77,27 +77,27 @@ def test_lagged_loop_gives_the_synced_loops_results(
         assert words_a == words_b
 
 
-def test_progress_keeps_each_sequences_rows_across_compaction_and_late_reads() -> None:
+def test_batch_results_keep_each_sequences_rows_across_compaction_and_late_reads() -> None:
     # 3 sequences, 2 heads, 4 frames; row values encode (sequence, step)
-    progress = Progress(3, eot=EOT, limit=3)
+    results = BatchResults(3, eot=EOT, limit=3)
 
     def rows(active: list[int], step: int) -> np.ndarray:
         return np.array([[[10 * s + step] * 4] * 2 for s in active], np.float32)
 
     ones = np.ones(3, np.float32)
     everyone = np.arange(3)
-    progress.add(everyone, rows([0, 1, 2], 0), np.array([5, EOT, 7]), ones, ones)  # 1 ends at step 0
-    progress.add(everyone, rows([0, 1, 2], 1), np.array([6, 8, 8]), ones, ones)  # 1's row is read late: ignored
+    results.add(everyone, rows([0, 1, 2], 0), np.array([5, EOT, 7]), ones, ones)  # 1 ends at step 0
+    results.add(everyone, rows([0, 1, 2], 1), np.array([6, 8, 8]), ones, ones)  # 1's row is read late: ignored
     kept = np.array([0, 2])
-    progress.add(kept, rows([0, 2], 2), np.array([EOT, 9]), ones, ones)
-    assert progress.tokens == [[5, 6], [], [7, 8, 9]]
-    assert list(progress.done) == [True, True, False]
-    attention = progress.attention(heads=2)
+    results.add(kept, rows([0, 2], 2), np.array([EOT, 9]), ones, ones)
+    assert results.tokens == [[5, 6], [], [7, 8, 9]]
+    assert list(results.done) == [True, True, False]
+    attention = results.attention(heads=2)
     assert [a.shape for a in attention] == [(2, 3, 4), (2, 1, 4), (2, 3, 4)]  # 2 has no end-of-text row: cut
     assert attention[0][0, :, 0].tolist() == [0, 1, 2]
     assert attention[1][0, :, 0].tolist() == [10]
     assert attention[2][1, :, 0].tolist() == [20, 21, 22]
-    assert progress.sum_logprobs.tolist() == [3.0, 1.0, 3.0]
+    assert results.sum_logprobs.tolist() == [3.0, 1.0, 3.0]
 
 
 def test_device_rows_put_each_step_at_its_sequences_row_across_blocks_and_compaction(
@@ -116,10 +116,10 @@ def test_device_rows_put_each_step_at_its_sequences_row_across_blocks_and_compac
     assert read[:, 0, 1, 3].tolist() == [0, 1, 2, 3, 4]
     assert read[:2, 1, 0, 0].tolist() == [10, 11]  # its later rows are never read (its end is known)
     assert read[:, 2, 0, 2].tolist() == [20, 21, 22, 23, 24]
-    progress = Progress(3, eot=EOT, limit=5)
-    progress.rows[:] = [5, 2, 5]
-    progress.set_rows(read)
-    attention = progress.attention(heads=2)
+    results = BatchResults(3, eot=EOT, limit=5)
+    results.rows[:] = [5, 2, 5]
+    results.set_rows(read)
+    attention = results.attention(heads=2)
     assert [a.shape for a in attention] == [(2, 5, 4), (2, 2, 4), (2, 5, 4)]
     assert attention[2][1, :, 0].tolist() == [20, 21, 22, 23, 24]
 

@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 from threadpoolctl import ThreadpoolController
 
 from onepass_whisper.adapters.mlx.encoder import encode, encode_on_host
-from onepass_whisper.adapters.mlx.loop import Progress, decode_lagged, decode_synced
+from onepass_whisper.adapters.mlx.loop import BatchResults, decode_lagged, decode_synced
 from onepass_whisper.adapters.mlx.rules import LogitRules, logsumexp
 from onepass_whisper.adapters.mlx.step import DecoderStep
 from onepass_whisper.adapters.mlx.step.graph import GraphStep
@@ -63,11 +63,11 @@ class Backend(Protocol):
         features: mx.array,
         prompt: Prompt,
         rules: LogitRules,
-        progress: Progress,
+        results: BatchResults,
         temperature: float,
         finish_below: NDArray[np.int64] | None,
     ) -> NDArray[np.float64]:
-        """The batch decoded into ``progress``; returns each row's no-speech probability (NaN without one)."""
+        """The batch decoded into ``results``; returns each row's no-speech probability (NaN without one)."""
         ...
 
 
@@ -110,7 +110,7 @@ class HostBackend:
         features: mx.array,
         prompt: Prompt,
         rules: LogitRules,
-        progress: Progress,
+        results: BatchResults,
         temperature: float,
         finish_below: NDArray[np.int64] | None,
     ) -> NDArray[np.float64]:
@@ -127,7 +127,7 @@ class HostBackend:
             probabilities: NDArray[np.float64] = (
                 np.full(batch, np.nan) if no_speech is None else np.exp(first[:, no_speech] - logsumexp(first))
             )
-            decode_synced(step, rules, logits[1], attention, progress, temperature, finish_below)
+            decode_synced(step, rules, logits[1], attention, results, temperature, finish_below)
         return probabilities
 
 
@@ -171,7 +171,7 @@ class DeviceBackend:
         features: mx.array,
         prompt: Prompt,
         rules: LogitRules,
-        progress: Progress,
+        results: BatchResults,
         temperature: float,
         finish_below: NDArray[np.int64] | None,
     ) -> NDArray[np.float64]:
@@ -179,5 +179,5 @@ class DeviceBackend:
         logits, attention = step.step(mx.array(prompt.tokens), logit_positions=(prompt.sot_index, -1))
         no_speech = prompt.no_speech
         probabilities = mx.softmax(logits[0], axis=-1)[:, no_speech] if no_speech is not None else None
-        decode_lagged(step, rules, logits[1], attention, progress, temperature, finish_below)
+        decode_lagged(step, rules, logits[1], attention, results, temperature, finish_below)
         return np.full(features.shape[0], np.nan) if probabilities is None else np.array(probabilities)
