@@ -50,7 +50,8 @@ def median_filter(x: NDArray[_Float], width: int) -> NDArray[_Float]:
     if width < 1 or width % 2 == 0:
         raise ValueError(f"median filter width must be a positive odd number, got {width}")
     if width == 1 or x.size == 0:
-        return x.copy()
+        result: NDArray[_Float] = x.copy()  # a typed name: numpy's stubs give Any here for Python 3.10
+        return result
     half = width // 2
     if width == MEDIAN_NETWORK_WIDTH and x.shape[-1] > 0:
         return _median_7(x)

@@ -161,7 +161,7 @@ class LogitRules:
     def apply_host(self, logits: NDArray[np.float32], state: TimestampState, first_step: bool) -> NDArray[np.float32]:
         """``apply`` in numpy (the CPU backend, where MLX's elementwise kernels are slow): the same mask, built
         from column slices and a few rows instead of vocabulary-wide boolean arrays; a new array."""
-        masked = logits.copy()
+        masked: NDArray[np.float32] = logits.copy()  # typed: numpy's stubs give Any here for Python 3.10
         masked[:, self._always_ids] = -np.inf
         if first_step:
             masked[:, self._first_host] = -np.inf

@@ -164,7 +164,8 @@ def test_a_window_may_still_end_right_after_its_first_timestamp(host: bool) -> N
 def _merge(old: np.ndarray, rows: np.ndarray, new: np.ndarray) -> np.ndarray:
     out = old.copy()
     out[rows] = new
-    return out
+    result: np.ndarray = out  # a typed name: numpy's stubs give Any here for Python 3.10
+    return result
 
 
 def test_segments_split_at_timestamp_pairs_and_keep_trailing_text() -> None:

@@ -184,11 +184,13 @@ class HostStep:
     def _heads(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
         """batch × length × state -> batch × heads × length × dh (a view)."""
         batch, length, _ = x.shape
-        return x.reshape(batch, length, self.n_head, self.dh).transpose(0, 2, 1, 3)
+        result: NDArray[np.float32] = x.reshape(batch, length, self.n_head, self.dh).transpose(0, 2, 1, 3)  # a typed name: numpy's stubs give Any here for Python 3.10
+        return result
 
     def _merge(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
         batch, _, length, _ = x.shape
-        return x.transpose(0, 2, 1, 3).reshape(batch, length, self.n_head * self.dh)
+        result: NDArray[np.float32] = x.transpose(0, 2, 1, 3).reshape(batch, length, self.n_head * self.dh)  # a typed name: numpy's stubs give Any here for Python 3.10
+        return result
 
     def _self_attention(
         self,
