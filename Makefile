@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 UV_VERSION := 0.13.9
 
-.PHONY: demo test lock install clean-venv bench eval models
+.PHONY: demo test lock install clean-venv bench eval models format
 
 install: $(STAMP)
 
@@ -31,6 +31,8 @@ models: $(STAMP)
 	$(VENV)/bin/app models $(foreach model,$(MODELS),--install $(model))
 
 test: $(STAMP)
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 	$(PY) -m mypy
 	$(VENV)/bin/lint-imports
@@ -48,3 +50,8 @@ bench: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# ruff's formatter and its safe fixes (import order, unused imports); make test checks both
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
