@@ -99,7 +99,9 @@ class FileAudioSource:
         return (yield from self._decode_av(file, name, None))
 
     def _decode_av(self, file: BinaryIO, name: Path | str, libsndfile_reason: str | None) -> AudioBlocks:
-        from onepass_whisper.adapters.av_audio import decode_av  # FFmpeg's libraries load only for files libsndfile cannot read
+        from onepass_whisper.adapters.av_audio import (
+            decode_av,
+        )  # FFmpeg's libraries load only for files libsndfile cannot read
 
         file.seek(0)
         try:

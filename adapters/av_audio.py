@@ -53,8 +53,9 @@ def decode_av(file: BinaryIO, name: Path | str) -> Decoded:
         streams = container.streams.audio
         if not streams:
             formats = set(container.format.name.split(","))
-            raise AudioLoadError(name, NO_AUDIO_STREAM if container.streams and formats & _MEDIA_CONTAINERS
-                                 else NOT_AUDIO)
+            raise AudioLoadError(
+                name, NO_AUDIO_STREAM if container.streams and formats & _MEDIA_CONTAINERS else NOT_AUDIO
+            )
         stream = streams[0]
         declared = _declared_seconds(container, stream)
         seconds, reason = 0.0, ""
@@ -94,7 +95,10 @@ class _Block:
 
     def takes(self, frame: av.AudioFrame) -> bool:
         return not self.parts or (frame.sample_rate, _kind(frame), len(frame.layout.channels)) == (
-            self.rate, self.kind, self.channels)
+            self.rate,
+            self.kind,
+            self.channels,
+        )
 
     def add(self, frame: av.AudioFrame) -> None:
         self.rate, self.kind, self.channels = frame.sample_rate, _kind(frame), len(frame.layout.channels)

@@ -82,7 +82,10 @@ def _truncation(truncated: Truncation | None) -> dict[str, Any] | None:
     if truncated is None:
         return None
     expected = truncated.expected_duration
-    return {"expected_duration": None if expected is None else _seconds(expected), "duration": _seconds(truncated.duration)}
+    return {
+        "expected_duration": None if expected is None else _seconds(expected),
+        "duration": _seconds(truncated.duration),
+    }
 
 
 def _segment(number: int, segment: Segment, words: bool) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from attrs import define, field, frozen
 from onepass_whisper.application.no_speech import speech_only
 from onepass_whisper.application.transcription import _finite
 from onepass_whisper.application.word_timing import WordTiming, default_align_workers, timed_segments
-from onepass_whisper.domain.audio import SAMPLE_RATE, DecodedChunk, Waveform, Window
+from onepass_whisper.domain.audio import DecodedChunk, Waveform, Window
 from onepass_whisper.domain.decoding import may_have_undecoded_tail, undecoded_tail
 from onepass_whisper.domain.errors import AudioLoadError, TranscriptionError
 from onepass_whisper.domain.model import Segment, TranscribeOptions, Transcript

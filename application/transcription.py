@@ -22,7 +22,6 @@ from onepass_whisper.domain.model import Segment, TranscribeOptions, Transcript
 from onepass_whisper.domain.ports import Aligner, AudioBlocks, AudioSource, Decoder, ProgressSink
 from onepass_whisper.domain.windowing import stream_windows
 
-
 _Input = tuple[Path | str, Waveform | None]  # a file to read, or samples already in memory
 
 
@@ -326,4 +325,3 @@ def _unwrap(result: FileResult) -> Transcript:
         raise result.error
     assert result.transcript is not None
     return result.transcript
-

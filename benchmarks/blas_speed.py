@@ -130,7 +130,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     for name, cell in rows:
         print(f"{name:<34}" + "".join(f"{cell(m):>{width}}" for m in best.values()))
     for label, m in best.items():
-        print(f"{label}: {m['loaded'] or 'the wheel’s own BLAS'}" + (f" (failed: {m['failure']})" if m["failure"] else ""))
+        print(
+            f"{label}: {m['loaded'] or 'the wheel’s own BLAS'}" + (f" (failed: {m['failure']})" if m["failure"] else "")
+        )
 
 
 def _best(measured: Sequence[Measured]) -> Measured:

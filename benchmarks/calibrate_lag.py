@@ -23,16 +23,15 @@ import numpy as np
 from attrs import define, field
 from dependency_injector import providers
 
+from benchmarks.unlabelled_lag import lag_curve, lag_of, valley_lag
 from onepass_whisper.adapters.dtw import DtwAligner, attention_matrix
 from onepass_whisper.adapters.dtw.refine import frame_levels, has_contrast
-from benchmarks.unlabelled_lag import lag_curve, lag_of, valley_lag
 from onepass_whisper.adapters.text_metrics import WhisperTextMetrics
 from onepass_whisper.application.evaluation import Hypothesis, connected_boundary_errors
 from onepass_whisper.domain.audio import DecodedChunk
 from onepass_whisper.domain.model import TranscribeOptions, Word
 from onepass_whisper.entrypoints.container import Container
 from onepass_whisper.entrypoints.eval_command import read_corpus, transcribe_dataset
-
 
 MIN_BOUNDARIES = 2  # interior word starts a window needs to count for the valley estimate
 
@@ -83,16 +82,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     errors = 1000 * connected_boundary_errors([u.reference for u in corpus], hypotheses, WhisperTextMetrics())
     where = f"{len(hypotheses)} utterances in {args.dataset}"
     if errors.size:
-        print(f"{args.model}: labelled lag {np.median(errors):+.0f} ms (median; mean {errors.mean():+.0f} ms) over "
-              f"{errors.size} word edges of {where}")
+        print(
+            f"{args.model}: labelled lag {np.median(errors):+.0f} ms (median; mean {errors.mean():+.0f} ms) over "
+            f"{errors.size} word edges of {where}"
+        )
     unlabelled = lag_of(recording.curves, recording.frame_seconds)
     valleys = valley_lag(recording.boundaries)
     if unlabelled is None or valleys is None:
         raise SystemExit("no window with contrast: nothing to estimate the lag from")
     windows = sum(c is not None for c in recording.curves)
-    print(f"{args.model}: unlabelled lag, activity against loudness {1000 * unlabelled:+.0f} ms over {windows} "
-          f"windows; DTW's word starts against energy valleys {1000 * valleys:+.0f} ms over "
-          f"{len(recording.boundaries)} windows of {where}")
+    print(
+        f"{args.model}: unlabelled lag, activity against loudness {1000 * unlabelled:+.0f} ms over {windows} "
+        f"windows; DTW's word starts against energy valleys {1000 * valleys:+.0f} ms over "
+        f"{len(recording.boundaries)} windows of {where}"
+    )
 
 
 if __name__ == "__main__":

@@ -23,8 +23,9 @@ def main(argv: list[str]) -> None:
     from onepass_whisper.adapters.mlx import bootstrap
 
     bootstrap()  # first: the fast BLAS before MLX binds its own
-    import onepass_whisper.adapters.mlx.decoder as decoder_module
     import mlx.core as mx  # noqa: I001
+
+    import onepass_whisper.adapters.mlx.decoder as decoder_module
     from onepass_whisper.domain.model import TranscribeOptions
     from onepass_whisper.entrypoints.container import Container
 

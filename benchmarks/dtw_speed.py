@@ -103,7 +103,11 @@ def aligner_rows(heads: int) -> list[tuple[str, float, float]]:
     pairs = [
         ("DtwAligner.align (refine on)", align_previous, lambda: aligner.align(chunk)),
         ("attention_matrix", lambda: previous_attention_matrix(attention), lambda: attention_matrix(attention)),
-        ("median filter, width 7, all heads", lambda: previous_median_filter_7(zscores), lambda: median_filter(zscores, 7)),
+        (
+            "median filter, width 7, all heads",
+            lambda: previous_median_filter_7(zscores),
+            lambda: median_filter(zscores, 7),
+        ),
         ("dtw_path (unchanged)", lambda: dtw_path(-matrix), lambda: dtw_path(-matrix)),
     ]
     rows = []
@@ -121,8 +125,10 @@ def print_aligner() -> None:
     for model, heads in MODEL_HEADS.items():
         chunk = window_chunk(heads)
         same = np.array_equal(previous_attention_matrix(chunk.attention), attention_matrix(chunk.attention))
-        print(f"{model} shapes: {heads} heads × {ALIGN_TOKENS + 1} rows × 1500 frames, one window (best of "
-              f"{ALIGN_REPEATS} × 2, wall clock); same matrix before and after: {same}")
+        print(
+            f"{model} shapes: {heads} heads × {ALIGN_TOKENS + 1} rows × 1500 frames, one window (best of "
+            f"{ALIGN_REPEATS} × 2, wall clock); same matrix before and after: {same}"
+        )
         print(f"  {'':<38} {'before ms':>10} {'after ms':>10} {'speed-up':>9}")
         for label, before, after in aligner_rows(heads):
             print(f"  {label:<38} {before * 1e3:10.1f} {after * 1e3:10.1f} {before / after:8.2f}×")

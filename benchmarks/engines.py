@@ -153,9 +153,7 @@ def _from_segments(text: str, segments: Iterable[dict[str, Any]]) -> FileOutput:
     return FileOutput(text.strip(), words)
 
 
-def _faster_whisper(
-    model: str, compute_type: str, batch_size: int | None, cpu_threads: int
-) -> Loaded:
+def _faster_whisper(model: str, compute_type: str, batch_size: int | None, cpu_threads: int) -> Loaded:
     from faster_whisper import BatchedInferencePipeline, WhisperModel
 
     whisper = WhisperModel(str(_ct2_folder(model)), device="cpu", compute_type=compute_type, cpu_threads=cpu_threads)

@@ -82,10 +82,10 @@ def random_large_v3() -> Any:
     from onepass_whisper.adapters.mlx import bootstrap
 
     bootstrap()  # before mlx loads
-    from onepass_whisper.adapters.mlx.decoder import MlxWhisperDecoder
-
     import mlx.core as mx  # noqa: I001
     from mlx_whisper.whisper import ModelDimensions, Whisper
+
+    from onepass_whisper.adapters.mlx.decoder import MlxWhisperDecoder
 
     mx.random.seed(0)
     model = Whisper(ModelDimensions(**LARGE_V3), dtype=mx.float16)
@@ -131,9 +131,9 @@ def fixed_length_options(tokens: int) -> Any:
 
 def bench_ours(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[str, Any]]:
     decoder = random_large_v3()
-    from onepass_whisper.adapters.dtw import DtwAligner
-
     import mlx.core as mx  # noqa: I001
+
+    from onepass_whisper.adapters.dtw import DtwAligner
 
     aligner = DtwAligner()
     options = fixed_length_options(tokens)
@@ -277,11 +277,11 @@ def _pipelined(
 def bench_micro(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[str, Any]]:
     """Where a decoder step's time goes: each part timed alone (synchronised), summed over the 32 layers."""
     decoder = random_large_v3()
+    import mlx.core as mx  # noqa: I001
+
     from onepass_whisper.adapters.mlx.step.common import gelu
     from onepass_whisper.adapters.mlx.step.factory import HostBackend
     from onepass_whisper.adapters.mlx.step.graph import GraphStep
-
-    import mlx.core as mx  # noqa: I001
 
     options = fixed_length_options(tokens)
 
@@ -327,7 +327,9 @@ def bench_micro(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[
             t0 = time.perf_counter()
             decoder._decode(features, ["en"] * batch, options, 0.0)
             _sync_mlx()
-            steps[f"decode loop a step, {'lagged' if lagged else 'synced'}"] = 1000 * (time.perf_counter() - t0) / tokens
+            steps[f"decode loop a step, {'lagged' if lagged else 'synced'}"] = (
+                1000 * (time.perf_counter() - t0) / tokens
+            )
         decoder.backend = device_backend
         x = mx.random.normal((batch, 1, state)).astype(mx.float16)
         q = mx.random.normal((batch, heads, 1, dh)).astype(mx.float16)
@@ -344,8 +346,16 @@ def bench_micro(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[
             "self SDPA (64 keys) x32": layers
             * timed(lambda: mx.fast.scaled_dot_product_attention(q, self_k, self_k, scale=dh**-0.5)),
             "q,k,v,out + cross q,out projections x32": layers
-            * timed(lambda: [block.attn.query(x), block.attn.key(x), block.attn.value(x), block.attn.out(x),
-                             block.cross_attn.query(x), block.cross_attn.out(x)]),  # fmt: skip
+            * timed(
+                lambda: [
+                    block.attn.query(x),
+                    block.attn.key(x),
+                    block.attn.value(x),
+                    block.attn.out(x),
+                    block.cross_attn.query(x),
+                    block.cross_attn.out(x),
+                ]
+            ),  # fmt: skip
             "MLP x32": layers * timed(lambda: block.mlp2(gelu(block.mlp1(block.mlp_ln(x))))),
             "logits": timed(lambda: model.decoder.token_embedding.as_linear(x)),
             "eval of a tiny op (launch + sync floor)": timed(lambda: x[:, :, :1] + 1),
@@ -366,11 +376,11 @@ def bench_kernels(batches: Sequence[int], tokens: int, repeats: int) -> list[dic
     - a bare decoder step (constant tokens, steps queued with ``async_eval`` as the lagged loop does), either state.
     """
     decoder = random_large_v3()
+    import mlx.core as mx  # noqa: I001
+
     from onepass_whisper.adapters.mlx import cuda_kernels
     from onepass_whisper.adapters.mlx.step.graph import GraphStep
     from onepass_whisper.adapters.mlx.step.kernels import KernelProgram, KernelStep
-
-    import mlx.core as mx  # noqa: I001
 
     model, heads = decoder.model, decoder.alignment_heads
     kernel_program = KernelProgram(model, heads)  # compiled once, as the decoder keeps it: no trace in the timed steps

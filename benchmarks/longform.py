@@ -23,9 +23,9 @@ from typing import Any
 
 import attrs
 
+from benchmarks.engines import EngineRun, FileOutput, run_engine
 from onepass_whisper.adapters.text_metrics import WhisperTextMetrics
 from onepass_whisper.application.evaluation import Hypothesis, Metrics, Reference, TimedWord, score_corpus
-from benchmarks.engines import EngineRun, FileOutput, run_engine
 from onepass_whisper.entrypoints.eval_command import format_tables, metrics_record, read_corpus
 
 REPO = Path(__file__).resolve().parent.parent

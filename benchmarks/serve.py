@@ -45,23 +45,32 @@ def main(argv: Sequence[str] | None = None) -> None:
     audio_seconds = sum(seconds for _, seconds in files)
     print(f"{len(files)} requests, {audio_seconds:.1f} s of audio ({files[0][1]:.1f}-{files[-1][1]:.1f} s each)")
     clients = [int(n) for n in args.clients.split(",")]
-    report: dict[str, Any] = {"model": args.model, "batch_size": args.batch_size, "requests": len(files),
-                              "audio_seconds": audio_seconds, "runs": []}
+    report: dict[str, Any] = {
+        "model": args.model,
+        "batch_size": args.batch_size,
+        "requests": len(files),
+        "audio_seconds": audio_seconds,
+        "runs": [],
+    }
     with _Server(args.model, args.batch_size, args.gather_ms) as server:
         _send(server, files[0][0])  # warm-up: first-call costs (imports, kernels) are nobody's latency
         served: dict[Path, list[tuple[str, float, float]]] = {}
         for n in clients:
             run = _run(server, files, n, served)
             report["runs"].append(run)
-            print(f"server, {n:>3} clients: {run['throughput']:6.1f} audio s/s, p50 {run['p50']:.2f} s, "
-                  f"p95 {run['p95']:.2f} s, wall {run['wall']:.1f} s, mean batch {run['mean_batch']:.1f} windows "
-                  f"from {run['mean_requests']:.1f} requests")
+            print(
+                f"server, {n:>3} clients: {run['throughput']:6.1f} audio s/s, p50 {run['p50']:.2f} s, "
+                f"p95 {run['p95']:.2f} s, wall {run['wall']:.1f} s, mean batch {run['mean_batch']:.1f} windows "
+                f"from {run['mean_requests']:.1f} requests"
+            )
     if not args.no_cli:
         parallel = args.cli_parallel or max(clients)
         cli = _cli_runs(args.model, args.batch_size, files, parallel)
         report["cli"] = {k: v for k, v in cli.items() if k != "words"}
-        print(f"app transcribe, one process a file, {parallel} at once: {cli['throughput']:6.1f} audio s/s, "
-              f"p50 {cli['p50']:.2f} s, p95 {cli['p95']:.2f} s, wall {cli['wall']:.1f} s")
+        print(
+            f"app transcribe, one process a file, {parallel} at once: {cli['throughput']:6.1f} audio s/s, "
+            f"p50 {cli['p50']:.2f} s, p95 {cli['p95']:.2f} s, wall {cli['wall']:.1f} s"
+        )
         same = sum(served[path] == cli["words"][path] for path, _ in files)
         report["same_words_and_times"] = same
         print(f"same words and times as app transcribe: {same} of {len(files)} files")
@@ -106,8 +115,22 @@ class _Server:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
-        self.command = [sys.executable, "-m", "onepass_whisper", "serve", "--port", str(self.port), "--model", model,
-                        "--batch-size", str(batch_size), "--gather-ms", str(gather_ms), "--max-requests", "1024"]
+        self.command = [
+            sys.executable,
+            "-m",
+            "onepass_whisper",
+            "serve",
+            "--port",
+            str(self.port),
+            "--model",
+            model,
+            "--batch-size",
+            str(batch_size),
+            "--gather-ms",
+            str(gather_ms),
+            "--max-requests",
+            "1024",
+        ]
         self.url = f"http://127.0.0.1:{self.port}"
 
     def __enter__(self) -> _Server:
@@ -118,8 +141,7 @@ class _Server:
                 raise SystemExit(f"the server exited with {self.process.returncode}")
             try:
                 if httpx2.get(f"{self.url}/health", timeout=1.0).status_code == 200:
-                    self.client = openai.OpenAI(base_url=f"{self.url}/v1", api_key="none", max_retries=0,
-                                                timeout=3600)
+                    self.client = openai.OpenAI(base_url=f"{self.url}/v1", api_key="none", max_retries=0, timeout=3600)
                     return self
             except httpx2.TransportError:
                 time.sleep(0.3)
@@ -142,8 +164,9 @@ def _send(server: _Server, path: Path) -> list[tuple[str, float, float]]:
     return [(w.word, w.start, w.end) for w in result.words or []]
 
 
-def _run(server: _Server, files: list[tuple[Path, float]], clients: int,
-         served: dict[Path, list[tuple[str, float, float]]]) -> dict[str, Any]:
+def _run(
+    server: _Server, files: list[tuple[Path, float]], clients: int, served: dict[Path, list[tuple[str, float, float]]]
+) -> dict[str, Any]:
     latencies: list[float] = []
     lock = threading.Lock()
     before = server.health()
@@ -182,20 +205,47 @@ def _cli_runs(model: str, batch_size: int, files: list[tuple[Path, float]], para
     def one(number: int, path: Path) -> None:
         folder = out / str(number)
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "onepass_whisper", "transcribe", str(path), "--model", model,
-                        "--batch-size", str(batch_size), "-o", str(folder), "-f", "json", "--quiet"],
-                       cwd=REPO, check=True, env={**os.environ})
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "onepass_whisper",
+                "transcribe",
+                str(path),
+                "--model",
+                model,
+                "--batch-size",
+                str(batch_size),
+                "-o",
+                str(folder),
+                "-f",
+                "json",
+                "--quiet",
+            ],
+            cwd=REPO,
+            check=True,
+            env={**os.environ},
+        )
         latencies.append(time.perf_counter() - started)
         document = json.loads((folder / f"{path.stem}.json").read_text())
-        words[path] = [(w["word"].strip(), w["start"], w["end"])
-                       for segment in document["segments"] for w in segment.get("words", [])]
+        words[path] = [
+            (w["word"].strip(), w["start"], w["end"])
+            for segment in document["segments"]
+            for w in segment.get("words", [])
+        ]
 
     started = time.perf_counter()
     with ThreadPoolExecutor(parallel) as pool:
         list(pool.map(lambda item: one(*item), enumerate(path for path, _ in files)))
     wall = time.perf_counter() - started
-    return {"parallel": parallel, "wall": wall, "throughput": sum(s for _, s in files) / wall,
-            "p50": _percentile(latencies, 50), "p95": _percentile(latencies, 95), "words": words}
+    return {
+        "parallel": parallel,
+        "wall": wall,
+        "throughput": sum(s for _, s in files) / wall,
+        "p50": _percentile(latencies, 50),
+        "p95": _percentile(latencies, 95),
+        "words": words,
+    }
 
 
 def _percentile(values: list[float], q: float) -> float:

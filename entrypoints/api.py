@@ -106,9 +106,7 @@ class Transcriber:
     def model(self) -> str:
         return self.service.decoder.name
 
-    def transcribe(
-        self, audio: Audio, *, sample_rate: int | None = None, **options: Unpack[Options]
-    ) -> Transcript:
+    def transcribe(self, audio: Audio, *, sample_rate: int | None = None, **options: Unpack[Options]) -> Transcript:
         """Transcribe a file path (audio or video), or samples in memory.
 
         Samples: a numpy array (or a list of numbers) at ``sample_rate`` Hz (default 16000; another rate is

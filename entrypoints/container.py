@@ -121,9 +121,7 @@ class Container(containers.DeclarativeContainer):
     model_source: providers.Provider[ModelCatalog] = providers.Singleton(_model_source, config.cache_dir, settings)
     decoder: providers.Provider[Decoder] = providers.Singleton(_decoder, model_source, config.model, settings)
     audio: providers.Provider[AudioSource] = providers.Singleton(_audio)
-    aligner: providers.Provider[Aligner] = providers.Singleton(
-        _aligner, config.refine, config.model, config.phonetic
-    )
+    aligner: providers.Provider[Aligner] = providers.Singleton(_aligner, config.refine, config.model, config.phonetic)
     align_processes: providers.Provider[int] = providers.Callable(
         _align_processes, config.align_processes, config.phonetic, settings
     )

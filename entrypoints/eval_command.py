@@ -19,11 +19,22 @@ from rich.progress import Progress
 
 from onepass_whisper.adapters.text_metrics import WhisperTextMetrics
 from onepass_whisper.adapters.writers import result_dict
-from onepass_whisper.application.evaluation import EvaluationReport, Hypothesis, Metrics, Reference, TimedWord, score_corpus
-from onepass_whisper.domain.errors import InvalidOptionError, ModelLoadError, TranscriptionError, UnsupportedLanguageError
+from onepass_whisper.application.evaluation import (
+    EvaluationReport,
+    Hypothesis,
+    Metrics,
+    Reference,
+    TimedWord,
+    score_corpus,
+)
+from onepass_whisper.domain.errors import (
+    InvalidOptionError,
+    ModelLoadError,
+    TranscriptionError,
+    UnsupportedLanguageError,
+)
 from onepass_whisper.domain.model import TranscribeOptions, Transcript
 from onepass_whisper.domain.ports import ProgressSink
-
 from onepass_whisper.entrypoints.container import DEFAULT_BATCH_SIZE, DEFAULT_MODEL
 from onepass_whisper.entrypoints.options import LanguageOption, PhoneticOption, RefineOption, check_phonetic
 

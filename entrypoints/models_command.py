@@ -73,8 +73,10 @@ def models_command(
     for row in rows:
         typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3])
     files, size = _usage(source.cache_dir)
-    typer.echo(f"\ncache folder: {source.cache_dir} ({size / 1e6:.0f} MB in {files} files; "
-               "set ONEPASS_CACHE_DIR to move it, delete it to free the space)")
+    typer.echo(
+        f"\ncache folder: {source.cache_dir} ({size / 1e6:.0f} MB in {files} files; "
+        "set ONEPASS_CACHE_DIR to move it, delete it to free the space)"
+    )
     typer.echo("also accepted: a model folder (mlx-whisper or CTranslate2 layout) or a Hugging Face repository id")
     for hint in hints:
         typer.echo(hint)

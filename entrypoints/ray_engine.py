@@ -38,7 +38,12 @@ from onepass_whisper.adapters.mlx.blas import THREAD_VARIABLES
 from onepass_whisper.adapters.writers import TranscriptFiles
 from onepass_whisper.application.corpus import ManifestRecord, RetryBook, take_batch
 from onepass_whisper.application.transcription import TranscriptionService
-from onepass_whisper.domain.errors import InvalidOptionError, ModelLoadError, TranscriptionError, UnsupportedLanguageError
+from onepass_whisper.domain.errors import (
+    InvalidOptionError,
+    ModelLoadError,
+    TranscriptionError,
+    UnsupportedLanguageError,
+)
 from onepass_whisper.domain.model import TranscribeOptions
 from onepass_whisper.entrypoints.container import Container
 
@@ -62,9 +67,7 @@ class WorkerSettings:
     @classmethod
     def of(cls, container: Container, options: TranscribeOptions, files: TranscriptFiles) -> WorkerSettings:
         """The settings of ``container``: its configuration, and the instances its overridden providers give."""
-        overrides = {
-            name: getattr(container, name)() for name in OVERRIDABLE if getattr(container, name).overridden
-        }
+        overrides = {name: getattr(container, name)() for name in OVERRIDABLE if getattr(container, name).overridden}
         threads = {name: os.environ[name] for name in THREAD_VARIABLES if os.environ.get(name)}
         return cls(dict(container.config()), overrides, options, files, threads)
 
@@ -174,9 +177,7 @@ def check_resources(count: int, cpus: float, gpus: float) -> list[str]:
     for name, each in (("GPU", gpus), ("CPU", cpus)):
         total = float(available.get(name, 0.0))
         if each > total:
-            raise RunStopped(
-                Fatal("cluster", f"a worker needs {each:g} {name}s and the cluster has {total:g}")
-            )
+            raise RunStopped(Fatal("cluster", f"a worker needs {each:g} {name}s and the cluster has {total:g}"))
         if each > 0 and count * each > total:
             warnings.append(
                 f"{count} workers need {count * each:g} {name}s and the cluster has {total:g}: "

@@ -129,8 +129,7 @@ def transcribe(
             "--output-dir",
             "-o",
             metavar="DIR",
-            help="Where transcripts go, as [i]<input stem>.<format>[/i]; a folder input's sub-folders are "
-            "mirrored.",
+            help="Where transcripts go, as [i]<input stem>.<format>[/i]; a folder input's sub-folders are mirrored.",
             rich_help_panel="Output",
         ),
     ] = Path("."),
@@ -217,8 +216,16 @@ def transcribe(
     with terminate_as_interrupt():
         try:
             code = _transcribe(
-                ctx.obj, stderr, paths, options, files,
-                model=model, batch_size=batch_size, refine=refine, phonetic=phonetic, output_dir=output_dir,
+                ctx.obj,
+                stderr,
+                paths,
+                options,
+                files,
+                model=model,
+                batch_size=batch_size,
+                refine=refine,
+                phonetic=phonetic,
+                output_dir=output_dir,
                 overwrite=overwrite,
                 verbose=verbose,
             )

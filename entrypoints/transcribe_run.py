@@ -17,7 +17,7 @@ from onepass_whisper.domain.errors import (
     TranscriptionError,
     UnsupportedLanguageError,
 )
-from onepass_whisper.domain.model import Transcript, TranscribeOptions
+from onepass_whisper.domain.model import TranscribeOptions, Transcript
 from onepass_whisper.domain.ports import STDIN, STDIN_NAME
 from onepass_whisper.entrypoints.console import error, note, warn
 from onepass_whisper.entrypoints.container import Container
@@ -83,7 +83,10 @@ class TranscribeRun:
         self.audio_seconds += transcript.duration
         if transcript.truncated is not None:
             self.truncated += 1
-            warn(self.stderr, f"{_shown(plan.job.source)} is {transcript.truncated.describe()}; transcribed what is there")
+            warn(
+                self.stderr,
+                f"{_shown(plan.job.source)} is {transcript.truncated.describe()}; transcribed what is there",
+            )
         if self.verbose:
             if self.several:
                 typer.echo(f"==> {plan.job.source} <==")

@@ -21,8 +21,21 @@ Word = tuple[str, float, float]
 
 def _run(source: Path, out: Path, model: str) -> int:
     out.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "entrypoints", "transcribe", str(source), "-o", str(out), "-f", "json",
-               "--model", model, "--quiet", "--overwrite"]
+    command = [
+        sys.executable,
+        "-m",
+        "entrypoints",
+        "transcribe",
+        str(source),
+        "-o",
+        str(out),
+        "-f",
+        "json",
+        "--model",
+        model,
+        "--quiet",
+        "--overwrite",
+    ]
     return subprocess.call(command)
 
 

@@ -29,7 +29,9 @@ def words(path: Path) -> list[str]:
 
 
 def main(before: Path, after: Path) -> int:
-    names = sorted({p.relative_to(before) for p in before.rglob("*.json")} | {p.relative_to(after) for p in after.rglob("*.json")})
+    names = sorted(
+        {p.relative_to(before) for p in before.rglob("*.json")} | {p.relative_to(after) for p in after.rglob("*.json")}
+    )
     files = emptied = dropped = added = total = 0
     for name in names:
         old_path, new_path = before / name, after / name

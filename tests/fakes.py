@@ -5,17 +5,15 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from numpy.typing import NDArray
 
 from onepass_whisper.domain.audio import SAMPLE_RATE, ChunkSegment, DecodedChunk, Waveform, Window
 from onepass_whisper.domain.errors import AudioLoadError, InvalidOptionError, ModelLoadError, UnsupportedLanguageError
 from onepass_whisper.domain.model import TranscribeOptions, Word
 from onepass_whisper.domain.ports import Aligner, AudioBlocks, AudioSource, BatchProgress, Decoder, ModelSource
-
 
 BLOCK_SECONDS = 7.0  # not a divisor of the 30-s window: windows are cut across blocks
 
@@ -202,8 +200,6 @@ def _conforms() -> None:  # mypy-only; never called
     _l: Aligner = FakeAligner()
     _m: ModelSource = FakeModelSource({})
     _b: Decoder = LabelDecoder()
-
-
 
 
 class LabelDecoder:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import importlib.util
 import logging
 import sys
-from typing import TYPE_CHECKING
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from onepass_whisper.adapters.models import read_alignment_heads
 from onepass_whisper.domain.errors import ModelLoadError
@@ -83,9 +83,7 @@ def register_mlx_whisper() -> None:
     sys.modules["mlx_whisper"] = package
 
 
-def load_decoder(
-    folder: Path, name: str, dtype: str | None = None, settings: StepSettings | None = None
-) -> Decoder:
+def load_decoder(folder: Path, name: str, dtype: str | None = None, settings: StepSettings | None = None) -> Decoder:
     """Load the model in ``folder`` (mlx-whisper layout) as a batched ``Decoder`` (after ``bootstrap``).
 
     ``dtype``: "float32" or "float16"; by default float32 on the CPU (no faster in float16 there) and float16 on a GPU.

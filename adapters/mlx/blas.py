@@ -184,7 +184,7 @@ def _dynamic_table(image: bytes) -> tuple[int, int, list[tuple[int, int]]]:
     """(file offset of .dynstr, its size, the (tag, value) entries of the dynamic section)."""
     if image[:4] != b"\x7fELF" or image[4] != 2 or image[5] != 1:
         raise ValueError("not a little-endian ELF64 file")
-    phoff, = struct.unpack_from("<Q", image, 0x20)
+    (phoff,) = struct.unpack_from("<Q", image, 0x20)
     phentsize, phnum = struct.unpack_from("<HH", image, 0x36)
     loads: list[tuple[int, int, int]] = []  # vaddr, filesz, offset
     dynamic: tuple[int, int] | None = None  # offset, filesz

@@ -218,7 +218,9 @@ def encode(weights: EncoderWeights, mels: NDArray[np.float32], pool: Executor | 
 
     def per_head(y: NDArray[np.float32]) -> NDArray[np.float32]:
         """frames × state -> heads × frames × dh (a view)."""
-        result: NDArray[np.float32] = y.reshape(len(y), heads, dh).transpose(1, 0, 2)  # a typed name: numpy's stubs give Any here for Python 3.10
+        result: NDArray[np.float32] = y.reshape(len(y), heads, dh).transpose(
+            1, 0, 2
+        )  # a typed name: numpy's stubs give Any here for Python 3.10
         return result
 
     for block in weights.blocks:

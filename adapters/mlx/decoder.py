@@ -101,7 +101,11 @@ class MlxWhisperDecoder:
             last = number == len(options.temperatures) - 1
             rows = mx.array(pending)
             attempts = self._decode(
-                features[rows], [languages[i] for i in pending], options, temperature, finish_below[pending],
+                features[rows],
+                [languages[i] for i in pending],
+                options,
+                temperature,
+                finish_below[pending],
                 progress if number == 0 else None,  # the first pass decodes every window: its share is the batch's
             )
             retry = []
@@ -139,9 +143,7 @@ class MlxWhisperDecoder:
         return code
 
     def _tokenizer(self, language: str, task: str) -> Tokenizer:
-        return get_tokenizer(
-            self.is_multilingual, num_languages=self.model.num_languages, language=language, task=task
-        )
+        return get_tokenizer(self.is_multilingual, num_languages=self.model.num_languages, language=language, task=task)
 
     def _encode(self, windows: Sequence[Window]) -> mx.array:
         n_mels = self.model.dims.n_mels
@@ -262,7 +264,9 @@ class MlxWhisperDecoder:
             text_index = []
         # the end-of-text row; a sequence cut at the length limit has none: its last row stands in
         row_index = [*text_index, min(len(attempt.tokens), attempt.attention.shape[1] - 1)]
-        attention = attempt.attention[:, row_index, : window.num_frames] if attempt.attention.size else attempt.attention
+        attention = (
+            attempt.attention[:, row_index, : window.num_frames] if attempt.attention.size else attempt.attention
+        )
         return DecodedChunk(
             window=window,
             language=language,
@@ -331,4 +335,3 @@ def split_segments(tokens: Sequence[int], tokenizer: Tokenizer, duration: float)
     if text_tokens:
         close(duration)
     return tuple(segments)
-

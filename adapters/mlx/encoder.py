@@ -45,5 +45,3 @@ def encode(model: Whisper, mels: mx.array) -> mx.array:
         x = x + block.mlp2(fused_gelu(block.mlp1(block.mlp_ln(x))))
     result: mx.array = encoder.ln_post(x)
     return result
-
-

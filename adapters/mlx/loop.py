@@ -274,4 +274,3 @@ def _token_scores(
     logprob = masked[rows, tokens] - logsumexp(masked)
     probability = np.exp(logits[rows, tokens] - logsumexp(logits[:, :eot]))
     return logprob.astype(np.float32), probability.astype(np.float32)
-

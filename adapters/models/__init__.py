@@ -15,4 +15,11 @@ from onepass_whisper.adapters.models.source import (
 )
 from onepass_whisper.domain.model import ModelInfo
 
-__all__ = ["INSTALL_COMMAND", "CachedModelSource", "ModelDims", "ModelInfo", "default_cache_dir", "read_alignment_heads"]
+__all__ = [
+    "INSTALL_COMMAND",
+    "CachedModelSource",
+    "ModelDims",
+    "ModelInfo",
+    "default_cache_dir",
+    "read_alignment_heads",
+]

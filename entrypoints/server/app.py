@@ -15,22 +15,27 @@ import asyncio
 import contextlib
 import os
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
 from attrs import define, frozen
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
-from starlette.concurrency import run_in_threadpool
 
 from onepass_whisper.application.scheduler import BatchScheduler, QueueFullError, SchedulerClosedError
 from onepass_whisper.domain.audio import Waveform
-from onepass_whisper.domain.errors import AudioLoadError, InvalidOptionError, TranscriptionError, UnsupportedLanguageError
+from onepass_whisper.domain.errors import (
+    AudioLoadError,
+    InvalidOptionError,
+    TranscriptionError,
+    UnsupportedLanguageError,
+)
 from onepass_whisper.domain.model import Task, Transcript
 from onepass_whisper.domain.ports import AudioSource
 from onepass_whisper.entrypoints.server import openai_shapes as shapes
@@ -162,8 +167,9 @@ def create_app(
 class _Gate:
     """ASGI middleware: refuses while draining (503), checks the bearer key (401) and bounds the upload (413)."""
 
-    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], settings: ServerSettings,
-                 state: ServerState) -> None:
+    def __init__(
+        self, app: Callable[[Scope, Receive, Send], Awaitable[None]], settings: ServerSettings, state: ServerState
+    ) -> None:
         self.app = app
         self.settings = settings
         self.state = state
@@ -175,13 +181,15 @@ class _Gate:
         path: str = scope["path"]
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         if self.state.draining and path != "/health":
-            await _error(503, "shutting down: no new requests are taken", kind="server_error",
-                         headers={"Retry-After": "5"})(scope, receive, send)
+            await _error(
+                503, "shutting down: no new requests are taken", kind="server_error", headers={"Retry-After": "5"}
+            )(scope, receive, send)
             return
         if self.settings.api_key is not None and path.startswith("/v1/"):
             if headers.get("authorization", "") != f"Bearer {self.settings.api_key}":
-                await _error(401, "Incorrect or missing API key: send 'Authorization: Bearer <key>'",
-                             code="invalid_api_key")(scope, receive, send)
+                await _error(
+                    401, "Incorrect or missing API key: send 'Authorization: Bearer <key>'", code="invalid_api_key"
+                )(scope, receive, send)
                 return
         length = headers.get("content-length", "")
         if length.isdigit() and int(length) > self.settings.max_upload_bytes:
@@ -278,6 +286,12 @@ def _too_large(settings: ServerSettings) -> Response:
     return _error(413, f"upload too large: the limit is {megabytes:g} MB", param="file")
 
 
-def _error(status: int, message: str, kind: str = "invalid_request_error", param: str | None = None,
-           code: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+def _error(
+    status: int,
+    message: str,
+    kind: str = "invalid_request_error",
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     return JSONResponse(shapes.error_body(message, kind, param, code), status_code=status, headers=headers)

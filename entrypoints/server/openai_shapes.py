@@ -13,8 +13,8 @@ from typing import Any, Final
 
 from onepass_whisper.adapters.mlx.languages import language_names
 from onepass_whisper.adapters.writers import render
-from onepass_whisper.domain.model import Task, TranscribeOptions, Transcript
 from onepass_whisper.domain.errors import InvalidOptionError
+from onepass_whisper.domain.model import Task, TranscribeOptions, Transcript
 
 RESPONSE_FORMATS: Final = ("json", "text", "srt", "vtt", "verbose_json")
 GRANULARITIES: Final = ("word", "segment")
@@ -22,8 +22,9 @@ DEFAULT_TEMPERATURES: Final = TranscribeOptions().temperatures  # OpenAI: 0 = "a
 OPENAI_MODEL_ALIAS: Final = "whisper-1"  # what OpenAI's examples send; served by the loaded model
 
 
-def error_body(message: str, kind: str = "invalid_request_error", param: str | None = None,
-               code: str | None = None) -> dict[str, Any]:
+def error_body(
+    message: str, kind: str = "invalid_request_error", param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 

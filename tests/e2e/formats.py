@@ -77,7 +77,9 @@ def check_json_schema(document: Any, *, words: bool = True) -> None:
     """The documented schema (docs/cli.md): exact keys, types, ids in order, times ordered within the file."""
     assert isinstance(document, dict)
     # "options" (the settings that made it) is written by ``app transcribe``, not by the corpus workers
-    assert set(document) - {"options"} == {"text", "language", "segments", "model", "duration", "truncated"}, set(document)
+    assert set(document) - {"options"} == {"text", "language", "segments", "model", "duration", "truncated"}, set(
+        document
+    )
     assert isinstance(document.get("options", {}), dict)
     truncated = document["truncated"]
     assert truncated is None or (

@@ -27,8 +27,8 @@ from onepass_whisper.entrypoints.cli import app
 from onepass_whisper.entrypoints.container import Container
 from onepass_whisper.entrypoints.exit_codes import ExitCode
 from onepass_whisper.entrypoints.inputs import AUDIO_SUFFIXES
-from tests.e2e.formats import check_json_schema, read_json
 from tests import media
+from tests.e2e.formats import check_json_schema, read_json
 from tests.fakes import FakeAligner, FakeDecoder
 
 TEXT = "hello world"
@@ -287,8 +287,9 @@ def test_voice_memos_and_videos_are_transcribed(container: Container, tmp_path: 
 
 
 def _cut_m4a(path: Path) -> Path:
-    whole = media.encode(path.with_name("whole.m4a"), tone(4.0), SAMPLE_RATE, fmt="ipod", codec="aac",
-                         faststart=True)  # the index first, as a phone writes it
+    whole = media.encode(
+        path.with_name("whole.m4a"), tone(4.0), SAMPLE_RATE, fmt="ipod", codec="aac", faststart=True
+    )  # the index first, as a phone writes it
     return media.cut(whole, 0.5, path)
 
 
@@ -337,12 +338,20 @@ def test_a_failed_input_outranks_a_cut_one(container: Container, tmp_path: Path)
 @pytest.mark.parametrize("name", ["a.wav", "memo.m4a"])
 def test_standard_input_is_read_and_named_stdin(container: Container, tmp_path: Path, name: str) -> None:
     """Issue 21, item 7: ``app transcribe -`` reads audio piped in; its outputs are ``stdin.<format>``."""
-    source = wav(tmp_path / name, tone(2.0)) if name.endswith(".wav") else media.kind(
-        tmp_path / name, tone(2.0), SAMPLE_RATE, name)
+    source = (
+        wav(tmp_path / name, tone(2.0))
+        if name.endswith(".wav")
+        else media.kind(tmp_path / name, tone(2.0), SAMPLE_RATE, name)
+    )
     out = tmp_path / "out"
 
-    result = CliRunner().invoke(app, ["transcribe", "-", "-o", str(out), "-f", "json"], obj=container,
-                                input=source.read_bytes(), env={"COLUMNS": "400"})
+    result = CliRunner().invoke(
+        app,
+        ["transcribe", "-", "-o", str(out), "-f", "json"],
+        obj=container,
+        input=source.read_bytes(),
+        env={"COLUMNS": "400"},
+    )
 
     assert result.exit_code == ExitCode.OK, result.output
     assert outputs(out) == ["stdin.json"]
@@ -350,8 +359,13 @@ def test_standard_input_is_read_and_named_stdin(container: Container, tmp_path: 
 
 
 def test_standard_input_that_is_not_audio(container: Container, tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["transcribe", "-", "-o", str(tmp_path / "out")], obj=container,
-                                input=b"not audio at all\n" * 50, env={"COLUMNS": "400"})
+    result = CliRunner().invoke(
+        app,
+        ["transcribe", "-", "-o", str(tmp_path / "out")],
+        obj=container,
+        input=b"not audio at all\n" * 50,
+        env={"COLUMNS": "400"},
+    )
     assert result.exit_code == ExitCode.INPUTS_FAILED
     assert errors(result) == [f"error: cannot read audio <stdin>: {NOT_AUDIO}"]
 
@@ -434,8 +448,10 @@ def test_an_unknown_model_name_exits_3(tmp_path: Path) -> None:
 
     assert result.exit_code == ExitCode.MODEL
     (line,) = result.stderr.splitlines()
-    assert line.startswith("error: cannot load model 'no-such-model': not a known model, an existing folder or a "
-                           "Hugging Face id; use 'tiny.en' (embedded)")
+    assert line.startswith(
+        "error: cannot load model 'no-such-model': not a known model, an existing folder or a "
+        "Hugging Face id; use 'tiny.en' (embedded)"
+    )
     assert outputs(tmp_path / "out") == []
 
 
@@ -465,8 +481,10 @@ def test_file_names_that_are_not_utf8(tmp_path: Path) -> None:
 
     done = subprocess.run(
         [sys.executable, "-m", "tests.e2e.slow_app", "transcribe", folder, "-o", out, "-f", "txt", "--verbose"],
-        cwd=Path(__file__).resolve().parents[2], env={**os.environ, "SLOW_APP_MARKS": str(tmp_path)},
-        capture_output=True, timeout=120,
+        cwd=Path(__file__).resolve().parents[2],
+        env={**os.environ, "SLOW_APP_MARKS": str(tmp_path)},
+        capture_output=True,
+        timeout=120,
     )
 
     assert done.returncode == ExitCode.INPUTS_FAILED, done.stderr

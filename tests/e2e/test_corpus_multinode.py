@@ -88,8 +88,19 @@ def child(out: Path, remove_node: bool) -> dict[str, Any]:
         watcher.start()
     result = CliRunner().invoke(
         app,
-        ["transcribe-corpus", str(folder), "-o", str(out / "result"), "-f", "txt", "--workers", "2",
-         "--files-per-batch", "2", "--quiet"],
+        [
+            "transcribe-corpus",
+            str(folder),
+            "-o",
+            str(out / "result"),
+            "-f",
+            "txt",
+            "--workers",
+            "2",
+            "--files-per-batch",
+            "2",
+            "--quiet",
+        ],
         obj=container,
     )
     ray.shutdown()
@@ -111,7 +122,11 @@ def run_child(tmp_path: Path, remove_node: bool) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     args = [sys.executable, "-m", "tests.e2e.test_corpus_multinode", str(tmp_path / "run")]
     completed = subprocess.run(
-        [*args, *(["--remove-node"] if remove_node else [])], cwd=REPO, env=env, capture_output=True, text=True,
+        [*args, *(["--remove-node"] if remove_node else [])],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=300,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]

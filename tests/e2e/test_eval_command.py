@@ -63,8 +63,16 @@ def test_prints_a_legend_of_the_metrics(container: Container, dataset: Path) -> 
     code, stdout, stderr = run(container, str(dataset))
     assert code == 0, stderr
     legend = stdout.split("\n\n")[-1]
-    for term in ("WER %", "start/end MAE ms", "bias ms", "≤50/100/200 ms %", "P/R/F1 @50/@200 ms", "precision =",
-                 "recall =", "harmonic mean"):
+    for term in (
+        "WER %",
+        "start/end MAE ms",
+        "bias ms",
+        "≤50/100/200 ms %",
+        "P/R/F1 @50/@200 ms",
+        "precision =",
+        "recall =",
+        "harmonic mean",
+    ):
         assert term in legend
 
 

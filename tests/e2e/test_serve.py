@@ -137,10 +137,12 @@ def test_verbose_json_has_words_and_segments_in_openais_shape(server: Server) ->
 
 def test_srt_and_vtt_are_the_projects_subtitles(server: Server) -> None:
     client = server.client()
-    srt = str(client.audio.transcriptions.create(model="whisper-1", file=("a.wav", wav_bytes(2.0, 50)),
-                                                  response_format="srt"))
-    vtt = str(client.audio.transcriptions.create(model="whisper-1", file=("a.wav", wav_bytes(2.0, 50)),
-                                                  response_format="vtt"))
+    srt = str(
+        client.audio.transcriptions.create(model="whisper-1", file=("a.wav", wav_bytes(2.0, 50)), response_format="srt")
+    )
+    vtt = str(
+        client.audio.transcriptions.create(model="whisper-1", file=("a.wav", wav_bytes(2.0, 50)), response_format="vtt")
+    )
     assert srt.startswith("1\n00:00:00,000 --> ") and "w50" in srt
     assert vtt.startswith("WEBVTT") and "w50" in vtt
 
@@ -150,9 +152,11 @@ def test_concurrent_requests_share_batches_and_get_only_their_own_words(server: 
     results: dict[int, str] = {}
 
     def ask(label: int) -> None:
-        results[label] = server.client().audio.transcriptions.create(
-            model="whisper-1", file=("a.wav", wav_bytes(2.0 + label % 7, label))
-        ).text
+        results[label] = (
+            server.client()
+            .audio.transcriptions.create(model="whisper-1", file=("a.wav", wav_bytes(2.0 + label % 7, label)))
+            .text
+        )
 
     threads = [threading.Thread(target=ask, args=(label,)) for label in range(101, 107)]
     for thread in threads:
@@ -191,8 +195,12 @@ def test_bad_and_empty_audio_get_400_in_openais_error_shape(server: Server) -> N
 def test_bad_fields_and_unknown_models_are_named(server: Server) -> None:
     fmt = post(server.url, wav_bytes(1.0, 100), response_format="docx")
     assert fmt.status_code == 400 and fmt.json()["error"]["param"] == "response_format"
-    model = httpx2.post(f"{server.url}/v1/audio/transcriptions", files={"file": ("a.wav", wav_bytes(1.0, 100))},
-                       data={"model": "gpt-9"}, timeout=30)
+    model = httpx2.post(
+        f"{server.url}/v1/audio/transcriptions",
+        files={"file": ("a.wav", wav_bytes(1.0, 100))},
+        data={"model": "gpt-9"},
+        timeout=30,
+    )
     assert model.status_code == 404 and model.json()["error"]["code"] == "model_not_found"
 
 
@@ -219,15 +227,18 @@ def test_the_page_is_served(server: Server) -> None:
 
 @pytest.fixture(scope="module")
 def guarded(hold_file: Path) -> Iterator[Server]:
-    running = Server("--api-key", "sesame", "--max-upload-mb", "0.5", "--max-requests", "1",
-                     env={"SERVE_APP_HOLD": str(hold_file)})
+    running = Server(
+        "--api-key", "sesame", "--max-upload-mb", "0.5", "--max-requests", "1", env={"SERVE_APP_HOLD": str(hold_file)}
+    )
     yield running
     running.stop()
 
 
 def test_the_api_key_is_required(guarded: Server) -> None:
     with pytest.raises(openai.AuthenticationError):
-        guarded.client(api_key="wrong").audio.transcriptions.create(model="whisper-1", file=("a.wav", wav_bytes(1, 100)))
+        guarded.client(api_key="wrong").audio.transcriptions.create(
+            model="whisper-1", file=("a.wav", wav_bytes(1, 100))
+        )
     result = guarded.client(api_key="sesame").audio.transcriptions.create(
         model="whisper-1", file=("a.wav", wav_bytes(1.0, 100))
     )
@@ -235,8 +246,13 @@ def test_the_api_key_is_required(guarded: Server) -> None:
 
 
 def test_an_upload_over_the_limit_gets_413(guarded: Server) -> None:
-    response = httpx2.post(f"{guarded.url}/v1/audio/transcriptions", headers={"Authorization": "Bearer sesame"},
-                          files={"file": ("big.wav", wav_bytes(20.0, 100))}, data={"model": "whisper-1"}, timeout=30)
+    response = httpx2.post(
+        f"{guarded.url}/v1/audio/transcriptions",
+        headers={"Authorization": "Bearer sesame"},
+        files={"file": ("big.wav", wav_bytes(20.0, 100))},
+        data={"model": "whisper-1"},
+        timeout=30,
+    )
     assert response.status_code == 413
     assert "limit" in response.json()["error"]["message"]
 
@@ -244,16 +260,29 @@ def test_an_upload_over_the_limit_gets_413(guarded: Server) -> None:
 def test_a_full_queue_gets_503_with_retry_after(guarded: Server, hold_file: Path) -> None:
     hold_file.touch()
     first: list[httpx2.Response] = []
-    thread = threading.Thread(target=lambda: first.append(httpx2.post(
-        f"{guarded.url}/v1/audio/transcriptions", headers={"Authorization": "Bearer sesame"},
-        files={"file": ("a.wav", wav_bytes(3.0, 100))}, data={"model": "whisper-1"}, timeout=30)))
+    thread = threading.Thread(
+        target=lambda: first.append(
+            httpx2.post(
+                f"{guarded.url}/v1/audio/transcriptions",
+                headers={"Authorization": "Bearer sesame"},
+                files={"file": ("a.wav", wav_bytes(3.0, 100))},
+                data={"model": "whisper-1"},
+                timeout=30,
+            )
+        )
+    )
     thread.start()
     try:
         deadline = time.monotonic() + 10
         while guarded.health()["in_flight"] < 1 and time.monotonic() < deadline:
             time.sleep(0.05)
-        busy = httpx2.post(f"{guarded.url}/v1/audio/transcriptions", headers={"Authorization": "Bearer sesame"},
-                          files={"file": ("a.wav", wav_bytes(3.0, 200))}, data={"model": "whisper-1"}, timeout=30)
+        busy = httpx2.post(
+            f"{guarded.url}/v1/audio/transcriptions",
+            headers={"Authorization": "Bearer sesame"},
+            files={"file": ("a.wav", wav_bytes(3.0, 200))},
+            data={"model": "whisper-1"},
+            timeout=30,
+        )
         assert busy.status_code == 503
         assert int(busy.headers["Retry-After"]) >= 1
         assert busy.json()["error"]["type"] == "server_error"
@@ -289,7 +318,10 @@ def test_a_model_that_cannot_load_stops_the_server_with_exit_3() -> None:
     port = free_port()
     done = subprocess.run(
         [sys.executable, "-m", "tests.e2e.serve_app", "serve", "--port", str(port), "--model", "nonesuch"],
-        capture_output=True, text=True, env={**os.environ, "SERVE_APP_NO_MODEL": "1"}, timeout=120,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SERVE_APP_NO_MODEL": "1"},
+        timeout=120,
     )
     assert done.returncode == 3
     assert done.stderr.strip().splitlines() == ["error: cannot load model 'nonesuch': unknown model"]
@@ -304,7 +336,9 @@ def test_an_address_in_use_ends_with_exit_4() -> None:
         port = taken.getsockname()[1]
         done = subprocess.run(
             [sys.executable, "-m", "tests.e2e.serve_app", "serve", "--port", str(port)],
-            capture_output=True, text=True, timeout=120,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
     assert done.returncode == 4
     assert done.stderr.strip().splitlines()[-1] == f"error: cannot listen on 127.0.0.1:{port}"
@@ -313,9 +347,11 @@ def test_an_address_in_use_ends_with_exit_4() -> None:
 def test_a_chunked_upload_over_the_limit_gets_413(guarded: Server) -> None:
     """No ``Content-Length``: the limit is enforced while the body is read."""
     boundary = "b0undary"
-    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n"
-            f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.wav\"\r\n"
-            "Content-Type: audio/wav\r\n\r\n").encode()
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\nwhisper-1\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.wav"\r\n'
+        "Content-Type: audio/wav\r\n\r\n"
+    ).encode()
     data = wav_bytes(20.0, 100)
 
     def body() -> Iterator[bytes]:
@@ -325,7 +361,9 @@ def test_a_chunked_upload_over_the_limit_gets_413(guarded: Server) -> None:
         yield f"\r\n--{boundary}--\r\n".encode()
 
     response = httpx2.post(
-        f"{guarded.url}/v1/audio/transcriptions", content=body(), timeout=30,
+        f"{guarded.url}/v1/audio/transcriptions",
+        content=body(),
+        timeout=30,
         headers={"Authorization": "Bearer sesame", "Content-Type": f"multipart/form-data; boundary={boundary}"},
     )
     assert "content-length" not in {k.lower() for k in response.request.headers}

@@ -47,8 +47,14 @@ def server() -> Iterator[Server]:
 def browser() -> Iterator[webdriver.Chrome]:
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--autoplay-policy=no-user-gesture-required", "--mute-audio"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--autoplay-policy=no-user-gesture-required",
+        "--mute-audio",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=Service(executable_path=DRIVER))
     yield driver
@@ -59,9 +65,7 @@ def current_words(browser: webdriver.Chrome) -> list[str]:
     return [span.get_attribute("data-start") or "" for span in browser.find_elements(By.CSS_SELECTOR, "span.current")]
 
 
-def test_a_dropped_file_is_transcribed_and_each_word_lit_at_its_time(
-    server: Server, browser: webdriver.Chrome
-) -> None:
+def test_a_dropped_file_is_transcribed_and_each_word_lit_at_its_time(server: Server, browser: webdriver.Chrome) -> None:
     browser.get(server.url + "/")
     upload = wav_bytes(45.0, 300)  # two windows: the fake model says one word in each
     browser.execute_script(DROP, "talk.wav", base64.b64encode(upload).decode())
@@ -75,8 +79,9 @@ def test_a_dropped_file_is_transcribed_and_each_word_lit_at_its_time(
     assert "2 words" in browser.find_element(By.ID, "status").text
 
     # seek into the second word: it alone is lit
-    browser.execute_script("const p = document.getElementById('player'); p.currentTime = arguments[0];",
-                           starts[1] + 1.0)
+    browser.execute_script(
+        "const p = document.getElementById('player'); p.currentTime = arguments[0];", starts[1] + 1.0
+    )
     wait.until(lambda b: current_words(b) == [spans[1].get_attribute("data-start")])
 
     # play from the start: the first word is lit while it is heard

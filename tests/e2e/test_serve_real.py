@@ -29,7 +29,9 @@ def test_served_words_and_times_equal_the_librarys() -> None:
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "onepass_whisper", "serve", "--port", str(port), "--model", "tiny.en"],
-        stderr=subprocess.PIPE, text=True, env={**os.environ},
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ},
     )
     try:
         deadline = time.monotonic() + START_TIMEOUT * 3

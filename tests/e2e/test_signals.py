@@ -48,7 +48,12 @@ def start(args: list[str | Path], marks: Path, hold_at: int | None) -> subproces
         env["SLOW_APP_HOLD_AT"] = str(hold_at)
     return subprocess.Popen(
         [sys.executable, "-m", "tests.e2e.slow_app", "transcribe", *map(str, args)],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_sigint,
     )
 
 
@@ -78,7 +83,8 @@ def files_of(out: Path) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    ("signum", "code"), [(signal.SIGINT, ExitCode.INTERRUPTED), (signal.SIGTERM, ExitCode.TERMINATED)],
+    ("signum", "code"),
+    [(signal.SIGINT, ExitCode.INTERRUPTED), (signal.SIGTERM, ExitCode.TERMINATED)],
     ids=["SIGINT", "SIGTERM"],
 )
 @pytest.mark.parametrize("hold_at", [1, 3], ids=["before any result", "after two results"])
@@ -96,7 +102,9 @@ def test_a_signal_mid_run_keeps_finished_files_whole_and_a_rerun_skips_them(
 
     finished = INPUTS[: hold_at - 1]
     assert process.returncode == code, stderr
-    assert stderr.splitlines()[-1] == f"error: interrupted after {len(finished)} of {len(INPUTS)} inputs; rerun to resume"
+    assert (
+        stderr.splitlines()[-1] == f"error: interrupted after {len(finished)} of {len(INPUTS)} inputs; rerun to resume"
+    )
     assert "Traceback" not in stderr
     assert files_of(out) == sorted(f"{name}.{fmt}" for name in finished for fmt in FORMATS)  # no .part file
     for name in finished:
@@ -107,8 +115,9 @@ def test_a_signal_mid_run_keeps_finished_files_whole_and_a_rerun_skips_them(
 
     assert rerun.returncode == ExitCode.OK, stderr
     skipped = [line for line in stderr.splitlines() if line.startswith("skipped ")]
-    assert skipped == [f"skipped {inputs / name}.wav: its outputs exist (use --overwrite to replace them)"
-                       for name in finished]
+    assert skipped == [
+        f"skipped {inputs / name}.wav: its outputs exist (use --overwrite to replace them)" for name in finished
+    ]
     assert f"{len(INPUTS) - len(finished)} transcribed" in stderr
     assert files_of(out) == sorted(f"{name}.{fmt}" for name in INPUTS for fmt in FORMATS)
 

@@ -274,8 +274,9 @@ def _todays_reader(path: Path) -> NDArray[np.float32]:
     return np.concatenate(parts).astype(np.float32)
 
 
-@pytest.mark.parametrize(("ext", "subtype"), [("wav", "PCM_16"), ("flac", "PCM_24"), ("ogg", "VORBIS"),
-                                              ("mp3", "MPEG_LAYER_III")])
+@pytest.mark.parametrize(
+    ("ext", "subtype"), [("wav", "PCM_16"), ("flac", "PCM_24"), ("ogg", "VORBIS"), ("mp3", "MPEG_LAYER_III")]
+)
 def test_what_libsndfile_reads_gives_the_same_samples_as_before(tmp_path: Path, ext: str, subtype: str) -> None:
     """FFmpeg's Vorbis and MP3 decoders differ from libsndfile's by up to ~6e-7: these stay on libsndfile."""
     if ext.upper() not in sf.available_formats():
@@ -308,8 +309,9 @@ def _cut_flac(tmp_path: Path) -> Path:
 
 
 def _cut_memo(tmp_path: Path) -> Path:
-    whole = media.encode(tmp_path / "whole.m4a", tone(44_100, seconds=6.0), 44_100, fmt="ipod", codec="aac",
-                         faststart=True)  # the index first, as a phone writes it: the cut loses only audio
+    whole = media.encode(
+        tmp_path / "whole.m4a", tone(44_100, seconds=6.0), 44_100, fmt="ipod", codec="aac", faststart=True
+    )  # the index first, as a phone writes it: the cut loses only audio
     return media.cut(whole, 0.5, tmp_path / "cut.m4a")
 
 
@@ -318,8 +320,7 @@ def _cut_webm(tmp_path: Path) -> Path:
     return media.cut(whole, 0.5, tmp_path / "cut.webm")
 
 
-@pytest.mark.parametrize(("make", "declared"), [(_cut_wav, 2.0), (_cut_flac, 20.0), (_cut_memo, 6.0),
-                                                (_cut_webm, 6.0)])
+@pytest.mark.parametrize(("make", "declared"), [(_cut_wav, 2.0), (_cut_flac, 20.0), (_cut_memo, 6.0), (_cut_webm, 6.0)])
 def test_a_file_cut_short_keeps_its_audio_and_says_so(
     tmp_path: Path, make: Callable[[Path], Path], declared: float
 ) -> None:
@@ -349,9 +350,7 @@ class _Stdin:
 
 
 @pytest.mark.parametrize("name", ["t.wav", "memo.m4a"])
-def test_standard_input_reads_as_the_file_does(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
-) -> None:
+def test_standard_input_reads_as_the_file_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     if name == "t.wav":
         path = write(tmp_path / name, tone(44_100), 44_100, "PCM_16")
     else:

@@ -26,8 +26,8 @@ import soxr
 from numpy.typing import NDArray
 from typer.testing import CliRunner, Result
 
-from onepass_whisper.adapters.models import CachedModelSource
 from onepass_whisper.adapters.av_audio import NO_AUDIO_STREAM
+from onepass_whisper.adapters.models import CachedModelSource
 from onepass_whisper.domain.audio import SAMPLE_RATE
 from onepass_whisper.domain.ports import Decoder
 from onepass_whisper.entrypoints.cli import app
@@ -77,8 +77,13 @@ CASES: dict[str, Callable[[Path], object]] = {
     "video without sound": lambda p: media.silent_video(p),
     "memo cut before its index": lambda p: media.cut(media.kind(p, _speech(), SAMPLE_RATE, "memo.m4a"), 0.5),
 }
-SUFFIXES = {"voice memo": ".m4a", "video": ".mp4", "browser recording": ".webm", "video without sound": ".mp4",
-            "memo cut before its index": ".m4a"}
+SUFFIXES = {
+    "voice memo": ".m4a",
+    "video": ".mp4",
+    "browser recording": ".webm",
+    "video without sound": ".mp4",
+    "memo cut before its index": ".m4a",
+}
 FAILING = {  # case: the reason on its error line
     "video without sound": NO_AUDIO_STREAM,
     "memo cut before its index": "corrupt or truncated audio (an MP4/M4A file without its index: cut short before "
@@ -134,8 +139,10 @@ def test_every_readable_case_is_transcribed_and_each_bad_one_named(run: tuple[Re
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == len(FAILING), errors
     for case, reason in FAILING.items():
-        assert any(line.startswith("error: cannot read audio ") and line.endswith(f"/{file_name(case)}: {reason}")
-                   for line in errors), (case, errors)
+        assert any(
+            line.startswith("error: cannot read audio ") and line.endswith(f"/{file_name(case)}: {reason}")
+            for line in errors
+        ), (case, errors)
 
 
 def test_a_file_cut_short_is_transcribed_as_far_as_it_goes_and_marked(run: tuple[Result, Path]) -> None:

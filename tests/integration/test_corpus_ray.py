@@ -79,15 +79,28 @@ def test_quiet_prints_only_the_summary_and_ray_keeps_its_lines(tiny_en_folder: P
     shutil.copy(SAMPLE, corpus / "one.wav")
     short = Path(tempfile.mkdtemp(prefix="op-"))  # TMPDIR, where Ray's sockets go too: at most 107 bytes a path
     env = {**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(short)}
-    args = [sys.executable, "-m", "onepass_whisper", "transcribe-corpus", str(corpus), "-o", str(tmp_path / "out"),
-            "--model", str(tiny_en_folder), "-f", "txt", "--quiet"]
+    args = [
+        sys.executable,
+        "-m",
+        "onepass_whisper",
+        "transcribe-corpus",
+        str(corpus),
+        "-o",
+        str(tmp_path / "out"),
+        "--model",
+        str(tiny_en_folder),
+        "-f",
+        "txt",
+        "--quiet",
+    ]
     try:
         completed = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
         left = list(short.glob("onepass-ray-*.log"))
     finally:
         shutil.rmtree(short, ignore_errors=True)
     assert completed.returncode == 0, completed.stderr
-    assert re.fullmatch(r"1 transcribed in [\d.]+ s \(1 workers, [\d.]+ s of audio per second\)\n",
-                        completed.stderr), completed.stderr
+    assert re.fullmatch(r"1 transcribed in [\d.]+ s \(1 workers, [\d.]+ s of audio per second\)\n", completed.stderr), (
+        completed.stderr
+    )
     assert (tmp_path / "out" / "one.txt").is_file()
     assert left == []  # a successful run's file is removed

@@ -84,6 +84,7 @@ def _random_encoder(
             norm(), linear(state, state), linear(state, state, bias=False), linear(state, state), linear(state, state),
             norm(), linear(state, 4 * state), linear(4 * state, state),
         )  # fmt: skip
+
     return cpu_kernels.EncoderWeights(
         conv1=linear(3 * mels, state), conv2=linear(3 * state, state),
         positional=rng.standard_normal((frames, state)).astype(np.float32),

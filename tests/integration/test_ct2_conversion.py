@@ -148,9 +148,18 @@ def mlx_features(mlx_tiny: Any, speech_mel: NDArray[np.float32]) -> NDArray[np.f
 def test_tiny_folder_layout(tiny: Path, cache_dir: Path) -> None:
     assert sorted(p.name for p in tiny.iterdir()) == ["alignment_heads.json", "config.json", "weights.safetensors"]
     config = json.loads((tiny / "config.json").read_text())
-    assert config == {"n_mels": 80, "n_audio_ctx": 1500, "n_audio_state": 384, "n_audio_head": 6,
-                      "n_audio_layer": 4, "n_vocab": 51864, "n_text_ctx": 448, "n_text_state": 384,
-                      "n_text_head": 6, "n_text_layer": 4}
+    assert config == {
+        "n_mels": 80,
+        "n_audio_ctx": 1500,
+        "n_audio_state": 384,
+        "n_audio_head": 6,
+        "n_audio_layer": 4,
+        "n_vocab": 51864,
+        "n_text_ctx": 448,
+        "n_text_state": 384,
+        "n_text_head": 6,
+        "n_text_layer": 4,
+    }
     assert read_alignment_heads(tiny) == TINY_HEADS
     assert [p.name for p in cache_dir.iterdir()] == [tiny.name]  # no temp folder left behind
     assert CachedModelSource(cache_dir).resolve("tiny.en") == tiny
@@ -221,8 +230,7 @@ def test_greedy_tokens_match_ctranslate2(
     tokenizer = get_tokenizer(multilingual=False)
     prompt = [int(t) for t in tokenizer.sot_sequence_including_notimestamps]
     features = ctranslate2.StorageView.from_array(np.ascontiguousarray(speech_mel.T[None]))
-    result = ct2_tiny.generate(features, [prompt], beam_size=1, max_length=24, suppress_blank=False,
-                               suppress_tokens=[])
+    result = ct2_tiny.generate(features, [prompt], beam_size=1, max_length=24, suppress_blank=False, suppress_tokens=[])
     tokens = [int(t) for t in result[0].sequences_ids[0]]
     assert "block books" in tokenizer.decode(tokens)
     predicted = _teacher_forced_argmax(mlx_tiny, prompt + tokens, mlx_features)
@@ -230,9 +238,7 @@ def test_greedy_tokens_match_ctranslate2(
 
 
 @pytest.mark.skipif(not SLOW, reason="a 30-s MLX encoder pass costs ~25 s of CPU here; set ONEPASS_SLOW_TESTS=1")
-def test_full_window_encoder_matches_ctranslate2(
-    mlx_tiny: Any, ct2_tiny: Any, speech_mel: NDArray[np.float32]
-) -> None:
+def test_full_window_encoder_matches_ctranslate2(mlx_tiny: Any, ct2_tiny: Any, speech_mel: NDArray[np.float32]) -> None:
     mel = np.pad(speech_mel, ((0, 3000 - WINDOW_FRAMES), (0, 0)), constant_values=float(speech_mel.min()))
     np.testing.assert_allclose(_encode(mlx_tiny, mel), _ct2_encode(ct2_tiny, mel), atol=ENCODER_ATOL, rtol=0)
 

@@ -106,7 +106,9 @@ def test_one_token_steps_equal_decoder_states(dtype: mx.Dtype, atol: float, comp
 
 @pytest.mark.skipif(not mx.cuda.is_available(), reason="the linear kernel is CUDA's (MLX's CUDA backend)")
 @pytest.mark.parametrize("rows", [1, 5, 17, 64, 100])  # one tile, a partial tile, two, a block's 64, two blocks
-@pytest.mark.parametrize(("bias", "gelu", "residual"), [(False, False, False), (True, False, True), (True, True, False)])
+@pytest.mark.parametrize(
+    ("bias", "gelu", "residual"), [(False, False, False), (True, False, True), (True, True, False)]
+)
 def test_the_linear_kernel_equals_mlxs_ops(rows: int, bias: bool, gelu: bool, residual: bool) -> None:
     from onepass_whisper.adapters.mlx import cuda_kernels
     from onepass_whisper.adapters.mlx.step.common import gelu as exact_gelu

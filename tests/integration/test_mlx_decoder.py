@@ -10,8 +10,8 @@ import pytest
 from mlx_whisper.audio import N_FRAMES, N_SAMPLES, log_mel_spectrogram
 from mlx_whisper.tokenizer import get_tokenizer
 
-from onepass_whisper.adapters.dtw.aligner import DtwAligner
 from onepass_whisper.adapters.audio_file import FileAudioSource
+from onepass_whisper.adapters.dtw.aligner import DtwAligner
 from onepass_whisper.adapters.mlx.decoder import MlxWhisperDecoder, split_segments, window_mel
 from onepass_whisper.adapters.mlx.rules import LogitRules, TimestampState
 from onepass_whisper.domain.audio import Window

@@ -11,18 +11,17 @@ import numpy as np
 import pytest
 from mlx_whisper.tokenizer import get_tokenizer
 
-from onepass_whisper.adapters.dtw.aligner import DtwAligner
 from onepass_whisper.adapters.audio_file import FileAudioSource
-from onepass_whisper.adapters.mlx import load_decoder
+from onepass_whisper.adapters.dtw.aligner import DtwAligner
+from onepass_whisper.adapters.mlx import load_decoder, loop
 from onepass_whisper.adapters.mlx.decoder import MlxWhisperDecoder
 from onepass_whisper.adapters.mlx.encoder import encode_on_host
+from onepass_whisper.adapters.mlx.loop import BatchResults, DeviceRows
+from onepass_whisper.adapters.mlx.rules import DeviceTimestampState, LogitRules, TimestampState
 from onepass_whisper.adapters.mlx.step.factory import DeviceBackend, HostBackend
 from onepass_whisper.adapters.mlx.step.graph import GraphStep
 from onepass_whisper.adapters.mlx.step.host import HostStep
 from onepass_whisper.adapters.mlx.weights import decoder_weights
-from onepass_whisper.adapters.mlx import loop
-from onepass_whisper.adapters.mlx.loop import DeviceRows, BatchResults
-from onepass_whisper.adapters.mlx.rules import DeviceTimestampState, LogitRules, TimestampState
 from onepass_whisper.domain.audio import Window
 from onepass_whisper.domain.model import TranscribeOptions
 from onepass_whisper.domain.windowing import split_into_windows
@@ -46,7 +45,10 @@ def lagged(tiny_en_folder: Path) -> MlxWhisperDecoder:
     assert isinstance(decoder, MlxWhisperDecoder)
     # the device flavour (GraphStep, the lagged loop) on MLX's CPU backend
     return MlxWhisperDecoder(
-        decoder.model, "tiny.en", decoder.alignment_heads, backend=DeviceBackend(decoder.model, decoder.alignment_heads, gpu=False)
+        decoder.model,
+        "tiny.en",
+        decoder.alignment_heads,
+        backend=DeviceBackend(decoder.model, decoder.alignment_heads, gpu=False),
     )
 
 
@@ -222,4 +224,3 @@ def test_sampled_decoding_gives_the_same_tokens_on_every_run(
     third = decoder.decode_batch(windows, options)
     texts = [[[s.text for s in c.segments] for c in run] for run in (first, second, third)]
     assert texts[0] == texts[1] == texts[2]
-

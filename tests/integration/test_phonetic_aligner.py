@@ -15,8 +15,8 @@ from attrs import frozen
 from numpy.typing import NDArray
 
 from onepass_whisper.adapters.dtw import DtwAligner
-from onepass_whisper.application.word_timing import WordTiming
 from onepass_whisper.adapters.phonetic import PhoneticAligner, forced_alignment
+from onepass_whisper.application.word_timing import WordTiming
 from onepass_whisper.domain.audio import ChunkSegment, DecodedChunk, Window
 from onepass_whisper.domain.model import Word
 from tests.fakes import FakeAligner
@@ -125,6 +125,7 @@ def test_threads_each_get_their_own_decoder_and_the_same_times(eval_dir: Path) -
     chunk = chunk_of(samples, words)
     alone = aligner.align(chunk)
     results: list[object] = []
+
     def work() -> None:
         results.extend(aligner.align(chunk) for _ in range(3))
 

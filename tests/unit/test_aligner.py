@@ -181,7 +181,7 @@ def test_word_probability_is_the_mean_of_its_tokens() -> None:
 
 
 def test_punctuation_merges_into_its_neighbours_within_a_segment() -> None:
-    texts = [[" (", "Hi", ")", ","], [" said", " she", "."], [" \""]]
+    texts = [[" (", "Hi", ")", ","], [" said", " she", "."], [' "']]
     counts = [len(t) for t in texts]
     tokens = sum(counts)
     chunk = DecodedChunk(

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import soxr
 from dependency_injector import providers
-from numpy.typing import NDArray
 
 import onepass_whisper.entrypoints.api as api
 from onepass_whisper.adapters.audio_array import waveform_from_array
@@ -198,9 +197,7 @@ def test_phonetic_without_pocketsphinx_is_refused_before_loading(
         Transcriber(phonetic=True, container=container)
 
 
-def test_many_files_share_batches_and_failures_are_results(
-    transcriber: Transcriber, decoder: StrictDecoder
-) -> None:
+def test_many_files_share_batches_and_failures_are_results(transcriber: Transcriber, decoder: StrictDecoder) -> None:
     results = list(transcriber.transcribe_many(["a.wav", "missing.wav", "b.wav"]))
     by_name = {Path(r.source).name: r for r in results}
     assert by_name["a.wav"].transcript is not None and by_name["b.wav"].transcript is not None
@@ -272,9 +269,7 @@ def test_errors_are_transcription_errors_not_exits(transcriber: Transcriber) -> 
 # ------------------------------------------------------------------------------------ the one-call function
 
 
-def test_transcribe_function_uses_a_fresh_container(
-    container: Container, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_transcribe_function_uses_a_fresh_container(container: Container, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(api, "Container", lambda: container)
     transcript = transcribe("a.wav", model="tiny.en", language="en")
     assert transcript.text == TEXT
@@ -287,7 +282,9 @@ def test_transcribe_function_raises_domain_errors(container: Container, monkeypa
         transcribe("missing.wav")
 
 
-@pytest.mark.parametrize(("model", "refine"), [("base", True), ("tiny.en", True), ("/models/mine", True), ("base", False)])
+@pytest.mark.parametrize(
+    ("model", "refine"), [("base", True), ("tiny.en", True), ("/models/mine", True), ("base", False)]
+)
 def test_the_container_gives_the_aligner_the_models_calibrated_lag(model: str, refine: bool) -> None:
     from onepass_whisper.adapters.dtw import DtwAligner, model_lag
 

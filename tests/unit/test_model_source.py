@@ -15,15 +15,29 @@ import pytest
 from attrs import evolve
 from numpy.typing import NDArray
 
-from onepass_whisper.adapters.models import CachedModelSource, ModelDims, default_cache_dir, read_alignment_heads
-from onepass_whisper.adapters.models import ct2, source
+from onepass_whisper.adapters.models import (
+    CachedModelSource,
+    ModelDims,
+    ct2,
+    default_cache_dir,
+    read_alignment_heads,
+    source,
+)
 from onepass_whisper.adapters.models.hub import is_hub_id
 from onepass_whisper.domain.errors import ModelLoadError
 from onepass_whisper.domain.ports import ModelSource
 
 DIMS = ModelDims(
-    n_mels=8, n_audio_ctx=6, n_audio_state=8, n_audio_head=2, n_audio_layer=2,
-    n_vocab=20, n_text_ctx=5, n_text_state=8, n_text_head=2, n_text_layer=2,
+    n_mels=8,
+    n_audio_ctx=6,
+    n_audio_state=8,
+    n_audio_head=2,
+    n_audio_layer=2,
+    n_vocab=20,
+    n_text_ctx=5,
+    n_text_state=8,
+    n_text_head=2,
+    n_text_layer=2,
 )
 HEADS = [[1, 0], [1, 1]]
 F32, I8, I16, F16, BF16 = 0, 1, 2, 4, 5
@@ -139,8 +153,9 @@ def safetensors(path: Path) -> dict[str, NDArray[np.generic]]:
     header.pop("__metadata__", None)
     body, dtypes = data[8 + length :], {"F16": "<f2", "F32": "<f4", "I64": "<i8"}
     return {
-        name: np.frombuffer(body[info["data_offsets"][0] : info["data_offsets"][1]], dtypes[info["dtype"]])
-        .reshape(info["shape"])
+        name: np.frombuffer(body[info["data_offsets"][0] : info["data_offsets"][1]], dtypes[info["dtype"]]).reshape(
+            info["shape"]
+        )
         for name, info in header.items()
     }
 
@@ -163,8 +178,14 @@ def test_unknown_name_lists_what_is_accepted(cache: Path, tmp_path: Path, monkey
         CachedModelSource(cache).resolve("tiny")
     message = str(info.value)
     assert "'tiny'" in message
-    for accepted in ("tiny.en", "base", "app models --install base", "weights.safetensors", "model.bin",
-                     "mlx-community/whisper-large-v3-turbo"):
+    for accepted in (
+        "tiny.en",
+        "base",
+        "app models --install base",
+        "weights.safetensors",
+        "model.bin",
+        "mlx-community/whisper-large-v3-turbo",
+    ):
         assert accepted in message
     assert entries(cache) == []
 
@@ -198,8 +219,13 @@ def test_offline_hub_raises_model_load_error(cache: Path, tmp_path: Path, monkey
 
 
 def test_missing_base_packages_name_the_install_command(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    absent = evolve(source.BUILTINS["base"], parts=(("onepass_not_installed_part1", "data/model.bin.part1"),
-                                                    ("onepass_not_installed_part2", "data/model.bin.part2")))
+    absent = evolve(
+        source.BUILTINS["base"],
+        parts=(
+            ("onepass_not_installed_part1", "data/model.bin.part1"),
+            ("onepass_not_installed_part2", "data/model.bin.part2"),
+        ),
+    )
     monkeypatch.setitem(source.BUILTINS, "base", absent)
     with pytest.raises(ModelLoadError, match=r"run: app models --install base$"):
         CachedModelSource(cache).resolve("base")
@@ -285,8 +311,10 @@ def test_changed_source_gets_a_new_entry(cache: Path, tmp_path: Path) -> None:
     os.utime(folder / "model.bin", ns=(1, 1))  # the size is unchanged: the mtime tells
     second = models.resolve(str(folder))
     assert second != first
-    assert not np.array_equal(safetensors(first / "weights.safetensors")["decoder.ln.bias"],
-                              safetensors(second / "weights.safetensors")["decoder.ln.bias"])
+    assert not np.array_equal(
+        safetensors(first / "weights.safetensors")["decoder.ln.bias"],
+        safetensors(second / "weights.safetensors")["decoder.ln.bias"],
+    )
 
 
 @pytest.mark.parametrize("damage", ["truncate weights", "drop weights", "drop config", "extra config key", "bad heads"])

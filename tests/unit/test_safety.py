@@ -20,11 +20,10 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from onepass_whisper.adapters.models import CachedModelSource, read_alignment_heads
-from onepass_whisper.adapters.models import hub
+from onepass_whisper.adapters.models import CachedModelSource, hub, read_alignment_heads
 from onepass_whisper.domain.errors import ModelLoadError
 from onepass_whisper.entrypoints.inputs import find_inputs
-from tests.unit.test_model_source import DIMS, ct2_folder
+from tests.unit.test_model_source import DIMS
 
 REPO = Path(__file__).resolve().parents[2]
 PRODUCT = ("domain", "application", "adapters", "entrypoints")
@@ -110,8 +109,19 @@ def test_only_safe_files_are_downloaded_from_the_hub() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["../x", "a/../../etc", "/etc/passwd", "a/b/c", "https://huggingface.co/a/b", "a/b;rm -rf ~", "a b/c",
-             "-a/b", "a/b\n", "owner/" + "x" * 97]
+    "name",
+    [
+        "../x",
+        "a/../../etc",
+        "/etc/passwd",
+        "a/b/c",
+        "https://huggingface.co/a/b",
+        "a/b;rm -rf ~",
+        "a b/c",
+        "-a/b",
+        "a/b\n",
+        "owner/" + "x" * 97,
+    ],
 )
 def test_a_bad_hub_id_never_reaches_the_hub(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     import huggingface_hub
@@ -127,9 +137,9 @@ def test_a_bad_hub_id_never_reaches_the_hub(name: str, monkeypatch: pytest.Monke
 # ------------------------------------------------------------------------------------------- output names
 
 
-NAMES = st.text(
-    st.characters(blacklist_categories=["Cs"], blacklist_characters="/\0"), min_size=1, max_size=40
-).filter(lambda n: n not in (".", "..") and len(n.encode()) < 200)
+NAMES = st.text(st.characters(blacklist_categories=["Cs"], blacklist_characters="/\0"), min_size=1, max_size=40).filter(
+    lambda n: n not in (".", "..") and len(n.encode()) < 200
+)
 
 
 @given(names=st.lists(NAMES, min_size=1, max_size=4, unique=True), in_folder=st.booleans())
@@ -196,8 +206,10 @@ def test_no_shell_is_ever_invoked() -> None:
     found = []
     for path in _python_files():
         for callee, call in _calls(path):
-            shell = any(k.arg == "shell" and not (isinstance(k.value, ast.Constant) and k.value.value is False)
-                        for k in call.keywords)
+            shell = any(
+                k.arg == "shell" and not (isinstance(k.value, ast.Constant) and k.value.value is False)
+                for k in call.keywords
+            )
             if shell or callee in shells or callee.startswith(("os.exec", "os.spawn")):
                 found.append(f"{path.relative_to(REPO)}:{call.lineno}: {ast.unparse(call)}")
     assert found == []
@@ -212,15 +224,20 @@ def test_the_product_never_unpickles_nor_evaluates() -> None:
             where = f"{path.relative_to(REPO)}:{getattr(node, 'lineno', 0)}"
             if isinstance(node, ast.Import | ast.ImportFrom):
                 modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
-                found += [f"{where}: import {m}" for m in modules
-                          if m.split(".")[0] in {"pickle", "cPickle", "dill", "cloudpickle", "shelve", "marshal",
-                                                 "joblib", "torch"}]
+                found += [
+                    f"{where}: import {m}"
+                    for m in modules
+                    if m.split(".")[0]
+                    in {"pickle", "cPickle", "dill", "cloudpickle", "shelve", "marshal", "joblib", "torch"}
+                ]
             elif isinstance(node, ast.Call):
                 callee = ast.unparse(node.func)
                 if callee in {"eval", "exec", "compile", "__import__"}:
                     found.append(f"{where}: {callee}()")
-                if any(k.arg == "allow_pickle" and not (isinstance(k.value, ast.Constant) and k.value.value is False)
-                       for k in node.keywords):
+                if any(
+                    k.arg == "allow_pickle" and not (isinstance(k.value, ast.Constant) and k.value.value is False)
+                    for k in node.keywords
+                ):
                     found.append(f"{where}: {ast.unparse(node)}")
     assert found == []
 
@@ -228,8 +245,10 @@ def test_the_product_never_unpickles_nor_evaluates() -> None:
 def test_the_checks_above_see_what_they_look_for(tmp_path: Path) -> None:
     """The scanners find a planted offence (so an empty result above means something)."""
     planted = tmp_path / "planted.py"
-    planted.write_text("import os, subprocess\nos.system('ls')\nsubprocess.run('ls', shell=True)\n"
-                       "subprocess.run(['ls'], shell=False)\nimport numpy as np\nnp.load('x', allow_pickle=True)\n")
+    planted.write_text(
+        "import os, subprocess\nos.system('ls')\nsubprocess.run('ls', shell=True)\n"
+        "subprocess.run(['ls'], shell=False)\nimport numpy as np\nnp.load('x', allow_pickle=True)\n"
+    )
     callees = [callee for callee, _ in _calls(planted)]
     assert callees == ["os.system", "subprocess.run", "subprocess.run", "np.load"]
     shell_calls = [c for _, c in _calls(planted) if any(k.arg == "shell" for k in c.keywords)]

@@ -177,8 +177,13 @@ class ScriptedDecoder:
     word at ``(start, end)`` seconds of its window; stops the test after 20 windows instead of looping forever.
     ``first`` stops early (no closing lone timestamp: the rest is undecoded); ``later`` closes its window."""
 
-    def __init__(self, first: ChunkSegment, first_at: list[tuple[float, float]], later: ChunkSegment | None,
-                 later_at: list[tuple[float, float]]) -> None:
+    def __init__(
+        self,
+        first: ChunkSegment,
+        first_at: list[tuple[float, float]],
+        later: ChunkSegment | None,
+        later_at: list[tuple[float, float]],
+    ) -> None:
         self.script = ((first, first_at), (later, later_at))
         self.windows = 0
 
@@ -208,9 +213,16 @@ class ScriptedDecoder:
                 lo = min(round(start / 0.02), window.num_frames - 1)
                 attention[0, row, lo : max(round(end / 0.02), lo + 1)] = 10.0
             segments = () if segment is None else (segment,)
-            chunks.append(DecodedChunk(window=window, language="en", segments=segments,
-                                       token_probabilities=np.full(len(at), 0.9, np.float32), attention=attention,
-                                       speech_ended=window.offset != 0))
+            chunks.append(
+                DecodedChunk(
+                    window=window,
+                    language="en",
+                    segments=segments,
+                    token_probabilities=np.full(len(at), 0.9, np.float32),
+                    attention=attention,
+                    speech_ended=window.offset != 0,
+                )
+            )
         return chunks
 
 

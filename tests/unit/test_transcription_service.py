@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 from attrs import evolve
-from numpy.typing import NDArray
 
 from onepass_whisper.application.transcription import TranscriptionService
 from onepass_whisper.domain.audio import SAMPLE_RATE, DecodedChunk, Truncation, Waveform, Window
@@ -128,7 +127,11 @@ def test_progress_during_a_batch_is_throttled_and_never_goes_back() -> None:
 def test_progress_reaches_the_total() -> None:
     seen: list[tuple[float, int]] = []
     svc = service({"a.wav": tone(65.0), "b.wav": tone(5.0)}, batch_size=2)
-    list(svc.transcribe_many([Path("a.wav"), Path("b.wav")], TranscribeOptions(), progress=lambda d, t: seen.append((d, t))))
+    list(
+        svc.transcribe_many(
+            [Path("a.wav"), Path("b.wav")], TranscribeOptions(), progress=lambda d, t: seen.append((d, t))
+        )
+    )
     assert seen[-1][0] == 4 and seen[-1][1] == 4
     assert all(d <= t for d, t in seen)
 
@@ -149,9 +152,7 @@ class EarlyStoppingDecoder(FakeDecoder):
         self, windows: Sequence[Window], options: TranscribeOptions, progress: BatchProgress | None = None
     ) -> list[DecodedChunk]:
         chunks = super().decode_batch(windows, options)
-        return [
-            evolve(c, segments=tuple(evolve(s, end=min(s.end, 10.0)) for s in c.segments)) for c in chunks
-        ]
+        return [evolve(c, segments=tuple(evolve(s, end=min(s.end, 10.0)) for s in c.segments)) for c in chunks]
 
 
 def test_what_the_model_left_undecoded_is_decoded_as_a_window_of_its_own() -> None:
@@ -192,8 +193,10 @@ def test_a_file_failing_part_way_is_reported_and_the_others_complete() -> None:
     audio = FailingMidwaySource({"a.wav": tone(20.0), "b.wav": tone(95.0), "c.wav": tone(35.0)})
     decoder = FakeDecoder("hello world")
     svc = TranscriptionService(audio=audio, decoder=decoder, aligner=FakeAligner(), batch_size=2)
-    results = {str(r.source): r for r in svc.transcribe_many([Path("a.wav"), Path("b.wav"), Path("c.wav")],
-                                                            TranscribeOptions())}
+    results = {
+        str(r.source): r
+        for r in svc.transcribe_many([Path("a.wav"), Path("b.wav"), Path("c.wav")], TranscribeOptions())
+    }
     assert set(results) == {"a.wav", "b.wav", "c.wav"}
     assert results["b.wav"].transcript is None
     assert "corrupt or truncated audio" in str(results["b.wav"].error)
@@ -224,8 +227,9 @@ def test_audio_is_read_only_as_far_as_the_batches_need() -> None:
                 seen_at_first_batch.append(sum(read) / SAMPLE_RATE)
             return super().decode_batch(windows, options)
 
-    svc = TranscriptionService(audio=CountingSource({"long.wav": tone(3600.0)}), decoder=Recording("hi"),
-                               aligner=FakeAligner(), batch_size=2)
+    svc = TranscriptionService(
+        audio=CountingSource({"long.wav": tone(3600.0)}), decoder=Recording("hi"), aligner=FakeAligner(), batch_size=2
+    )
     transcript = svc.transcribe(Path("long.wav"), TranscribeOptions())
     assert transcript.duration == pytest.approx(3600.0)
     assert seen_at_first_batch[0] <= 2 * 30.0 + 60.0 + 7.0  # two windows, the cutter's lookahead and a block
@@ -236,8 +240,10 @@ def test_an_input_cut_short_keeps_its_truncation_in_the_transcript() -> None:
     cut = Waveform(tone(40.0).samples, truncated=Truncation(40.0, 95.0))
     audio = InMemoryAudioSource({"cut.wav": cut, "whole.wav": tone(5.0)})
     svc = TranscriptionService(audio=audio, decoder=FakeDecoder("hi"), aligner=FakeAligner(), batch_size=1)
-    results = {str(r.source): r.transcript for r in svc.transcribe_many([Path("cut.wav"), Path("whole.wav")],
-                                                                       TranscribeOptions())}
+    results = {
+        str(r.source): r.transcript
+        for r in svc.transcribe_many([Path("cut.wav"), Path("whole.wav")], TranscribeOptions())
+    }
     assert results["cut.wav"] is not None and results["cut.wav"].truncated == Truncation(40.0, 95.0)
     assert results["whole.wav"] is not None and results["whole.wav"].truncated is None
     assert svc.transcribe_waveform(cut, TranscribeOptions()).truncated == Truncation(40.0, 95.0)

@@ -21,9 +21,14 @@ from onepass_whisper.domain.model import Segment, Transcript, Word
 TRANSCRIPT = Transcript(
     segments=[
         Segment(
-            0.5, 1.5, " Hello world.",
+            0.5,
+            1.5,
+            " Hello world.",
             words=[Word(" Hello", 0.5, 1.0, float(np.float32(0.9))), Word(" world.", 1.0, 1.5, 0.8)],
-            avg_logprob=float(np.float32(-0.25)), compression_ratio=1.1, no_speech_prob=0.01, temperature=0.0,
+            avg_logprob=float(np.float32(-0.25)),
+            compression_ratio=1.1,
+            no_speech_prob=0.01,
+            temperature=0.0,
         ),
         Segment(2.0, 3.25, " Bye.", words=[Word(" Bye.", 2.0, 3.25, 0.7)]),
     ],
@@ -40,17 +45,29 @@ def test_result_dict_follows_the_schema() -> None:
         "language": "en",
         "segments": [
             {
-                "id": 0, "start": 0.5, "end": 1.5, "text": " Hello world.",
+                "id": 0,
+                "start": 0.5,
+                "end": 1.5,
+                "text": " Hello world.",
                 "words": [
                     {"word": " Hello", "start": 0.5, "end": 1.0, "probability": 0.9},
                     {"word": " world.", "start": 1.0, "end": 1.5, "probability": 0.8},
                 ],
-                "avg_logprob": -0.25, "compression_ratio": 1.1, "no_speech_prob": 0.01, "temperature": 0.0,
+                "avg_logprob": -0.25,
+                "compression_ratio": 1.1,
+                "no_speech_prob": 0.01,
+                "temperature": 0.0,
             },
             {
-                "id": 1, "start": 2.0, "end": 3.25, "text": " Bye.",
+                "id": 1,
+                "start": 2.0,
+                "end": 3.25,
+                "text": " Bye.",
                 "words": [{"word": " Bye.", "start": 2.0, "end": 3.25, "probability": 0.7}],
-                "avg_logprob": 0.0, "compression_ratio": 0.0, "no_speech_prob": 0.0, "temperature": 0.0,
+                "avg_logprob": 0.0,
+                "compression_ratio": 0.0,
+                "no_speech_prob": 0.0,
+                "temperature": 0.0,
             },
         ],
         "model": "tiny.en",
@@ -74,7 +91,9 @@ def test_times_are_rounded_to_the_millisecond() -> None:
     transcript = Transcript([Segment(0.12345, 0.98765, " x")], language="en", duration=1.00049)
     document = result_dict(transcript)
     assert (document["segments"][0]["start"], document["segments"][0]["end"], document["duration"]) == (
-        0.123, 0.988, 1.0,
+        0.123,
+        0.988,
+        1.0,
     )
 
 

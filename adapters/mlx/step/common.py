@@ -22,7 +22,9 @@ def causal_mask(length: int, offset: int) -> NDArray[np.float32]:
     """Additive mask (length × offset + length): query ``i`` (at position offset + i) sees keys 0 .. offset + i."""
     queries = np.arange(length)[:, None] + offset
     keys = np.arange(offset + length)[None, :]
-    result: NDArray[np.float32] = np.where(keys > queries, np.float32(MASKED), np.float32(0)).astype(np.float32)  # a typed name: numpy's stubs give Any here for Python 3.10
+    result: NDArray[np.float32] = np.where(keys > queries, np.float32(MASKED), np.float32(0)).astype(
+        np.float32
+    )  # a typed name: numpy's stubs give Any here for Python 3.10
     return result
 
 

@@ -184,12 +184,16 @@ class HostStep:
     def _heads(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
         """batch × length × state -> batch × heads × length × dh (a view)."""
         batch, length, _ = x.shape
-        result: NDArray[np.float32] = x.reshape(batch, length, self.n_head, self.dh).transpose(0, 2, 1, 3)  # a typed name: numpy's stubs give Any here for Python 3.10
+        result: NDArray[np.float32] = x.reshape(batch, length, self.n_head, self.dh).transpose(
+            0, 2, 1, 3
+        )  # a typed name: numpy's stubs give Any here for Python 3.10
         return result
 
     def _merge(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
         batch, _, length, _ = x.shape
-        result: NDArray[np.float32] = x.transpose(0, 2, 1, 3).reshape(batch, length, self.n_head * self.dh)  # a typed name: numpy's stubs give Any here for Python 3.10
+        result: NDArray[np.float32] = x.transpose(0, 2, 1, 3).reshape(
+            batch, length, self.n_head * self.dh
+        )  # a typed name: numpy's stubs give Any here for Python 3.10
         return result
 
     def _self_attention(
@@ -228,4 +232,3 @@ def _slices(total: int, count: int) -> list[slice]:
     """``count`` consecutive slices of about equal size that cover ``range(total)``."""
     bounds = np.linspace(0, total, count + 1).round().astype(int)
     return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
-
