@@ -95,7 +95,9 @@ def _aligner(refine: bool, model: str, phonetic: bool) -> Aligner:
     return PhoneticAligner(aligner)
 
 
-PHONETIC_MISSING = "needs pocketsphinx: pip install 'onepass-whisper[phonetic]'"  # the error where it is not
+PHONETIC_MISSING = (
+    "needs pocketsphinx: pip install 'pocketsphinx>=5.0.4,<6' (make install has it)"  # the error where it is not
+)
 
 
 def phonetic_available() -> bool:

@@ -1,6 +1,6 @@
 """`app transcribe-corpus INPUT_DIR -o OUT`: a folder of audio on a Ray cluster, with a manifest to resume from.
 
-Ray is an optional extra (``pip install 'onepass-whisper[ray]'``): it is imported only when there is work to do,
+Ray is optional (``pip install 'ray>=2.60,<3'``; ``make install`` has it): it is imported only when there is work to do,
 so the CLI imports, and this command says how to install it, where it is missing. The Ray side (actors, retries)
 is ``entrypoints/ray_engine.py``; the manifest rules are ``application/corpus.py``; ``docs/scale-out.md`` has the
 whole story.
@@ -41,7 +41,7 @@ from onepass_whisper.entrypoints.options import (
 if TYPE_CHECKING:
     from onepass_whisper.entrypoints.container import Container
 
-INSTALL_HINT: Final = "pip install 'onepass-whisper[ray]'"
+INSTALL_HINT: Final = "pip install 'ray>=2.60,<3' (make install has it)"
 MANIFEST_NAME: Final = "manifest.jsonl"
 
 

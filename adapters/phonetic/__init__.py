@@ -4,7 +4,7 @@ from onepass_whisper.adapters.phonetic.aligner import PhoneticAligner, dictionar
 
 
 def is_available() -> bool:
-    """Whether pocketsphinx is installed (``pip install 'onepass-whisper[phonetic]'``)."""
+    """Whether pocketsphinx is installed (``pip install 'pocketsphinx>=5.0.4,<6'``)."""
     from importlib.util import find_spec
 
     return find_spec("pocketsphinx") is not None
