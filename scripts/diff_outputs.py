@@ -24,7 +24,7 @@ def _run(source: Path, out: Path, model: str) -> int:
     command = [
         sys.executable,
         "-m",
-        "entrypoints",
+        "onepass_whisper",
         "transcribe",
         str(source),
         "-o",
