@@ -193,7 +193,7 @@ def test_phonetic_without_pocketsphinx_is_refused_before_loading(
     container: Container, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("onepass_whisper.entrypoints.api.phonetic_available", lambda: False)
-    with pytest.raises(InvalidOptionError, match=r"onepass-whisper\[phonetic\]"):
+    with pytest.raises(InvalidOptionError, match=r"pip install .pocketsphinx"):
         Transcriber(phonetic=True, container=container)
 
 
