@@ -46,6 +46,18 @@ def needs_fallback(text: str, no_speech_prob: float, avg_logprob: float, options
     return options.logprob_threshold is not None and avg_logprob < options.logprob_threshold
 
 
+def best_attempt(attempts: Sequence[tuple[str, float]], options: TranscribeOptions) -> int:
+    """Which of a window's attempts (text, average log-probability), one per temperature, to keep when every one
+    failed its tests: the likeliest among those not too repetitive, else the likeliest of all (faster-whisper's
+    choice). openai-whisper keeps the last, made at the highest temperature: the least likely by construction, and
+    the one most often garbage (seven zero-length cues at the end of a French file that scored -1.22 at 0)."""
+    if not attempts:
+        raise ValueError("no attempt to choose from")  # a bug: a window is decoded at least once
+    limit = options.compression_ratio_threshold
+    fluent = [i for i, (text, _) in enumerate(attempts) if limit is None or compression_ratio(text.strip()) <= limit]
+    return max(fluent or range(len(attempts)), key=lambda i: attempts[i][1])
+
+
 # -- the undecoded tail ---------------------------------------------------------------------------------------
 #
 # Whisper may emit end-of-text at a timestamp well before the window's end although speech goes on; sequential

@@ -29,7 +29,7 @@ from onepass_whisper.adapters.mlx.rules import LogitRules
 from onepass_whisper.adapters.mlx.step.factory import Backend, Prompt, choose
 from onepass_whisper.adapters.mlx.step.settings import StepSettings
 from onepass_whisper.domain.audio import FRAME_SECONDS, ChunkSegment, DecodedChunk, Window
-from onepass_whisper.domain.decoding import compression_ratio, finish_until, is_silent, needs_fallback
+from onepass_whisper.domain.decoding import best_attempt, compression_ratio, finish_until, is_silent, needs_fallback
 from onepass_whisper.domain.errors import InvalidOptionError, UnsupportedLanguageError
 from onepass_whisper.domain.model import TranscribeOptions
 from onepass_whisper.domain.ports import BatchProgress
@@ -96,6 +96,7 @@ class MlxWhisperDecoder:
         languages = self._languages(features, language)
         finish_below = self._finish_below(windows)
         results: list[Attempt | None] = [None] * len(windows)
+        tried: list[list[Attempt]] = [[] for _ in windows]  # each window's failed attempts, for the final choice
         pending = list(range(len(windows)))
         for number, temperature in enumerate(options.temperatures):
             last = number == len(options.temperatures) - 1
@@ -110,10 +111,13 @@ class MlxWhisperDecoder:
             )
             retry = []
             for index, attempt in zip(pending, attempts):
-                if not last and self._needs_fallback(attempt, languages[index], options):
-                    retry.append(index)  # its attention rows go with the attempt
-                else:
+                if not self._needs_fallback(attempt, languages[index], options):
                     results[index] = attempt
+                elif not last:
+                    tried[index].append(attempt)  # its attention rows go with the attempt
+                    retry.append(index)
+                else:  # every temperature failed: the best attempt, not the last (domain.decoding.best_attempt)
+                    results[index] = self._best([*tried[index], attempt], languages[index], options)
             pending = retry
             if not pending:
                 break
@@ -247,6 +251,10 @@ class MlxWhisperDecoder:
 
     def _text(self, attempt: Attempt, language: str, options: TranscribeOptions) -> str:
         return str(self._tokenizer(language, options.task).decode(list(attempt.tokens)))
+
+    def _best(self, attempts: list[Attempt], language: str, options: TranscribeOptions) -> Attempt:
+        scored = [(self._text(a, language, options), self._avg_logprob(a)) for a in attempts]
+        return attempts[best_attempt(scored, options)]
 
     def _needs_fallback(self, attempt: Attempt, language: str, options: TranscribeOptions) -> bool:
         text = self._text(attempt, language, options)

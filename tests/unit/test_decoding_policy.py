@@ -12,6 +12,7 @@ import pytest
 
 from onepass_whisper.domain.audio import SAMPLE_RATE, ChunkSegment, DecodedChunk, Window
 from onepass_whisper.domain.decoding import (
+    best_attempt,
     CONTINUE_SECONDS,
     compression_ratio,
     finish_until,
@@ -79,3 +80,16 @@ def test_the_service_decodes_a_tail_the_decoder_left() -> None:
         window, "en", (segment,), np.zeros(1, np.float32), np.zeros((1, 2, 10), np.float32), speech_ended=True
     )
     assert not may_have_undecoded_tail(ended)  # the model said the speech ended
+
+
+def test_when_every_temperature_fails_the_likeliest_fluent_attempt_is_kept() -> None:
+    """faster-whisper's choice, not openai-whisper's last attempt: the French file that scored -1.22 at
+    temperature 0 kept its garbage from temperature 1.0 (seven zero-length cues)."""
+    repetitive = "la la la la la la la la la la la la la la la la la la la la la la la la la la la la"
+    attempts = [("Bonjour, je suis ici.", -1.22), (repetitive, -0.4), ("Bon jour je suis si", -1.5), ("x y", -2.9)]
+    assert best_attempt(attempts, TranscribeOptions()) == 0  # the repetitive one is likelier, but not fluent
+    assert best_attempt([(repetitive, -0.9), (repetitive + " la", -0.5)], TranscribeOptions()) == 1  # none fluent
+    unlimited = TranscribeOptions(compression_ratio_threshold=None)
+    assert best_attempt(attempts, unlimited) == 1
+    with pytest.raises(ValueError):
+        best_attempt([], TranscribeOptions())
