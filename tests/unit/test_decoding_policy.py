@@ -12,8 +12,8 @@ import pytest
 
 from onepass_whisper.domain.audio import SAMPLE_RATE, ChunkSegment, DecodedChunk, Window
 from onepass_whisper.domain.decoding import (
-    best_attempt,
     CONTINUE_SECONDS,
+    best_attempt,
     compression_ratio,
     finish_until,
     is_silent,
