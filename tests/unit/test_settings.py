@@ -16,15 +16,31 @@ def test_the_defaults_where_nothing_is_set() -> None:
 
 def test_each_variable_reaches_its_field() -> None:
     settings = Settings.from_environment(
-        {"ONEPASS_CUDA_KERNELS": "0", "ONEPASS_BLAS": "OFF", "ONEPASS_CACHE_DIR": "/c", "ONEPASS_ALIGN_PROCESSES": "3"}
+        {
+            "ONEPASS_CUDA_KERNELS": "0",
+            "ONEPASS_BLAS": "OFF",
+            "ONEPASS_CACHE_DIR": "/c",
+            "ONEPASS_ALIGN_PROCESSES": "3",
+            "PIP_INDEX_URL": "https://mirror.example/simple/",
+        }
     )
-    assert settings == Settings(cuda_kernels=False, fast_blas=False, cache_dir=Path("/c"), align_processes=3)
+    assert settings == Settings(
+        cuda_kernels=False,
+        fast_blas=False,
+        cache_dir=Path("/c"),
+        align_processes=3,
+        package_index="https://mirror.example/simple",
+    )
 
 
 def test_the_container_takes_its_settings_not_the_environment(tmp_path: Path) -> None:
     container = Container()
     with container.override_providers(
-        settings=Settings(cache_dir=tmp_path, align_processes=5), decoder=FakeDecoder(), aligner=FakeAligner()
+        settings=Settings(cache_dir=tmp_path, align_processes=5, package_index="file:///srv/simple"),
+        decoder=FakeDecoder(),
+        aligner=FakeAligner(),
     ):
         assert container.service().align_processes == 5
-        assert container.model_source().cache_dir == tmp_path
+        source = container.model_source()
+        assert source.cache_dir == tmp_path
+        assert getattr(source, "package_index", None) == "file:///srv/simple"
