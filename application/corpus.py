@@ -9,7 +9,8 @@ of a file wins)::
 
 ``file`` is the input's path relative to the corpus folder; ``duration`` seconds of audio (null when unknown);
 ``seconds`` the wall time its worker spent on it (see ``entrypoints/ray_engine.py``); ``attempts`` how many times
-the run that wrote the record handed it to a worker.
+the run that wrote the record handed it to a worker; ``truncated`` (null unless) what a file done but cut short
+lacks.
 
 A batch of files is *lost* when its worker dies or raises before finishing them. Which of them was to blame is not
 known when there were several, so none is charged: each is tried again alone. A file lost alone is charged one
@@ -40,6 +41,7 @@ class ManifestRecord:
     seconds: float  # wall seconds its worker spent on it
     error: str | None = None  # why it failed; None when done
     attempts: int = 1
+    truncated: str | None = None  # done, but the input was cut short: what is missing (``Truncation.describe``)
 
     def to_line(self) -> str:
         """The record as one JSON line (no trailing newline)."""
@@ -51,6 +53,7 @@ class ManifestRecord:
                 "seconds": round(self.seconds, 3),
                 "error": self.error,
                 "attempts": self.attempts,
+                "truncated": self.truncated,
             },
             ensure_ascii=False,
         )
@@ -63,6 +66,7 @@ class ManifestRecord:
             raise ValueError(f"not a manifest record: {line[:80]!r}")
         duration = data.get("duration")
         error = data.get("error")
+        truncated = data.get("truncated")  # absent in manifests of earlier versions
         return cls(
             file=data["file"],
             status=cast(Status, data["status"]),
@@ -70,6 +74,7 @@ class ManifestRecord:
             seconds=float(data.get("seconds") or 0.0),
             error=None if error is None else str(error),
             attempts=int(data.get("attempts") or 1),
+            truncated=None if truncated is None else str(truncated),
         )
 
 

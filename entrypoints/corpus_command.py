@@ -52,13 +52,15 @@ class CorpusExit(IntEnum):
     MODEL = 3  # the model could not be loaded
     OUTPUT_DIR = 4  # the output folder is not writable
     RAY = 5  # Ray is not installed, the cluster cannot be reached, or workers cannot be started
+    TRUNCATED = 6  # every file done, but some inputs of this run were cut short (``app transcribe`` says 5: taken)
     INTERRUPTED = 130  # Ctrl-C; the manifest holds every finished file: rerun to resume
 
 
 CORPUS_EXIT_CODES_HELP: Final = (
     "[b]Exit codes[/b]: 0 every file done (now or in an earlier run) · 1 some files failed, each in the manifest "
     "with its reason · 2 usage error · 3 the model could not be loaded · 4 the output folder is not writable · "
-    "5 Ray missing, unreachable or its workers cannot start · 130 interrupted (rerun to resume)."
+    "5 Ray missing, unreachable or its workers cannot start · 6 all done, but some inputs were cut short (each in "
+    "the manifest and named on stderr) · 130 interrupted (rerun to resume)."
 )
 
 
@@ -253,6 +255,8 @@ def transcribe_corpus(
         tally.summary(skipped=len(plan.done_before), failed_before=len(plan.failed_before), workers=workers)
         if tally.failed or plan.failed_before:
             code = CorpusExit.FILES_FAILED
+        elif tally.truncated:
+            code = CorpusExit.TRUNCATED
     raise typer.Exit(int(code))
 
 
@@ -366,6 +370,7 @@ class _Tally:
         self.quiet = quiet
         self.done = 0
         self.failed = 0
+        self.truncated = 0  # done, but cut short
         self.audio_seconds = 0.0
         self.started = time.perf_counter()
 
@@ -375,6 +380,9 @@ class _Tally:
             self.audio_seconds += record.duration or 0.0
             if not self.quiet:
                 note(self.stderr, f"done {record.file} ({record.duration or 0.0:.1f} s of audio)")
+            if record.truncated is not None:  # shown even with --quiet: the transcript lacks what was not there
+                self.truncated += 1
+                warn(self.stderr, f"{record.file} is {record.truncated}; transcribed what is there")
         else:
             self.failed += 1
             error(self.stderr, f"{record.file}: {record.error}")
@@ -386,5 +394,7 @@ class _Tally:
             parts.append(f"{skipped} skipped (done earlier)")
         if self.failed or failed_before:
             parts.append(f"{self.failed + failed_before} failed")
+        if self.truncated:
+            parts.append(f"{self.truncated} cut short")
         speed = f", {self.audio_seconds / elapsed:.1f} s of audio per second" if self.done and elapsed > 0 else ""
         note(self.stderr, f"{', '.join(parts)} in {elapsed:.1f} s ({workers} workers{speed})")

@@ -104,6 +104,7 @@ class FileOutcome:
     duration: float | None
     seconds: float
     error: str | None  # None: transcribed and written
+    truncated: str | None = None  # written, but the input was cut short: what is missing
 
 
 @frozen
@@ -219,17 +220,20 @@ class CorpusWorker:
                 task = by_source[Path(result.source)]
                 duration: float | None = None
                 error: str | None = None
+                truncated: str | None = None
                 if result.error is not None:
                     error = str(result.error)
                 else:
                     assert result.transcript is not None
                     duration = result.transcript.duration
+                    if result.transcript.truncated is not None:
+                        truncated = result.transcript.truncated.describe()
                     try:
                         self.settings.files.write(result.transcript, Path(task.base))
                     except TranscriptionError as exc:  # OutputWriteError
                         error = str(exc)
                 now = time.perf_counter()
-                yield FileOutcome(task.file, duration, now - mark, error)
+                yield FileOutcome(task.file, duration, now - mark, error, truncated if error is None else None)
                 mark = now
         except (ModelLoadError, InvalidOptionError, UnsupportedLanguageError) as exc:
             yield Fatal.of(exc)
@@ -360,6 +364,7 @@ class CorpusRun:
                 seconds=outcome.seconds,
                 error=outcome.error,
                 attempts=self.book.attempts(outcome.file),
+                truncated=outcome.truncated,
             )
         )
         return []

@@ -14,17 +14,25 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from typer.testing import CliRunner, Result
 
 import onepass_whisper.entrypoints as entrypoints_package
 from onepass_whisper.adapters.writers import TranscriptFiles
-from onepass_whisper.domain.audio import Waveform
+from onepass_whisper.domain.audio import Truncation, Waveform
 from onepass_whisper.domain.model import TranscribeOptions
 from onepass_whisper.entrypoints.cli import app
 from onepass_whisper.entrypoints.container import Container
 from onepass_whisper.entrypoints.corpus_command import INSTALL_HINT, CorpusExit
-from tests.fakes import CrashingAudioSource, FakeAligner, FakeDecoder, FakeModelSource, tone
+from tests.fakes import (
+    CrashingAudioSource,
+    FakeAligner,
+    FakeDecoder,
+    FakeModelSource,
+    InMemoryAudioSource,
+    tone,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 WIDE = {"COLUMNS": "400"}
@@ -69,6 +77,24 @@ def manifest(out: Path) -> list[dict[str, Any]]:
 
 def latest(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {record["file"]: record for record in records}
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_a_file_cut_short_is_done_with_a_warning_its_manifest_line_and_exit_6(tmp_path: Path) -> None:
+    cut = Truncation.check(2.0, 60.0)
+    assert cut is not None
+    audio = InMemoryAudioSource({"a.wav": tone(3.0), "cut.wav": attrs.evolve(tone(2.0), truncated=cut)})
+    folder, out = corpus(tmp_path, "a.wav", "cut.wav"), tmp_path / "out"
+
+    result = run(container_with(audio), folder, out, "-f", "json", "--quiet")
+
+    assert result.exit_code == CorpusExit.TRUNCATED, result.output
+    by_file = latest(manifest(out))
+    assert by_file["cut.wav"]["status"] == "done" and by_file["cut.wav"]["truncated"] == cut.describe()
+    assert by_file["a.wav"]["truncated"] is None
+    assert f"warning: cut.wav is {cut.describe()}; transcribed what is there" in result.stderr
+    assert "2 transcribed, 1 cut short" in result.stderr
+    assert json.loads((out / "cut.json").read_text(encoding="utf-8"))["duration"] == pytest.approx(2.0)
 
 
 @pytest.mark.usefixtures("ray_local")

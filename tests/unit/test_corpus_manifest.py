@@ -23,6 +23,7 @@ records = st.builds(
     seconds=st.floats(0, 1e6).map(lambda x: round(x, 3)),
     error=st.none() | st.text(),
     attempts=st.integers(1, 9),
+    truncated=st.none() | st.text(),
 )
 
 
@@ -41,7 +42,13 @@ def test_a_line_has_the_documented_fields() -> None:
         "seconds": 0.5,
         "error": "cannot read audio b.mp3: bad header",
         "attempts": 2,
+        "truncated": None,
     }
+
+
+def test_a_line_of_an_earlier_version_without_truncated_reads() -> None:
+    line = '{"file": "a.wav", "status": "done", "duration": 12.5, "seconds": 3.25, "error": null, "attempts": 1}'
+    assert ManifestRecord.from_line(line) == DONE
 
 
 def test_the_latest_record_wins_and_broken_lines_are_ignored() -> None:
