@@ -33,9 +33,8 @@ from types import TracebackType
 from attrs import define, field, frozen
 
 from onepass_whisper.application.no_speech import speech_only
-from onepass_whisper.application.transcription import _finite
 from onepass_whisper.application.word_timing import WordTiming, default_align_workers, timed_segments
-from onepass_whisper.domain.audio import DecodedChunk, Waveform, Window
+from onepass_whisper.domain.audio import DecodedChunk, Waveform, Window, finite_samples
 from onepass_whisper.domain.decoding import may_have_undecoded_tail, undecoded_tail
 from onepass_whisper.domain.errors import AudioLoadError, TranscriptionError
 from onepass_whisper.domain.model import Segment, TranscribeOptions, Transcript
@@ -188,7 +187,8 @@ class BatchScheduler:
         with self._lock:
             self._check_open()
             number = next(self._numbers)
-        windows = list(stream_windows([_finite(waveform.samples)], source=number))  # outside the lock: numpy work
+        samples = finite_samples(waveform.samples)  # outside the lock: numpy work
+        windows = list(stream_windows([samples], source=number))
         with self._lock:
             self._check_open()
             request = _Request(number, options, waveform.duration, future, windows_left=len(windows))

@@ -15,7 +15,7 @@ from numpy.typing import NDArray
 
 from onepass_whisper.application.no_speech import speech_only
 from onepass_whisper.application.word_timing import WordTiming, default_align_workers, timed_segments
-from onepass_whisper.domain.audio import SAMPLE_RATE, DecodedChunk, Truncation, Waveform, Window
+from onepass_whisper.domain.audio import SAMPLE_RATE, DecodedChunk, Truncation, Waveform, Window, finite_samples
 from onepass_whisper.domain.decoding import may_have_undecoded_tail, undecoded_tail
 from onepass_whisper.domain.errors import AudioLoadError, TranscriptionError
 from onepass_whisper.domain.model import Segment, TranscribeOptions, Transcript
@@ -67,7 +67,7 @@ class _Pending:
                 self.truncated = end.value
                 return
             self.samples += len(block)
-            yield _finite(block)
+            yield finite_samples(block)
 
 
 @define
@@ -311,13 +311,6 @@ def _marking_last(windows: Iterator[Window]) -> Iterator[tuple[Window, bool]]:
         yield current, False
         current = following
     yield current, True
-
-
-def _finite(samples: NDArray[np.float32]) -> NDArray[np.float32]:
-    """NaN and infinite samples carry no sound: they become silence."""
-    if np.isfinite(samples).all():
-        return samples
-    return np.nan_to_num(samples, nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def _unwrap(result: FileResult) -> Transcript:

@@ -18,6 +18,13 @@ HOP_SECONDS = 0.01  # one mel frame = 10 ms
 TRUNCATION_TOLERANCE_SECONDS = 0.1
 
 
+def finite_samples(samples: NDArray[np.float32]) -> NDArray[np.float32]:
+    """``samples`` with NaN and infinite values made silence (they carry no sound; the model would see garbage)."""
+    if np.isfinite(samples).all():
+        return samples
+    return np.nan_to_num(samples, nan=0.0, posinf=0.0, neginf=0.0)
+
+
 def _float32(samples: NDArray[np.floating]) -> NDArray[np.float32]:
     return np.ascontiguousarray(samples, dtype=np.float32)
 

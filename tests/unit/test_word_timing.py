@@ -90,7 +90,7 @@ def test_the_arrays_on_their_way_to_processes_leave_no_files(monkeypatch: pytest
     mkdtemp = tempfile.mkdtemp
 
     def recorded(*args: Any, **kwargs: Any) -> str:
-        folder = mkdtemp(*args, **kwargs)
+        folder: str = mkdtemp(*args, **kwargs)
         made.append(Path(folder))
         return folder
 
