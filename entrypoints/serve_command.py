@@ -22,6 +22,11 @@ from onepass_whisper.entrypoints.container import DEFAULT_BATCH_SIZE, DEFAULT_MO
 from onepass_whisper.entrypoints.options import BatchSizeOption, ModelOption
 from onepass_whisper.entrypoints.server.app import DEFAULT_MAX_UPLOAD_BYTES, ServerSettings, ServerState, create_app
 
+# uvicorn closes an idle connection after 5 s, and httpx (under the openai client) keeps one for 5 s: a client that
+# sends just then gets "Server disconnected without sending a response" (seen on the GPU run, docs/server.md). Kept
+# longer here, a connection is always given up by the client first.
+KEEP_ALIVE_SECONDS: Final = 75
+
 SERVE_EXIT_CODES_HELP: Final = (
     "[b]Exit codes[/b]: 0 stopped (SIGTERM or Ctrl-C, after answering the requests in flight) · 2 usage error · "
     "3 the model could not be loaded · 4 the address cannot be bound."
@@ -95,7 +100,15 @@ def serve(
     )
     app = create_app(scheduler, audio, settings, state)
     server = _DrainingServer(
-        uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off"),
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        ),
         scheduler,
         state,
     )
