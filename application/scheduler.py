@@ -45,7 +45,7 @@ from onepass_whisper.domain.audio import DecodedChunk, Waveform, Window, finite_
 from onepass_whisper.domain.decoding import may_have_undecoded_tail, undecoded_tail
 from onepass_whisper.domain.errors import AudioLoadError
 from onepass_whisper.domain.model import Segment, TranscribeOptions, Transcript
-from onepass_whisper.domain.packing import Pack, pack, split, unfinished
+from onepass_whisper.domain.packing import Pack, pack, split_chunk, unfinished
 from onepass_whisper.domain.ports import Aligner, Decoder
 from onepass_whisper.domain.windowing import stream_windows
 
@@ -370,32 +370,25 @@ class BatchScheduler:
         self._settle(request, chunk.language, bool(chunk.segments), (chunk.window.offset, timed), rest)
 
     def _route_pack(self, packed: Pack, chunk: DecodedChunk, options: TranscribeOptions) -> None:
-        """Time a pack's words, then split them among its parts' requests (``domain/packing.py``); the parts it
-        cannot hand out with certainty, or that the model did not finish, are decoded again, each alone."""
-
-        def hand_out(timed: Future[list[Segment]]) -> None:
-            try:
-                owned = split(packed, timed.result())
-            except Exception:  # noqa: BLE001 - the pack's timing failed: each part is decoded alone, as it would be
-                owned = None
-            redo = set(range(len(packed.parts))) if owned is None else set(unfinished(packed, owned))
-            for index, part in enumerate(packed.parts):
-                with self._lock:
-                    request = self._requests.get(part.window.source)
-                if request is None:  # cancelled meanwhile
-                    continue
-                if index in redo or owned is None:
-                    self._again_alone(part.window)
-                    continue
-                done: Future[list[Segment]] = Future()
-                done.set_result(owned[index])
-                self._settle(request, chunk.language, bool(owned[index]), (part.window.offset, done), None)
-
-        try:
-            self._timing.submit(chunk, options.word_timestamps).add_done_callback(hand_out)
-        except Exception:  # noqa: BLE001 - the pool is closing or broken: each part on its own
-            for part in packed.parts:
+        """Split a pack's decoded chunk into one chunk per part (``domain/packing.py``), each timed as a window of
+        its own and handed to its request; parts it cannot hand out with certainty, or that the model did not
+        finish, are decoded again, each alone."""
+        parts = split_chunk(packed, chunk)
+        redo = set(range(len(packed.parts))) if parts is None else set(unfinished(packed, parts))
+        for index, part in enumerate(packed.parts):
+            with self._lock:
+                request = self._requests.get(part.window.source)
+            if request is None:  # cancelled meanwhile
+                continue
+            if parts is None or index in redo:
                 self._again_alone(part.window)
+                continue
+            try:
+                timed = self._timing.submit(parts[index], options.word_timestamps)
+            except Exception as error:  # noqa: BLE001 - this request's failure, not the others'
+                self._fail(part.window.source, error)
+                continue
+            self._settle(request, chunk.language, bool(parts[index].segments), (part.window.offset, timed), None)
 
     def _again_alone(self, window: Window) -> None:
         """Queue a request's window first, to be decoded alone (never packed again)."""

@@ -61,6 +61,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 container.aligner(),
                 batch_size=args.batch_size,
                 gather_seconds=0.2,
+                max_requests=len(waveforms) + 1,
                 pack_seconds=pack,
             ) as scheduler:
                 scheduler.submit(waveforms[0], options).future.result()  # warm-up

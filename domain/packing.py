@@ -7,14 +7,16 @@ to another, so the split is by construction, not by trust in the model:
 
 - the parts are laid out one after another with ``gap`` seconds of digital silence between them; each part *claims*
   its own audio and half of each gap beside it, so the claims tile the window without overlap;
-- a segment goes to the part whose claim holds the whole segment (its timestamps and every word's times); a segment
-  that reaches into two claims, or lies outside every claim, makes the whole pack unsplittable (``split`` returns
-  None) and its parts are decoded again, each alone;
-- times are moved into the part's own time and kept inside its audio.
+- a decoded segment goes to the part whose claim holds it (both its timestamps); a segment that reaches into two
+  claims, or lies outside every claim, makes the whole pack unsplittable (``split_chunk`` returns None) and its
+  parts are decoded again, each alone;
+- each part becomes a decoded chunk of its own window: its segments in its own time, its tokens' probabilities and
+  attention rows, and of each row only the columns of the part's own audio. Its words are then timed as any
+  window's are: the aligner's softmax, z-score and DTW see nothing of the other parts, so a word can only be
+  placed in its own request's audio (and it is timed as well as a window of its own would be).
 
-So a word that reaches a request's answer was timed inside that request's own audio or the silence beside it. A
-model that decodes less than the whole pack (it stopped early) leaves parts with nothing or with speech after its
-last word: ``unfinished`` names them, and they too are decoded again alone.
+A model that decodes less than the whole pack (it stopped early) leaves parts with nothing or with speech after
+their last segment: ``unfinished`` names them, and they too are decoded again alone.
 """
 
 from __future__ import annotations
@@ -24,9 +26,8 @@ from collections.abc import Sequence
 import numpy as np
 from attrs import evolve, frozen
 
-from onepass_whisper.domain.audio import SAMPLE_RATE, WINDOW_SECONDS, Window
+from onepass_whisper.domain.audio import SAMPLE_RATE, WINDOW_SECONDS, ChunkSegment, DecodedChunk, Window
 from onepass_whisper.domain.decoding import CONTINUE_SECONDS
-from onepass_whisper.domain.model import Segment, Word
 from onepass_whisper.domain.windowing import sound_end
 
 # heuristic: long enough that a segment's timestamps (whisper's, 20-ms steps, often a few hundred ms after the
@@ -96,45 +97,58 @@ def pack(windows: Sequence[Window], source: int, gap: float = PACK_GAP_SECONDS) 
     return Pack(Window(source=source, index=0, offset=0.0, samples=samples), tuple(parts), gap)
 
 
-def split(pack: Pack, segments: Sequence[Segment]) -> list[list[Segment]] | None:
-    """``segments`` (timed in the pack, which starts at 0) as each part's, in the part's own time; None when a
-    segment or a word reaches into two parts' claims or lies outside every claim: then nothing is handed out."""
+def split_chunk(pack: Pack, chunk: DecodedChunk) -> list[DecodedChunk] | None:
+    """``chunk`` (the pack's, decoded) as one chunk per part, of the part's own window: the segments whose
+    timestamps lie in the part's claim, moved into its time; their tokens' probabilities; their attention rows
+    (and the row after their last token, which ends the last word) with only the part's own frames. None when a
+    segment reaches into two claims or outside every claim: then nothing is handed out."""
     claims = [pack.claim(i) for i in range(len(pack.parts))]
-    owned: list[list[Segment]] = [[] for _ in pack.parts]
-    for segment in segments:
-        times = [segment.start, segment.end, *(t for word in segment.words for t in (word.start, word.end))]
-        owner = next((i for i, (lo, hi) in enumerate(claims) if lo <= min(times) and max(times) <= hi), None)
-        if owner is None:
-            return None
-        owned[owner].append(_moved(segment, pack.parts[owner]))
-    return owned
+    owned: list[list[tuple[ChunkSegment, int, int]]] = [[] for _ in pack.parts]  # (segment, first token, tokens)
+    first = 0
+    for segment in chunk.segments:
+        tokens = sum(segment.word_token_counts)
+        owner = next((i for i, (lo, hi) in enumerate(claims) if lo <= segment.start <= segment.end <= hi), None)
+        if owner is None or any(owned[later] for later in range(owner + 1, len(owned))):
+            return None  # outside the claims, or back in time: a part's tokens would not be one run of rows
+        owned[owner].append((segment, first, tokens))
+        first += tokens
+    return [_part_chunk(chunk, part, mine) for part, mine in zip(pack.parts, owned)]
 
 
-def unfinished(pack: Pack, owned: Sequence[Sequence[Segment]]) -> list[int]:
-    """The parts the model did not finish: none of their speech decoded, or more than ``CONTINUE_SECONDS`` of
-    sound after their last word (their segments are then dropped and the part decoded alone)."""
-    left = []
-    for index, (part, segments) in enumerate(zip(pack.parts, owned)):
-        heard = sound_end(part.window.samples)
-        ends = [segment.end for segment in segments]  # in the part's own time (file time of its request)
-        said = max(ends) - part.window.offset if ends else 0.0
-        if heard - said > CONTINUE_SECONDS:
-            left.append(index)
-    return left
-
-
-def _moved(segment: Segment, part: Part) -> Segment:
-    """``segment`` from pack time into the time of ``part``'s request, kept inside the part's audio."""
-    shift = part.window.offset - part.start
-    low, high = part.window.offset, part.window.end
+def _part_chunk(chunk: DecodedChunk, part: Part, owned: Sequence[tuple[ChunkSegment, int, int]]) -> DecodedChunk:
+    frames = part.window.num_frames
+    column = min(round(part.start / chunk.frame_seconds), chunk.attention.shape[-1] - frames)
+    lo = owned[0][1] if owned else 0
+    hi = owned[-1][1] + owned[-1][2] if owned else 0
+    # the rows of its tokens and the one after (the next part's first token, or end-of-text): a word ends where
+    # the next token starts, as in a window of its own; none when the part has no tokens but end-of-text's
+    rows = np.arange(lo, hi + 1) if owned else np.array([chunk.attention.shape[1] - 1])
+    attention = chunk.attention[:, rows, column : column + frames]
+    duration = part.window.duration
 
     def moved(seconds: float) -> float:
-        return min(max(seconds + shift, low), high)
+        return min(max(seconds - part.start, 0.0), duration)
 
-    words = tuple(_moved_word(word, moved(word.start), moved(word.end)) for word in segment.words)
-    start = moved(segment.start)
-    return evolve(segment, start=start, end=max(moved(segment.end), start), words=words)
+    segments = tuple(
+        evolve(segment, start=moved(segment.start), end=max(moved(segment.end), moved(segment.start)))
+        for segment, _, _ in owned
+    )
+    return evolve(
+        chunk,
+        window=part.window,
+        segments=segments,
+        token_probabilities=np.ascontiguousarray(chunk.token_probabilities[lo:hi]),
+        attention=np.ascontiguousarray(attention),
+        speech_ended=False,
+    )
 
 
-def _moved_word(word: Word, start: float, end: float) -> Word:
-    return evolve(word, start=start, end=max(end, start))
+def unfinished(pack: Pack, chunks: Sequence[DecodedChunk]) -> list[int]:
+    """The parts the model did not finish: none of their speech decoded, or more than ``CONTINUE_SECONDS`` of
+    sound after their last segment (their chunk is then dropped and the part decoded alone)."""
+    left = []
+    for index, (part, chunk) in enumerate(zip(pack.parts, chunks)):
+        said = max((segment.end for segment in chunk.segments), default=0.0)  # in the part's own time
+        if sound_end(part.window.samples) - said > CONTINUE_SECONDS:
+            left.append(index)
+    return left

@@ -9,10 +9,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from onepass_whisper.adapters.dtw.aligner import DtwAligner
 from onepass_whisper.application.scheduler import BatchScheduler
-from onepass_whisper.domain.audio import SAMPLE_RATE, WINDOW_SECONDS, Window
-from onepass_whisper.domain.model import Segment, TranscribeOptions, Transcript, Word
-from onepass_whisper.domain.packing import PACK_GAP_SECONDS, fits, pack, packable, split, unfinished
+from onepass_whisper.domain.audio import FRAME_SECONDS, SAMPLE_RATE, WINDOW_SECONDS, ChunkSegment, DecodedChunk, Window
+from onepass_whisper.domain.model import TranscribeOptions, Transcript
+from onepass_whisper.domain.packing import PACK_GAP_SECONDS, fits, pack, packable, split_chunk, unfinished
 from tests.fakes import FakeAligner, FakeDecoder, RegionDecoder, tone
 
 WAIT = 10.0
@@ -33,35 +34,63 @@ def packs(draw: st.DrawFn) -> list[Window]:
     return [request(i, d) for i, d in enumerate(durations)]
 
 
+def decoded(window: Window, spans: list[tuple[float, float, int]], seed: int = 0) -> DecodedChunk:
+    """A decoded chunk of ``window`` with a segment of ``words`` one-token words per (start, end, words), random
+    attention and probabilities."""
+    rng = np.random.default_rng(seed)
+    segments = tuple(
+        ChunkSegment(a, b, "".join(f" s{n}w{k}" for k in range(w)), tuple(f" s{n}w{k}" for k in range(w)), (1,) * w)
+        for n, (a, b, w) in enumerate(spans)
+    )
+    tokens = sum(w for _, _, w in spans)
+    return DecodedChunk(
+        window=window,
+        language="en",
+        segments=segments,
+        token_probabilities=rng.uniform(0.1, 1.0, tokens).astype(np.float32),
+        attention=rng.normal(size=(2, tokens + 1, window.num_frames)).astype(np.float32),
+    )
+
+
 @st.composite
-def segments_anywhere(draw: st.DrawFn, length: float) -> list[Segment]:
-    """Segments a model might write, wrong ones included: any times in the window, words anywhere in them."""
-    out = []
-    for n in range(draw(st.integers(0, 8))):
+def spans_anywhere(draw: st.DrawFn, length: float) -> list[tuple[float, float, int]]:
+    """Segments a model might write, wrong ones included: any times in the window, in any order."""
+    spans = []
+    for _ in range(draw(st.integers(0, 8))):
         a, b = sorted(draw(st.floats(0.0, length)) for _ in range(2))
-        edges = sorted(draw(st.lists(st.floats(a, b), min_size=0, max_size=6)))
-        words = tuple(Word(f" w{n}.{k}", s, e, 0.9) for k, (s, e) in enumerate(zip(edges[::2], edges[1::2])))
-        out.append(Segment(a, b, "".join(w.text for w in words), words))
-    return out
+        spans.append((a, b, draw(st.integers(1, 3))))
+    return spans
 
 
 @given(st.data(), packs())
-def test_a_word_handed_to_a_part_was_timed_inside_that_parts_claim(data: st.DataObject, parts: list[Window]) -> None:
+def test_a_part_gets_only_segments_of_its_claim_and_only_its_own_audios_attention(
+    data: st.DataObject, parts: list[Window]
+) -> None:
     packed = pack(parts, source=-1)
-    segments = data.draw(segments_anywhere(packed.window.duration))
-    where = {w.text: (w.start, w.end) for s in segments for w in s.words}
-    owned = split(packed, segments)
-    if owned is None:
+    spans = data.draw(spans_anywhere(packed.window.duration))
+    chunk = decoded(packed.window, spans, seed=len(spans))
+    chunks = split_chunk(packed, chunk)
+    if chunks is None:
         return
-    assert sum(len(o) for o in owned) == len(segments)  # nothing dropped, nothing doubled
-    for index, (part, mine) in enumerate(zip(packed.parts, owned)):
+    handed = [(i, segment) for i, c in enumerate(chunks) for segment in c.segments]
+    assert len(handed) == len(spans)  # nothing dropped, nothing doubled, in order
+    for (index, segment), original in zip(handed, chunk.segments):
         low, high = packed.claim(index)
-        for segment in mine:
-            assert 0.0 <= segment.start <= segment.end <= part.window.duration
-            for word in segment.words:
-                start, end = where[word.text]
-                assert low <= start <= end <= high  # in the pack: its own audio or the silence beside it
-                assert 0.0 <= word.start <= word.end <= part.window.duration
+        assert low <= original.start <= original.end <= high and segment.words == original.words
+    rows = 0
+    for index, (part, mine) in enumerate(zip(packed.parts, chunks)):
+        low, high = packed.claim(index)
+        frames, tokens = mine.attention.shape[-1], mine.token_count
+        first = min(round(part.start / FRAME_SECONDS), chunk.attention.shape[-1] - frames)  # the last part: flush
+        assert frames == part.window.num_frames
+        assert np.array_equal(
+            mine.attention[:, :tokens], chunk.attention[:, rows : rows + tokens, first : first + frames]
+        )
+        # the columns a word can be placed on are the part's own audio (to a frame), inside its claim
+        assert low - FRAME_SECONDS <= first * FRAME_SECONDS and (first + frames) * FRAME_SECONDS <= high + FRAME_SECONDS
+        rows += tokens
+        for words in DtwAligner().align(mine):  # the real aligner times them inside the part's own audio
+            assert all(0.0 <= w.start <= w.end <= part.window.duration for w in words)
 
 
 @given(packs())
@@ -72,33 +101,29 @@ def test_claims_tile_the_pack_and_each_holds_only_its_parts_sound(parts: list[Wi
     assert all(a[1] == pytest.approx(b[0]) for a, b in zip(claims, claims[1:]))
     samples = packed.window.samples
     for index, (part, (low, high)) in enumerate(zip(packed.parts, claims)):
-        first = round(part.start * SAMPLE_RATE)
-        assert np.array_equal(samples[first : first + len(part.window.samples)], part.window.samples)
-        outside = np.concatenate(
-            [
-                samples[round(low * SAMPLE_RATE) : first],
-                samples[first + len(part.window.samples) : round(high * SAMPLE_RATE)],
-            ]
-        )
+        first, last = round(part.start * SAMPLE_RATE), round(part.start * SAMPLE_RATE) + len(part.window.samples)
+        assert np.array_equal(samples[first:last], part.window.samples)
+        outside = np.concatenate([samples[round(low * SAMPLE_RATE) : first], samples[last : round(high * SAMPLE_RATE)]])
         assert not np.any(outside), index  # the rest of a claim is the gap's digital silence
     assert packed.window.duration <= WINDOW_SECONDS
 
 
 def test_a_segment_across_a_gap_makes_the_pack_unsplittable() -> None:
     packed = pack([request(0, 3.0), request(1, 3.0)], source=-1)
-    across = Segment(2.0, 3.0 + PACK_GAP_SECONDS + 1.0, " a b", (Word(" a", 2.0, 2.5, 0.9), Word(" b", 5.5, 6.0, 0.9)))
-    assert split(packed, [across]) is None
-    inside = Segment(3.0 + PACK_GAP_SECONDS + 0.5, 6.0, " b", (Word(" b", 5.5, 6.0, 0.9),))
-    owned = split(packed, [inside])
-    assert owned is not None and owned[0] == [] and [w.text for w in owned[1][0].words] == [" b"]
-    assert owned[1][0].words[0].start == pytest.approx(0.5)  # in the second request's own time
+    assert split_chunk(packed, decoded(packed.window, [(2.0, 3.0 + PACK_GAP_SECONDS + 1.0, 2)])) is None
+    inside = split_chunk(packed, decoded(packed.window, [(3.0 + PACK_GAP_SECONDS + 0.5, 8.0, 1)]))
+    assert inside is not None and inside[0].segments == () and inside[1].segments[0].start == pytest.approx(0.5)
+
+
+def test_segments_back_in_time_make_the_pack_unsplittable() -> None:
+    packed = pack([request(0, 3.0), request(1, 3.0)], source=-1)
+    assert split_chunk(packed, decoded(packed.window, [(5.5, 7.0, 1), (0.5, 2.0, 1)])) is None
 
 
 def test_parts_the_model_did_not_finish_are_named() -> None:
     packed = pack([request(0, 3.0), request(1, 3.0), request(2, 3.0)], source=-1)
-    first = Segment(0.0, 3.0, " a", (Word(" a", 0.0, 3.0, 0.9),))
-    owned = split(packed, [first])
-    assert owned is not None and unfinished(packed, owned) == [1, 2]
+    chunks = split_chunk(packed, decoded(packed.window, [(0.0, 3.0, 2)]))
+    assert chunks is not None and unfinished(packed, chunks) == [1, 2]
 
 
 def test_only_a_requests_whole_short_audio_with_sound_is_packable() -> None:
