@@ -7,9 +7,10 @@ to another, so the split is by construction, not by trust in the model:
 
 - the parts are laid out one after another with ``gap`` seconds of digital silence between them; each part *claims*
   its own audio and half of each gap beside it, so the claims tile the window without overlap;
-- a decoded segment goes to the part whose claim holds it (both its timestamps); a segment that reaches into two
-  claims, or lies outside every claim, makes the whole pack unsplittable (``split_chunk`` returns None) and its
-  parts are decoded again, each alone;
+- a decoded segment goes to the part whose claim holds its middle; a segment whose timestamps reach into the audio
+  of another part (not only into the silence between them: whisper's segment timestamps are often a second
+  early or late there) makes the whole pack unsplittable (``split_chunk`` returns None), and its parts are
+  decoded again, each alone;
 - each part becomes a decoded chunk of its own window: its segments in its own time, its tokens' probabilities and
   attention rows, and of each row only the columns of the part's own audio. Its words are then timed as any
   window's are: the aligner's softmax, z-score and DTW see nothing of the other parts, so a word can only be
@@ -98,8 +99,8 @@ def pack(windows: Sequence[Window], source: int, gap: float = PACK_GAP_SECONDS) 
 
 
 def split_chunk(pack: Pack, chunk: DecodedChunk) -> list[DecodedChunk] | None:
-    """``chunk`` (the pack's, decoded) as one chunk per part, of the part's own window: the segments whose
-    timestamps lie in the part's claim, moved into its time; their tokens' probabilities; their attention rows
+    """``chunk`` (the pack's, decoded) as one chunk per part, of the part's own window: the segments in the part's
+    claim that touch no other part's audio, moved into its time; their tokens' probabilities; their attention rows
     (and the row after their last token, which ends the last word) with only the part's own frames. None when a
     segment reaches into two claims or outside every claim: then nothing is handed out."""
     claims = [pack.claim(i) for i in range(len(pack.parts))]
@@ -107,12 +108,20 @@ def split_chunk(pack: Pack, chunk: DecodedChunk) -> list[DecodedChunk] | None:
     first = 0
     for segment in chunk.segments:
         tokens = sum(segment.word_token_counts)
-        owner = next((i for i, (lo, hi) in enumerate(claims) if lo <= segment.start <= segment.end <= hi), None)
-        if owner is None or any(owned[later] for later in range(owner + 1, len(owned))):
-            return None  # outside the claims, or back in time: a part's tokens would not be one run of rows
+        middle = (segment.start + segment.end) / 2
+        owner = next((i for i, (lo, hi) in enumerate(claims) if lo <= middle <= hi), None)
+        if owner is None or _reaches_another(pack, owner, segment):
+            return None  # outside the window, or into another request's audio: its words may be that request's
+        if any(owned[later] for later in range(owner + 1, len(owned))):
+            return None  # back in time: a part's tokens would not be one run of rows
         owned[owner].append((segment, first, tokens))
         first += tokens
     return [_part_chunk(chunk, part, mine) for part, mine in zip(pack.parts, owned)]
+
+
+def _reaches_another(pack: Pack, owner: int, segment: ChunkSegment) -> bool:
+    """Whether ``segment`` overlaps the audio of a part other than ``owner`` (the gaps' silence is no one's)."""
+    return any(segment.start < part.end and part.start < segment.end for i, part in enumerate(pack.parts) if i != owner)
 
 
 def _part_chunk(chunk: DecodedChunk, part: Part, owned: Sequence[tuple[ChunkSegment, int, int]]) -> DecodedChunk:
