@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 
 import mlx.core as mx
 import numpy as np
-from attrs import frozen
+from attrs import field, frozen
 from numpy.typing import NDArray
 
 from onepass_whisper.adapters.dtw.filters import MEDIAN_7_STEPS, MEDIAN_NETWORK_WIDTH
@@ -44,6 +44,18 @@ class AlignedRows:
     batch_index: int
     steps: tuple[int, ...]
     frames: int
+
+
+@frozen
+class DeviceAlignment:
+    """The device stage a decoder runs (``step.factory.choose_alignment``): the median filter's width, as the host
+    aligner's, and the DTW (``cuda_dtw``'s kernel on CUDA, else the MLX ops here)."""
+
+    median_width: int = 7
+    dtw: DtwFirstFrames = field(factory=lambda: dtw_first_frames)
+
+    def token_frames(self, rows: mx.array, sequences: Sequence[AlignedRows]) -> list[NDArray[np.int32]]:
+        return token_frames(rows, sequences, self.median_width, self.dtw)
 
 
 def token_frames(
