@@ -5,7 +5,7 @@ Run: ``.venv/bin/python -m benchmarks.device_alignment_speed [--batch 16] [--hea
 8 alignment heads by default; large-v3 has 10). Random raw QK with a diagonal ridge, 1500 frames a window, float32
 rows (the CPU decoder's). Prints best-of wall times: the host's ``token_frames`` over the batch's windows, one
 after the other, and the device stage for the whole batch, with the stage's parts (the reduction alone, then the
-DTW), and whether both give the same frames.
+DTW), and how many rows' frames differ between the two (near-ties of float32 sums in another order).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     host = [token_frames(w, 7) for w in windows]
     device = alignment.token_frames(on_device, sequences, 7)
-    same = all(np.array_equal(h, d) for h, d in zip(host, device))
+    gaps = np.concatenate([np.abs(h.astype(np.int64) - d) for h, d in zip(host, device)])
 
     def reduction() -> None:
         attention = on_device.transpose(1, 2, 0, 3)
@@ -72,7 +72,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(
         f"device {mx.default_device()}, batch {args.batch} × {args.heads} heads × {rows} rows × {FRAMES} frames: "
         f"host {host_s:.3f} s ({1000 * host_s / args.batch:.1f} ms a window), device stage {device_s:.3f} s "
-        f"(reduction {reduction_s:.3f}, DTW {dtw_s:.3f}); same frames: {same}"
+        f"(reduction {reduction_s:.3f}, DTW {dtw_s:.3f}); rows whose frame differs: {int((gaps > 0).sum())} of "
+        f"{gaps.size}, by at most {int(gaps.max())} frames"
     )
 
 

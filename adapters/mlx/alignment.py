@@ -127,13 +127,12 @@ def median_filter(x: mx.array, lengths: mx.array, width: int) -> mx.array:
     half = width // 2
     frames = x.shape[-1]
     period = mx.maximum(2 * (lengths - 1), 1).reshape(-1, 1)  # one length's mirrored period; a 1-frame axis: 1
-    extra = (1,) * (x.ndim - 2)
-    lanes = []
-    for offset in range(-half, half + 1):
-        position = mx.remainder(mx.arange(frames).reshape(1, -1) + offset, period)  # floor modulo: never negative
-        index = mx.where(position < lengths.reshape(-1, 1), position, period - position)
-        index = mx.broadcast_to(index.reshape(index.shape[0], *extra, frames), x.shape)
-        lanes.append(mx.take_along_axis(x, index, axis=-1))
+    # one gather makes each row mirrored at its own length (``half`` frames more each side); the lanes are slices
+    position = mx.remainder(mx.arange(-half, frames + half).reshape(1, -1), period)  # floor modulo: never negative
+    index = mx.where(position < lengths.reshape(-1, 1), position, period - position)
+    index = index.reshape(index.shape[0], *(1,) * (x.ndim - 2), frames + 2 * half)
+    padded = mx.take_along_axis(x, mx.broadcast_to(index, (*x.shape[:-1], frames + 2 * half)), axis=-1)
+    lanes = [padded[..., k : k + frames] for k in range(width)]
     if width != MEDIAN_NETWORK_WIDTH:
         return mx.sort(mx.stack(lanes, axis=-1), axis=-1)[..., half]
     network: list[mx.array | None] = list(lanes)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import shutil
 import subprocess
+from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
@@ -22,6 +23,12 @@ from onepass_whisper.adapters.dtw import attention_matrix, dtw_path, median_filt
 from onepass_whisper.adapters.mlx import alignment, cuda_dtw
 
 CUDA = mx.cuda.is_available()
+ON_CPU = mx.default_device() == mx.cpu
+# the reduction's float32 sums go in another order than numpy's, and the z-score divides their rounding by the rows'
+# spread; on the CPU backend these cases agree closer than elsewhere (a GPU's exp, its reductions' order)
+REDUCTION_ATOL = 2e-5 if ON_CPU else 5e-4
+# a near-tie in DTW may then go the other way: exactly the host's frames on the CPU backend here, within one elsewhere
+FRAME_SLACK = 0 if ON_CPU else 1
 
 
 def host_first_frames(cost: NDArray[np.floating]) -> NDArray[np.intp]:
@@ -102,7 +109,8 @@ def test_batched_reduction_matches_the_hosts(width: int) -> None:
     matrices = alignment.attention_matrices(mx.array(attention), mx.array(np.array(sizes, np.int32)), width)
     got = np.array(matrices)
     for n, (r, f) in enumerate(sizes):
-        np.testing.assert_allclose(got[n, :r, :f], attention_matrix(attention[n, :, :r, :f], width), atol=2e-5)
+        expected = attention_matrix(attention[n, :, :r, :f], width)
+        np.testing.assert_allclose(got[n, :r, :f], expected, atol=REDUCTION_ATOL)
         assert not got[n, r:].any() and not got[n, :, f:].any()
 
 
@@ -125,7 +133,7 @@ def test_token_frames_of_a_batch_are_the_host_aligners() -> None:
     for sequence, frames in zip(sequences, got, strict=True):
         host = rows.astype(np.float16).astype(np.float32)[list(sequence.steps), sequence.batch_index]
         expected = token_frames(host.transpose(1, 0, 2)[:, :, : sequence.frames], 7)
-        assert frames.tolist() == expected.tolist()
+        assert np.abs(frames.astype(int) - expected).max() <= FRAME_SLACK
 
 
 # -- the CUDA kernel's source on the CPU: a block's threads as std::threads, __syncthreads as a barrier ----------
@@ -187,6 +195,45 @@ def kernel_on_cpu(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
         return mx.array(first)
 
     return first_frames
+
+
+# the kernel as MLX's CUDA backend builds it (``mlx/backend/cuda/custom_kernel.cpp``: its default header, then the
+# signature from the inputs, their shapes where the source names them, the outputs, and the template constants),
+# with the two things it takes from MLX's device header spelled out
+_AS_MLX_BUILDS_IT = """
+#include <cooperative_groups.h>
+#include <cuda/std/array>
+#include <cuda/std/limits>
+#include <cstdint>
+#define inf cuda::std::numeric_limits<float>::infinity()
+namespace mlx::core::cu {
+using Shape = cuda::std::array<int32_t, 8>;
+namespace cg = cooperative_groups;
+__global__ void custom_kernel_onepass_dtw(
+    const float* cost,
+    const __grid_constant__ Shape cost_shape,
+    const int32_t* sizes,
+    int32_t* first,
+    uint8_t* moves) {
+  constexpr int THREADS = @THREADS@;
+  constexpr int MAX_ROWS = @MAX_ROWS@;
+@SOURCE@
+}
+}  // namespace mlx::core::cu
+"""
+
+
+def test_cuda_kernel_source_compiles_for_the_h100(tmp_path: Path) -> None:
+    """What NVRTC would reject on the GPU machine, found here by nvcc (sm_90: H100 and H200)."""
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        pytest.skip("no nvcc to compile the CUDA kernel's source")
+    source = _AS_MLX_BUILDS_IT.replace("@THREADS@", str(cuda_dtw.THREADS))
+    source = source.replace("@MAX_ROWS@", str(cuda_dtw.MAX_ROWS)).replace("@SOURCE@", cuda_dtw.SOURCE)
+    (tmp_path / "dtw.cu").write_text(source, encoding="utf-8")
+    command = [nvcc, "-arch=sm_90", "-std=c++17", "-Werror", "all-warnings", "-c", "dtw.cu", "-o", "dtw.o"]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
 
 
 @settings(max_examples=25)
