@@ -10,7 +10,7 @@ Word timing in ``bench_ours``, two ways side by side, the same windows:
 - host (``realtime_host_alignment``, ``realtime_pipelined_host_alignment``): the attention rows cross to the host and
   ``DtwAligner`` does the reduction and DTW in numpy, as before.
 
-``--smoke`` runs the same code at a tiny random model (2 layers of 64), for a check on the CPU backend that the GPU
+``--smoke`` runs the same code at a tiny random model (2 layers of 256), for a check on the CPU backend that the GPU
 run will not die of a typo.
 """
 
@@ -40,8 +40,9 @@ LARGE_V3 = dict(
     n_text_head=20,
     n_text_layer=32,
 )
-# ``--smoke``: large-v3's vocabulary, mels and context (its tokenizer, its 30-s windows), a tiny network
-SMOKE_SHAPES = dict(n_audio_state=64, n_audio_head=2, n_audio_layer=2, n_text_state=64, n_text_head=2, n_text_layer=2)
+# ``--smoke``: large-v3's vocabulary, mels and context (its tokenizer, its 30-s windows), a tiny network of its
+# head size (64: the CUDA kernels' shapes)
+SMOKE_SHAPES = dict(n_audio_state=256, n_audio_head=4, n_audio_layer=2, n_text_state=256, n_text_head=4, n_text_layer=2)
 # openai-whisper's alignment heads of large-v3 (whisper/__init__.py, _ALIGNMENT_HEADS["large-v3"])
 LARGE_V3_HEADS = b"ABzY8gWO1E0{>%R7(9S+Kn!D~%ngiGaR?*L!iJG9p-nab0JQ=-{D1-g00"
 WINDOW_SECONDS = 30.0
