@@ -98,14 +98,22 @@ def random_attention(rng: np.random.Generator, heads: int, rows: int, frames: in
     return (4.0 * rng.standard_normal((heads, rows, frames)) + ridge).astype(np.float32)
 
 
-@pytest.mark.parametrize("width", [7, 5])
-def test_batched_reduction_matches_the_hosts(width: int) -> None:
-    rng = np.random.default_rng(1)
-    sizes = [(12, 90), (5, 64), (1, 3), (9, 2)]
-    attention = np.zeros((len(sizes), 3, 12, 90), np.float32)
+@given(
+    sizes=st.lists(st.tuples(st.integers(1, 12), st.integers(1, 90)), min_size=1, max_size=4),
+    width=st.sampled_from([1, 3, 5, 7, 9]),
+    seed=st.integers(0, 2**32 - 1),
+    extremes=st.booleans(),
+)
+def test_batched_reduction_matches_the_hosts(
+    sizes: list[tuple[int, int]], width: int, seed: int, extremes: bool
+) -> None:
+    rng = np.random.default_rng(seed)
+    rows, frames = max(r for r, _ in sizes), max(f for _, f in sizes)
+    attention = rng.standard_normal((len(sizes), 3, rows, frames)).astype(np.float32)  # junk outside the corners
     for n, (r, f) in enumerate(sizes):
         attention[n, :, :r, :f] = random_attention(rng, 3, r, f)
-    attention[0, 1, 2, 5], attention[0, 2, 3, 7], attention[1, 0, 1, 1] = np.inf, -np.inf, np.nan
+        if extremes:  # the host's rule: infinities become the extreme finite values, NaN 0
+            attention[n, rng.integers(3), rng.integers(r), rng.integers(f)] = rng.choice([np.inf, -np.inf, np.nan])
     matrices = alignment.attention_matrices(mx.array(attention), mx.array(np.array(sizes, np.int32)), width)
     got = np.array(matrices)
     for n, (r, f) in enumerate(sizes):
