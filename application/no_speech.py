@@ -41,12 +41,14 @@ def heard_no_speech(chunk: DecodedChunk, options: TranscribeOptions) -> bool:
 def without_speech(chunk: DecodedChunk) -> DecodedChunk:
     """``chunk`` with no segments: its text tokens and their attention rows go, the end-of-text row stays."""
     attention = chunk.attention[:, -1:] if chunk.attention.ndim == 3 else chunk.attention
+    frames = None if chunk.token_frames is None else chunk.token_frames[-1:].copy()
     return evolve(
         chunk,
         segments=(),
         token_probabilities=chunk.token_probabilities[:0],
         attention=np.ascontiguousarray(attention),
         speech_ended=True,
+        token_frames=frames,
     )
 
 

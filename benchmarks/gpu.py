@@ -9,7 +9,9 @@ Throughput: random float16 weights of large-v3's shapes, every window decodes ex
 text suppressed), greedy. Each engine runs in its own process (MLX and PyTorch keep their own GPU memory pools).
 - ``ours``: ``MlxWhisperDecoder.decode_batch`` (batched encoder, preallocated KV cache, the timestamp and
   suppression rules, alignment heads' attention captured every step) and then ``DtwAligner`` on every window:
-  word timing ON. large-v3's real alignment heads (openai-whisper's table) are the ones captured.
+  word timing ON, two ways (``benchmarks/gpu_ours.py``): the reduction and DTW on the device for the whole batch
+  (``realtime``, ``realtime_pipelined``), and on the host in numpy (``..._host_alignment``). large-v3's real
+  alignment heads (openai-whisper's table) are the ones captured.
 - ``torch-eager``: openai-whisper's model code (SDPA), its KV-cache hooks, a plain greedy loop: NO word timing.
 - ``hf-generate``: Hugging Face transformers ``generate()`` (SDPA), exactly ``--tokens`` new tokens: NO word timing.
 Reported per batch size: encoder ms per window, decoder ms per step, and realtime factor =
@@ -25,169 +27,40 @@ kernels' GPU speed against MLX's own ops, and a bare step of ``GraphStep`` again
 lagged loop and in the forward alone: the wall time a step above it is the host's.
 
 ``--check-model`` is the correctness check of the CUDA path with real weights: it transcribes ``--audio`` with the
-given converted model (mlx-whisper layout) and prints the text and word times, to compare with the CPU's.
+given converted model (mlx-whisper layout) and prints the text and word times, to compare with the CPU's, words
+timed on the device and on the host (how far apart: ``max_time_difference_s``).
+
+``--smoke``: every engine asked for at a tiny random model (``gpu_ours.SMOKE_SHAPES``), for a run on the CPU
+backend before the GPU's: ``python -m benchmarks.gpu --smoke --engines ours --batches 2 --tokens 6 --repeats 1``.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
-import gzip
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
-import wave
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-LARGE_V3 = dict(
-    n_mels=128,
-    n_audio_ctx=1500,
-    n_audio_state=1280,
-    n_audio_head=20,
-    n_audio_layer=32,
-    n_vocab=51866,
-    n_text_ctx=448,
-    n_text_state=1280,
-    n_text_head=20,
-    n_text_layer=32,
+from benchmarks import gpu_ours
+from benchmarks.gpu_ours import (
+    LARGE_V3,
+    SOT_EN_TRANSCRIBE,
+    WINDOW_SECONDS,
+    bench_ours,
+    check_model,
+    fixed_length_options,
+    random_large_v3,
+    random_windows,
 )
-# openai-whisper's alignment heads of large-v3 (whisper/__init__.py, _ALIGNMENT_HEADS["large-v3"])
-LARGE_V3_HEADS = b"ABzY8gWO1E0{>%R7(9S+Kn!D~%ngiGaR?*L!iJG9p-nab0JQ=-{D1-g00"
-WINDOW_SECONDS = 30.0
-ALIGN_PROCESSES = 0  # word-timing processes of the overlapped run (``--align-processes``; 0: threads)
-SOT_EN_TRANSCRIBE = [50258, 50259, 50360]  # large-v3: <|startoftranscript|><|en|><|transcribe|>
-
-
-def alignment_heads() -> list[tuple[int, int]]:
-    mask = np.frombuffer(gzip.decompress(base64.b85decode(LARGE_V3_HEADS)), dtype=bool)
-    layers, heads = LARGE_V3["n_text_layer"], LARGE_V3["n_text_head"]
-    return [(int(i) // heads, int(i) % heads) for i in np.flatnonzero(mask.reshape(layers, heads).ravel())]
-
-
-def _sync_mlx() -> None:
-    import mlx.core as mx
-
-    mx.synchronize()
-
-
-def random_large_v3() -> Any:
-    """Our batched decoder over a Whisper of large-v3's shapes with random float16 weights (seeded)."""
-    from onepass_whisper.adapters.mlx import bootstrap
-
-    bootstrap()  # before mlx loads
-    import mlx.core as mx  # noqa: I001
-    from mlx_whisper.whisper import ModelDimensions, Whisper
-
-    from onepass_whisper.adapters.mlx.decoder import MlxWhisperDecoder
-
-    mx.random.seed(0)
-    model = Whisper(ModelDimensions(**LARGE_V3), dtype=mx.float16)
-    model.set_dtype(mx.float16)
-    mx.eval(model.parameters())
-    return MlxWhisperDecoder(
-        model, name="large-v3-random", alignment_heads=alignment_heads(), settings=_step_settings()
-    )
-
-
-def _step_settings() -> Any:
-    """The step's settings from the environment (``ONEPASS_CUDA_KERNELS=0``: the before of a before/after)."""
-    from onepass_whisper.adapters.mlx.step.settings import StepSettings
-    from onepass_whisper.entrypoints.settings import Settings
-
-    return StepSettings(cuda_kernels=Settings.from_environment().cuda_kernels)
-
-
-def random_windows(rng: np.random.Generator, batch: int) -> list[Any]:
-    """``batch`` windows of 30 s of seeded noise (every window decodes ``--tokens`` tokens regardless)."""
-    from onepass_whisper.domain.audio import SAMPLE_RATE, Window
-
-    samples = (0.1 * rng.standard_normal((batch, int(WINDOW_SECONDS * SAMPLE_RATE)))).astype(np.float32)
-    return [Window(source=i, index=0, offset=0.0, samples=samples[i]) for i in range(batch)]
-
-
-def fixed_length_options(tokens: int) -> Any:
-    """Greedy, English, no fallback, end-of-text suppressed: every window decodes exactly ``tokens`` tokens."""
-    from onepass_whisper.domain.model import TranscribeOptions
-
-    eot = 50257
-    return TranscribeOptions(
-        language="en",
-        temperatures=(0.0,),
-        compression_ratio_threshold=None,
-        logprob_threshold=None,
-        no_speech_threshold=None,
-        suppress_tokens=f"-1,{eot}",
-        suppress_blank=False,
-        max_new_tokens=tokens,
-    )
-
-
-def bench_ours(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[str, Any]]:
-    decoder = random_large_v3()
-    import mlx.core as mx  # noqa: I001
-
-    from onepass_whisper.adapters.dtw import DtwAligner
-
-    aligner = DtwAligner()
-    options = fixed_length_options(tokens)
-    rng = np.random.default_rng(0)
-    results = []
-    for batch in batches:
-        windows = random_windows(rng, batch)
-        decoder.decode_batch(windows[: min(batch, 2)], options)  # warm-up: kernels built, pools filled
-        for _ in range(repeats):
-            _sync_mlx()
-            t0 = time.perf_counter()
-            features = decoder._encode(windows)
-            mx.eval(features)
-            _sync_mlx()
-            t1 = time.perf_counter()
-            attempts = decoder._decode(features, ["en"] * batch, options, 0.0)
-            _sync_mlx()
-            t2 = time.perf_counter()
-            chunks = decoder.decode_batch(windows, options)
-            t3 = time.perf_counter()
-            failures = 0
-            for chunk in chunks:
-                try:
-                    aligner.align(chunk)
-                except Exception:  # noqa: BLE001 - random weights may give NaN attention; counted, not hidden
-                    failures += 1
-            t4 = time.perf_counter()
-            pipelined, pipelined_decode_s = _pipelined(
-                decoder, aligner, windows, options, batches=3, warm=chunks[: 2 * ALIGN_PROCESSES]
-            )
-            back_to_back, back_to_back_decode_s = _pipelined(decoder, None, windows, options, batches=3, warm=())
-            steps = max(len(a.tokens) for a in attempts)
-            results.append(
-                dict(
-                    engine="ours",
-                    batch=batch,
-                    tokens=steps,
-                    encoder_ms_per_window=1000 * (t1 - t0) / batch,
-                    decoder_ms_per_step=1000 * (t2 - t1) / steps,
-                    decode_wall_s=t3 - t2,
-                    align_wall_s=t4 - t3,
-                    align_failures=failures,
-                    realtime=batch * WINDOW_SECONDS / (t4 - t2),
-                    realtime_without_alignment=batch * WINDOW_SECONDS / (t3 - t2),
-                    realtime_pipelined=pipelined,
-                    pipelined_decode_s=pipelined_decode_s,
-                    realtime_back_to_back=back_to_back,  # the same batches without word timing
-                    back_to_back_decode_s=back_to_back_decode_s,
-                    align_processes=ALIGN_PROCESSES,
-                    host_cores=os.cpu_count(),
-                )
-            )
-            print(json.dumps(results[-1]), flush=True)
-    return results
+from benchmarks.gpu_ours import sync_mlx as _sync_mlx
 
 
 def bench_threads(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[str, Any]]:
@@ -241,37 +114,6 @@ def bench_threads(batches: Sequence[int], tokens: int, repeats: int) -> list[dic
             )
             print(json.dumps(results[-1]), flush=True)
     return results
-
-
-def _pipelined(
-    decoder: Any, aligner: Any, windows: Sequence[Any], options: Any, batches: int, warm: Sequence[Any]
-) -> tuple[float, list[float]]:
-    """Realtime factor of ``batches`` batches decoded back to back, words timed meanwhile, and each batch's
-    ``decode_batch`` wall time.
-
-    The same overlap as ``TranscriptionService``: a decoded batch's word timing runs on ``WordTiming``'s pool (the
-    threads, or ``ALIGN_PROCESSES`` worker processes, started and warmed with the ``warm`` chunks beforehand, as
-    they are in a long run) while the next batch decodes. ``aligner`` None: no word timing at all (the batches
-    back to back alone).
-    """
-    from onepass_whisper.application.word_timing import WordTiming, default_align_workers
-
-    with WordTiming(aligner, default_align_workers(), ALIGN_PROCESSES) as timing:
-        timing.start_processes()
-        for future in [timing.submit(chunk, True) for chunk in warm if aligner is not None]:
-            future.result()
-        _sync_mlx()
-        start = time.perf_counter()
-        futures, decode_s = [], []
-        for _ in range(batches):
-            began = time.perf_counter()
-            chunks = decoder.decode_batch(windows, options)
-            decode_s.append(time.perf_counter() - began)
-            futures += [timing.submit(chunk, True) for chunk in chunks if aligner is not None]
-        for future in futures:
-            future.result()
-        elapsed = time.perf_counter() - start
-    return batches * len(windows) * WINDOW_SECONDS / elapsed, decode_s
 
 
 def bench_micro(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[str, Any]]:
@@ -734,41 +576,6 @@ def bench_hf_generate(batches: Sequence[int], tokens: int, repeats: int) -> list
     return results
 
 
-def check_model(folder: Path, audio: Path) -> dict[str, Any]:
-    """Transcribe ``audio`` with real weights; text and word times to compare across backends."""
-    from onepass_whisper.adapters.dtw import DtwAligner
-    from onepass_whisper.adapters.mlx import bootstrap, load_decoder
-
-    bootstrap()  # first: the BLAS before mlx loads
-
-    import mlx.core as mx  # noqa: I001
-    from onepass_whisper.application.transcription import TranscriptionService
-    from onepass_whisper.domain.audio import Waveform
-    from onepass_whisper.domain.model import TranscribeOptions
-
-    with wave.open(str(audio)) as w:
-        assert w.getframerate() == 16000 and w.getnchannels() == 1 and w.getsampwidth() == 2
-        samples = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.float32) / 32768.0
-    results: dict[str, Any] = {"device": str(mx.default_device())}
-    for dtype in ("float32", "float16"):
-        decoder = load_decoder(folder, name=folder.name, dtype=dtype, settings=_step_settings())
-        service = TranscriptionService(audio=_NoFiles(), decoder=decoder, aligner=DtwAligner(), batch_size=8)
-        transcript = service.transcribe_waveform(Waveform(samples), TranscribeOptions(temperatures=(0.0,)))
-        results[dtype] = {
-            "text": " ".join(s.text.strip() for s in transcript.segments),
-            "words": [(w.text, round(w.start, 2), round(w.end, 2)) for s in transcript.segments for w in s.words],
-        }
-    return results
-
-
-class _NoFiles:
-    def load(self, path: Path) -> Any:
-        raise AssertionError("only in-memory audio here")
-
-    def stream(self, path: Path) -> Any:
-        raise AssertionError("only in-memory audio here")
-
-
 def table(lines: Sequence[str]) -> str:
     """Markdown table of a ``--json`` file: per engine and batch, the best repeat (the first one warms up)."""
     best: dict[tuple[str, int], dict[str, Any]] = {}
@@ -787,11 +594,15 @@ def table(lines: Sequence[str]) -> str:
     for (engine, batch), r in sorted(best.items(), key=lambda item: (item[0][0] != "ours", item[0])):
         encoder = f"{r['encoder_ms_per_window']:.1f}" if "encoder_ms_per_window" in r else "(in step)"
         pipelined = f"{r['realtime_pipelined']:.0f}" if "realtime_pipelined" in r else ""
-        timing = "yes" if engine == "ours" else "no"
-        rows.append(
-            f"| {engine} | {timing} | {batch} | {encoder} | {r['decoder_ms_per_step']:.1f} | {r['realtime']:.0f} | "
-            f"{pipelined} |"
-        )
+        timing = r.get("word_timing", "host") if engine == "ours" else "no"
+        step = f"{r['decoder_ms_per_step']:.1f}"
+        rows.append(f"| {engine} | {timing} | {batch} | {encoder} | {step} | {r['realtime']:.0f} | {pipelined} |")
+        if "realtime_host_alignment" in r:  # the same run's host-side word timing, for comparison
+            host_pipelined = f"{r['realtime_pipelined_host_alignment']:.0f}"
+            rows.append(
+                f"| {engine} | host | {batch} | {encoder} | {step} | {r['realtime_host_alignment']:.0f} | "
+                f"{host_pipelined} |"
+            )
     return "\n".join(rows)
 
 
@@ -818,6 +629,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--check-model", type=Path, help="converted model folder: correctness check with real weights")
     parser.add_argument("--audio", type=Path, default=Path("samples/sample.wav"))
     parser.add_argument("--table", type=Path, help="print the markdown table of a --json file and exit")
+    parser.add_argument("--smoke", action="store_true", help="a tiny random model: the code path, on any backend")
     parser.add_argument(
         "--align-processes",
         type=int,
@@ -825,13 +637,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="ours: word timing overlapped on this many worker processes (0: threads); default: the container's choice",
     )
     args = parser.parse_args(argv)
-    global ALIGN_PROCESSES
     if args.align_processes is None:  # as the container chooses on a machine of more than 2 cores
         from onepass_whisper.application.word_timing import default_align_processes
 
-        ALIGN_PROCESSES = default_align_processes()
+        gpu_ours.ALIGN_PROCESSES = default_align_processes()
     else:
-        ALIGN_PROCESSES = args.align_processes
+        gpu_ours.ALIGN_PROCESSES = args.align_processes
+    if args.smoke:
+        gpu_ours.use_smoke_shapes()
     if args.table:
         print(table(args.table.read_text(encoding="utf-8").splitlines()))
         return
@@ -853,7 +666,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     for engine in args.engines.split(","):  # one process per engine: separate GPU memory pools
         command = [sys.executable, "-m", "benchmarks.gpu", "--worker", engine, "--batches", args.batches]
         command += ["--tokens", str(args.tokens), "--repeats", str(args.repeats)]
-        command += ["--align-processes", str(ALIGN_PROCESSES)]
+        command += ["--align-processes", str(gpu_ours.ALIGN_PROCESSES)] + (["--smoke"] if args.smoke else [])
         if args.json:
             command += ["--json", args.json]
         code = subprocess.call(command, env=os.environ.copy())

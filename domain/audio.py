@@ -121,6 +121,10 @@ class DecodedChunk:
 
     ``attention`` has one row per text token of all segments in order, plus a last row for end-of-text: row ``i``
     is the cross-attention of the step that emitted token ``i``. Columns are the window's real frames only.
+
+    ``token_frames``, where set, is the frame at which DTW's path first reaches each of those rows, computed where
+    the attention was captured (a GPU decoder aligns a whole batch on the device, ``adapters/mlx/alignment.py``);
+    ``attention`` is then empty: its megabytes never cross to the host.
     """
 
     window: Window
@@ -136,6 +140,7 @@ class DecodedChunk:
     # the output ended with a lone timestamp: the model says nothing more is spoken in this window (openai-whisper's
     # "single timestamp ending", after which it seeks to the window's end instead of decoding the rest again)
     speech_ended: bool = False
+    token_frames: NDArray[np.int32] | None = None  # (text tokens + 1,), or None: the aligner computes it
 
     @property
     def token_count(self) -> int:

@@ -41,6 +41,7 @@ MIN_CORES_FOR_ALIGN_PROCESSES = 3  # on 2 cores a process pool's pickling and st
 # heuristic: 4 phonetic windows (~0.6 s each) on 2 processes save ~1.2 s, twice the ~0.6 s that starting the
 # processes added to a one-window file (`app transcribe samples/sample.wav --phonetic`: 4.2-4.5 -> 4.8-5.1 s)
 PHONETIC_FIRST_BATCH = 4
+MEDIAN_WIDTH = 7  # word timing's median filter (whisper's): the aligner's, and the GPU decoder's that aligns for it
 
 
 def _model_source(cache_dir: Path | str | None, settings: Settings) -> ModelCatalog:
@@ -56,7 +57,10 @@ def _decoder(source: ModelSource, name: str, settings: Settings) -> Decoder:
     from onepass_whisper.adapters.mlx.step.settings import StepSettings
 
     bootstrap(settings.fast_blas)  # before the model's resolution or loading imports mlx
-    return load_decoder(source.resolve(name), name, settings=StepSettings(cuda_kernels=settings.cuda_kernels))
+    step = StepSettings(
+        cuda_kernels=settings.cuda_kernels, device_alignment=settings.device_alignment, median_width=MEDIAN_WIDTH
+    )
+    return load_decoder(source.resolve(name), name, settings=step)
 
 
 def _audio() -> AudioSource:
@@ -89,7 +93,7 @@ def _align_processes_first_batch(phonetic: bool) -> int | None:
 def _aligner(refine: bool, model: str, phonetic: bool) -> Aligner:
     from onepass_whisper.adapters.dtw import DtwAligner, model_lag
 
-    aligner = DtwAligner(median_width=7, refine=refine, lag_seconds=model_lag(model))
+    aligner = DtwAligner(median_width=MEDIAN_WIDTH, refine=refine, lag_seconds=model_lag(model))
     if not phonetic:
         return aligner
     from onepass_whisper.adapters.phonetic import PhoneticAligner

@@ -1,6 +1,6 @@
 """Word timing from cross-attention: median filter, DTW, whisper's heuristics, audio-based boundary refinement."""
 
-from onepass_whisper.adapters.dtw.aligner import DtwAligner, attention_matrix
+from onepass_whisper.adapters.dtw.aligner import DtwAligner, attention_matrix, token_frames
 from onepass_whisper.adapters.dtw.calibration import model_lag
 from onepass_whisper.adapters.dtw.filters import median_filter
 from onepass_whisper.adapters.dtw.path import dtw_path
@@ -15,4 +15,5 @@ __all__ = [
     "model_lag",
     "refine_boundaries",
     "refine_words",
+    "token_frames",
 ]

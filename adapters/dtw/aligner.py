@@ -5,6 +5,8 @@ median filter along time, mean over heads, DTW on the negated matrix; a token's 
 its row; a word runs from its first token's time to the next word's (the last word's end is end-of-text's time).
 Then whisper's heuristics: long words at sentence ends are truncated, punctuation merges into its neighbour, the
 first word after a pause and the segment's first and last words are reconciled with the segment's timestamps.
+The steps up to the token times may have run already where the attention was captured (a GPU decoder aligns its
+whole batch there: ``DecodedChunk.token_frames``); the rest, from the token times on, is the same either way.
 Optionally (``refine``): the model's lag (``lag_seconds``, calibrated per model in ``calibration.py``) is taken off
 DTW's times, and boundaries move onto the pauses, window edges and energy valleys of the window's audio
 (``refine.py``).
@@ -66,7 +68,10 @@ class DtwAligner:
             return ()
         tokens = _check_shapes(chunk)
         duration = chunk.window.duration
-        token_times = self.token_times(chunk.attention, chunk.frame_seconds)  # (tokens + 1,) seconds
+        if chunk.token_frames is None:
+            token_times = self.token_times(chunk.attention, chunk.frame_seconds)  # (tokens + 1,) seconds
+        else:  # DTW ran on the device
+            token_times = chunk.token_frames.astype(np.float64) * chunk.frame_seconds
         if self.refine and self.lag_seconds:  # DTW pins the first row to the first frame: that time carries no lag
             token_times[1:] = (token_times[1:] - self.lag_seconds).clip(0.0, duration)
         probabilities = np.nan_to_num(chunk.token_probabilities.astype(np.float64), nan=0.0).clip(0.0, 1.0)
@@ -92,13 +97,20 @@ class DtwAligner:
 
         ``attention`` is heads × rows × frames, raw pre-softmax QK. With no frames, every time is 0.
         """
-        _heads, rows, frames = attention.shape
-        if frames == 0:
-            return np.zeros(rows, dtype=np.float64)
-        matrix = attention_matrix(attention, self.median_width)  # rows × frames
-        path_rows, path_frames = dtw_path(-matrix)
-        first_visit = np.diff(path_rows, prepend=-1).astype(bool)  # the path enters each row exactly once
-        return np.asarray(path_frames[first_visit] * frame_seconds, dtype=np.float64)
+        return np.asarray(token_frames(attention, self.median_width) * frame_seconds, dtype=np.float64)
+
+
+def token_frames(attention: NDArray[np.floating], median_width: int = 7) -> NDArray[np.intp]:
+    """The frame at which DTW's path first reaches each attention row (heads × rows × frames raw QK); all 0 with no
+    frames. What ``adapters/mlx/alignment.py`` computes on the device for a whole batch."""
+    _heads, rows, frames = attention.shape
+    if frames == 0:
+        return np.zeros(rows, dtype=np.intp)
+    matrix = attention_matrix(attention, median_width)  # rows × frames
+    path_rows, path_frames = dtw_path(-matrix)
+    first_visit = np.diff(path_rows, prepend=-1).astype(bool)  # the path enters each row exactly once
+    frames_of_rows: NDArray[np.intp] = path_frames[first_visit]
+    return frames_of_rows
 
 
 def attention_matrix(attention: NDArray[np.floating], median_width: int = 7) -> NDArray[np.float32]:
@@ -138,7 +150,10 @@ def _check_shapes(chunk: DecodedChunk) -> int:
     """The chunk's text token count; ``ValueError`` where the arrays do not match its segments."""
     tokens = chunk.token_count
     attention = chunk.attention
-    if attention.ndim != 3 or attention.shape[0] == 0 or attention.shape[1] != tokens + 1:
+    if chunk.token_frames is not None:
+        if chunk.token_frames.shape != (tokens + 1,):
+            raise ValueError(f"token_frames must have shape ({tokens + 1},), got {chunk.token_frames.shape}")
+    elif attention.ndim != 3 or attention.shape[0] == 0 or attention.shape[1] != tokens + 1:
         expected = f"heads × {tokens + 1} (tokens + end-of-text) × frames"
         raise ValueError(f"attention must be {expected}, got {attention.shape}")
     if chunk.token_probabilities.shape != (tokens,):

@@ -38,6 +38,9 @@ _MEDIAN_STEPS_7 = _median_steps(_NETWORK_7, MEDIAN_NETWORK_WIDTH // 2)
 _SHARED_PAIRS = ((2, 3), (4, 5))  # the first layer's pairs of neighbours: one sorted-pairs array serves both
 assert tuple(step[:2] for step in _MEDIAN_STEPS_7[1:3]) == _SHARED_PAIRS
 _OTHER_STEPS_7 = _MEDIAN_STEPS_7[:1] + _MEDIAN_STEPS_7[3:]
+# the compare-exchanges that the median of 7 lanes depends on, (i, j, minimum used, maximum used): the device's
+# median filter (``adapters/mlx/alignment.py``) runs the same ones, so both give the same medians
+MEDIAN_7_STEPS = _MEDIAN_STEPS_7
 
 
 def median_filter(x: NDArray[_Float], width: int) -> NDArray[_Float]:

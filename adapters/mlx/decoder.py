@@ -8,7 +8,9 @@ second encoder or decoder pass. A sequence may not end with a segment opened (a 
 a second of sound follows the opening in its window: windows end in pauses, so the segment is whole there and is
 transcribed in the same pass (openai-whisper would seek to it and decode another window). Windows whose result
 fails the compression-ratio or log-probability checks are decoded again, together, at the next temperature; the
-rows of the discarded attempt are dropped with it.
+rows of the discarded attempt are dropped with it. Where the decoder aligns on the device (``alignment``: MLX's
+CUDA backend by default), the rows stay there, and once the batch's attempts are chosen one batched computation
+per temperature pass gives each window's DTW frames (``DecodedChunk.token_frames``): only those cross to the host.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ from mlx_whisper.tokenizer import LANGUAGES, TO_LANGUAGE_CODE, Tokenizer, get_to
 from mlx_whisper.whisper import Whisper
 from numpy.typing import NDArray
 
+from onepass_whisper.adapters.mlx.alignment import AlignedRows, DeviceAlignment
 from onepass_whisper.adapters.mlx.loop import BatchResults
 from onepass_whisper.adapters.mlx.rules import LogitRules
-from onepass_whisper.adapters.mlx.step.factory import Backend, Prompt, choose
+from onepass_whisper.adapters.mlx.step.factory import Backend, Prompt, choose, choose_alignment
 from onepass_whisper.adapters.mlx.step.settings import StepSettings
 from onepass_whisper.domain.audio import FRAME_SECONDS, ChunkSegment, DecodedChunk, Window
 from onepass_whisper.domain.decoding import best_attempt, compression_ratio, finish_until, is_silent, needs_fallback
@@ -48,6 +51,11 @@ class Attempt:
     sum_logprob: float
     no_speech_prob: float
     temperature: float
+    row_count: int = 0  # attention rows that belong to the sequence (steps taken)
+    # where the rows stayed on the device (``attention`` empty then): its pass's rows, steps × batch × heads ×
+    # frames, and the sequence's place in that batch
+    device_rows: mx.array | None = None
+    batch_index: int = 0
 
 
 class MlxWhisperDecoder:
@@ -60,9 +68,11 @@ class MlxWhisperDecoder:
         alignment_heads: Sequence[tuple[int, int]] | None = None,
         settings: StepSettings = StepSettings(),
         backend: Backend | None = None,
+        alignment: DeviceAlignment | None | bool = True,
     ) -> None:
         """``backend``: how batches are encoded and stepped, by default ``step.factory.choose``'s for MLX's default
-        device and ``settings``."""
+        device and ``settings``. ``alignment``: word timing's DTW on the device (``alignment.DeviceAlignment``),
+        None or False for none, True for ``step.factory.choose_alignment``'s choice for the device and ``settings``."""
         self.model = model
         self._name = name
         if alignment_heads is None:  # as openai-whisper: every head of the last half of the layers
@@ -71,6 +81,7 @@ class MlxWhisperDecoder:
         self.alignment_heads = [(int(layer), int(head)) for layer, head in alignment_heads]
         self.dtype = model.decoder.token_embedding.weight.dtype
         self.backend = choose(model, self.alignment_heads, settings) if backend is None else backend
+        self.alignment = choose_alignment(settings) if alignment is True else alignment or None
         self._rules_cache: dict[tuple[str, str, bool], LogitRules] = {}
 
     @property
@@ -121,8 +132,9 @@ class MlxWhisperDecoder:
             pending = retry
             if not pending:
                 break
+        frames = self._token_frames(windows, results, languages, options)
         return [
-            self._chunk(window, languages[i], attempt, options)
+            self._chunk(window, languages[i], attempt, options, frames.get(i))
             for i, (window, attempt) in enumerate(zip(windows, results))
             if attempt is not None
         ]
@@ -228,12 +240,18 @@ class MlxWhisperDecoder:
         limit = options.max_new_tokens or self.model.dims.n_text_ctx // 2
         limit = min(limit, self.model.dims.n_text_ctx - len(prompts[0][0]))
 
-        results = BatchResults(batch, tokenizer.eot, limit, listener)
+        on_device = self.alignment is not None and options.word_timestamps
+        results = BatchResults(batch, tokenizer.eot, limit, listener, rows_on_device=on_device)
         tokens = np.array([p for p, _ in prompts], np.int32)
         no_speech_host = self.backend.decode(
             features, Prompt(tokens, sot_index, tokenizer.no_speech), rules, results, temperature, finish_below
         )
-        rows = results.attention(len(self.alignment_heads))
+        heads = len(self.alignment_heads)
+        rows = results.attention(heads)
+        device_rows = results.device_rows
+        if on_device and device_rows is None:  # the synced loop's rows are on the host: the device's copy of them
+            device_rows = mx.array(_stacked_rows(rows, heads))
+            rows = [np.zeros((heads, 0, 0), np.float32)] * batch
         return [
             Attempt(
                 tokens=tuple(results.tokens[i]),
@@ -242,6 +260,9 @@ class MlxWhisperDecoder:
                 sum_logprob=float(results.sum_logprobs[i]),
                 no_speech_prob=float(no_speech_host[i]),
                 temperature=temperature,
+                row_count=int(results.rows[i]),
+                device_rows=device_rows,
+                batch_index=i,
             )
             for i in range(batch)
         ]
@@ -260,7 +281,47 @@ class MlxWhisperDecoder:
         text = self._text(attempt, language, options)
         return needs_fallback(text, attempt.no_speech_prob, self._avg_logprob(attempt), options)
 
-    def _chunk(self, window: Window, language: str, attempt: Attempt, options: TranscribeOptions) -> DecodedChunk:
+    def _aligned_rows(self, attempt: Attempt, language: str, options: TranscribeOptions) -> list[int]:
+        """The attention rows word timing takes: the text tokens' (timestamps dropped; none for a silent window),
+        then end-of-text's (a sequence cut at the length limit has none: its last row stands in)."""
+        tokenizer = self._tokenizer(language, options.task)
+        text_index = [i for i, t in enumerate(attempt.tokens) if t < tokenizer.eot]
+        if is_silent(attempt.no_speech_prob, self._avg_logprob(attempt), options):
+            text_index = []
+        return [*text_index, min(len(attempt.tokens), attempt.row_count - 1)]
+
+    def _token_frames(
+        self,
+        windows: Sequence[Window],
+        results: Sequence[Attempt | None],
+        languages: Sequence[str],
+        options: TranscribeOptions,
+    ) -> dict[int, NDArray[np.int32]]:
+        """Each window's DTW frames, where its attempt's rows stayed on the device: one batched computation per
+        temperature pass among the attempts kept (``alignment.DeviceAlignment``)."""
+        passes: dict[int, tuple[mx.array, list[int], list[AlignedRows]]] = {}
+        for index, attempt in enumerate(results):
+            if attempt is None or attempt.device_rows is None or self.alignment is None:
+                continue
+            steps = tuple(self._aligned_rows(attempt, languages[index], options))
+            _, indices, sequences = passes.setdefault(id(attempt.device_rows), (attempt.device_rows, [], []))
+            indices.append(index)
+            sequences.append(AlignedRows(attempt.batch_index, steps, windows[index].num_frames))
+        frames: dict[int, NDArray[np.int32]] = {}
+        for rows, indices, sequences in passes.values():
+            assert self.alignment is not None
+            frames.update(zip(indices, self.alignment.token_frames(rows, sequences)))
+        return frames
+
+    def _chunk(
+        self,
+        window: Window,
+        language: str,
+        attempt: Attempt,
+        options: TranscribeOptions,
+        token_frames: NDArray[np.int32] | None = None,
+    ) -> DecodedChunk:
+        """The window's chunk; ``token_frames``: its DTW frames, computed on the device (no attention then)."""
         tokenizer = self._tokenizer(language, options.task)
         avg_logprob = self._avg_logprob(attempt)
         text = self._text(attempt, language, options)
@@ -270,11 +331,12 @@ class MlxWhisperDecoder:
         text_index = [i for i, t in enumerate(attempt.tokens) if t < tokenizer.eot]
         if silent:
             text_index = []
-        # the end-of-text row; a sequence cut at the length limit has none: its last row stands in
-        row_index = [*text_index, min(len(attempt.tokens), attempt.attention.shape[1] - 1)]
+        row_index = self._aligned_rows(attempt, language, options)
         attention = (
             attempt.attention[:, row_index, : window.num_frames] if attempt.attention.size else attempt.attention
         )
+        if token_frames is not None:
+            attention = np.zeros((0, 0, 0), np.float32)
         return DecodedChunk(
             window=window,
             language=language,
@@ -286,7 +348,18 @@ class MlxWhisperDecoder:
             no_speech_prob=attempt.no_speech_prob,
             temperature=attempt.temperature,
             speech_ended=single_timestamp_ending(attempt.tokens, tokenizer.timestamp_begin),
+            token_frames=token_frames,
         )
+
+
+def _stacked_rows(rows: Sequence[NDArray[np.float32]], heads: int) -> NDArray[np.float32]:
+    """Per-sequence rows (heads × rows × frames) as one steps × batch × heads × frames array, zero-padded."""
+    steps = max((r.shape[1] for r in rows), default=0)
+    frames = max((r.shape[2] for r in rows), default=0)
+    stacked = np.zeros((steps, len(rows), heads, frames), np.float32)
+    for sequence, r in enumerate(rows):
+        stacked[: r.shape[1], sequence, :, : r.shape[2]] = r.transpose(1, 0, 2)
+    return stacked
 
 
 def window_mel(samples: NDArray[np.float32], n_mels: int) -> mx.array:

@@ -39,8 +39,19 @@ SAMPLING_SEED = 0  # the keys of sampled decoding (temperature fallback): seed +
 class BatchResults:
     """What the host knows of each sequence of a batch: tokens, scores and attention rows."""
 
-    def __init__(self, batch: int, eot: int, limit: int, listener: Callable[[float], None] | None = None) -> None:
+    def __init__(
+        self,
+        batch: int,
+        eot: int,
+        limit: int,
+        listener: Callable[[float], None] | None = None,
+        rows_on_device: bool = False,
+    ) -> None:
+        """``rows_on_device``: the lagged loop leaves the attention rows on the device (``device_rows``), for word
+        timing there (``alignment.py``), instead of reading them."""
         self.eot = eot
+        self.rows_on_device = rows_on_device
+        self.device_rows: mx.array | None = None  # steps × batch × heads × frames, where kept on the device
         self.limit = limit
         self.listener = listener  # hears ``share()`` after each step read
         self.tokens: list[list[int]] = [[] for _ in range(batch)]
@@ -135,13 +146,17 @@ class DeviceRows:
         self.steps += 1
         return block
 
-    def read(self) -> NDArray[np.float32]:
-        """steps × batch × heads × frames, float32: one transfer to the host."""
+    def whole(self) -> mx.array:
+        """steps × batch × heads × frames, the model's dtype, on the device (the blocks are let go)."""
         if not self._blocks:
-            return np.zeros((0, self.batch, 0, 0), np.float32)
+            return mx.zeros((0, self.batch, 0, 0), mx.float32)
         whole = self._blocks[0] if len(self._blocks) == 1 else mx.concatenate(self._blocks)
         self._blocks = []
-        return np.array(whole[: self.steps].astype(mx.float32))
+        return whole[: self.steps]
+
+    def read(self) -> NDArray[np.float32]:
+        """steps × batch × heads × frames, float32: one transfer to the host."""
+        return np.array(self.whole().astype(mx.float32))
 
 
 def choose(masked: mx.array, temperature: float, step: int = 0) -> mx.array:
@@ -253,7 +268,10 @@ def decode_lagged(
             sequences = mx.array(active)
     if unread:
         _read(results, unread)
-    results.set_rows(rows.read())
+    if results.rows_on_device:
+        results.device_rows = rows.whole()
+    else:
+        results.set_rows(rows.read())
 
 
 def _read(results: BatchResults, steps: list[tuple[NDArray[np.int64], mx.array]]) -> None:

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
-from onepass_whisper.adapters.dtw.aligner import DtwAligner, attention_matrix
+from onepass_whisper.adapters.dtw.aligner import DtwAligner, attention_matrix, token_frames
 from onepass_whisper.adapters.dtw.calibration import MODEL_LAG_SECONDS, model_lag
 from onepass_whisper.adapters.dtw.refine import (
     FINAL_SEARCH_SECONDS,
@@ -104,6 +104,22 @@ def test_words_are_ordered_inside_the_window_and_keep_the_text(chunk: DecodedChu
 @given(chunk=decoded_chunks(extreme=True), refine=st.booleans())
 def test_extreme_attention_never_raises(chunk: DecodedChunk, refine: bool) -> None:
     assert_ordered_in_window(flat(DtwAligner(refine=refine).align(chunk)), chunk.window.duration)
+
+
+@given(chunk=decoded_chunks(), refine=st.booleans())
+def test_token_frames_computed_elsewhere_give_the_same_words(chunk: DecodedChunk, refine: bool) -> None:
+    """A GPU decoder's chunk carries DTW's frames instead of the attention: the words are the same."""
+    aligner = DtwAligner(refine=refine, lag_seconds=0.1)
+    frames = token_frames(chunk.attention, aligner.median_width).astype(np.int32)
+    precomputed = attrs.evolve(chunk, attention=np.zeros((0, 0, 0), np.float32), token_frames=frames)
+    assert aligner.align(precomputed) == aligner.align(chunk)
+
+
+def test_token_frames_of_the_wrong_length_are_rejected() -> None:
+    chunk = chunk_of([" a", " b"], [0.1, 0.3], 0.5, bursts([(0.1, 0.5)], 1.0))
+    wrong = attrs.evolve(chunk, attention=np.zeros((0, 0, 0), np.float32), token_frames=np.zeros(2, np.int32))
+    with pytest.raises(ValueError, match="token_frames must have shape"):
+        DtwAligner().align(wrong)
 
 
 @pytest.mark.parametrize("attention_shape", [(2, 1, 50), (2, 0, 50), (0, 0, 0)])

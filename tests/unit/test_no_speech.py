@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from attrs import evolve
 
-from onepass_whisper.application.no_speech import heard_no_speech, words_logprob
+from onepass_whisper.application.no_speech import heard_no_speech, without_speech, words_logprob
 from onepass_whisper.application.scheduler import BatchScheduler
 from onepass_whisper.application.transcription import TranscriptionService
 from onepass_whisper.domain.audio import DecodedChunk, Window
@@ -86,3 +86,11 @@ def test_the_server_s_scheduler_drops_them_too() -> None:
     with BatchScheduler(lambda: HallucinatingDecoder("you"), FakeAligner()) as scheduler:
         transcript = scheduler.submit(tone(40.0), TranscribeOptions()).future.result(30.0)
     assert transcript.text == "" and transcript.segments == ()
+
+
+def test_dropping_the_words_keeps_end_of_text_s_frame_computed_on_the_device() -> None:
+    decoded = chunk(0.95, -0.70, [0.17])
+    frames = np.arange(decoded.token_count + 1, dtype=np.int32) + 5
+    silent = without_speech(evolve(decoded, attention=np.zeros((0, 0, 0), np.float32), token_frames=frames))
+    assert silent.token_frames is not None and silent.token_frames.tolist() == [frames[-1]]
+    assert silent.token_count == 0

@@ -23,6 +23,8 @@ from mlx_whisper.whisper import Whisper
 from numpy.typing import NDArray
 from threadpoolctl import ThreadpoolController
 
+from onepass_whisper.adapters.mlx import cuda_dtw
+from onepass_whisper.adapters.mlx.alignment import DeviceAlignment, dtw_first_frames
 from onepass_whisper.adapters.mlx.encoder import encode, encode_on_host
 from onepass_whisper.adapters.mlx.loop import BatchResults, decode_lagged, decode_synced
 from onepass_whisper.adapters.mlx.rules import LogitRules, logsumexp
@@ -77,6 +79,18 @@ def choose(model: Whisper, alignment_heads: Sequence[tuple[int, int]], settings:
         return HostBackend(model, alignment_heads)
     program = KernelProgram(model, alignment_heads) if settings.cuda_kernels and mx.cuda.is_available() else None
     return DeviceBackend(model, alignment_heads, program)
+
+
+def choose_alignment(settings: StepSettings) -> DeviceAlignment | None:
+    """Whether word timing's reduction and DTW run on the device, for a whole batch (``alignment.py``), and with
+    which DTW: by default on MLX's CUDA backend only (the CUDA kernel, ``cuda_dtw``), where the attention rows would
+    otherwise cross to the host and the host's numpy took longer than the decoding (``docs/performance.md`` #85);
+    ``settings.device_alignment`` forces it either way (elsewhere with the MLX-op DTW)."""
+    cuda = mx.default_device() != mx.cpu and mx.cuda.is_available()
+    wanted = cuda if settings.device_alignment is None else settings.device_alignment
+    if not wanted:
+        return None
+    return DeviceAlignment(settings.median_width, cuda_dtw.dtw_first_frames if cuda else dtw_first_frames)
 
 
 class HostBackend:
