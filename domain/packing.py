@@ -149,6 +149,7 @@ def _part_chunk(chunk: DecodedChunk, part: Part, owned: Sequence[tuple[ChunkSegm
         token_probabilities=np.ascontiguousarray(chunk.token_probabilities[lo:hi]),
         attention=np.ascontiguousarray(attention),
         speech_ended=False,
+        token_frames=None,  # a DTW over the whole pack (the device's) crossed parts: each part's is its own
     )
 
 
