@@ -30,57 +30,28 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from types import TracebackType
 
-from attrs import define, field, frozen
+from attrs import define, field
 
+from onepass_whisper.application.batch_filling import Queued, fill_batch
 from onepass_whisper.application.no_speech import speech_only
+from onepass_whisper.application.scheduler_records import (
+    BatchRecord,
+    QueueFullError,
+    SchedulerClosedError,
+    SchedulerStats,
+)
 from onepass_whisper.application.word_timing import WordTiming, default_align_workers, timed_segments
 from onepass_whisper.domain.audio import DecodedChunk, Waveform, Window, finite_samples
 from onepass_whisper.domain.decoding import may_have_undecoded_tail, undecoded_tail
-from onepass_whisper.domain.errors import AudioLoadError, TranscriptionError
+from onepass_whisper.domain.errors import AudioLoadError
 from onepass_whisper.domain.model import Segment, TranscribeOptions, Transcript
+from onepass_whisper.domain.packing import Pack, pack, split_chunk, unfinished
 from onepass_whisper.domain.ports import Aligner, Decoder
 from onepass_whisper.domain.windowing import stream_windows
 
 DEFAULT_GATHER_SECONDS = 0.05  # heuristic: a short wait for other requests' windows, small beside a batch's decoding
 DEFAULT_MAX_REQUESTS = 64  # requests in flight (queued, decoding or timing) before new ones are refused
 RECENT_BATCHES = 256  # batches remembered for ``stats`` (bounded: a long-running server keeps flat memory)
-
-
-class QueueFullError(TranscriptionError):
-    """Too many requests in flight; try again after ``retry_after`` seconds."""
-
-    def __init__(self, in_flight: int, retry_after: int) -> None:
-        super().__init__(f"server busy: {in_flight} requests in flight; retry in {retry_after} s")
-        self.retry_after = retry_after
-
-
-class SchedulerClosedError(TranscriptionError):
-    """The scheduler is shutting down and takes no new requests."""
-
-    def __init__(self) -> None:
-        super().__init__("shutting down: no new requests are taken")
-
-
-@frozen
-class BatchRecord:
-    """One decoded batch: how many windows, from how many requests, and how long it took."""
-
-    windows: int
-    requests: int
-    seconds: float
-
-
-@frozen
-class SchedulerStats:
-    in_flight: int  # requests submitted and not yet answered
-    queued_windows: int
-    answered: int
-    failed: int
-    cancelled: int
-    batches: tuple[BatchRecord, ...]  # the most recent ones, oldest first
-    decoded_batches: int = 0  # since the start
-    decoded_windows: int = 0
-    batch_requests: int = 0  # the sum over batches of the requests each held
 
 
 class Ticket:
@@ -109,12 +80,6 @@ class _Request:
     finishing: bool = False  # every window decoded: waiting for word times
 
 
-@define
-class _Queued:
-    window: Window
-    since: float  # time.monotonic() when queued
-
-
 class BatchScheduler:
     """Decodes the windows of all requests in flight together; see the module's doc."""
 
@@ -128,16 +93,22 @@ class BatchScheduler:
         max_requests: int = DEFAULT_MAX_REQUESTS,
         align_workers: int | None = None,
         align_processes: int = 0,
+        pack_seconds: float = 0.0,
     ) -> None:
-        if batch_size < 1 or max_requests < 1 or gather_seconds < 0:
+        """``pack_seconds``: requests up to that long share 30-s windows (``domain/packing.py``); 0: never."""
+        if batch_size < 1 or max_requests < 1 or gather_seconds < 0 or pack_seconds < 0:
             raise ValueError(f"bad limits: batch {batch_size}, requests {max_requests}, gather {gather_seconds}")
+        self.pack_seconds = pack_seconds
+        self._packs: dict[int, Pack] = {}  # packs being decoded, by their window's source (negative)
+        self._pack_numbers = itertools.count(-1, -1)
+        self._alone: set[int] = set()  # requests decoded alone from now on (their pack could not be split)
         self.aligner = aligner
         self.batch_size = batch_size
         self.gather_seconds = gather_seconds
         self.max_requests = max_requests
         self._timing = WordTiming(aligner, align_workers or default_align_workers(), align_processes)
         self._lock = threading.Condition()
-        self._queues: dict[int, deque[_Queued]] = {}  # each request's windows to decode, oldest request first
+        self._queues: dict[int, deque[Queued]] = {}  # each request's windows to decode, oldest request first
         self._requests: dict[int, _Request] = {}
         self._numbers = itertools.count()
         self._closing = False
@@ -194,7 +165,7 @@ class BatchScheduler:
             request = _Request(number, options, waveform.duration, future, windows_left=len(windows))
             self._requests[number] = request
             now = time.monotonic()
-            self._queues[number] = deque(_Queued(window, now) for window in windows)
+            self._queues[number] = deque(Queued(window, now) for window in windows)
             self._lock.notify_all()
         return Ticket(self, number, future)
 
@@ -295,22 +266,28 @@ class BatchScheduler:
                 if left <= 0:
                     break
                 self._lock.wait(left)
+            options = self._first_options()
             turns = [
-                queue
-                for number, queue in self._queues.items()
-                if queue and self._requests[number].options == self._first_options()
+                queue for number, queue in self._queues.items() if queue and self._requests[number].options == options
             ]
-            batch: list[Window] = []
-            while turns and len(batch) < self.batch_size:
-                for queue in list(turns):
-                    if len(batch) == self.batch_size:
-                        break
-                    batch.append(queue.popleft().window)
-                    if not queue:
-                        turns.remove(queue)
+            batch = self._take(turns, options)
             for number in [n for n, queue in self._queues.items() if not queue]:
                 del self._queues[number]
             return batch
+
+    def _take(self, turns: list[deque[Queued]], options: TranscribeOptions | None) -> list[Window]:
+        """The next batch's windows from ``turns`` (``fill_batch``), short requests' windows packed where packing
+        is on and the language is known before decoding (a pack has one language)."""
+        packing = self.pack_seconds > 0 and options is not None and self._one_language(options)
+        alone, bins = fill_batch(turns, self.batch_size, self.pack_seconds if packing else 0.0, self._alone)
+        for windows in bins:
+            packed = pack(windows, next(self._pack_numbers))
+            self._packs[packed.window.source] = packed
+            alone.append(packed.window)
+        return alone
+
+    def _one_language(self, options: TranscribeOptions) -> bool:
+        return options.language is not None or not self.decoder.is_multilingual
 
     def _queued(self) -> int:
         return sum(len(queue) for queue in self._queues.values())
@@ -321,11 +298,23 @@ class BatchScheduler:
 
     def _requests_options(self, batch: Sequence[Window]) -> TranscribeOptions | None:
         with self._lock:
-            for window in batch:
-                request = self._requests.get(window.source)
+            for source in self._sources(batch):
+                request = self._requests.get(source)
                 if request is not None:
                     return request.options
         return None
+
+    def _sources(self, batch: Sequence[Window]) -> list[int]:
+        """The requests whose windows ``batch`` holds, a pack's included, in order."""
+        return list(dict.fromkeys(w.source for w in self._unpacked(batch)))
+
+    def _unpacked(self, batch: Sequence[Window]) -> list[Window]:
+        """``batch`` with each pack replaced by its parts' own windows."""
+        windows = []
+        for window in batch:
+            packed = self._packs.get(window.source)
+            windows.extend([part.window for part in packed.parts] if packed is not None else [window])
+        return windows
 
     def _decode(self, batch: list[Window], options: TranscribeOptions) -> None:
         started = time.perf_counter()
@@ -335,21 +324,30 @@ class BatchScheduler:
         except Exception as error:  # noqa: BLE001 - one request's windows may be at fault: the others go on
             self._isolate(batch, options, error)
             return
-        record = BatchRecord(len(batch), len({w.source for w in batch}), time.perf_counter() - started)
+        record = BatchRecord(len(batch), len(self._sources(batch)), time.perf_counter() - started)
         with self._lock:
             self._batches.append(record)
             self._totals = [self._totals[0] + 1, self._totals[1] + record.windows, self._totals[2] + record.requests]
         for chunk in chunks:
-            self._route(speech_only(chunk, options), options)
+            packed = self._packs.pop(chunk.window.source, None)
+            if packed is None:
+                self._route(speech_only(chunk, options), options)
+            else:  # no no-speech rule on a pack: its probability is the first part's (parts have sound: ``packable``)
+                self._route_pack(packed, chunk, options)
 
     def _isolate(self, batch: list[Window], options: TranscribeOptions, error: Exception) -> None:
         """A batch failed: alone, its request gets the error; else each request's windows are decoded apart."""
-        sources = list(dict.fromkeys(w.source for w in batch))
+        windows = self._unpacked(batch)
+        for window in batch:
+            self._packs.pop(window.source, None)
+        sources = list(dict.fromkeys(w.source for w in windows))
+        with self._lock:
+            self._alone.update(sources)
         if len(sources) == 1:
             self._fail(sources[0], error)
             return
         for source in sources:
-            self._decode([w for w in batch if w.source == source], options)
+            self._decode([w for w in windows if w.source == source], options)
 
     def _route(self, chunk: DecodedChunk, options: TranscribeOptions) -> None:
         """Hand ``chunk``'s words to the request that owns its window (nothing, if it was cancelled)."""
@@ -369,15 +367,59 @@ class BatchScheduler:
         except Exception as error:  # noqa: BLE001 - this request's failure, not the others'
             self._fail(number, error)
             return
+        self._settle(request, chunk.language, bool(chunk.segments), (chunk.window.offset, timed), rest)
+
+    def _route_pack(self, packed: Pack, chunk: DecodedChunk, options: TranscribeOptions) -> None:
+        """Split a pack's decoded chunk into one chunk per part (``domain/packing.py``), each timed as a window of
+        its own and handed to its request; parts it cannot hand out with certainty, or that the model did not
+        finish, are decoded again, each alone."""
+        parts = split_chunk(packed, chunk)
+        redo = set(range(len(packed.parts))) if parts is None else set(unfinished(packed, parts))
+        for index, part in enumerate(packed.parts):
+            with self._lock:
+                request = self._requests.get(part.window.source)
+            if request is None:  # cancelled meanwhile
+                continue
+            if parts is None or index in redo:
+                self._again_alone(part.window)
+                continue
+            try:
+                timed = self._timing.submit(parts[index], options.word_timestamps)
+            except Exception as error:  # noqa: BLE001 - this request's failure, not the others'
+                self._fail(part.window.source, error)
+                continue
+            self._settle(request, chunk.language, bool(parts[index].segments), (part.window.offset, timed), None)
+
+    def _again_alone(self, window: Window) -> None:
+        """Queue a request's window first, to be decoded alone (never packed again)."""
+        with self._lock:
+            if window.source not in self._requests:
+                return
+            self._alone.add(window.source)
+            self._queues.setdefault(window.source, deque()).appendleft(Queued(window, time.monotonic()))
+            self._lock.notify_all()
+
+    def _settle(
+        self,
+        request: _Request,
+        language: str,
+        has_text: bool,
+        timed: tuple[float, Future[list[Segment]]],
+        rest: Window | None,
+    ) -> None:
+        """Record a decoded window of ``request`` (its window offset and timed segments); queue ``rest``, the
+        window's undecoded tail, first; answer the request once nothing of it is left to decode."""
+        number = request.number
         with self._lock:
             if self._requests.get(number) is not request:
                 return
-            request.first_language = request.first_language or chunk.language
-            if chunk.segments:
-                request.languages.append(chunk.language)
-            request.timed.append((chunk.window.offset, timed))
+            request.first_language = request.first_language or language
+            if has_text:
+                request.languages.append(language)
+            request.timed.append(timed)
             if rest is not None:  # decoded again, first thing in the next batch
-                self._queues.setdefault(number, deque()).appendleft(_Queued(rest, time.monotonic()))
+                self._queues.setdefault(number, deque()).appendleft(Queued(rest, time.monotonic()))
+                self._lock.notify_all()
             else:
                 request.windows_left -= 1
             if request.windows_left > 0 or request.finishing:

@@ -45,6 +45,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     audio_seconds = sum(seconds for _, seconds in files)
     print(f"{len(files)} requests, {audio_seconds:.1f} s of audio ({files[0][1]:.1f}-{files[-1][1]:.1f} s each)")
     clients = [int(n) for n in args.clients.split(",")]
+    packs = [float(p) for p in str(args.pack_seconds).split(",")]
     report: dict[str, Any] = {
         "model": args.model,
         "batch_size": args.batch_size,
@@ -52,17 +53,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         "audio_seconds": audio_seconds,
         "runs": [],
     }
-    with _Server(args.model, args.batch_size, args.gather_ms) as server:
-        _send(server, files[0][0])  # warm-up: first-call costs (imports, kernels) are nobody's latency
-        served: dict[Path, list[tuple[str, float, float]]] = {}
-        for n in clients:
-            run = _run(server, files, n, served)
-            report["runs"].append(run)
-            print(
-                f"server, {n:>3} clients: {run['throughput']:6.1f} audio s/s, p50 {run['p50']:.2f} s, "
-                f"p95 {run['p95']:.2f} s, wall {run['wall']:.1f} s, mean batch {run['mean_batch']:.1f} windows "
-                f"from {run['mean_requests']:.1f} requests"
-            )
+    served: dict[float, dict[Path, list[tuple[str, float, float]]]] = {pack: {} for pack in packs}
+    for repeat in range(args.repeats):
+        for pack in packs if repeat % 2 == 0 else packs[::-1]:  # alternating: a shared machine's load drifts
+            with _Server(args.model, args.batch_size, args.gather_ms, pack) as server:
+                _send(server, files[0][0])  # warm-up: first-call costs (imports, kernels) are nobody's latency
+                for n in clients:
+                    run = {"pack_seconds": pack, "repeat": repeat, **_run(server, files, n, served[pack])}
+                    report["runs"].append(run)
+                    print(
+                        f"server (pack {pack:g} s), {n:>3} clients: {run['throughput']:6.1f} audio s/s, p50 "
+                        f"{run['p50']:.2f} s, p95 {run['p95']:.2f} s, wall {run['wall']:.1f} s, mean batch "
+                        f"{run['mean_batch']:.1f} windows from {run['mean_requests']:.1f} requests"
+                    )
+    _ratios(report["runs"], clients, packs)
     if not args.no_cli:
         parallel = args.cli_parallel or max(clients)
         cli = _cli_runs(args.model, args.batch_size, files, parallel)
@@ -71,15 +75,59 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"app transcribe, one process a file, {parallel} at once: {cli['throughput']:6.1f} audio s/s, "
             f"p50 {cli['p50']:.2f} s, p95 {cli['p95']:.2f} s, wall {cli['wall']:.1f} s"
         )
-        same = sum(served[path] == cli["words"][path] for path, _ in files)
-        report["same_words_and_times"] = same
-        print(f"same words and times as app transcribe: {same} of {len(files)} files")
-        for path, _ in files:
-            if served[path] != cli["words"][path]:
-                print(f"  differs: {path.relative_to(Path(args.data))}")
+        report["agreement"] = [_agreement(pack, served[pack], cli["words"], files, Path(args.data)) for pack in packs]
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=2))
+
+
+def _ratios(runs: list[dict[str, Any]], clients: list[int], packs: list[float]) -> None:
+    """Each setting's N-client throughput over its one-client throughput, and packing's over no packing's, from
+    the median of the repeats."""
+
+    def median(pack: float, n: int) -> float:
+        values = sorted(float(r["throughput"]) for r in runs if r["pack_seconds"] == pack and r["clients"] == n)
+        return values[len(values) // 2]
+
+    for pack in packs:
+        for n in clients[1:]:
+            print(f"pack {pack:g} s: {n} clients / 1 client: {median(pack, n) / median(pack, clients[0]):.2f}x")
+    for pack in packs[1:]:
+        for n in clients:
+            print(f"{n} clients: pack {pack:g} s / pack {packs[0]:g} s: {median(pack, n) / median(packs[0], n):.2f}x")
+
+
+def _agreement(
+    pack: float,
+    served: dict[Path, list[tuple[str, float, float]]],
+    cli: dict[Path, list[tuple[str, float, float]]],
+    files: list[tuple[Path, float]],
+    data: Path,
+) -> dict[str, Any]:
+    """How the served words of one setting compare with ``app transcribe``'s: files with the same words and
+    times, the same words, and how far apart the edges of the same words are."""
+    same = sum(served[path] == cli[path] for path, _ in files)
+    texts = [path for path, _ in files if [w for w, _, _ in served[path]] == [w for w, _, _ in cli[path]]]
+    shifts = [
+        abs(a - b)
+        for path in texts
+        for (_, *ours), (_, *theirs) in zip(served[path], cli[path])
+        for a, b in zip(ours, theirs)
+    ]
+    result: dict[str, Any] = {
+        "pack_seconds": pack,
+        "same_words_and_times": same,
+        "same_words": len(texts),
+        "edge_shift_mean_ms": 1000 * sum(shifts) / len(shifts) if shifts else None,
+        "differs": [str(path.relative_to(data)) for path, _ in files if path not in texts],
+    }
+    print(
+        f"pack {pack:g} s: same words and times as app transcribe: {same} of {len(files)} files; same words "
+        f"{len(texts)}; their edges {result['edge_shift_mean_ms'] or 0:.1f} ms apart on average"
+    )
+    for name in result["differs"]:
+        print(f"  words differ: {name}")
+    return result
 
 
 def _pick(data: Path, count: int, longform: bool) -> list[tuple[Path, float]]:
@@ -111,7 +159,7 @@ def _wav_seconds(path: Path) -> float:
 class _Server:
     """``app serve`` in a child process on a free loopback port."""
 
-    def __init__(self, model: str, batch_size: int, gather_ms: float) -> None:
+    def __init__(self, model: str, batch_size: int, gather_ms: float, pack_seconds: float = 0.0) -> None:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
@@ -130,6 +178,8 @@ class _Server:
             str(gather_ms),
             "--max-requests",
             "1024",
+            "--pack-seconds",
+            str(pack_seconds),
         ]
         self.url = f"http://127.0.0.1:{self.port}"
 
@@ -259,6 +309,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", default="tiny.en")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--gather-ms", type=float, default=50.0)
+    parser.add_argument(
+        "--pack-seconds", default="0", help="the server's --pack-seconds; comma-separated: one server each, in turn"
+    )
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each setting, alternating")
     parser.add_argument("--clients", default="1,4,16", help="comma-separated numbers of concurrent clients")
     parser.add_argument("--requests", type=int, default=16, help="utterances sent in each run")
     parser.add_argument("--longform", action="store_true", help="also send the two long-form files")

@@ -61,6 +61,15 @@ def serve(
             min=0.0, help="Longest wait for other requests' windows to fill a batch, after the oldest arrived."
         ),
     ] = DEFAULT_GATHER_SECONDS * 1000,
+    pack_seconds: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=30.0,
+            help="Requests up to this long share 30-s windows, several to a window, their words split back by "
+            "time (docs/server.md); where the language is known before decoding. 0: each request its own windows.",
+        ),
+    ] = 0.0,
 ) -> None:
     """Serve OpenAI's audio API ([b]POST /v1/audio/transcriptions[/b], translations, models, health) and a page at
     [b]/[/b]; the windows of all requests in flight share decoder batches (docs/server.md)."""
@@ -75,6 +84,7 @@ def serve(
             batch_size=batch_size,
             gather_seconds=gather_ms / 1000,
             max_requests=max_requests,
+            pack_seconds=pack_seconds,
             align_processes=container.align_processes(),
         )
     except ModelLoadError as exc:

@@ -28,7 +28,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from onepass_whisper.application.scheduler import BatchScheduler, QueueFullError, SchedulerClosedError
+from onepass_whisper.application.scheduler import BatchScheduler
+from onepass_whisper.application.scheduler_records import QueueFullError, SchedulerClosedError
 from onepass_whisper.domain.audio import Waveform
 from onepass_whisper.domain.errors import (
     AudioLoadError,

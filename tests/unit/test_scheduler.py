@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from onepass_whisper.application.scheduler import BatchScheduler, QueueFullError, SchedulerClosedError
+from onepass_whisper.application.scheduler import BatchScheduler
+from onepass_whisper.application.scheduler_records import QueueFullError, SchedulerClosedError
 from onepass_whisper.application.transcription import TranscriptionService
 from onepass_whisper.domain.audio import SAMPLE_RATE, DecodedChunk, Waveform, Window
 from onepass_whisper.domain.errors import AudioLoadError, ModelLoadError
