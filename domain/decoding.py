@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from onepass_whisper.domain.audio import FRAME_SECONDS, SAMPLE_RATE, DecodedChunk, Window
-from onepass_whisper.domain.model import Segment, TranscribeOptions
+from onepass_whisper.domain.model import Segment, TranscribeOptions, Word
 from onepass_whisper.domain.windowing import SMOOTHING_FRAMES, sound_end, sound_frames
 
 # heuristic: less than a second of a window left after its last segment holds no more than a word or two: the
@@ -71,7 +71,11 @@ def best_attempt(attempts: Sequence[tuple[str, float]], options: TranscribeOptio
 #    stop, the service decodes that rest again as a window of its own, in the next batch, its language detected
 #    afresh (``may_have_undecoded_tail``, ``undecoded_tail``). The audio decides, not the model's ending: a lone
 #    timestamp before silence or room noise leaves nothing to decode (a hallucination is not decoded again), one
-#    before a sentence in another language leaves that sentence.
+#    after a confident sentence and before a sentence in another language leaves that sentence.
+#
+# A tail is decoded against the model's own word (it said the speech ended, or stopped): its first segment is held
+# to openai-whisper's test for a hallucination after a pause (``is_hallucination``), and a tail that fails it keeps
+# no words (base on music after a sentence: " Thank you.", its first word at probability 0.01, its last 5 s long).
 #
 # Re-decoding ends: a tail starts after its window's last timed word, and only after progress (the last segment
 # ends after the window's start), so each is shorter than the window it was cut from; a tail that yields no words
@@ -111,11 +115,21 @@ def sound_after(window: Window, start: float) -> tuple[float, float]:
     return sound.size * FRAME_SECONDS, (first + int(sound[0])) * FRAME_SECONDS
 
 
-def may_have_undecoded_tail(chunk: DecodedChunk) -> bool:
+def may_have_undecoded_tail(chunk: DecodedChunk, options: TranscribeOptions) -> bool:
     """Whether ``chunk``'s window may hold speech its decoding left out: after progress (its last segment ends
     after the window's start), more than ``CONTINUE_SECONDS`` of sound follow that segment. Cheap, so that only
-    such windows have their words timed at once; ``undecoded_tail`` then decides from the timed words."""
+    such windows have their words timed at once; ``undecoded_tail`` then decides from the timed words.
+
+    Where the model said the speech ended (a lone final timestamp), the audio overrules it only after a window it
+    transcribed with confidence (average log probability not under ``logprob_threshold``): a sentence it was sure
+    of, then sound it would not transcribe, is a change of language; a window that failed the likelihood test at
+    every temperature is music or noise heard as words (base on a chord progression: " nd"), and its rest would be
+    more of them.
+    """
     if not chunk.segments or chunk.window.tail_depth >= MAX_TAIL_DEPTH:
+        return False
+    threshold = options.logprob_threshold
+    if chunk.speech_ended and threshold is not None and not chunk.avg_logprob >= threshold:
         return False
     end = chunk.segments[-1].end
     return end > 0.0 and sound_after(chunk.window, end)[0] > CONTINUE_SECONDS
@@ -143,3 +157,47 @@ def undecoded_tail(chunk: DecodedChunk, segments: Sequence[Segment]) -> Window |
         samples=window.samples[cut:],
         tail_depth=window.tail_depth + 1,
     )
+
+
+def timed_at_once(chunk: DecodedChunk, options: TranscribeOptions) -> bool:
+    """Whether ``chunk``'s words are timed before the next batch is decoded, not beside it: its window may have an
+    undecoded tail (which starts after its last timed word), or is one (whose first segment is checked)."""
+    return chunk.window.tail_depth > 0 or may_have_undecoded_tail(chunk, options)
+
+
+def settle_tail(
+    chunk: DecodedChunk, segments: Sequence[Segment], options: TranscribeOptions
+) -> tuple[list[Segment], Window | None]:
+    """The timed ``segments`` of a chunk that ``timed_at_once`` chose, to keep, and its undecoded tail (or None):
+    a tail window whose first segment is a hallucination keeps nothing and has no tail of its own."""
+    if chunk.window.tail_depth > 0 and segments and is_hallucination(segments[0]):
+        return [], None
+    return list(segments), undecoded_tail(chunk, segments) if may_have_undecoded_tail(chunk, options) else None
+
+
+# openai-whisper's hallucination test (``transcribe.py``, used with ``hallucination_silence_threshold``)
+_PUNCTUATION = "\"'“¿([{-\"'.。,，!！?？:：”)]}、"
+_ANOMALOUS_PROBABILITY = 0.15
+_SHORTEST_SECONDS = 0.133  # a word shorter is suspect, the more the shorter
+_LONGEST_SECONDS = 2.0  # a word longer is suspect, the more the longer
+
+
+def word_anomaly(word: Word) -> float:
+    """openai-whisper's ``word_anomaly_score``: 1 for an unlikely word, plus its excess shortness or length."""
+    duration = word.end - word.start
+    score = 1.0 if word.probability < _ANOMALOUS_PROBABILITY else 0.0
+    if duration < _SHORTEST_SECONDS:
+        score += (_SHORTEST_SECONDS - duration) * 15
+    if duration > _LONGEST_SECONDS:
+        score += duration - _LONGEST_SECONDS
+    return score
+
+
+def is_hallucination(segment: Segment) -> bool:
+    """openai-whisper's ``is_segment_anomaly``: the anomaly of the first 8 words (punctuation aside) is at least 3,
+    or about one a word. A segment without timed words is not judged."""
+    words = [w for w in segment.words if w.text.strip() and not all(c in _PUNCTUATION for c in w.text.strip())][:8]
+    if not words:
+        return False
+    score = sum(word_anomaly(w) for w in words)
+    return score >= 3 or score + 0.01 >= len(words)

@@ -139,7 +139,7 @@ class FakeDecoder:
 
 class LanguageSwitchingDecoder(FakeDecoder):
     """Hears a tone's pitch as its language (``PITCHES``), as base hears a language change: it detects a window's
-    language from its first sound (unless one is forced), says one word of it per burst of sound (a segment each)
+    language from its first sound (unless one is forced), says its word once a second of each burst (a segment each)
     and stops with a lone timestamp (``speech_ended``) at the first burst in another language, which it leaves
     undecoded.
 
@@ -165,19 +165,18 @@ class LanguageSwitchingDecoder(FakeDecoder):
         for start, end, pitch in bursts:
             if pitch != bursts[0][2]:
                 break
-            word = self.PITCHES[pitch][1]
-            heard.append(ChunkSegment(start, end, word, (word,), (1,)))
+            words = (self.PITCHES[pitch][1],) * max(1, round(end - start))  # a word a second
+            heard.append(ChunkSegment(start, end, "".join(words), words, (1,) * len(words)))
         language = options.language or (self.PITCHES[bursts[0][2]][0] if bursts else "en")
         self.languages.append(language)
-        attention = np.full((2, len(heard) + 1, window.num_frames), -5.0, np.float32)  # heads × tokens × frames
-        for i, segment in enumerate(heard):
-            attention[:, i, min(window.num_frames - 1, round(segment.start / 0.02))] = 5.0
-        attention[:, -1, -1] = 5.0
+        tokens = sum(len(segment.words) for segment in heard)
+        attention = np.full((2, tokens + 1, window.num_frames), -5.0, np.float32)  # heads × tokens × frames
+        attention[:, :, -1] = 5.0  # (FakeAligner spreads the words; a real aligner would see no diagonal)
         return DecodedChunk(
             window=window,
             language=language,
             segments=heard,
-            token_probabilities=np.full(len(heard), 0.9, np.float32),
+            token_probabilities=np.full(tokens, 0.9, np.float32),
             attention=attention,
             avg_logprob=-0.2,
             compression_ratio=1.0,

@@ -13,7 +13,7 @@ from attrs import evolve
 
 from onepass_whisper.application.scheduler import BatchScheduler
 from onepass_whisper.application.transcription import TranscriptionService
-from onepass_whisper.domain.audio import SAMPLE_RATE, DecodedChunk, Waveform, Window
+from onepass_whisper.domain.audio import SAMPLE_RATE, ChunkSegment, DecodedChunk, Waveform, Window
 from onepass_whisper.domain.decoding import MAX_TAIL_DEPTH
 from onepass_whisper.domain.model import TranscribeOptions, Transcript
 from onepass_whisper.domain.ports import BatchProgress
@@ -31,7 +31,14 @@ def transcribe(waveform: Waveform, decoder: LanguageSwitchingDecoder, language: 
 
 
 def words(transcript: Transcript) -> list[tuple[str, float, float]]:
-    return [(w.text.strip(), round(w.start, 2), round(w.end, 2)) for w in transcript.words]
+    """Each run of one word (the fake says its word once a second): the word, its first start and last end."""
+    runs: list[tuple[str, float, float]] = []
+    for w in transcript.words:
+        if runs and runs[-1][0] == w.text.strip():
+            runs[-1] = (runs[-1][0], runs[-1][1], round(w.end, 2))
+        else:
+            runs.append((w.text.strip(), round(w.start, 2), round(w.end, 2)))
+    return runs
 
 
 def test_speech_after_a_language_change_is_decoded_with_its_own_language() -> None:
@@ -77,17 +84,18 @@ def test_a_tail_is_batched_with_the_other_pending_windows() -> None:
     assert decoder.windows[0] == [(0, 0.0), (1, 0.0), (1, 30.0), (1, 60.0)]
     assert decoder.windows[1][0][0] == 0 and decoder.windows[1][1] == (1, 90.0)  # a's tail, then b's last window
     transcript = results["a.wav"].transcript
-    assert transcript is not None and [w.text.strip() for w in transcript.words] == ["hello", "bonjour"]
+    assert transcript is not None and [text for text, _, _ in words(transcript)] == ["hello", "bonjour"]
 
 
 class OneWordPerWindow(LanguageSwitchingDecoder):
-    """Says one word in the first 0.1 s of every window and stops (a model stuck on a long noise)."""
+    """Says one word in the first 0.2 s of every window and stops (a model stuck on a long noise)."""
 
     def decode_batch(
         self, windows: Sequence[Window], options: TranscribeOptions, progress: BatchProgress | None = None
     ) -> list[DecodedChunk]:
         chunks = super().decode_batch(windows, options, progress)
-        return [evolve(c, segments=[evolve(c.segments[0], start=0.0, end=0.1)]) for c in chunks]
+        one = ChunkSegment(0.0, 0.2, " hello", (" hello",), (1,))
+        return [evolve(c, segments=[one], token_probabilities=c.token_probabilities[:1]) for c in chunks]
 
 
 def test_re_decoding_ends_after_max_tail_depth_cuts() -> None:
@@ -109,3 +117,27 @@ def test_the_scheduler_decodes_the_tail_as_the_service_does() -> None:
 def test_the_fake_hears_the_pitches() -> None:
     assert LanguageSwitchingDecoder.bursts(EN_FR.samples) == [(0.3, 4.3, EN), (6.3, 11.3, FR)]
     assert LanguageSwitchingDecoder.bursts(np.zeros(SAMPLE_RATE, np.float32)) == []
+
+
+class HallucinatingTails(LanguageSwitchingDecoder):
+    """Says " Thank you." over the whole of any tail window's first burst, as base does over music after a
+    sentence: two words over seconds (FakeAligner spreads them over the segment)."""
+
+    def decode_batch(
+        self, windows: Sequence[Window], options: TranscribeOptions, progress: BatchProgress | None = None
+    ) -> list[DecodedChunk]:
+        chunks = super().decode_batch(windows, options, progress)
+        thanks = (" Thank", " you.")
+        return [
+            evolve(c, segments=[evolve(c.segments[0], text="".join(thanks), words=thanks, word_token_counts=(1, 1))])
+            if c.window.tail_depth and c.segments
+            else c
+            for c in chunks
+        ]
+
+
+def test_a_tail_whose_first_segment_is_a_hallucination_keeps_no_words() -> None:
+    decoder = HallucinatingTails()
+    transcript = transcribe(pitched((0.3, 0), (4.0, EN), (2.0, 0), (9.0, FR)), decoder)  # its words 4.5 s long
+    assert [text for text, _, _ in words(transcript)] == ["hello"]
+    assert len(decoder.windows) == 2  # decoded, judged, and not decoded again

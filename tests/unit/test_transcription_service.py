@@ -156,7 +156,7 @@ class EarlyStoppingDecoder(FakeDecoder):
 
 
 def test_what_the_model_left_undecoded_is_decoded_as_a_window_of_its_own() -> None:
-    decoder = EarlyStoppingDecoder()
+    decoder = EarlyStoppingDecoder("one two three four five six seven eight nine ten")  # no word over 2 s
     svc = TranscriptionService(audio=InMemoryAudioSource({"a.wav": tone(25.0)}), decoder=decoder, aligner=FakeAligner())
     transcript = svc.transcribe(Path("a.wav"), TranscribeOptions())
     assert [(s.start, s.end) for s in transcript.segments] == [(0.0, 10.0), (10.0, 20.0), (20.0, 25.0)]
