@@ -360,10 +360,8 @@ class BatchScheduler:
             return
         try:
             rest = None
-            if timed_at_once(chunk, options):  # timed now: the tail starts after the window's last word
-                segments, rest = settle_tail(
-                    chunk, timed_segments(self.aligner, chunk, options.word_timestamps), options
-                )
+            if timed_at_once(chunk):  # timed now: the tail starts after the window's last word
+                segments, rest = settle_tail(chunk, timed_segments(self.aligner, chunk, options.word_timestamps))
                 timed: Future[list[Segment]] = Future()
                 timed.set_result(segments)
             else:

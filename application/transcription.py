@@ -212,12 +212,10 @@ class _Pipeline:
         entry.first_language = entry.first_language or chunk.language
         if chunk.segments:
             entry.languages.append(chunk.language)
-        if not timed_at_once(chunk, self.options):
+        if not timed_at_once(chunk):
             entry.timed.append((chunk.window.offset, self.timing.submit(chunk, self.options.word_timestamps)))
             return
-        segments, rest = settle_tail(
-            chunk, timed_segments(self.service.aligner, chunk, self.options.word_timestamps), self.options
-        )
+        segments, rest = settle_tail(chunk, timed_segments(self.service.aligner, chunk, self.options.word_timestamps))
         timed: Future[list[Segment]] = Future()
         timed.set_result(segments)
         entry.timed.append((chunk.window.offset, timed))

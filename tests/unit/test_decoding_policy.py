@@ -32,7 +32,6 @@ from onepass_whisper.domain.decoding import (
 from onepass_whisper.domain.model import Segment, TranscribeOptions, Word
 
 REPO = Path(__file__).resolve().parents[2]
-OPTIONS = TranscribeOptions()
 
 
 def test_the_policy_needs_no_mlx() -> None:
@@ -82,7 +81,7 @@ def test_the_service_decodes_a_tail_the_decoder_left() -> None:
     window = _window(20.0, 20.0)
     segment = ChunkSegment(0.0, 10.0, " hello", (" hello",), (1,))
     chunk = DecodedChunk(window, "en", (segment,), np.zeros(1, np.float32), np.zeros((1, 2, 10), np.float32))
-    assert may_have_undecoded_tail(chunk, OPTIONS)
+    assert may_have_undecoded_tail(chunk)
     tail = undecoded_tail(chunk, ())
     assert tail is not None and tail.offset == pytest.approx(10.0) and tail.duration == pytest.approx(10.0)
     assert tail.tail_depth == 1
@@ -110,22 +109,13 @@ def test_sound_after_a_lone_timestamp_is_a_tail_from_shortly_before_it() -> None
     """The language change: the model closed the first sentence with a lone timestamp, and another follows."""
     window = _speech_then(_sine(5.0))
     chunk = _chunk(window, 5.0, speech_ended=True)
-    assert may_have_undecoded_tail(chunk, OPTIONS)
+    assert may_have_undecoded_tail(chunk)
     word = Segment(10.0, 15.0, " hello", (Word(" hello", 10.5, 14.9, 0.9),))  # file times
     tail = undecoded_tail(chunk, [word])
     assert tail is not None
     onset = 10.0 + 7.0 - 0.11  # the smoothed level rises 110 ms before the sound
     assert tail.offset == pytest.approx(onset - ONSET_MARGIN_SECONDS, abs=0.03)
     assert tail.end == window.end and tail.tail_depth == 1 and tail.index == window.index
-
-
-def test_after_a_lone_timestamp_only_a_confident_window_has_its_rest_decoded_again() -> None:
-    """Music heard as words fails the likelihood test at every temperature: its rest would be more of them."""
-    window = _speech_then(_sine(5.0))
-    unsure = attrs.evolve(_chunk(window, 5.0, speech_ended=True), avg_logprob=-2.1)
-    assert not may_have_undecoded_tail(unsure, OPTIONS)
-    assert may_have_undecoded_tail(unsure, TranscribeOptions(logprob_threshold=None))  # the test is off
-    assert may_have_undecoded_tail(attrs.evolve(unsure, speech_ended=False), OPTIONS)  # the model stopped early
 
 
 @pytest.mark.parametrize(
@@ -139,7 +129,7 @@ def test_after_a_lone_timestamp_only_a_confident_window_has_its_rest_decoded_aga
 )
 def test_no_tail_where_the_audio_holds_no_second_of_sound_after_the_last_word(rest: NDArray[np.float32]) -> None:
     chunk = _chunk(_speech_then(rest), 5.0)
-    assert not may_have_undecoded_tail(chunk, OPTIONS)
+    assert not may_have_undecoded_tail(chunk)
     assert undecoded_tail(chunk, ()) is None
 
 
@@ -147,10 +137,10 @@ def test_a_tail_needs_progress_and_ends_after_max_tail_depth_cuts() -> None:
     window = _speech_then(_sine(5.0))
     assert undecoded_tail(_chunk(window, 0.0), ()) is None  # nothing decoded: not decoded again
     deep = attrs.evolve(window, tail_depth=MAX_TAIL_DEPTH)
-    assert not may_have_undecoded_tail(_chunk(deep, 5.0), OPTIONS)
+    assert not may_have_undecoded_tail(_chunk(deep, 5.0))
     assert undecoded_tail(_chunk(deep, 5.0), ()) is None
     no_words = attrs.evolve(_chunk(window, 5.0), segments=())
-    assert not may_have_undecoded_tail(no_words, OPTIONS) and undecoded_tail(no_words, ()) is None
+    assert not may_have_undecoded_tail(no_words) and undecoded_tail(no_words, ()) is None
 
 
 def test_sound_after_counts_sound_frames_from_a_time_on() -> None:
@@ -183,7 +173,7 @@ def test_a_hallucination_is_judged_as_openai_whisper_judges_one() -> None:
     assert word_anomaly(Word(" a", 0.0, 0.5, 0.9)) == 0.0
     assert word_anomaly(Word(" a", 0.0, 0.5, 0.1)) == 1.0  # unlikely
     assert word_anomaly(Word(" a", 0.0, 3.0, 0.9)) == pytest.approx(1.0)  # a second too long
-    assert word_anomaly(Word(" a", 0.0, 0.033, 0.9)) == pytest.approx(1.5)  # 100 ms too short
+    assert word_anomaly(Word(" et", 0.0, 0.02, 0.9)) == 0.0  # short: our refined edges give such words
     # base over music after a sentence: " Thank you.", the first word at 0.01, the second 5 s long
     assert is_hallucination(_segment((" Thank", 6.9, 7.7, 0.01), (" you.", 7.7, 12.8, 0.95)))
     speech = _segment((" La", 7.0, 7.2, 0.46), (" mañana", 7.2, 7.4, 0.77), (" fuimos", 7.4, 7.8, 0.96))
@@ -196,9 +186,9 @@ def test_a_tail_that_is_a_hallucination_keeps_nothing_and_has_no_tail() -> None:
     window = attrs.evolve(_speech_then(_sine(5.0)), tail_depth=1)
     chunk = _chunk(window, 5.0, speech_ended=False)
     thanks = _segment((" Thank", 10.0, 10.8, 0.01), (" you.", 10.8, 15.0, 0.95))
-    assert settle_tail(chunk, [thanks], OPTIONS) == ([], None)
+    assert settle_tail(chunk, [thanks]) == ([], None)
     fine = _segment((" hello", 14.0, 14.5, 0.9), (" there", 14.5, 14.99, 0.9))
-    kept, rest = settle_tail(chunk, [fine], OPTIONS)
+    kept, rest = settle_tail(chunk, [fine])
     assert kept == [fine] and rest is not None and rest.tail_depth == 2
     first = attrs.evolve(chunk, window=attrs.evolve(window, tail_depth=0))  # a window cut from the input
-    assert settle_tail(first, [thanks], OPTIONS)[0] == [thanks]  # is not judged
+    assert settle_tail(first, [thanks])[0] == [thanks]  # is not judged
