@@ -1,9 +1,13 @@
-"""Accuracy of transcripts against references with word times: WER, word timing errors, collar P/R/F1.
+"""Accuracy of transcripts against references with word times: WER, word timing errors, collar P/R/F1, and the
+share of the reference's speech that no output segment covers.
 
 Definitions (``../shared/data/eval/README.md``): hypothesis and reference words are matched after normalisation
 with difflib's ``SequenceMatcher`` (as ``shared/tools/score-words``); timing errors are taken over matched pairs; a
 hypothesis word is a true positive at a collar when its text matches a reference word and both its start and end lie
-within the collar of that word's. Scores pool words over utterances (micro average), per folder and overall.
+within the collar of that word's. Uncovered speech: the seconds of the reference words' time (their union) that lie
+in no output segment, over the seconds of the reference words' time: speech the output lost (a window's rest that
+was never decoded), whatever its words. Scores pool words and seconds over utterances (micro average), per folder
+and overall.
 """
 
 from __future__ import annotations
@@ -33,16 +37,29 @@ class TimedWord:
     end: float  # seconds
 
 
+Span = tuple[float, float]  # (start, end) seconds
+
+
+def _spans(spans: Iterable[Span] | None) -> tuple[Span, ...] | None:
+    return None if spans is None else tuple((float(a), float(b)) for a, b in spans)
+
+
 @frozen
 class Hypothesis:
-    """What an engine said for one utterance."""
+    """What an engine said for one utterance; ``segments``: its output segments' spans (None: not known, and
+    uncovered speech is not measured)."""
 
     text: str
     words: tuple[TimedWord, ...] = field(default=(), converter=_timed)
+    segments: tuple[Span, ...] | None = field(default=None, converter=_spans)
 
     @classmethod
     def from_transcript(cls, transcript: Transcript) -> Hypothesis:
-        return cls(transcript.text, (TimedWord(w.text, w.start, w.end) for w in transcript.words))
+        return cls(
+            transcript.text,
+            (TimedWord(w.text, w.start, w.end) for w in transcript.words),
+            ((s.start, s.end) for s in transcript.segments),
+        )
 
 
 @frozen
@@ -70,6 +87,8 @@ class UtteranceScore:
     hypothesis_timed: int  # same for the hypothesis (precision's denominator)
     start_errors: NDArray[np.float64] = field(converter=_deltas)  # (matched,) hypothesis - reference, seconds
     end_errors: NDArray[np.float64] = field(converter=_deltas)  # (matched,)
+    speech_seconds: float = 0.0  # the reference words' time; 0 where the hypothesis' segments are not known
+    uncovered_seconds: float = 0.0  # of that, in no output segment
 
 
 @frozen
@@ -96,6 +115,7 @@ class Metrics:
     precision_200: float
     recall_200: float
     f1_200: float
+    uncovered_speech: float = float("nan")  # seconds of reference speech in no output segment / speech seconds
 
 
 @frozen
@@ -129,6 +149,10 @@ def score_utterance(reference: Reference, hypothesis: Hypothesis, metrics: TextM
     ref_words = metrics.normalize(reference.text).split()
     hyp_words = metrics.normalize(hypothesis.text).split()
     pairs, n_ref, n_hyp = matched_pairs(reference.words, hypothesis.words, metrics)
+    speech = [(w.start, w.end) for w in reference.words]
+    speech_seconds, uncovered = (
+        (0.0, 0.0) if hypothesis.segments is None else uncovered_seconds(speech, hypothesis.segments)
+    )
     return UtteranceScore(
         group=reference.group,
         reference_words=len(ref_words),
@@ -137,7 +161,32 @@ def score_utterance(reference: Reference, hypothesis: Hypothesis, metrics: TextM
         hypothesis_timed=n_hyp,
         start_errors=np.array([h.start - r.start for r, h in pairs], dtype=np.float64),
         end_errors=np.array([h.end - r.end for r, h in pairs], dtype=np.float64),
+        speech_seconds=speech_seconds,
+        uncovered_seconds=uncovered,
     )
+
+
+def uncovered_seconds(speech: Iterable[Span], covered: Iterable[Span]) -> tuple[float, float]:
+    """The seconds of the union of ``speech``'s spans, and of those the seconds in none of ``covered``'s."""
+    speech_union, covered_union = _union(speech), _union(covered)
+    total = sum(end - start for start, end in speech_union)
+    inside = sum(
+        max(0.0, min(end, c_end) - max(start, c_start))
+        for start, end in speech_union
+        for c_start, c_end in covered_union
+    )
+    return total, max(0.0, total - inside)
+
+
+def _union(spans: Iterable[Span]) -> list[Span]:
+    """Non-empty ``spans`` merged where they overlap or touch, in order."""
+    merged: list[Span] = []
+    for start, end in sorted((a, b) for a, b in spans if b > a):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
 
 
 def summarize(scores: Sequence[UtteranceScore]) -> Metrics:
@@ -151,6 +200,7 @@ def summarize(scores: Sequence[UtteranceScore]) -> Metrics:
     within_start = {ms: _share(np.abs(starts) <= ms / 1000) for ms in SHARE_THRESHOLDS_MS}
     within_end = {ms: _share(np.abs(ends) <= ms / 1000) for ms in SHARE_THRESHOLDS_MS}
     prf = {ms: _precision_recall_f1(_true_positives(starts, ends, ms / 1000), n_hyp, n_ref) for ms in COLLARS_MS}
+    speech = sum(s.speech_seconds for s in scores)
     return Metrics(
         utterances=len(scores),
         reference_words=ref_words,
@@ -172,6 +222,7 @@ def summarize(scores: Sequence[UtteranceScore]) -> Metrics:
         precision_200=prf[200][0],
         recall_200=prf[200][1],
         f1_200=prf[200][2],
+        uncovered_speech=sum(s.uncovered_seconds for s in scores) / speech if speech else float("nan"),
     )
 
 
@@ -187,7 +238,8 @@ def score_corpus(
     references: Sequence[Reference], hypotheses: Mapping[str, Hypothesis], metrics: TextMetrics
 ) -> EvaluationReport:
     """Score each reference against the hypothesis of the same name (a missing one counts as silence)."""
-    return report([score_utterance(r, hypotheses.get(r.name, Hypothesis("")), metrics) for r in references])
+    silence = Hypothesis("", segments=())
+    return report([score_utterance(r, hypotheses.get(r.name, silence), metrics) for r in references])
 
 
 def _true_positives(starts: NDArray[np.float64], ends: NDArray[np.float64], collar: float) -> int:

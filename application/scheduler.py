@@ -42,7 +42,7 @@ from onepass_whisper.application.scheduler_records import (
 )
 from onepass_whisper.application.word_timing import WordTiming, default_align_workers, timed_segments
 from onepass_whisper.domain.audio import DecodedChunk, Waveform, Window, finite_samples
-from onepass_whisper.domain.decoding import may_have_undecoded_tail, undecoded_tail
+from onepass_whisper.domain.decoding import settle_tail, timed_at_once
 from onepass_whisper.domain.errors import AudioLoadError
 from onepass_whisper.domain.model import Segment, TranscribeOptions, Transcript
 from onepass_whisper.domain.packing import Pack, pack, split_chunk, unfinished
@@ -358,10 +358,10 @@ class BatchScheduler:
             return
         try:
             rest = None
-            if may_have_undecoded_tail(chunk):  # timed now: the tail starts after the window's last word
+            if timed_at_once(chunk):  # timed now: the tail starts after the window's last word
+                segments, rest = settle_tail(chunk, timed_segments(self.aligner, chunk, options.word_timestamps))
                 timed: Future[list[Segment]] = Future()
-                timed.set_result(timed_segments(self.aligner, chunk, options.word_timestamps))
-                rest = undecoded_tail(chunk, timed.result())
+                timed.set_result(segments)
             else:
                 timed = self._timing.submit(chunk, options.word_timestamps)
         except Exception as error:  # noqa: BLE001 - this request's failure, not the others'

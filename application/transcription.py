@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 from onepass_whisper.application.no_speech import speech_only
 from onepass_whisper.application.word_timing import WordTiming, default_align_workers, timed_segments
 from onepass_whisper.domain.audio import SAMPLE_RATE, DecodedChunk, Truncation, Waveform, Window, finite_samples
-from onepass_whisper.domain.decoding import may_have_undecoded_tail, undecoded_tail
+from onepass_whisper.domain.decoding import settle_tail, timed_at_once
 from onepass_whisper.domain.errors import AudioLoadError, TranscriptionError
 from onepass_whisper.domain.model import Segment, TranscribeOptions, Transcript
 from onepass_whisper.domain.ports import Aligner, AudioBlocks, AudioSource, Decoder, ProgressSink
@@ -206,20 +206,19 @@ class _Pipeline:
 
     def _route(self, chunk: DecodedChunk) -> None:
         """A decoded window to its input: its language counted, its words timed (in the background, unless the
-        window may have an undecoded tail: that starts after its last word), the tail queued to be decoded again,
-        first thing in the next batch."""
+        window may have an undecoded tail, which starts after its last word, or is one, whose first segment is
+        checked: ``domain/decoding.py``), the tail queued to be decoded again, first thing in the next batch."""
         entry = self.pending[chunk.window.source]
         entry.first_language = entry.first_language or chunk.language
         if chunk.segments:
             entry.languages.append(chunk.language)
-        if not may_have_undecoded_tail(chunk):
+        if not timed_at_once(chunk):
             entry.timed.append((chunk.window.offset, self.timing.submit(chunk, self.options.word_timestamps)))
             return
-        segments = timed_segments(self.service.aligner, chunk, self.options.word_timestamps)
+        segments, rest = settle_tail(chunk, timed_segments(self.service.aligner, chunk, self.options.word_timestamps))
         timed: Future[list[Segment]] = Future()
         timed.set_result(segments)
         entry.timed.append((chunk.window.offset, timed))
-        rest = undecoded_tail(chunk, segments)
         if rest is not None:
             self._enqueue(rest, entry, first=True)
 

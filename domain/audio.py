@@ -78,6 +78,8 @@ class Window:
     index: int  # position among that input's windows
     offset: float  # seconds from the start of the input
     samples: NDArray[np.float32] = field(converter=_float32)  # (samples,), <= 30 s at 16 kHz
+    # 0: cut from the input; n: the undecoded rest of a decoded window of depth n - 1 (``domain/decoding.py``)
+    tail_depth: int = 0
 
     @property
     def duration(self) -> float:

@@ -111,14 +111,21 @@ def sound_end(samples: NDArray[np.float32]) -> float:
 
     The smoothed power is used, as for cuts: a frame within 110 ms of sound counts as sound.
     """
-    if samples.size == 0:
-        return 0.0
-    levels = _Levels.of(samples)
-    _, threshold = _quiet_threshold(levels.frame_db)
-    loud = np.flatnonzero(levels.smoothed_db > threshold)
+    loud = np.flatnonzero(sound_frames(samples))
     if not loud.size:
         return 0.0
     return min((int(loud[-1]) + 1) * FRAME_SAMPLES, len(samples)) / SAMPLE_RATE
+
+
+def sound_frames(samples: NDArray[np.float32]) -> NDArray[np.bool_]:
+    """Per 20 ms frame of ``samples`` (16 kHz mono), whether it is sound: not quiet by step 3's rule, with the
+    samples' own loudness, on the smoothed power (a frame within 110 ms of sound counts as sound); (frames,)."""
+    if samples.size == 0:
+        return np.zeros(0, np.bool_)
+    levels = _Levels.of(samples)
+    _, threshold = _quiet_threshold(levels.frame_db)
+    sound: NDArray[np.bool_] = levels.smoothed_db > threshold
+    return sound
 
 
 def _max_samples(max_seconds: float) -> int:

@@ -90,8 +90,9 @@ def transcribe_dataset(
 def format_tables(rows: Mapping[str, Metrics], label: str = "folder") -> str:
     """Two Markdown tables: WER and timing errors; shares within thresholds and collar P/R/F1."""
     first = [
-        f"| {label} | utts | words | WER % | start MAE ms | end MAE ms | start bias ms | end bias ms | matched |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| {label} | utts | words | WER % | uncovered % | start MAE ms | end MAE ms | start bias ms | end bias ms "
+        "| matched |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     second = [
         f"| {label} | start ≤50/100/200 ms % | end ≤50/100/200 ms % | P/R/F1 @50 ms | P/R/F1 @200 ms |",
@@ -99,7 +100,8 @@ def format_tables(rows: Mapping[str, Metrics], label: str = "folder") -> str:
     ]
     for name, m in rows.items():
         first.append(
-            f"| {name} | {m.utterances} | {m.reference_words} | {_num(100 * m.wer, 1)} | {_num(m.start_mae_ms)} "
+            f"| {name} | {m.utterances} | {m.reference_words} | {_num(100 * m.wer, 1)} "
+            f"| {_num(100 * m.uncovered_speech, 2)} | {_num(m.start_mae_ms)} "
             f"| {_num(m.end_mae_ms)} | {_num(m.start_bias_ms, sign=True)} | {_num(m.end_bias_ms, sign=True)} "
             f"| {m.matched_words} |"
         )
@@ -114,6 +116,8 @@ def format_tables(rows: Mapping[str, Metrics], label: str = "folder") -> str:
 LEGEND = """\
 WER %: word errors (substitutions + deletions + insertions) / reference words, pooled over the utterances, after
   Whisper's English text normalisation.
+uncovered %: seconds of the reference words' time that lie in no output segment / seconds of the reference words'
+  time: speech the output lost, whatever its words.
 matched: reference words paired with a hypothesis word of the same normalised text; the timing columns use them.
 start/end MAE ms: mean absolute error of matched words' start/end times; bias ms: mean signed error (- = early).
 start/end ≤50/100/200 ms %: share of matched words whose start/end is within 50, 100, 200 ms of the reference's.
@@ -141,6 +145,7 @@ def metrics_record(metrics: Metrics) -> dict[str, float | int | None]:
         "reference_words": m.reference_words,
         "matched_words": m.matched_words,
         "wer_percent": _rounded(100 * m.wer, 1),
+        "uncovered_speech_percent": _rounded(100 * m.uncovered_speech, 2),
     }
     for name in ("start_mae_ms", "end_mae_ms", "start_bias_ms", "end_bias_ms"):
         record[name] = _rounded(getattr(m, name), 0)

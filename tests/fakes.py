@@ -137,6 +137,81 @@ class FakeDecoder:
         )
 
 
+class LanguageSwitchingDecoder(FakeDecoder):
+    """Hears a tone's pitch as its language (``PITCHES``), as base hears a language change: it detects a window's
+    language from its first sound (unless one is forced), says its word once a second of each burst (a segment each)
+    and stops with a lone timestamp (``speech_ended``) at the first burst in another language, which it leaves
+    undecoded.
+
+    Records each batch's windows (source, offset) and each window's language.
+    """
+
+    PITCHES = {220: ("en", " hello"), 330: ("fr", " bonjour")}  # Hz: language, the word it says
+
+    def __init__(self) -> None:
+        super().__init__(multilingual=True)
+        self.windows: list[list[tuple[int, float]]] = []
+        self.languages: list[str] = []
+
+    def decode_batch(
+        self, windows: Sequence[Window], options: TranscribeOptions, progress: BatchProgress | None = None
+    ) -> list[DecodedChunk]:
+        self.windows.append([(w.source, w.offset) for w in windows])
+        return super().decode_batch(windows, options, progress)
+
+    def _chunk(self, window: Window, options: TranscribeOptions) -> DecodedChunk:
+        bursts = self.bursts(window.samples)
+        heard = []
+        for start, end, pitch in bursts:
+            if pitch != bursts[0][2]:
+                break
+            words = (self.PITCHES[pitch][1],) * max(1, round(end - start))  # a word a second
+            heard.append(ChunkSegment(start, end, "".join(words), words, (1,) * len(words)))
+        language = options.language or (self.PITCHES[bursts[0][2]][0] if bursts else "en")
+        self.languages.append(language)
+        tokens = sum(len(segment.words) for segment in heard)
+        attention = np.full((2, tokens + 1, window.num_frames), -5.0, np.float32)  # heads × tokens × frames
+        attention[:, :, -1] = 5.0  # (FakeAligner spreads the words; a real aligner would see no diagonal)
+        return DecodedChunk(
+            window=window,
+            language=language,
+            segments=heard,
+            token_probabilities=np.full(tokens, 0.9, np.float32),
+            attention=attention,
+            avg_logprob=-0.2,
+            compression_ratio=1.0,
+            no_speech_prob=0.01 if heard else 0.9,
+            speech_ended=True,
+        )
+
+    @classmethod
+    def bursts(cls, samples: NDArray[np.float32]) -> list[tuple[float, float, int]]:
+        """(start, end, pitch in Hz) of each run of 100 ms blocks of one pitch (zero crossings) and some sound."""
+        block = SAMPLE_RATE // 10
+        runs: list[tuple[float, float, int]] = []
+        for first in range(0, len(samples) - block + 1, block):
+            part = samples[first : first + block]
+            if np.sqrt(np.mean(part.astype(np.float64) ** 2)) < 1e-2:
+                continue
+            crossings = np.count_nonzero(np.diff(np.signbit(part)))
+            pitch = min(cls.PITCHES, key=lambda hz: abs(hz - crossings * 5))  # crossings in 0.1 s = 2 × 0.1 × Hz
+            start, end = first / SAMPLE_RATE, (first + block) / SAMPLE_RATE
+            if runs and runs[-1][2] == pitch and runs[-1][1] == start:
+                runs[-1] = (runs[-1][0], end, pitch)
+            else:
+                runs.append((start, end, pitch))
+        return runs
+
+
+def pitched(*parts: tuple[float, int]) -> Waveform:
+    """Tones and pauses one after the other: (seconds, Hz; 0 Hz for silence), amplitude 0.3."""
+    pieces = []
+    for seconds, hz in parts:
+        t = np.arange(round(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+        pieces.append(0.3 * np.sin(2 * np.pi * hz * t) if hz else np.zeros(len(t)))
+    return Waveform(np.concatenate(pieces).astype(np.float32))
+
+
 class FakeAligner:
     """Spreads each segment's words evenly over the segment."""
 
@@ -262,6 +337,7 @@ def _conforms() -> None:  # mypy-only; never called
     _l: Aligner = FakeAligner()
     _m: ModelSource = FakeModelSource({})
     _b: Decoder = LabelDecoder()
+    _s: Decoder = LanguageSwitchingDecoder()
 
 
 class LabelDecoder:

@@ -65,6 +65,7 @@ def test_prints_a_legend_of_the_metrics(container: Container, dataset: Path) -> 
     legend = stdout.split("\n\n")[-1]
     for term in (
         "WER %",
+        "uncovered %",
         "start/end MAE ms",
         "bias ms",
         "≤50/100/200 ms %",
@@ -84,13 +85,13 @@ def test_prints_tables_and_writes_scores_per_folder_and_overall(
     code, stdout, stderr = run(container, str(dataset), "--json", str(scores))
 
     assert code == 0, stderr
-    assert "| a | 1 | 2 | 0.0 | 50 | 0 | -50 | +0 | 2 |" in stdout
-    assert "| b/c | 1 | 3 | 33.3 | 125 | 200 | -125 | +200 | 2 |" in stdout
+    assert "| a | 1 | 2 | 0.0 | 0.00 | 50 | 0 | -50 | +0 | 2 |" in stdout  # the segment covers all the speech
+    assert "| b/c | 1 | 3 | 33.3 | 0.00 | 125 | 200 | -125 | +200 | 2 |" in stdout
     record = json.loads(scores.read_text())
     overall = record["overall"]
     assert (overall["utterances"], overall["reference_words"], overall["matched_words"]) == (2, 5, 4)
     # the tables' units and rounding: percent to 0.1 for WER, whole ms, whole percent, P/R/F1 to 0.01
-    assert overall["wer_percent"] == 20.0
+    assert overall["wer_percent"] == 20.0 and overall["uncovered_speech_percent"] == 0.0
     assert overall["start_mae_ms"] == 88 and overall["end_mae_ms"] == 100  # (100 + 250) / 4 = 87.5; 400 / 4
     assert overall["f1_50"] == 0.22  # 2 * 1 / 9: only a1's "hello" has both ends within 50 ms
     assert overall["f1_200"] == 0.44

@@ -20,6 +20,7 @@ from onepass_whisper.application.evaluation import (
     score_corpus,
     score_utterance,
     summarize,
+    uncovered_seconds,
 )
 from onepass_whisper.domain.model import Segment, Transcript, Word
 from onepass_whisper.domain.ports import TextMetrics
@@ -188,3 +189,26 @@ def test_connected_boundary_errors_skip_the_edges_next_to_pauses() -> None:
 def test_connected_boundary_errors_of_missing_hypotheses_are_empty() -> None:
     reference = Reference("u", "g", "a b", words(("a", 0.0, 0.5), ("b", 0.5, 1.0)))
     assert connected_boundary_errors([reference], {}, METRICS).size == 0
+
+
+def test_uncovered_seconds_is_the_speech_in_no_segment() -> None:
+    assert uncovered_seconds([(0.0, 1.0), (2.0, 4.0)], [(0.5, 2.5)]) == (3.0, 2.0)  # 0-0.5 and 2.5-4
+    assert uncovered_seconds([(0.0, 1.0), (0.5, 1.5)], []) == (1.5, 1.5)  # overlapping words counted once
+    assert uncovered_seconds([(0.0, 1.0)], [(0.0, 0.6), (0.4, 2.0)]) == (1.0, 0.0)  # overlapping segments too
+    assert uncovered_seconds([], [(0.0, 1.0)]) == (0.0, 0.0)
+
+
+def test_uncovered_speech_pools_seconds_and_counts_a_missing_hypothesis_as_silence() -> None:
+    reference = Reference("utt", "g", "one two", words(("one", 0.0, 1.0), ("two", 2.0, 3.0)))
+    other = Reference("other", "g", "three", words(("three", 0.0, 2.0)))
+    lost_second = Hypothesis("one", words(("one", 0.0, 1.0)), segments=[(0.0, 1.2)])
+    result = score_corpus([reference, other], {"utt": lost_second}, METRICS)
+    assert result.overall.uncovered_speech == pytest.approx((1.0 + 2.0) / (2.0 + 2.0))
+    unknown = Hypothesis("one", words(("one", 0.0, 1.0)))  # an engine that gives no segments: not measured
+    assert math.isnan(summarize([score_utterance(reference, unknown, METRICS)]).uncovered_speech)
+
+
+def test_a_transcripts_segments_are_its_hypothesis_spans() -> None:
+    segment = Segment(0.5, 1.5, " one", (Word(" one", 0.6, 1.4, 0.9),))
+    hypothesis = Hypothesis.from_transcript(Transcript(segments=(segment,), language="en", duration=2.0))
+    assert hypothesis.segments == ((0.5, 1.5),)

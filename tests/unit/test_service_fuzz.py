@@ -243,7 +243,9 @@ def test_words_of_a_window_and_of_its_tail_stay_in_order() -> None:
     first = ChunkSegment(0.0, 2.0, " hello world", (" hello", " world"), (1, 1))  # its words are at 5-7 s
     later = ChunkSegment(0.0, 1.0, " again", (" again",), (1,))
     decoder = ScriptedDecoder(first, [(5.0, 6.0), (6.0, 7.0)], later, [(0.0, 1.0)])
-    service = TranscriptionService(InMemoryAudioSource({"a.wav": _tone(10.0)}), decoder, DtwAligner(refine=False))
+    # sound until 8.5 s: "again" (7-8 s) leaves less than a second of it, so its window has no tail of its own
+    audio = Waveform(np.concatenate([_tone(8.5).samples, np.zeros(round(1.5 * SAMPLE_RATE), np.float32)]))
+    service = TranscriptionService(InMemoryAudioSource({"a.wav": audio}), decoder, DtwAligner(refine=False))
     transcript = service.transcribe(Path("a.wav"), TranscribeOptions())
     assert [w.text for w in transcript.words] == [" hello", " world", " again"]
     times = [t for w in transcript.words for t in (w.start, w.end)]

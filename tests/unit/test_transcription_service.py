@@ -156,15 +156,15 @@ class EarlyStoppingDecoder(FakeDecoder):
 
 
 def test_what_the_model_left_undecoded_is_decoded_as_a_window_of_its_own() -> None:
-    decoder = EarlyStoppingDecoder()
+    decoder = EarlyStoppingDecoder("one two three four five six seven eight nine ten")  # no word over 2 s
     svc = TranscriptionService(audio=InMemoryAudioSource({"a.wav": tone(25.0)}), decoder=decoder, aligner=FakeAligner())
     transcript = svc.transcribe(Path("a.wav"), TranscribeOptions())
     assert [(s.start, s.end) for s in transcript.segments] == [(0.0, 10.0), (10.0, 20.0), (20.0, 25.0)]
     assert decoder.batches == [1, 1, 1]
 
 
-def test_a_window_whose_speech_ended_is_not_decoded_again() -> None:
-    # the model closed its last segment with a lone timestamp: the rest is silence, as openai-whisper reads it
+def test_silence_after_a_lone_timestamp_is_not_decoded_again() -> None:
+    # the model closed its last segment with a lone timestamp, and the audio agrees: the rest is silence
     class EndingDecoder(EarlyStoppingDecoder):
         def decode_batch(
             self, windows: Sequence[Window], options: TranscribeOptions, progress: BatchProgress | None = None
@@ -172,7 +172,8 @@ def test_a_window_whose_speech_ended_is_not_decoded_again() -> None:
             return [evolve(c, speech_ended=True) for c in super().decode_batch(windows, options)]
 
     decoder = EndingDecoder()
-    svc = TranscriptionService(audio=InMemoryAudioSource({"a.wav": tone(25.0)}), decoder=decoder, aligner=FakeAligner())
+    waveform = Waveform(np.concatenate([tone(10.0).samples, np.zeros(15 * SAMPLE_RATE, np.float32)]))
+    svc = TranscriptionService(audio=InMemoryAudioSource({"a.wav": waveform}), decoder=decoder, aligner=FakeAligner())
     transcript = svc.transcribe(Path("a.wav"), TranscribeOptions())
     assert [(s.start, s.end) for s in transcript.segments] == [(0.0, 10.0)]
     assert decoder.batches == [1]
