@@ -25,7 +25,7 @@ import itertools
 import math
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from types import TracebackType
@@ -38,6 +38,7 @@ from onepass_whisper.application.word_timing import WordTiming, default_align_wo
 from onepass_whisper.domain.audio import DecodedChunk, Waveform, Window
 from onepass_whisper.domain.decoding import may_have_undecoded_tail, undecoded_tail
 from onepass_whisper.domain.errors import AudioLoadError, TranscriptionError
+from onepass_whisper.domain.language import transcript_of
 from onepass_whisper.domain.model import Segment, TranscribeOptions, Transcript
 from onepass_whisper.domain.ports import Aligner, Decoder
 from onepass_whisper.domain.windowing import stream_windows
@@ -104,7 +105,6 @@ class _Request:
     duration: float
     future: Future[Transcript]
     windows_left: int = 0  # queued or being decoded
-    languages: list[str] = field(factory=list)  # of the windows that hold text
     first_language: str | None = None
     timed: list[tuple[float, Future[list[Segment]]]] = field(factory=list)  # (window offset, its segments)
     finishing: bool = False  # every window decoded: waiting for word times
@@ -373,8 +373,6 @@ class BatchScheduler:
             if self._requests.get(number) is not request:
                 return
             request.first_language = request.first_language or chunk.language
-            if chunk.segments:
-                request.languages.append(chunk.language)
             request.timed.append((chunk.window.offset, timed))
             if rest is not None:  # decoded again, first thing in the next batch
                 self._queues.setdefault(number, deque()).appendleft(_Queued(rest, time.monotonic()))
@@ -396,10 +394,14 @@ class BatchScheduler:
             segments: list[Segment] = []
             for _, future in sorted(request.timed, key=lambda item: item[0]):
                 segments.extend(future.result())
-            languages = Counter(request.languages)
-            fallback = request.options.language or request.first_language or "en"
-            language = languages.most_common(1)[0][0] if languages else fallback
-            transcript = Transcript(segments, language, request.duration, model=self.decoder.name)
+            transcript = transcript_of(
+                segments,
+                request.duration,
+                model=self.decoder.name,
+                fallback_language=request.options.language or request.first_language or "en",
+                english_only=not self.decoder.is_multilingual,
+                compression_limit=request.options.compression_ratio_threshold,
+            )
         except Exception as error:  # noqa: BLE001 - its word timing failed: this request's error only
             self._fail(number, error)
             return

@@ -129,6 +129,9 @@ class DecodedChunk:
     # the output ended with a lone timestamp: the model says nothing more is spoken in this window (openai-whisper's
     # "single timestamp ending", after which it seeks to the window's end instead of decoding the rest again)
     speech_ended: bool = False
+    # the detector's probability of ``language`` in this window; None where the language was given (or the model
+    # is English-only)
+    language_probability: float | None = None
 
     @property
     def token_count(self) -> int:
