@@ -17,12 +17,12 @@ from onepass_whisper.domain.audio import Truncation
 from onepass_whisper.domain.model import Doubt, Segment, Transcript
 
 # heuristic: a detection below this probability is doubted. Whisper's detector is a softmax over ~100 languages;
-# below 1/2 the model finds the other languages together likelier than the one it picked. Clear synthetic speech
-# scored >= 0.86 in the languages tried, a wrong pick 0.4 or less (docs/reliability.md, #26)
+# below 1/2 the model finds the others together likelier than its pick, but wrong picks were measured up to ~0.7 on
+# synthetic speech while right ones started above it (docs/reliability.md, "Languages")
 UNCERTAIN_LANGUAGE = 0.7
 # heuristic: an English-only model decoding speech at a mean token log-probability below this (by duration) is
-# likely hearing another language: the fallback's own threshold is -1.0 per window, and English of the dev set
-# never averaged below -0.8 while French, German and Spanish speech scored below -1.0 (docs/reliability.md, #26)
+# likely hearing another language: openai-whisper's own bar for a failed window (``logprob_threshold``), here over
+# the whole file; measured hits and false alarms: docs/reliability.md, "Languages"
 NOT_ENGLISH_LOGPROB = -1.0
 
 
