@@ -45,7 +45,7 @@ def word_boundaries(text: str, language: str) -> set[int] | None:
 def group_words(pieces: Sequence[str], token_counts: Sequence[int], language: str) -> tuple[list[str], list[int]]:
     """Whisper's word pieces of one segment and their token counts, joined into words where ``language`` is
     written without spaces (``domain.words.join_pieces``); as they are otherwise."""
-    boundaries = word_boundaries("".join(pieces), language)
+    boundaries = word_boundaries("".join(pieces), language) if language in SPACELESS_LANGUAGES else None
     if boundaries is None:
         return list(pieces), list(token_counts)
     return join_pieces(pieces, token_counts, boundaries)
