@@ -47,7 +47,16 @@ def spanning(segments: Sequence[Segment], start: float, end: float) -> list[Segm
     if waiting:  # nothing in the window spans time
         repaired.add(len(kept))
         kept.append(_widen(_join(waiting), start, end))
-    return [_spread(segment) if i in repaired else segment for i, segment in enumerate(kept)]
+    spanned: list[Segment] = []
+    floor = start  # the end of the window's last word so far: spread words never go back past it
+    for i, segment in enumerate(kept):
+        if i in repaired:  # nor forward past the window's next word (segments without words may lie anywhere)
+            later = [s.words[0].start for s in kept[i + 1 :] if s.words]
+            segment = _spread(segment, floor, later[0] if later else max(end, segment.end))
+        if segment.words:
+            floor = segment.words[-1].end
+        spanned.append(segment)
+    return spanned
 
 
 def _join(parts: Sequence[Segment]) -> Segment:
@@ -70,10 +79,11 @@ def _widen(segment: Segment, lower: float, upper: float) -> Segment:
     return evolve(segment, start=start, end=end)
 
 
-def _spread(segment: Segment) -> Segment:
+def _spread(segment: Segment, floor: float, ceiling: float) -> Segment:
     """``segment`` (one that took in a short one) with each run of words stacked on one instant spread evenly up
-    to the next word's start (the segment's end for the last run), or where that leaves no room, back from the
-    instant to the previous word's end (the segment's start for the first run)."""
+    to the next word's start (the segment's end for the last run, not past ``ceiling``, the window's next word),
+    or where that leaves no room, back from the instant to the previous word's end (the segment's start for the
+    first run, not before ``floor``, the window's previous word)."""
     words = list(segment.words)
     if not words:
         return segment
@@ -84,10 +94,11 @@ def _spread(segment: Segment) -> Segment:
         while run < len(words) and words[run].start == words[run].end == instant:
             run += 1
         if run > index:
-            limit = words[run].start if run < len(words) else max(segment.end, instant)
+            limit = words[run].start if run < len(words) else min(max(segment.end, instant), ceiling)
             base = instant
             if limit <= base:  # no room after them: the room before, back to the previous word (or the start)
-                base, limit = (words[index - 1].end if index else segment.start), instant
+                base = words[index - 1].end if index else max(floor, min(segment.start, instant))
+                limit = instant
             if limit > base:
                 edges = [base + (limit - base) * k / (run - index) for k in range(run - index)] + [limit]
                 for k, position in enumerate(range(index, run)):
