@@ -39,7 +39,7 @@ test: $(STAMP)
 
 # Re-resolve the lock after changing pyproject.toml (torch is overridden away: only mlx-whisper's converter uses it)
 lock:
-	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --extra ray --extra phonetic --universal --python-version 3.10 --generate-hashes \
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --extra ray --extra phonetic --extra words --universal --python-version 3.10 --generate-hashes \
 		--override lock-overrides.txt -o requirements.lock
 
 eval: $(STAMP)

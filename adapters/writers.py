@@ -3,9 +3,10 @@
 The writers (``mlx_whisper.writers``, the same as openai-whisper's) read a result dict; ``result_dict`` builds it
 from the domain ``Transcript`` in this project's JSON schema (``docs/cli.md``):
 
-    {"text", "language", "duration", "model", "options", "truncated",
+    {"text", "language", "language_probability", "doubts", "duration", "model", "options", "truncated",
      "segments": [{"id", "start", "end", "text", "avg_logprob", "compression_ratio", "no_speech_prob",
-                   "temperature", "words": [{"word", "start", "end", "probability"}]}]}
+                   "temperature", "language", "language_probability",
+                   "words": [{"word", "start", "end", "probability"}]}]}
 
 Times are seconds (rounded to the millisecond); ``words`` is present only with word timestamps. The dict is handed
 to ``writer.write_result(result, file=...)`` with a temporary file in the destination folder, which is then renamed
@@ -30,7 +31,7 @@ from attrs import frozen
 
 from onepass_whisper.domain.audio import Truncation
 from onepass_whisper.domain.errors import OutputWriteError
-from onepass_whisper.domain.model import Segment, Transcript, Word
+from onepass_whisper.domain.model import Doubt, Segment, Transcript, Word
 
 FORMATS: Final = ("txt", "srt", "vtt", "tsv", "json")  # the order of "all"
 
@@ -66,6 +67,8 @@ def result_dict(
     result = {
         "text": transcript.text,
         "language": transcript.language,
+        "language_probability": _probability(transcript.language_probability),
+        "doubts": [_doubt(doubt) for doubt in transcript.doubts],
         "segments": [_segment(i, segment, words) for i, segment in enumerate(transcript.segments)],
         "model": transcript.model,
         "duration": _seconds(transcript.duration),
@@ -102,8 +105,19 @@ def _segment(number: int, segment: Segment, words: bool) -> dict[str, Any]:
         "compression_ratio": float(segment.compression_ratio),
         "no_speech_prob": float(segment.no_speech_prob),
         "temperature": float(segment.temperature),
+        "language": segment.language,
+        "language_probability": _probability(segment.language_probability),
     }
     return out
+
+
+def _probability(value: float | None) -> float | None:
+    """A detection's probability to 4 places; null where the language was not detected (given, or English-only)."""
+    return None if value is None else round(float(value), 4)
+
+
+def _doubt(doubt: Doubt) -> dict[str, Any]:
+    return {"kind": doubt.kind, "score": None if doubt.score is None else round(float(doubt.score), 4)}
 
 
 def _word(word: Word) -> dict[str, Any]:

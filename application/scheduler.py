@@ -25,7 +25,7 @@ import itertools
 import math
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from types import TracebackType
@@ -44,6 +44,7 @@ from onepass_whisper.application.word_timing import WordTiming, default_align_wo
 from onepass_whisper.domain.audio import DecodedChunk, Waveform, Window, finite_samples
 from onepass_whisper.domain.decoding import settle_tail, timed_at_once
 from onepass_whisper.domain.errors import AudioLoadError
+from onepass_whisper.domain.language import transcript_of
 from onepass_whisper.domain.model import Segment, TranscribeOptions, Transcript
 from onepass_whisper.domain.packing import Pack, pack, split_chunk, unfinished
 from onepass_whisper.domain.ports import Aligner, Decoder
@@ -74,7 +75,6 @@ class _Request:
     duration: float
     future: Future[Transcript]
     windows_left: int = 0  # queued or being decoded
-    languages: list[str] = field(factory=list)  # of the windows that hold text
     first_language: str | None = None
     timed: list[tuple[float, Future[list[Segment]]]] = field(factory=list)  # (window offset, its segments)
     finishing: bool = False  # every window decoded: waiting for word times
@@ -367,7 +367,7 @@ class BatchScheduler:
         except Exception as error:  # noqa: BLE001 - this request's failure, not the others'
             self._fail(number, error)
             return
-        self._settle(request, chunk.language, bool(chunk.segments), (chunk.window.offset, timed), rest)
+        self._settle(request, chunk.language, (chunk.window.offset, timed), rest)
 
     def _route_pack(self, packed: Pack, chunk: DecodedChunk, options: TranscribeOptions) -> None:
         """Split a pack's decoded chunk into one chunk per part (``domain/packing.py``), each timed as a window of
@@ -388,7 +388,7 @@ class BatchScheduler:
             except Exception as error:  # noqa: BLE001 - this request's failure, not the others'
                 self._fail(part.window.source, error)
                 continue
-            self._settle(request, chunk.language, bool(parts[index].segments), (part.window.offset, timed), None)
+            self._settle(request, chunk.language, (part.window.offset, timed), None)
 
     def _again_alone(self, window: Window) -> None:
         """Queue a request's window first, to be decoded alone (never packed again)."""
@@ -403,7 +403,6 @@ class BatchScheduler:
         self,
         request: _Request,
         language: str,
-        has_text: bool,
         timed: tuple[float, Future[list[Segment]]],
         rest: Window | None,
     ) -> None:
@@ -414,8 +413,6 @@ class BatchScheduler:
             if self._requests.get(number) is not request:
                 return
             request.first_language = request.first_language or language
-            if has_text:
-                request.languages.append(language)
             request.timed.append(timed)
             if rest is not None:  # decoded again, first thing in the next batch
                 self._queues.setdefault(number, deque()).appendleft(Queued(rest, time.monotonic()))
@@ -438,10 +435,14 @@ class BatchScheduler:
             segments: list[Segment] = []
             for _, future in sorted(request.timed, key=lambda item: item[0]):
                 segments.extend(future.result())
-            languages = Counter(request.languages)
-            fallback = request.options.language or request.first_language or "en"
-            language = languages.most_common(1)[0][0] if languages else fallback
-            transcript = Transcript(segments, language, request.duration, model=self.decoder.name)
+            transcript = transcript_of(
+                segments,
+                request.duration,
+                model=self.decoder.name,
+                fallback_language=request.options.language or request.first_language or "en",
+                english_only=not self.decoder.is_multilingual,
+                compression_limit=request.options.compression_ratio_threshold,
+            )
         except Exception as error:  # noqa: BLE001 - its word timing failed: this request's error only
             self._fail(number, error)
             return

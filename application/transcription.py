@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from pathlib import Path
@@ -18,6 +18,7 @@ from onepass_whisper.application.word_timing import WordTiming, default_align_wo
 from onepass_whisper.domain.audio import SAMPLE_RATE, DecodedChunk, Truncation, Waveform, Window, finite_samples
 from onepass_whisper.domain.decoding import settle_tail, timed_at_once
 from onepass_whisper.domain.errors import AudioLoadError, TranscriptionError
+from onepass_whisper.domain.language import transcript_of
 from onepass_whisper.domain.model import Segment, TranscribeOptions, Transcript
 from onepass_whisper.domain.ports import Aligner, AudioBlocks, AudioSource, Decoder, ProgressSink
 from onepass_whisper.domain.windowing import stream_windows
@@ -46,7 +47,6 @@ class _Pending:
     samples: int = 0  # read so far
     reading: bool = True
     windows_left: int = 0  # cut but not yet decoded
-    languages: list[str] = field(factory=list)  # of the windows that hold text
     first_language: str | None = None
     timed: list[tuple[float, Future[list[Segment]]]] = field(factory=list)  # (window offset, its segments)
     truncated: Truncation | None = None  # known once the input is read to its end
@@ -205,13 +205,11 @@ class _Pipeline:
             self._route(speech_only(decoded, self.options))
 
     def _route(self, chunk: DecodedChunk) -> None:
-        """A decoded window to its input: its language counted, its words timed (in the background, unless the
-        window may have an undecoded tail, which starts after its last word, or is one, whose first segment is
-        checked: ``domain/decoding.py``), the tail queued to be decoded again, first thing in the next batch."""
+        """A decoded window to its input: its words timed (in the background, unless the window may have an undecoded
+        tail, which starts after its last word, or is one, whose first segment is checked: ``domain/decoding.py``),
+        the tail queued to be decoded again, first thing in the next batch."""
         entry = self.pending[chunk.window.source]
         entry.first_language = entry.first_language or chunk.language
-        if chunk.segments:
-            entry.languages.append(chunk.language)
         if not timed_at_once(chunk):
             entry.timed.append((chunk.window.offset, self.timing.submit(chunk, self.options.word_timestamps)))
             return
@@ -236,20 +234,18 @@ class _Pipeline:
         return finished
 
     def _finish_file(self, entry: _Pending) -> FileResult:
-        """The input's transcript: its windows' timed segments in time order, in the language most of its windows
-        with text were in (else the one asked for, else the first window's)."""
+        """The input's transcript: its windows' timed segments in time order, in the language of most of its speech
+        (``domain.language.transcript_of``)."""
         segments: list[Segment] = []
         for _, future in sorted(entry.timed, key=lambda item: item[0]):
             segments.extend(future.result())
-        languages = Counter(entry.languages)
-        language = (
-            languages.most_common(1)[0][0] if languages else (self.options.language or entry.first_language or "en")
-        )
-        transcript = Transcript(
-            segments=segments,
-            language=language,
-            duration=entry.duration,
+        transcript = transcript_of(
+            segments,
+            entry.duration,
             model=self.service.decoder.name,
+            fallback_language=self.options.language or entry.first_language or "en",
+            english_only=not self.service.decoder.is_multilingual,
+            compression_limit=self.options.compression_ratio_threshold,
             truncated=entry.truncated,
         )
         return FileResult(entry.source, transcript=transcript)

@@ -38,6 +38,7 @@ from attrs import evolve, frozen
 from onepass_whisper.domain.audio import DecodedChunk
 from onepass_whisper.domain.model import Segment
 from onepass_whisper.domain.ports import Aligner
+from onepass_whisper.domain.segments import spanning
 
 MAX_ALIGN_PROCESSES = 8  # a batch of 64 large-v3 windows keeps 8 busy for a fraction of a second (performance.md)
 
@@ -53,7 +54,8 @@ def default_align_processes() -> int:
 
 
 def timed_segments(aligner: Aligner, chunk: DecodedChunk, word_timestamps: bool) -> list[Segment]:
-    """``chunk``'s segments in file time, with their words timed by ``aligner`` when ``word_timestamps``.
+    """``chunk``'s segments in file time, with their words timed by ``aligner`` when ``word_timestamps``, each
+    spanning time and carrying the window's language.
 
     A module-level function, so that a process pool can run it: its arguments are pickled (the aligner's settings,
     the chunk's attention and its window's samples) and its segments come back.
@@ -82,9 +84,11 @@ def timed_segments(aligner: Aligner, chunk: DecodedChunk, word_timestamps: bool)
                 compression_ratio=chunk.compression_ratio,
                 no_speech_prob=chunk.no_speech_prob,
                 temperature=chunk.temperature,
+                language=chunk.language,
+                language_probability=chunk.language_probability,
             )
         )
-    return segments
+    return spanning(segments, offset, window_end)  # none of zero length (``domain/segments.py``)
 
 
 class WordTiming:

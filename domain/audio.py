@@ -143,6 +143,9 @@ class DecodedChunk:
     # "single timestamp ending", after which it seeks to the window's end instead of decoding the rest again)
     speech_ended: bool = False
     token_frames: NDArray[np.int32] | None = None  # (text tokens + 1,), or None: the aligner computes it
+    # the detector's probability of ``language`` in this window; None where the language was given (or the model
+    # is English-only)
+    language_probability: float | None = None
 
     @property
     def token_count(self) -> int:

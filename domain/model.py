@@ -22,6 +22,10 @@ def _segments(ss: Iterable[Segment]) -> tuple[Segment, ...]:
     return tuple(ss)
 
 
+def _doubts(ds: Iterable[Doubt]) -> tuple[Doubt, ...]:
+    return tuple(ds)
+
+
 def _floats(xs: Iterable[float]) -> tuple[float, ...]:
     return tuple(float(x) for x in xs)
 
@@ -53,23 +57,53 @@ class Segment:
     compression_ratio: float = 0.0
     no_speech_prob: float = 0.0
     temperature: float = 0.0
+    language: str = ""  # the language its window was decoded in ("" where unknown)
+    # the detector's probability of that language for its window; None where it was given or the model is
+    # English-only (nothing was detected)
+    language_probability: float | None = None
 
     @end.validator
     def _ordered(self, _attribute: object, end: float) -> None:
         if end < self.start:
             raise ValueError(f"segment end {end} < start {self.start}")
 
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+DoubtKind = Literal["no_speech", "uncertain_language", "not_english"]
+
+
+@frozen
+class Doubt:
+    """Something about a transcript its reader should know, as facts for a front end to word (the CLI warns).
+
+    ``no_speech``: no speech was found (no segment). ``uncertain_language``: the language was detected, with
+    probability ``score`` below ``domain.language.UNCERTAIN_LANGUAGE``. ``not_english``: an English-only model's
+    decoding of the speech scored ``score`` (the mean log-probability of its tokens, by duration) below
+    ``domain.language.NOT_ENGLISH_LOGPROB``: the speech is likely another language.
+    """
+
+    kind: DoubtKind
+    language: str  # the transcript's language
+    score: float | None = None
+
 
 @frozen
 class Transcript:
     """The result for one input: its segments, language and duration; ``truncated`` where the input was cut short
-    (its transcript then covers only the audio that was there)."""
+    (its transcript then covers only the audio that was there); ``doubts``, what its reader should know about it
+    (``domain.language.doubts``)."""
 
     segments: tuple[Segment, ...] = field(converter=_segments)
     language: str
     duration: float
     model: str = ""
     truncated: Truncation | None = None
+    # the detector's probability of ``language`` over the speech in it (by duration); None where not detected
+    language_probability: float | None = None
+    doubts: tuple[Doubt, ...] = field(default=(), converter=_doubts)
 
     @property
     def text(self) -> str:

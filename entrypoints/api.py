@@ -37,7 +37,7 @@ from onepass_whisper.adapters.audio_array import waveform_from_array
 from onepass_whisper.application.transcription import FileResult, TranscriptionService, in_input_order
 from onepass_whisper.domain.audio import SAMPLE_RATE
 from onepass_whisper.domain.errors import InvalidOptionError
-from onepass_whisper.domain.model import Segment, Task, TranscribeOptions, Transcript, Word
+from onepass_whisper.domain.model import Doubt, Segment, Task, TranscribeOptions, Transcript, Word
 from onepass_whisper.entrypoints.container import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_MODEL,
@@ -46,7 +46,7 @@ from onepass_whisper.entrypoints.container import (
     phonetic_available,
 )
 
-__all__ = ["FileResult", "Options", "Segment", "Transcriber", "Transcript", "Word", "transcribe"]
+__all__ = ["Doubt", "FileResult", "Options", "Segment", "Transcriber", "Transcript", "Word", "transcribe"]
 
 Audio = str | PathLike[str] | NDArray[np.generic] | Sequence[float]
 

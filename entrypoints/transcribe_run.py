@@ -17,7 +17,7 @@ from onepass_whisper.domain.errors import (
     TranscriptionError,
     UnsupportedLanguageError,
 )
-from onepass_whisper.domain.model import TranscribeOptions, Transcript
+from onepass_whisper.domain.model import Doubt, TranscribeOptions, Transcript
 from onepass_whisper.domain.ports import STDIN, STDIN_NAME
 from onepass_whisper.entrypoints.console import error, note, warn
 from onepass_whisper.entrypoints.container import Container
@@ -87,6 +87,8 @@ class TranscribeRun:
                 self.stderr,
                 f"{_shown(plan.job.source)} is {transcript.truncated.describe()}; transcribed what is there",
             )
+        for doubt in transcript.doubts:
+            warn(self.stderr, doubt_line(doubt, _shown(plan.job.source), transcript.model))
         if self.verbose:
             if self.several:
                 typer.echo(f"==> {plan.job.source} <==")
@@ -111,6 +113,34 @@ def _echo(transcript: Transcript) -> None:
         typer.echo(f"[{_clock(segment.start)} --> {_clock(segment.end)}] {segment.text.strip()}")
         for word in segment.words:
             typer.echo(f"    {word.start:8.2f} {word.end:8.2f}  {word.text.strip()}")
+
+
+def doubt_line(doubt: Doubt, name: str, model: str) -> str:
+    """A transcript's ``Doubt`` as one warning line that names the input and what to try."""
+    if doubt.kind == "no_speech":
+        return (
+            f"{name}: no speech found, the transcript is empty; if it holds speech, give its language with"
+            " --language (for languages other than English, a multilingual model: --model base)"
+        )
+    if doubt.kind == "uncertain_language":
+        probability = f"{doubt.score:.2f}" if doubt.score is not None else "?"
+        return (
+            f"{name}: its language was detected as {_language(doubt.language)} with probability {probability} only;"
+            " if that is wrong, give it with --language"
+        )
+    score = f"{doubt.score:.2f}" if doubt.score is not None else "?"
+    return (
+        f"{name}: the speech does not score as English for the English-only model {model} (mean log-probability"
+        f" {score}); for other languages use a multilingual model: --model base"
+    )
+
+
+def _language(code: str) -> str:
+    """``fr`` as ``French (fr)``, whisper's name for it; the code alone where it has none."""
+    from onepass_whisper.adapters.mlx.languages import language_names
+
+    name = language_names().get(code)
+    return f"{name.title()} ({code})" if name else code
 
 
 def _shown(source: Path) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -82,10 +82,21 @@ class FakeDecoder:
     Its attention is a clean diagonal, so a real aligner spreads the words evenly over the segment.
     """
 
-    def __init__(self, text: str = "hello world", name: str = "fake", multilingual: bool = False) -> None:
+    def __init__(
+        self,
+        text: str = "hello world",
+        name: str = "fake",
+        multilingual: bool = False,
+        detect: Callable[[Window], tuple[str, float]] | None = None,
+        avg_logprob: float = -0.2,
+    ) -> None:
+        """``detect``: each window's detected language and its probability (a multilingual model's, where no
+        language is given); ``avg_logprob``: every window's score."""
         self.text = text
         self._name = name
         self._multilingual = multilingual
+        self.detect = detect
+        self.avg_logprob = avg_logprob
         self.batches: list[int] = []  # the size of every batch asked for
 
     @property
@@ -125,13 +136,17 @@ class FakeDecoder:
         attention = np.full((2, tokens + 1, frames), -5.0, np.float32)  # heads × tokens × frames
         for i in range(tokens + 1):
             attention[:, i, min(frames - 1, i * frames // (tokens + 1))] = 5.0
+        language, probability = options.language or "en", None
+        if self.detect is not None and options.language is None:
+            language, probability = self.detect(window)
         return DecodedChunk(
             window=window,
-            language=options.language or "en",
+            language=language,
+            language_probability=probability,
             segments=segments,
             token_probabilities=np.full(tokens, 0.9, np.float32),
             attention=attention,
-            avg_logprob=-0.2,
+            avg_logprob=self.avg_logprob,
             compression_ratio=1.0,
             no_speech_prob=0.9 if silent else 0.01,
         )

@@ -31,6 +31,7 @@ from onepass_whisper.adapters.mlx.loop import BatchResults
 from onepass_whisper.adapters.mlx.rules import LogitRules
 from onepass_whisper.adapters.mlx.step.factory import Backend, Prompt, choose, choose_alignment
 from onepass_whisper.adapters.mlx.step.settings import StepSettings
+from onepass_whisper.adapters.word_breaks import group_words
 from onepass_whisper.domain.audio import FRAME_SECONDS, ChunkSegment, DecodedChunk, Window
 from onepass_whisper.domain.decoding import best_attempt, compression_ratio, finish_until, is_silent, needs_fallback
 from onepass_whisper.domain.errors import InvalidOptionError, UnsupportedLanguageError
@@ -104,7 +105,7 @@ class MlxWhisperDecoder:
             return []
         language = self._check_options(options)
         features = self._encode(windows)  # windows × audio ctx × state
-        languages = self._languages(features, language)
+        languages, probabilities = self._languages(features, language)
         finish_below = self._finish_below(windows)
         results: list[Attempt | None] = [None] * len(windows)
         tried: list[list[Attempt]] = [[] for _ in windows]  # each window's failed attempts, for the final choice
@@ -134,7 +135,7 @@ class MlxWhisperDecoder:
                 break
         frames = self._token_frames(windows, results, languages, options)
         return [
-            self._chunk(window, languages[i], attempt, options, frames.get(i))
+            self._chunk(window, languages[i], probabilities[i], attempt, options, frames.get(i))
             for i, (window, attempt) in enumerate(zip(windows, results))
             if attempt is not None
         ]
@@ -178,12 +179,14 @@ class MlxWhisperDecoder:
         bounds: NDArray[np.int64] = frames + int(self._tokenizer("en", "transcribe").timestamp_begin)
         return bounds
 
-    def _languages(self, features: mx.array, language: str | None) -> list[str]:
+    def _languages(self, features: mx.array, language: str | None) -> tuple[list[str], list[float | None]]:
+        """Each window's language and the detector's probability of it (None where ``language`` is given)."""
         if language is not None:
-            return [language] * features.shape[0]
+            return [language] * features.shape[0], [None] * features.shape[0]
         tokenizer = self._tokenizer("en", "transcribe")
         _, probabilities = detect_language(self.model, features, tokenizer)
-        return [str(max(p, key=p.get)) for p in probabilities]
+        codes = [str(max(p, key=p.get)) for p in probabilities]
+        return codes, [float(p[code]) for p, code in zip(probabilities, codes)]
 
     def _prompt(self, language: str, options: TranscribeOptions) -> tuple[list[int], int]:
         """The initial tokens and the index of start-of-transcript in them."""
@@ -317,11 +320,13 @@ class MlxWhisperDecoder:
         self,
         window: Window,
         language: str,
+        probability: float | None,
         attempt: Attempt,
         options: TranscribeOptions,
         token_frames: NDArray[np.int32] | None = None,
     ) -> DecodedChunk:
-        """The window's chunk; ``token_frames``: its DTW frames, computed on the device (no attention then)."""
+        """The window's chunk; ``probability``: the detector's for its language (None where it was given);
+        ``token_frames``: its DTW frames, computed on the device (no attention then)."""
         tokenizer = self._tokenizer(language, options.task)
         avg_logprob = self._avg_logprob(attempt)
         text = self._text(attempt, language, options)
@@ -340,6 +345,7 @@ class MlxWhisperDecoder:
         return DecodedChunk(
             window=window,
             language=language,
+            language_probability=probability,
             segments=segments,
             token_probabilities=attempt.token_probabilities[text_index],
             attention=np.ascontiguousarray(attention),
@@ -380,7 +386,8 @@ def split_segments(tokens: Sequence[int], tokenizer: Tokenizer, duration: float)
     """Cut one window's sampled tokens into segments at timestamp pairs, as openai-whisper's ``transcribe``.
 
     Text after the last timestamp pair is kept as a last segment ending at the window's end: windows are cut at
-    pauses and decoded in parallel, so there is no next window that would decode it again.
+    pauses and decoded in parallel, so there is no next window that would decode it again. Words of the scripts
+    without spaces are whole words, not whisper's single characters (``adapters/word_breaks.py``).
     """
     begin = tokenizer.timestamp_begin
     segments: list[ChunkSegment] = []
@@ -390,15 +397,18 @@ def split_segments(tokens: Sequence[int], tokenizer: Tokenizer, duration: float)
     def close(end: float) -> None:
         nonlocal text_tokens
         if text_tokens:
-            words, word_tokens = tokenizer.split_to_word_tokens(text_tokens)
+            pieces, piece_tokens = tokenizer.split_to_word_tokens(text_tokens)
+            words, counts = group_words(
+                [str(p) for p in pieces], [len(t) for t in piece_tokens], str(tokenizer.language or "")
+            )
             seg_start = min(start if start is not None else 0.0, duration)
             segments.append(
                 ChunkSegment(
                     start=seg_start,
                     end=max(seg_start, min(end, duration)),
                     text=str(tokenizer.decode(text_tokens)),
-                    words=tuple(str(w) for w in words),
-                    word_token_counts=tuple(len(t) for t in word_tokens),
+                    words=tuple(words),
+                    word_token_counts=tuple(counts),
                 )
             )
         text_tokens = []

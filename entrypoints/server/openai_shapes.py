@@ -4,7 +4,8 @@ Field names and shapes follow OpenAI's ``/v1/audio/transcriptions`` reference: `
 ``verbose_json`` adds ``task``, ``language`` (the language's English name, lower case), ``duration``, and
 ``segments`` and/or ``words`` as ``timestamp_granularities[]`` asks (``segment`` when none is given); ``text``,
 ``srt`` and ``vtt`` are the project's own writers' output. Errors are ``{"error": {"message", "type", "param",
-"code"}}``.
+"code"}}``. Additions to OpenAI's shapes: ``language_probability`` of the whole and each segment's ``language``
+and ``language_probability`` (the detector's, null where the language was given or the model is English-only).
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ def verbose_body(transcript: Transcript, task: Task, wanted: tuple[str, ...]) ->
     body: dict[str, Any] = {
         "task": task,
         "language": language_name(transcript.language),
+        "language_probability": transcript.language_probability,  # an addition: null where not detected
         "duration": round(transcript.duration, 3),
         "text": transcript.text,
     }
@@ -89,6 +91,8 @@ def verbose_body(transcript: Transcript, task: Task, wanted: tuple[str, ...]) ->
                 "avg_logprob": segment.avg_logprob,
                 "compression_ratio": segment.compression_ratio,
                 "no_speech_prob": segment.no_speech_prob,
+                "language": language_name(segment.language) if segment.language else None,  # an addition
+                "language_probability": segment.language_probability,  # an addition: null where not detected
             }
             for number, segment in enumerate(transcript.segments)
         ]

@@ -69,7 +69,10 @@ def assert_monotonic(cues: list[Cue]) -> None:
     assert starts == sorted(starts), starts
 
 
-SEGMENT_KEYS = {"id", "start", "end", "text", "avg_logprob", "compression_ratio", "no_speech_prob", "temperature"}
+SEGMENT_KEYS = {
+    "id", "start", "end", "text", "avg_logprob", "compression_ratio", "no_speech_prob", "temperature", "language",
+    "language_probability",
+}  # fmt: skip
 WORD_KEYS = {"word", "start", "end", "probability"}
 
 
@@ -77,9 +80,11 @@ def check_json_schema(document: Any, *, words: bool = True) -> None:
     """The documented schema (docs/cli.md): exact keys, types, ids in order, times ordered within the file."""
     assert isinstance(document, dict)
     # "options" (the settings that made it) is written by ``app transcribe``, not by the corpus workers
-    assert set(document) - {"options"} == {"text", "language", "segments", "model", "duration", "truncated"}, set(
-        document
-    )
+    keys = {"text", "language", "language_probability", "doubts", "segments", "model", "duration", "truncated"}
+    assert set(document) - {"options"} == keys, set(document)
+    probability = document["language_probability"]
+    assert probability is None or 0.0 <= probability <= 1.0, probability
+    assert all(set(doubt) == {"kind", "score"} for doubt in document["doubts"]), document["doubts"]
     assert isinstance(document.get("options", {}), dict)
     truncated = document["truncated"]
     assert truncated is None or (
@@ -94,7 +99,9 @@ def check_json_schema(document: Any, *, words: bool = True) -> None:
         assert set(segment) == SEGMENT_KEYS | ({"words"} if words else set()), set(segment)
         assert segment["id"] == number
         assert isinstance(segment["text"], str)
-        assert 0 <= segment["start"] <= segment["end"] <= duration + 1e-3
+        assert 0 <= segment["start"] < segment["end"] <= duration + 1e-3  # never of zero length (issue 26)
+        assert isinstance(segment["language"], str)
+        assert segment["language_probability"] is None or 0.0 <= segment["language_probability"] <= 1.0
         for key in ("avg_logprob", "compression_ratio", "no_speech_prob", "temperature"):
             assert isinstance(segment[key], float | int), key
         for word in segment.get("words", []):

@@ -151,13 +151,16 @@ def test_a_file_cut_short_is_transcribed_as_far_as_it_goes_and_marked(run: tuple
     assert found["truncated"]["expected_duration"] == pytest.approx(whole, abs=1e-3)
     assert found["duration"] == pytest.approx(whole * CUT_AT, abs=0.05)
     assert len(words(found)) >= 8, found["text"]  # the first sentences are there
-    warning = [line for line in run[0].stderr.splitlines() if line.startswith("warning:")]
+    warning = [line for line in run[0].stderr.splitlines() if line.startswith("warning:") and "cut short" in line]
     assert len(warning) == 1 and file_name("cut short") in warning[0] and f"{whole:.2f} s" in warning[0]
 
 
 def test_silence_invents_no_words(run: tuple[Result, Path]) -> None:
     found = document(run, "silence")
     assert words(found) == [] and found["segments"] == [], found["text"]  # application.no_speech
+    assert found["doubts"] == [{"kind": "no_speech", "score": None}]
+    said = [line for line in run[0].stderr.splitlines() if line.startswith("warning:") and "no speech found" in line]
+    assert any(file_name("silence") in line for line in said), said  # and the exit code stays (the run's own test)
 
 
 def test_white_noise_invents_no_words(run: tuple[Result, Path]) -> None:

@@ -11,7 +11,7 @@ from onepass_whisper.entrypoints.server import openai_shapes as shapes
 TRANSCRIPT = Transcript(
     segments=(
         Segment(0.0, 1.0, " Hello there.", (Word(" Hello", 0.0, 0.4, 0.9), Word(" there.", 0.5, 1.0, 0.8))),
-        Segment(1.5, 2.0, " Bye.", (Word(" Bye.", 1.5, 2.0, 0.7),)),
+        Segment(1.5, 2.0, " Bye.", (Word(" Bye.", 1.5, 2.0, 0.7),), language="fr", language_probability=0.6),
     ),
     language="en",
     duration=2.25,
@@ -21,8 +21,11 @@ TRANSCRIPT = Transcript(
 
 def test_verbose_json_carries_what_the_granularities_ask_for() -> None:
     default = shapes.verbose_body(TRANSCRIPT, "transcribe", shapes.granularities([]))
-    assert set(default) == {"task", "language", "duration", "text", "segments"}
+    assert set(default) == {"task", "language", "language_probability", "duration", "text", "segments"}
     assert default["language"] == "english" and default["text"] == "Hello there. Bye."
+    assert default["language_probability"] is None  # not detected
+    languages = [(s["language"], s["language_probability"]) for s in default["segments"]]
+    assert languages == [(None, None), ("french", 0.6)]
     assert default["segments"][1] | {"tokens": []} == default["segments"][1]
     assert [s["id"] for s in default["segments"]] == [0, 1] and default["segments"][1]["seek"] == 150
     words = shapes.verbose_body(TRANSCRIPT, "transcribe", shapes.granularities(["word"]))

@@ -226,3 +226,18 @@ def test_the_decoder_is_built_and_used_on_the_schedulers_own_thread() -> None:
     with BatchScheduler(ThreadBound, FakeAligner()) as scheduler:
         scheduler.submit(labelled(3.0, 100), OPTIONS).future.result(WAIT)
     assert threads == ["batch-scheduler", "batch-scheduler"]
+
+
+def test_the_server_s_transcripts_carry_each_window_s_language_and_the_main_one() -> None:
+    """The scheduler builds transcripts as the service does (``domain.language.transcript_of``)."""
+
+    def by_offset(window: Window) -> tuple[str, float]:
+        return ("fr", 0.9) if window.offset < 30 else ("de", 0.4)
+
+    decoder = FakeDecoder(multilingual=True, detect=by_offset)
+    with BatchScheduler(lambda: decoder, FakeAligner(), batch_size=4, gather_seconds=0.0) as running:
+        transcript = running.submit(tone(45.0), OPTIONS).future.result(WAIT)
+        silent = running.submit(tone(2.0, 0.0), OPTIONS).future.result(WAIT)
+    assert [(s.language, s.language_probability) for s in transcript.segments] == [("fr", 0.9), ("de", 0.4)]
+    assert (transcript.language, transcript.language_probability, transcript.doubts) == ("fr", 0.9, ())
+    assert [d.kind for d in silent.doubts] == ["no_speech"]

@@ -16,7 +16,7 @@ import pytest
 from onepass_whisper.adapters.writers import FORMATS, SubtitleLayout, TranscriptFiles, result_dict, write_atomically
 from onepass_whisper.domain.audio import Truncation
 from onepass_whisper.domain.errors import OutputWriteError
-from onepass_whisper.domain.model import Segment, Transcript, Word
+from onepass_whisper.domain.model import Doubt, Segment, Transcript, Word
 
 TRANSCRIPT = Transcript(
     segments=[
@@ -29,12 +29,16 @@ TRANSCRIPT = Transcript(
             compression_ratio=1.1,
             no_speech_prob=0.01,
             temperature=0.0,
+            language="en",
+            language_probability=0.43219,
         ),
         Segment(2.0, 3.25, " Bye.", words=[Word(" Bye.", 2.0, 3.25, 0.7)]),
     ],
     language="en",
     duration=4.0,
     model="tiny.en",
+    language_probability=0.43219,
+    doubts=[Doubt("uncertain_language", "en", 0.43219)],
 )
 
 
@@ -43,6 +47,8 @@ def test_result_dict_follows_the_schema() -> None:
     assert document == {
         "text": "Hello world. Bye.",
         "language": "en",
+        "language_probability": 0.4322,
+        "doubts": [{"kind": "uncertain_language", "score": 0.4322}],
         "segments": [
             {
                 "id": 0,
@@ -57,6 +63,8 @@ def test_result_dict_follows_the_schema() -> None:
                 "compression_ratio": 1.1,
                 "no_speech_prob": 0.01,
                 "temperature": 0.0,
+                "language": "en",
+                "language_probability": 0.4322,
             },
             {
                 "id": 1,
@@ -68,6 +76,8 @@ def test_result_dict_follows_the_schema() -> None:
                 "compression_ratio": 0.0,
                 "no_speech_prob": 0.0,
                 "temperature": 0.0,
+                "language": "",
+                "language_probability": None,
             },
         ],
         "model": "tiny.en",
