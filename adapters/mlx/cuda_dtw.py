@@ -27,6 +27,9 @@ INPUT_NAMES = ("cost", "sizes")
 OUTPUT_NAMES = ("first", "moves")
 
 SOURCE = """
+    // no header of MLX's kernel JIT defines an infinity (the first H100 run: "identifier inf is undefined"); the
+    // intrinsic needs none
+    const float inf = __int_as_float(0x7f800000);
     __shared__ float totals[3][MAX_ROWS + 1];  // three anti-diagonals: [d % 3][i] is cell (i, d - i), 1-based
     const int b = blockIdx.x, tid = threadIdx.x;
     const int R = cost_shape[1], F = cost_shape[2];

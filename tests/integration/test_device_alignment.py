@@ -148,6 +148,7 @@ def test_token_frames_of_a_batch_are_the_host_aligners() -> None:
 
 _HARNESS = r"""
 #include <barrier>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -158,7 +159,7 @@ static thread_local Dim3 threadIdx, blockIdx;
 static std::barrier<>* block_barrier;
 #define __syncthreads() block_barrier->arrive_and_wait()
 #define __shared__ static
-#define inf std::numeric_limits<float>::infinity()
+static inline float __int_as_float(int bits) { return std::bit_cast<float>(bits); }  // CUDA's intrinsic
 struct Shape { const int64_t* v; int64_t operator[](int i) const { return v[i]; } };
 constexpr int THREADS = @THREADS@;
 constexpr int MAX_ROWS = @MAX_ROWS@;
@@ -189,7 +190,8 @@ def kernel_on_cpu(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
     source = _HARNESS.replace("@THREADS@", str(threads)).replace("@MAX_ROWS@", str(cuda_dtw.MAX_ROWS))
     (folder / "dtw.cpp").write_text(source.replace("@SOURCE@", cuda_dtw.SOURCE), encoding="utf-8")
     library = folder / "dtw.so"
-    command = [compiler, "-std=c++20", "-O1", "-Wall", "-Werror", "-shared", "-fPIC", "-pthread"]
+    # no -Werror: the harness runs the kernel's logic, and another g++ (the GPU machine's) warns of other things
+    command = [compiler, "-std=c++20", "-O1", "-Wall", "-shared", "-fPIC", "-pthread"]
     subprocess.run([*command, str(folder / "dtw.cpp"), "-o", str(library)], check=True)
     run = ctypes.CDLL(str(library)).run
 
@@ -207,13 +209,13 @@ def kernel_on_cpu(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
 
 # the kernel as MLX's CUDA backend builds it (``mlx/backend/cuda/custom_kernel.cpp``: its default header, then the
 # signature from the inputs, their shapes where the source names them, the outputs, and the template constants),
-# with the two things it takes from MLX's device header spelled out
+# with what it takes from MLX's device header spelled out (nothing more: the first H100 run found the source relying
+# on an ``inf`` that only this test had defined)
 _AS_MLX_BUILDS_IT = """
 #include <cooperative_groups.h>
 #include <cuda/std/array>
 #include <cuda/std/limits>
 #include <cstdint>
-#define inf cuda::std::numeric_limits<float>::infinity()
 namespace mlx::core::cu {
 using Shape = cuda::std::array<int32_t, 8>;
 namespace cg = cooperative_groups;
