@@ -40,11 +40,15 @@ from onepass_whisper.application.scheduler_records import (
     SchedulerClosedError,
     SchedulerStats,
 )
-from onepass_whisper.application.word_timing import WordTiming, default_align_workers, timed_segments
+from onepass_whisper.application.word_timing import (
+    WordTiming,
+    default_align_workers,
+    timed_segments,
+    transcript_of_windows,
+)
 from onepass_whisper.domain.audio import DecodedChunk, Waveform, Window, finite_samples
 from onepass_whisper.domain.decoding import settle_tail, timed_at_once
 from onepass_whisper.domain.errors import AudioLoadError
-from onepass_whisper.domain.language import transcript_of
 from onepass_whisper.domain.model import Segment, TranscribeOptions, Transcript
 from onepass_whisper.domain.packing import Pack, pack, split_chunk, unfinished
 from onepass_whisper.domain.ports import Aligner, Decoder
@@ -432,16 +436,8 @@ class BatchScheduler:
         if request is None:
             return
         try:
-            segments: list[Segment] = []
-            for _, future in sorted(request.timed, key=lambda item: item[0]):
-                segments.extend(future.result())
-            transcript = transcript_of(
-                segments,
-                request.duration,
-                model=self.decoder.name,
-                fallback_language=request.options.language or request.first_language or "en",
-                english_only=not self.decoder.is_multilingual,
-                compression_limit=request.options.compression_ratio_threshold,
+            transcript = transcript_of_windows(
+                request.timed, request.duration, self.decoder, request.options, request.first_language
             )
         except Exception as error:  # noqa: BLE001 - its word timing failed: this request's error only
             self._fail(number, error)

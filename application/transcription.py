@@ -14,11 +14,15 @@ from attrs import define, field, frozen
 from numpy.typing import NDArray
 
 from onepass_whisper.application.no_speech import speech_only
-from onepass_whisper.application.word_timing import WordTiming, default_align_workers, timed_segments
+from onepass_whisper.application.word_timing import (
+    WordTiming,
+    default_align_workers,
+    timed_segments,
+    transcript_of_windows,
+)
 from onepass_whisper.domain.audio import SAMPLE_RATE, DecodedChunk, Truncation, Waveform, Window, finite_samples
 from onepass_whisper.domain.decoding import settle_tail, timed_at_once
 from onepass_whisper.domain.errors import AudioLoadError, TranscriptionError
-from onepass_whisper.domain.language import transcript_of
 from onepass_whisper.domain.model import Segment, TranscribeOptions, Transcript
 from onepass_whisper.domain.ports import Aligner, AudioBlocks, AudioSource, Decoder, ProgressSink
 from onepass_whisper.domain.windowing import stream_windows
@@ -236,17 +240,8 @@ class _Pipeline:
     def _finish_file(self, entry: _Pending) -> FileResult:
         """The input's transcript: its windows' timed segments in time order, in the language of most of its speech
         (``domain.language.transcript_of``)."""
-        segments: list[Segment] = []
-        for _, future in sorted(entry.timed, key=lambda item: item[0]):
-            segments.extend(future.result())
-        transcript = transcript_of(
-            segments,
-            entry.duration,
-            model=self.service.decoder.name,
-            fallback_language=self.options.language or entry.first_language or "en",
-            english_only=not self.service.decoder.is_multilingual,
-            compression_limit=self.options.compression_ratio_threshold,
-            truncated=entry.truncated,
+        transcript = transcript_of_windows(
+            entry.timed, entry.duration, self.service.decoder, self.options, entry.first_language, entry.truncated
         )
         return FileResult(entry.source, transcript=transcript)
 

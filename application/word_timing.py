@@ -25,7 +25,7 @@ import multiprocessing
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import suppress
@@ -35,9 +35,10 @@ from types import TracebackType
 import numpy as np
 from attrs import evolve, frozen
 
-from onepass_whisper.domain.audio import DecodedChunk
-from onepass_whisper.domain.model import Segment
-from onepass_whisper.domain.ports import Aligner
+from onepass_whisper.domain.audio import DecodedChunk, Truncation
+from onepass_whisper.domain.language import transcript_of
+from onepass_whisper.domain.model import Segment, TranscribeOptions, Transcript
+from onepass_whisper.domain.ports import Aligner, Decoder
 from onepass_whisper.domain.segments import spanning
 
 MAX_ALIGN_PROCESSES = 8  # a batch of 64 large-v3 windows keeps 8 busy for a fraction of a second (performance.md)
@@ -51,6 +52,30 @@ def default_align_workers() -> int:
 def default_align_processes() -> int:
     """Processes that time words: every core but two (the decoding thread, and the pickling of windows)."""
     return max(1, min(MAX_ALIGN_PROCESSES, (os.cpu_count() or 2) - 2))
+
+
+def transcript_of_windows(
+    timed: Iterable[tuple[float, Future[list[Segment]]]],
+    duration: float,
+    decoder: Decoder,
+    options: TranscribeOptions,
+    first_language: str | None,
+    truncated: Truncation | None = None,
+) -> Transcript:
+    """One input's transcript from its windows' timed segments (window offset, future), all done: in time order,
+    as ``domain.language.transcript_of`` makes it; the service and the server's scheduler both finish inputs so."""
+    segments: list[Segment] = []
+    for _, future in sorted(timed, key=lambda item: item[0]):
+        segments.extend(future.result())
+    return transcript_of(
+        segments,
+        duration,
+        model=decoder.name,
+        fallback_language=options.language or first_language or "en",
+        english_only=not decoder.is_multilingual,
+        compression_limit=options.compression_ratio_threshold,
+        truncated=truncated,
+    )
 
 
 def timed_segments(aligner: Aligner, chunk: DecodedChunk, word_timestamps: bool) -> list[Segment]:
