@@ -226,6 +226,7 @@ def bench_kernels(batches: Sequence[int], tokens: int, repeats: int) -> list[dic
 
     model, heads = decoder.model, decoder.alignment_heads
     kernel_program = KernelProgram(model, heads)  # compiled once, as the decoder keeps it: no trace in the timed steps
+    unsplit_program = KernelProgram(model, heads, split_cross=False)  # the cross-attention one block a head
     state = model.dims.n_text_state
     results: list[dict[str, Any]] = []
 
@@ -282,8 +283,12 @@ def bench_kernels(batches: Sequence[int], tokens: int, repeats: int) -> list[dic
         mx.eval(k, v, q, split, x, big, big_t, bias)
         kv_gb, w_gb = 2 * k.nbytes / 1e9, big.nbytes / 1e9
         cross = queued(lambda: cuda_kernels.cross_attention(q, k, v, 20, (3,))[0])
+        counters = mx.zeros((cuda_kernels.CROSS_SPLIT_PAIRS,), mx.uint32)
+        cross_split = queued(lambda: cuda_kernels.cross_attention(q, k, v, 20, (3,), counters)[0])
         sdpa = queued(lambda: mx.fast.scaled_dot_product_attention(*split, scale=0.125))
         emit(dict(engine="kernels", part="GPU speed", batch=batch, cross_kernel_gb_s=round(kv_gb / cross),
+                  cross_split_gb_s=round(kv_gb / cross_split),
+                  cross_splits=cuda_kernels.cross_split_count(batch, 20, model.dims.n_audio_ctx),
                   cross_sdpa_gb_s=round(kv_gb / sdpa)))  # fmt: skip
         if batch <= cuda_kernels.LINEAR_KERNEL_MAX_ROWS or batch == 64:
             kernel = queued(lambda: cuda_kernels.linear(x, big, bias))
@@ -296,6 +301,7 @@ def bench_kernels(batches: Sequence[int], tokens: int, repeats: int) -> list[dic
         makers: dict[str, Callable[[], Any]] = {
             "GraphStep": lambda: GraphStep(model, features, heads, explicit_cross=batch >= 16, fused=True),
             "KernelStep": lambda: KernelStep(model, features, kernel_program),
+            "KernelStep unsplit": lambda: KernelStep(model, features, unsplit_program),
         }
         for _ in range(max(1, repeats)):
             for name, make in makers.items():  # alternating

@@ -120,6 +120,11 @@ _BODY = """
     #pragma unroll
     for (int i = 0; i < VEC; ++i) partial[slot][lane * VEC + i] = acc[i];
     __syncthreads();
+    /*FINISH*/
+"""
+
+# one block a (sequence, head): its sums are the output
+_FINISH = """
     if (tid < DH) {
         float sum = 0.0f;
         #pragma unroll 8
@@ -128,21 +133,66 @@ _BODY = """
     }
 """
 
+# split over frames (grid y = S parts of the window): each part leaves its maximum, its total under that maximum and
+# its unnormalised sums in the workspace, then takes a ticket from its (sequence, head)'s counter; the part with the
+# last ticket rescales the S parts to their common maximum, in part order (the result does not depend on which part
+# came last), writes the output and sets the counter back to zero for the next launch: the split linear's ticket
+# (``_LINEAR_SPLIT_TAIL``), whose fences and L2 loads this follows
+_SPLIT_FINISH = """
+    static_assert(S > 1, "the split finish is for S > 1");
+    __shared__ bool last;
+    constexpr int SLOT = DH + 2;  // a part's maximum, total, then its DH sums
+    float* mine = ws + ((size_t)blockIdx.x * S + blockIdx.y) * SLOT;
+    if (tid < DH) {
+        float sum = 0.0f;
+        #pragma unroll 8
+        for (int j = 0; j < KPI; ++j) sum += partial[j][tid];
+        mine[2 + tid] = sum;
+    }
+    if (tid == 0) {
+        mine[0] = top;
+        mine[1] = total;
+    }
+    __threadfence();
+    __syncthreads();
+    unsigned int* counter = reinterpret_cast<unsigned int*>(const_cast<uint32_t*>(counters)) + blockIdx.x;
+    if (tid == 0) last = atomicAdd(counter, 1u) == (unsigned int)(S - 1);
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    if (tid < DH) {
+        const float* parts = ws + (size_t)blockIdx.x * S * SLOT;
+        float common = __int_as_float(0xff800000);
+        #pragma unroll
+        for (int z = 0; z < S; ++z) common = fmaxf(common, __ldcg(parts + z * SLOT));
+        float all = 0.0f, sum = 0.0f;
+        #pragma unroll
+        for (int z = 0; z < S; ++z) {
+            const float scale = expf(__ldcg(parts + z * SLOT) - common);
+            all += scale * __ldcg(parts + z * SLOT + 1);
+            sum += scale * __ldcg(parts + z * SLOT + 2 + tid);
+        }
+        out[(size_t)b * D + h * DH + tid] = static_cast<T>(sum / all);
+    }
+    if (tid == 0) *counter = 0u;
+"""
+
 # the alignment heads' scores (before the softmax) of this layer, in ascending head order: slot = heads below h.
 # Each thread copies the scores it turns into weights next, so no barrier is needed either side.
 _CAPTURE = """
     if ((CAPTURED >> h) & 1) {
         const int captured = __popc(CAPTURED & ((1u << h) - 1u));
-        T* row = qk + ((size_t)b * __popc(CAPTURED) + captured) * length;
+        T* row = qk + ((size_t)b * __popc(CAPTURED) + captured) * FRAMES + first;
         for (int t = tid; t < length; t += THREADS) row[t] = static_cast<T>(weights[t]);
     }
 """
 
 _CROSS = """
-    const int length = ROWS;  // the window's audio frames
+    // the part of the window's FRAMES audio frames this block attends to: all of them, or its ROWS of them (split)
+    const int first = blockIdx.y * ROWS, length = min(ROWS, FRAMES - first);
     constexpr int QSTRIDE = D;
-    const T* keys = k + (size_t)b * ROWS * D + h * DH;
-    const T* values = v + (size_t)b * ROWS * D + h * DH;
+    const T* keys = k + ((size_t)b * FRAMES + first) * D + h * DH;
+    const T* values = v + ((size_t)b * FRAMES + first) * D + h * DH;
     auto key_row = [&](int t) { return keys + (size_t)t * D; };
     auto value_row = [&](int t) { return values + (size_t)t * D; };
 """
@@ -171,28 +221,63 @@ _SELF = """
 
 
 @cache
-def _cross_kernel(capture: bool) -> Any:
-    outputs = ["out", "qk"] if capture else ["out"]
-    source = _CONSTANTS + _CROSS + _BODY.replace("/*CAPTURE*/", _CAPTURE if capture else "")
-    return mx.fast.cuda_kernel(name="onepass_cross", input_names=["q", "k", "v"], output_names=outputs, source=source)
+def _cross_kernel(capture: bool, split: bool) -> Any:
+    outputs = ["out"] + (["qk"] if capture else []) + (["ws"] if split else [])
+    body = _BODY.replace("/*CAPTURE*/", _CAPTURE if capture else "")
+    source = _CONSTANTS + _CROSS + body.replace("/*FINISH*/", _SPLIT_FINISH if split else _FINISH)
+    return mx.fast.cuda_kernel(
+        name="onepass_cross" + ("_s" if split else ""),
+        input_names=["q", "k", "v"] + (["counters"] if split else []),
+        output_names=outputs,
+        source=source,
+    )
 
 
 @cache
 def _self_kernel() -> Any:
-    source = _CONSTANTS + _SELF + _BODY.replace("/*CAPTURE*/", "")
+    source = _CONSTANTS + _SELF + _BODY.replace("/*CAPTURE*/", "").replace("/*FINISH*/", _FINISH)
     return mx.fast.cuda_kernel(
         name="onepass_self", input_names=["q", "cache", "positions"], output_names=["out"], source=source
     )
 
 
+# ``cross_split_count`` splits the window's frames of each (sequence, head) over several blocks while the unsplit
+# blocks are fewer than about two a streaming multiprocessor (132 on an H100 and an H200): at batch 1, large-v3's 20
+# heads are 20 blocks of 1500 frames each, too few loads in flight to read K and V at the GPU's bandwidth
+CROSS_TARGET_BLOCKS = 256
+CROSS_MAX_SPLITS = 12
+CROSS_MIN_FRAMES = 64  # a part's frames: below this the ticket and the combining cost more than the part's reads
+# the (sequence, head) pairs whose frames may be split: the counters ``cross_attention`` takes have this many
+CROSS_SPLIT_PAIRS = CROSS_TARGET_BLOCKS // 2
+
+
+def cross_split_count(batch: int, n_head: int, frames: int) -> int:
+    """How many parts ``cross_attention`` splits each (sequence, head)'s frames into: 1 unless its blocks are fewer
+    than half of ``CROSS_TARGET_BLOCKS``, else as many as keep about that many blocks (at most
+    ``CROSS_MAX_SPLITS``, each part at least ``CROSS_MIN_FRAMES`` frames)."""
+    pairs = batch * n_head
+    splits = min(CROSS_MAX_SPLITS, CROSS_TARGET_BLOCKS // max(pairs, 1), frames // CROSS_MIN_FRAMES)
+    return splits if splits > 1 and pairs <= CROSS_SPLIT_PAIRS else 1
+
+
 def cross_attention(
-    q: mx.array, k: mx.array, v: mx.array, n_head: int, heads: tuple[int, ...] = ()
+    q: mx.array,
+    k: mx.array,
+    v: mx.array,
+    n_head: int,
+    heads: tuple[int, ...] = (),
+    counters: mx.array | None = None,
 ) -> tuple[mx.array, mx.array | None]:
     """One query a sequence against its window's keys and values.
 
     ``q``: batch × 1 × state (the query linear's output); ``k``, ``v``: batch × frames × state (the key and value
     linears' outputs). Returns the attention output (batch × 1 × state, heads merged) and, for ``heads`` (in
     ascending order), their scaled scores before the softmax (batch × len(heads) × frames), else None.
+
+    With ``counters`` (``CROSS_SPLIT_PAIRS`` uint32, created zero and kept), few sequences have their frames split
+    over ``cross_split_count`` blocks each, in the same one launch: the parts of a (sequence, head) meet through its
+    counter and the last combines them (``_SPLIT_FINISH``). As for ``linear``'s counters, two launches that share
+    them must be ordered by their data (a decoder's layers are).
     """
     if list(heads) != sorted(set(heads)):
         raise ValueError(f"captured heads must be distinct and ascending, got {heads}")
@@ -200,21 +285,36 @@ def cross_attention(
     mask = 0
     for head in heads:
         mask |= 1 << head
-    kernel = _cross_kernel(bool(heads))
-    outputs = kernel(
-        inputs=[q, k, v],
+    splits = 1 if counters is None else cross_split_count(batch, n_head, frames)
+    inputs = [q, k, v]
+    output_shapes: list[tuple[int, ...]] = [(batch, 1, state)]
+    if heads:
+        output_shapes.append((batch, len(heads), frames))
+    output_dtypes = [q.dtype] * len(output_shapes)
+    if splits > 1:
+        assert counters is not None
+        if counters.shape != (CROSS_SPLIT_PAIRS,) or counters.dtype != mx.uint32:
+            raise ValueError(f"counters must be {CROSS_SPLIT_PAIRS} uint32, got {counters.shape} {counters.dtype}")
+        inputs.append(counters)
+        output_shapes.append((batch * n_head, splits, state // n_head + 2))
+        output_dtypes.append(mx.float32)
+    rows = -(-frames // splits)  # a part's frames (the last may have fewer)
+    outputs = _cross_kernel(bool(heads), splits > 1)(
+        inputs=inputs,
         template=[
             ("T", q.dtype),
             ("H", n_head),
             ("DH", state // n_head),
-            ("ROWS", frames),
+            ("ROWS", rows),
+            ("FRAMES", frames),
+            ("S", splits),
             ("THREADS", THREADS),
             ("CAPTURED", mask),
         ],
-        grid=(batch * n_head * THREADS, 1, 1),
+        grid=(batch * n_head * THREADS, splits, 1),
         threadgroup=(THREADS, 1, 1),
-        output_shapes=[(batch, 1, state)] + ([(batch, len(heads), frames)] if heads else []),
-        output_dtypes=[q.dtype] * (2 if heads else 1),
+        output_shapes=output_shapes,
+        output_dtypes=output_dtypes,
     )
     return outputs[0], (outputs[1] if heads else None)
 

@@ -5,6 +5,10 @@ everywhere over MLX-op equivalents of the kernels (``kernel_reference``), and ov
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+from pathlib import Path
+
 import mlx.core as mx
 import numpy as np
 import pytest
@@ -178,3 +182,106 @@ def test_the_linear_kernel_with_a_layer_norm_or_split_k_equals_mlxs_ops(
     np.testing.assert_allclose(np.array(first.astype(mx.float32)), np.array(expected), atol=3e-2, rtol=1e-2)
     # the partial sums are added in split order whichever block came last: the same bits again
     np.testing.assert_array_equal(np.array(second), np.array(first))
+
+
+@pytest.mark.skipif(not mx.cuda.is_available(), reason="the attention kernels are CUDA's (MLX's CUDA backend)")
+@pytest.mark.parametrize(("batch", "frames"), [(1, 1500), (2, 1500), (1, 1000), (3, 700), (1, 130), (12, 1500)])
+@pytest.mark.parametrize("heads", [(), (0, 3, 5)])
+def test_the_split_cross_attention_equals_the_unsplit_and_mlxs_ops(
+    batch: int, frames: int, heads: tuple[int, ...]
+) -> None:
+    """Few sequences split each head's frames over several blocks (a ragged last part where the frames do not
+    divide); the parts combined give the unsplit kernel's output and the captured scores of every frame."""
+    from onepass_whisper.adapters.mlx import cuda_kernels
+
+    n_head, state = 20, 1280
+    keys = mx.random.split(mx.random.key(8), 3)
+    q = mx.random.normal((batch, 1, state), key=keys[0]).astype(mx.float16)
+    k = mx.random.normal((batch, frames, state), key=keys[1]).astype(mx.float16)
+    v = mx.random.normal((batch, frames, state), key=keys[2]).astype(mx.float16)
+    splits = cuda_kernels.cross_split_count(batch, n_head, frames)
+    assert splits == (1 if batch * n_head > cuda_kernels.CROSS_SPLIT_PAIRS else min(
+        cuda_kernels.CROSS_MAX_SPLITS, cuda_kernels.CROSS_TARGET_BLOCKS // (batch * n_head),
+        frames // cuda_kernels.CROSS_MIN_FRAMES) if frames // cuda_kernels.CROSS_MIN_FRAMES > 1 else 1)  # fmt: skip
+    counters = mx.zeros((cuda_kernels.CROSS_SPLIT_PAIRS,), dtype=mx.uint32)
+    expected, expected_qk = kernel_reference.cross_attention(
+        q.astype(mx.float32), k.astype(mx.float32), v.astype(mx.float32), n_head, heads
+    )
+    unsplit, unsplit_qk = cuda_kernels.cross_attention(q, k, v, n_head, heads)
+    first, first_qk = cuda_kernels.cross_attention(q, k, v, n_head, heads, counters)
+    mx.eval(first, first_qk) if first_qk is not None else mx.eval(first)
+    second, _ = cuda_kernels.cross_attention(q, k, v, n_head, heads, counters)  # after the first: shared counters
+    mx.eval(second)
+    assert not np.array(counters).any()  # the last part of each (sequence, head) set its counter back
+    np.testing.assert_allclose(np.array(first.astype(mx.float32)), np.array(expected), atol=2e-2, rtol=1e-2)
+    np.testing.assert_allclose(np.array(first.astype(mx.float32)), np.array(unsplit.astype(mx.float32)), atol=2e-3)
+    np.testing.assert_array_equal(np.array(second), np.array(first))  # combined in part order: the same bits
+    if heads:
+        assert first_qk is not None and unsplit_qk is not None and expected_qk is not None
+        np.testing.assert_array_equal(np.array(first_qk), np.array(unsplit_qk))
+        np.testing.assert_allclose(np.array(first_qk.astype(mx.float32)), np.array(expected_qk), atol=5e-2, rtol=1e-2)
+    else:
+        assert first_qk is None
+
+
+@pytest.mark.skipif(not mx.cuda.is_available(), reason="the attention kernels are CUDA's (MLX's CUDA backend)")
+def test_one_token_steps_with_the_split_cross_attention_equal_the_unsplit() -> None:
+    """At few sequences every layer's cross-attention splits its frames (3 and then 2 rows of 6 heads: 12 parts);
+    the step's logits stay the unsplit step's to float16 rounding of the sums' order, its captured rows exactly."""
+    model = _model(mx.float16)
+    features = _features(mx.float16)
+    expected = _run(KernelStep(model, features, KernelProgram(model, HEADS, split_cross=False)), steps=20)
+    got = _run(KernelStep(model, features, KernelProgram(model, HEADS)), steps=20)
+    for (logits, attention), (their_logits, their_attention) in zip(expected, got, strict=True):
+        np.testing.assert_allclose(their_logits, logits, atol=5e-2 * max(1.0, float(np.abs(logits).max())))
+        np.testing.assert_array_equal(their_attention, attention)
+
+
+def test_the_cross_attention_splits_its_frames_only_where_sequences_are_few() -> None:
+    """Large-v3's 20 heads: 12 parts a head at batch 1 (240 blocks), 2 at batch 6, none from 7 on, where the
+    unsplit blocks already fill the GPU; never parts under ``CROSS_MIN_FRAMES``."""
+    from onepass_whisper.adapters.mlx import cuda_kernels
+
+    assert [cuda_kernels.cross_split_count(batch, 20, 1500) for batch in (1, 2, 6, 7, 64)] == [12, 6, 2, 1, 1]
+    assert cuda_kernels.cross_split_count(1, 20, 100) == 1
+    assert cuda_kernels.cross_split_count(1, 6, 1500) == 12
+
+
+# the cross-attention kernels' source as MLX's CUDA backend wraps it (its header, the signature from the inputs and
+# outputs, the template constants: ``mlx/backend/cuda/custom_kernel.cpp``), instantiated at large-v3's shapes
+_CROSS_AS_MLX_BUILDS_IT = """
+#include <cooperative_groups.h>
+#include <cuda/std/array>
+#include <cuda_fp16.h>
+#include <cstdint>
+namespace mlx::core::cu {
+template <typename T, int H, int DH, int ROWS, int FRAMES, int S, int THREADS, int CAPTURED>
+__global__ void cross(const T* q, const T* k, const T* v, @INPUTS@ T* out @OUTPUTS@) {
+@SOURCE@
+}
+template __global__ void cross<__half, 20, 64, 125, 1500, 12, 256, 8>(
+    const __half*, const __half*, const __half*, @INPUT_TYPES@ __half* @OUTPUT_TYPES@);
+}  // namespace mlx::core::cu
+"""
+
+
+@pytest.mark.parametrize("split", [False, True])
+@pytest.mark.parametrize("capture", [False, True])
+def test_the_cross_attention_source_compiles_for_the_h100(tmp_path: Path, capture: bool, split: bool) -> None:
+    """What NVRTC would reject on the GPU machine, found here by nvcc (sm_90: H100 and H200), warnings as errors."""
+    from onepass_whisper.adapters.mlx import cuda_kernels
+
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        pytest.skip("no nvcc to compile the CUDA kernels' source")
+    body = cuda_kernels._BODY.replace("/*CAPTURE*/", cuda_kernels._CAPTURE if capture else "")
+    body = body.replace("/*FINISH*/", cuda_kernels._SPLIT_FINISH if split else cuda_kernels._FINISH)
+    source = _CROSS_AS_MLX_BUILDS_IT.replace("@SOURCE@", cuda_kernels._CONSTANTS + cuda_kernels._CROSS + body)
+    source = source.replace("@INPUTS@", "const uint32_t* counters," if split else "")
+    source = source.replace("@INPUT_TYPES@", "const uint32_t*," if split else "")
+    source = source.replace("@OUTPUTS@", (", T* qk" if capture else "") + (", float* ws" if split else ""))
+    source = source.replace("@OUTPUT_TYPES@", (", __half*" if capture else "") + (", float*" if split else ""))
+    (tmp_path / "cross.cu").write_text(source, encoding="utf-8")
+    command = [nvcc, "-arch=sm_90", "-std=c++17", "-Werror", "all-warnings", "-c", "cross.cu", "-o", "cross.o"]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -55,7 +55,13 @@ class StepKernels(Protocol):
     ) -> tuple[mx.array, mx.array]: ...
 
     def cross_attention(
-        self, q: mx.array, k: mx.array, v: mx.array, n_head: int, heads: tuple[int, ...] = ...
+        self,
+        q: mx.array,
+        k: mx.array,
+        v: mx.array,
+        n_head: int,
+        heads: tuple[int, ...] = ...,
+        counters: mx.array | None = ...,
     ) -> tuple[mx.array, mx.array | None]: ...
 
 
@@ -77,7 +83,8 @@ class KernelProgram:
     self-attention kernel writes each step's key and value into the cache in place (``cuda_kernels``: MLX's own
     dynamic slice update copied the layer's whole cache, ``docs/performance.md`` #77). ``kernels``: the module of the four kernels
     (``cuda_kernels``; the tests give MLX-op equivalents, ``tests/integration/kernel_reference.py``, to run on the
-    CPU).
+    CPU). ``split_cross``: at few sequences the cross-attention splits each head's frames over several blocks
+    (``cuda_kernels.cross_split_count``); False keeps one block a head, to measure the split against.
     """
 
     def __init__(
@@ -86,6 +93,7 @@ class KernelProgram:
         alignment_heads: Sequence[tuple[int, int]],
         compiled: bool = True,
         kernels: StepKernels = cuda_kernels,
+        split_cross: bool = True,
     ) -> None:
         self.model = model
         self.kernels = kernels
@@ -114,7 +122,10 @@ class KernelProgram:
             for weight in weights[1:] + qkv_weights
             if id(weight) not in separate and kernels.split_count(*weight.shape) > 1
         }
-        mx.eval(list(self.counters.values()))
+        # the cross-attention's tickets where few sequences have each head's frames split over several blocks
+        # (``cuda_kernels.cross_attention``); None: never split
+        self.cross_counters = mx.zeros((cuda_kernels.CROSS_SPLIT_PAIRS,), dtype=mx.uint32) if split_cross else None
+        mx.eval(list(self.counters.values()) + ([self.cross_counters] if split_cross else []))
         self.run = mx.compile(self.forward) if compiled else self.forward
 
     def project(
@@ -169,7 +180,8 @@ class KernelProgram:
             assert cross is not None and block.cross_attn_ln is not None
             k, v = cross_kv[layer]
             q = self.project(x, cross.query.weight, cross.query.bias, norm=block.cross_attn_ln)
-            out, qk = kernels.cross_attention(q, k, v, self.n_head, tuple(self.capture.get(layer, [])))
+            heads = tuple(self.capture.get(layer, []))
+            out, qk = kernels.cross_attention(q, k, v, self.n_head, heads, self.cross_counters)
             if qk is not None:
                 captured.append(qk)
             x = self.project(out, cross.out.weight, cross.out.bias, residual=x)
