@@ -34,7 +34,7 @@ LICENSE = (
     "Montreal Forced Aligner as published in that repository, which states no licence (see README.md)"
 )
 ALIGNMENT = "forced (Montreal Forced Aligner 2.x, french_mfa acoustic model and dictionary; 10 ms grid)"
-SPEAKER = "one LibriVox reader, adult male, French (France), read audiobook"
+SPEAKER = "one LibriVox reader (unnamed in the source), French, read audiobook"
 
 _INTERVAL = re.compile(r'xmin = ([0-9.]+)\s*\n\s*xmax = ([0-9.]+)\s*\n\s*text = "(.*)"')
 
