@@ -77,11 +77,13 @@ def summary(sizes: Sequence[int]) -> dict[str, Any]:
 
 
 def run_cpu(args: argparse.Namespace) -> None:
-    from onepass_whisper.adapters.mlx import bootstrap, load_decoder
+    from onepass_whisper.adapters.mlx import bootstrap
+
+    bootstrap()  # the fast BLAS, before MLX loads
+    from onepass_whisper.adapters.mlx import load_decoder
     from onepass_whisper.adapters.mlx.decoder import MlxWhisperDecoder
     from onepass_whisper.adapters.models import CachedModelSource
 
-    bootstrap()
     folder = CachedModelSource(Path.home() / ".cache" / "onepass-whisper").resolve(args.model)
     base = load_decoder(folder, args.model)
     assert isinstance(base, MlxWhisperDecoder)
@@ -136,11 +138,13 @@ def _ratios(runs: dict[str, list[dict[str, Any]]]) -> None:
 
 
 def record(args: argparse.Namespace) -> None:
-    from onepass_whisper.adapters.mlx import bootstrap, load_decoder
+    from onepass_whisper.adapters.mlx import bootstrap
+
+    bootstrap()  # the fast BLAS, before MLX loads
+    from onepass_whisper.adapters.mlx import load_decoder
     from onepass_whisper.adapters.mlx.decoder import MlxWhisperDecoder
     from onepass_whisper.adapters.models import CachedModelSource
 
-    bootstrap()
     folder = CachedModelSource(Path.home() / ".cache" / "onepass-whisper").resolve(args.model)
     decoder = load_decoder(folder, args.model)
     assert isinstance(decoder, MlxWhisperDecoder)

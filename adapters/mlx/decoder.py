@@ -78,8 +78,9 @@ class MlxWhisperDecoder:
         """``backend``: how batches are encoded and stepped, by default ``step.factory.choose``'s for MLX's default
         device and ``settings``. ``alignment``: word timing's DTW on the device (``alignment.DeviceAlignment``),
         None or False for none, True for ``step.factory.choose_alignment``'s choice for the device and ``settings``.
-        ``rows``: at most this many windows decoded at once; a call with more keeps that many rows busy, a row
-        whose sequence ends taking the next window (``refill.py``); None: every window of a call at once."""
+        ``rows``: a call with more windows than this keeps that many rows busy in its greedy pass, a row whose
+        sequence ends taking the next window (``refill.py``), and decodes its fallback passes that many at a time;
+        None: every window of a call at once (so too a call whose first temperature is above 0)."""
         if rows is not None and rows < 1:
             raise ValueError(f"rows must be at least 1, got {rows}")
         self.rows = rows
