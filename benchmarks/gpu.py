@@ -25,6 +25,9 @@ compiled).
 kernels' GPU speed against MLX's own ops, and a bare step of ``GraphStep`` against ``KernelStep``.
 ``--engines trace``: the GPU's own time a step (every kernel, recorded by CUPTI through PyTorch's profiler) in the
 lagged loop and in the forward alone: the wall time a step above it is the host's.
+``--engines refill``: continuous batching against today's compaction (``benchmarks/refill.py``): windows ending at
+the steps a real tiny.en decode of the long-form files took (``benchmarks/longform_token_counts.json``), each batch
+size ``--batches`` as the rows kept busy, seconds, steps and distinct step sizes side by side, and the ratio.
 
 ``--check-model`` is the correctness check of the CUDA path with real weights: it transcribes ``--audio`` with the
 given converted model (mlx-whisper layout) and prints the text and word times, to compare with the CPU's, words
@@ -61,6 +64,7 @@ from benchmarks.gpu_ours import (
     random_windows,
 )
 from benchmarks.gpu_ours import sync_mlx as _sync_mlx
+from benchmarks.refill import bench_refill
 
 
 def bench_threads(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[str, Any]]:
@@ -621,6 +625,7 @@ ENGINES = {
     "threads": bench_threads,
     "torch-eager": bench_torch_eager,
     "hf-generate": bench_hf_generate,
+    "refill": bench_refill,
 }
 
 

@@ -205,7 +205,7 @@ _CROSS = """
 # position and reads only earlier positions of it). A functional write (``mx.slice_update``) with the position as
 # an array cost a copy kernel of ~75 µs a layer at batch 64 (``docs/performance.md`` #77).
 _SELF = """
-    const int length = positions[0];  // the positions so far, this step's included
+    const int length = positions[b];  // this row's positions so far, this step's included
     constexpr int STRIDE = 2 * D;     // a position's key, then its value
     constexpr int QSTRIDE = 3 * D;    // the query: the first third of the step's query-key-value row
     const int capacity = cache_shape[1];
@@ -322,12 +322,12 @@ def cross_attention(
 def self_attention(
     qkv: mx.array, cache: mx.array, positions: mx.array, n_head: int, max_positions: int
 ) -> tuple[mx.array, mx.array]:
-    """One query a sequence against the self-attention cache's first ``positions[0]`` positions.
+    """One query a sequence against its self-attention cache's first ``positions[row]`` positions.
 
     ``qkv``: batch × 1 × 3·state, the query, key and value linear's output (read in place); ``cache``: batch ×
     capacity × 2·state, each position's key then its value, a row-contiguous buffer that nothing but the caller
-    holds: this step's key and value are written into it at position ``positions[0] - 1``, in place;
-    ``positions``: a one-element int32 array; ``max_positions``: the model's text context (sizes the scores).
+    holds: this step's key and value are written into it at position ``positions[row] - 1``, in place;
+    ``positions``: int32, one a row (rows refilled at different times are at different positions); ``max_positions``: the model's text context (sizes the scores).
     Returns the output (batch × 1 × state, heads merged) and the cache (the same array, written).
     """
     batch, _, state = cache.shape

@@ -15,6 +15,7 @@ per temperature pass gives each window's DTW frames (``DecodedChunk.token_frames
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 
 import mlx.core as mx
@@ -28,11 +29,12 @@ from numpy.typing import NDArray
 
 from onepass_whisper.adapters.mlx.alignment import AlignedRows, DeviceAlignment
 from onepass_whisper.adapters.mlx.loop import BatchResults
+from onepass_whisper.adapters.mlx.refill import Admitted
 from onepass_whisper.adapters.mlx.rules import LogitRules
+from onepass_whisper.adapters.mlx.segments import single_timestamp_ending, split_segments
 from onepass_whisper.adapters.mlx.step.factory import Backend, Prompt, choose, choose_alignment
 from onepass_whisper.adapters.mlx.step.settings import StepSettings
-from onepass_whisper.adapters.word_breaks import group_words
-from onepass_whisper.domain.audio import FRAME_SECONDS, ChunkSegment, DecodedChunk, Window
+from onepass_whisper.domain.audio import FRAME_SECONDS, DecodedChunk, Window
 from onepass_whisper.domain.decoding import best_attempt, compression_ratio, finish_until, is_silent, needs_fallback
 from onepass_whisper.domain.errors import InvalidOptionError, UnsupportedLanguageError
 from onepass_whisper.domain.model import TranscribeOptions
@@ -57,6 +59,7 @@ class Attempt:
     # frames, and the sequence's place in that batch
     device_rows: mx.array | None = None
     batch_index: int = 0
+    row_start: int = 0  # the step of the sequence's first row there (a refilled row's later sequence: not 0)
 
 
 class MlxWhisperDecoder:
@@ -70,10 +73,17 @@ class MlxWhisperDecoder:
         settings: StepSettings = StepSettings(),
         backend: Backend | None = None,
         alignment: DeviceAlignment | None | bool = True,
+        rows: int | None = None,
     ) -> None:
         """``backend``: how batches are encoded and stepped, by default ``step.factory.choose``'s for MLX's default
         device and ``settings``. ``alignment``: word timing's DTW on the device (``alignment.DeviceAlignment``),
-        None or False for none, True for ``step.factory.choose_alignment``'s choice for the device and ``settings``."""
+        None or False for none, True for ``step.factory.choose_alignment``'s choice for the device and ``settings``.
+        ``rows``: a call with more windows than this keeps that many rows busy in its greedy pass, a row whose
+        sequence ends taking the next window (``refill.py``), and decodes its fallback passes that many at a time;
+        None: every window of a call at once (so too a call whose first temperature is above 0)."""
+        if rows is not None and rows < 1:
+            raise ValueError(f"rows must be at least 1, got {rows}")
+        self.rows = rows
         self.model = model
         self._name = name
         if alignment_heads is None:  # as openai-whisper: every head of the last half of the layers
@@ -104,23 +114,43 @@ class MlxWhisperDecoder:
         if not windows:
             return []
         language = self._check_options(options)
-        features = self._encode(windows)  # windows × audio ctx × state
-        languages, probabilities = self._languages(features, language)
         finish_below = self._finish_below(windows)
+        refill = self.rows is not None and len(windows) > self.rows and options.temperatures[0] == 0
+        features: mx.array | None = None
+        first: list[Attempt] | None = None
+        if refill:  # each window encoded as a row frees up for it; a fallback pass encodes its windows again
+            first, languages, probabilities = self._decode_refilled(windows, language, options, finish_below, progress)
+        else:
+            features = self._encode(windows)  # windows × audio ctx × state
+            languages, probabilities = self._languages(features, language)
         results: list[Attempt | None] = [None] * len(windows)
         tried: list[list[Attempt]] = [[] for _ in windows]  # each window's failed attempts, for the final choice
         pending = list(range(len(windows)))
         for number, temperature in enumerate(options.temperatures):
             last = number == len(options.temperatures) - 1
-            rows = mx.array(pending)
-            attempts = self._decode(
-                features[rows],
-                [languages[i] for i in pending],
-                options,
-                temperature,
-                finish_below[pending],
-                progress if number == 0 else None,  # the first pass decodes every window: its share is the batch's
-            )
+            if first is not None and number == 0:
+                attempts = first
+            elif features is not None:
+                attempts = self._decode(
+                    features[mx.array(pending)],
+                    [languages[i] for i in pending],
+                    options,
+                    temperature,
+                    finish_below[pending],
+                    progress if number == 0 else None,  # the first pass decodes every window: the batch's share
+                )
+            else:  # after a refilled first pass: the windows that fall back, together, ``rows`` at a time
+                attempts = []
+                size = self.rows or len(pending)
+                for start in range(0, len(pending), size):
+                    part = pending[start : start + size]
+                    attempts += self._decode(
+                        self._encode([windows[i] for i in part]),
+                        [languages[i] for i in part],
+                        options,
+                        temperature,
+                        finish_below[part],
+                    )
             retry = []
             for index, attempt in zip(pending, attempts):
                 if not self._needs_fallback(attempt, languages[index], options):
@@ -240,8 +270,7 @@ class MlxWhisperDecoder:
         rules = self._rules(options)
         prompts = [self._prompt(language, options) for language in languages]
         sot_index = prompts[0][1]
-        limit = options.max_new_tokens or self.model.dims.n_text_ctx // 2
-        limit = min(limit, self.model.dims.n_text_ctx - len(prompts[0][0]))
+        limit = self._limit(len(prompts[0][0]), options)
 
         on_device = self.alignment is not None and options.word_timestamps
         results = BatchResults(batch, tokenizer.eot, limit, listener, rows_on_device=on_device)
@@ -249,9 +278,63 @@ class MlxWhisperDecoder:
         no_speech_host = self.backend.decode(
             features, Prompt(tokens, sot_index, tokenizer.no_speech), rules, results, temperature, finish_below
         )
+        return self._attempts(results, no_speech_host, temperature, on_device)
+
+    def _limit(self, prompt_length: int, options: TranscribeOptions) -> int:
+        """Steps a sequence may take at most."""
+        limit = options.max_new_tokens or self.model.dims.n_text_ctx // 2
+        return int(min(limit, self.model.dims.n_text_ctx - prompt_length))
+
+    def _decode_refilled(
+        self,
+        windows: Sequence[Window],
+        language: str | None,
+        options: TranscribeOptions,
+        finish_below: NDArray[np.int64],
+        listener: BatchProgress | None,
+    ) -> tuple[list[Attempt], list[str], list[float | None]]:
+        """Greedy decoding of every window, ``rows`` at a time (``refill.py``): windows are encoded, their
+        language detected and their prompt fed as rows free up for them. Returns the attempts, each window's
+        language and the detector's probability of it."""
+        count = len(windows)
+        languages: list[str] = [""] * count
+        probabilities: list[float | None] = [None] * count
+        no_speech: list[tuple[NDArray[np.int64], object]] = []  # read once the decoding is done
+        tokenizer = self._tokenizer("en", options.task)
+        waiting = deque(range(count))
+        rows = self.rows or count
+
+        def admit(wanted: int) -> Admitted[object] | None:
+            if not waiting:
+                return None
+            taken = np.array([waiting.popleft() for _ in range(min(wanted, len(waiting)))])
+            features = self._encode([windows[i] for i in taken])
+            found, probability = self._languages(features, language)
+            for index, code, p in zip(taken, found, probability):
+                languages[index], probabilities[index] = code, p
+            prompts = [self._prompt(code, options) for code in found]
+            prompt = Prompt(np.array([p for p, _ in prompts], np.int32), prompts[0][1], tokenizer.no_speech)
+            started = self.backend.prompt(features, prompt, rows)
+            no_speech.append((taken, started.no_speech))
+            return Admitted(taken, started.step, started.logits, started.attention, finish_below[taken])
+
+        limit = self._limit(len(self._prompt(language or "en", options)[0]), options)
+        on_device = self.alignment is not None and options.word_timestamps
+        results = BatchResults(count, tokenizer.eot, limit, listener, rows_on_device=on_device)
+        self.backend.decode_refilled(admit, rows, self._rules(options), results)
+        no_speech_host = np.full(count, np.nan)
+        for taken, values in no_speech:
+            no_speech_host[taken] = np.asarray(values, np.float64)
+        return self._attempts(results, no_speech_host, 0.0, on_device), languages, probabilities
+
+    def _attempts(
+        self, results: BatchResults, no_speech: NDArray[np.float64], temperature: float, on_device: bool
+    ) -> list[Attempt]:
+        """Each sequence's attempt from what the loop gathered; ``on_device``: its rows kept on the device."""
         heads = len(self.alignment_heads)
         rows = results.attention(heads)
         device_rows = results.device_rows
+        batch = len(results.tokens)
         if on_device and device_rows is None:  # the synced loop's rows are on the host: the device's copy of them
             device_rows = mx.array(_stacked_rows(rows, heads))
             rows = [np.zeros((heads, 0, 0), np.float32)] * batch
@@ -261,11 +344,12 @@ class MlxWhisperDecoder:
                 token_probabilities=np.array(results.probabilities[i], np.float32),
                 attention=rows[i],
                 sum_logprob=float(results.sum_logprobs[i]),
-                no_speech_prob=float(no_speech_host[i]),
+                no_speech_prob=float(no_speech[i]),
                 temperature=temperature,
                 row_count=int(results.rows[i]),
                 device_rows=device_rows,
-                batch_index=i,
+                batch_index=int(results.columns[i]),
+                row_start=int(results.starts[i]),
             )
             for i in range(batch)
         ]
@@ -306,7 +390,7 @@ class MlxWhisperDecoder:
         for index, attempt in enumerate(results):
             if attempt is None or attempt.device_rows is None or self.alignment is None:
                 continue
-            steps = tuple(self._aligned_rows(attempt, languages[index], options))
+            steps = tuple(attempt.row_start + row for row in self._aligned_rows(attempt, languages[index], options))
             _, indices, sequences = passes.setdefault(id(attempt.device_rows), (attempt.device_rows, [], []))
             indices.append(index)
             sequences.append(AlignedRows(attempt.batch_index, steps, windows[index].num_frames))
@@ -375,54 +459,3 @@ def window_mel(samples: NDArray[np.float32], n_mels: int) -> mx.array:
     padding = max(0, N_SAMPLES + N_FFT - len(samples))
     mel: mx.array = log_mel_spectrogram(mx.array(samples), n_mels, padding=padding)[:N_FRAMES]
     return mel
-
-
-def single_timestamp_ending(tokens: Sequence[int], timestamp_begin: int) -> bool:
-    """Whether the sampled tokens end with one timestamp after text: the last segment closed, nothing follows."""
-    return len(tokens) >= 2 and tokens[-1] >= timestamp_begin and tokens[-2] < timestamp_begin
-
-
-def split_segments(tokens: Sequence[int], tokenizer: Tokenizer, duration: float) -> tuple[ChunkSegment, ...]:
-    """Cut one window's sampled tokens into segments at timestamp pairs, as openai-whisper's ``transcribe``.
-
-    Text after the last timestamp pair is kept as a last segment ending at the window's end: windows are cut at
-    pauses and decoded in parallel, so there is no next window that would decode it again. Words of the scripts
-    without spaces are whole words, not whisper's single characters (``adapters/word_breaks.py``).
-    """
-    begin = tokenizer.timestamp_begin
-    segments: list[ChunkSegment] = []
-    start: float | None = None
-    text_tokens: list[int] = []
-
-    def close(end: float) -> None:
-        nonlocal text_tokens
-        if text_tokens:
-            pieces, piece_tokens = tokenizer.split_to_word_tokens(text_tokens)
-            words, counts = group_words(
-                [str(p) for p in pieces], [len(t) for t in piece_tokens], str(tokenizer.language or "")
-            )
-            seg_start = min(start if start is not None else 0.0, duration)
-            segments.append(
-                ChunkSegment(
-                    start=seg_start,
-                    end=max(seg_start, min(end, duration)),
-                    text=str(tokenizer.decode(text_tokens)),
-                    words=tuple(words),
-                    word_token_counts=tuple(counts),
-                )
-            )
-        text_tokens = []
-
-    for token in tokens:
-        if token >= begin:
-            time = (token - begin) * FRAME_SECONDS
-            if text_tokens:
-                close(time)
-                start = None
-            else:
-                start = time if start is None or time > start else start
-        elif token < tokenizer.eot:
-            text_tokens.append(token)
-    if text_tokens:
-        close(duration)
-    return tuple(segments)

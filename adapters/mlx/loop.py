@@ -46,13 +46,16 @@ class BatchResults:
         limit: int,
         listener: Callable[[float], None] | None = None,
         rows_on_device: bool = False,
+        limits: NDArray[np.int64] | None = None,
     ) -> None:
         """``rows_on_device``: the lagged loop leaves the attention rows on the device (``device_rows``), for word
-        timing there (``alignment.py``), instead of reading them."""
+        timing there (``alignment.py``), instead of reading them. ``limits``: each sequence's own step limit (at
+        most ``limit``; the benchmarks end random-weight sequences at recorded lengths), by default ``limit``."""
         self.eot = eot
         self.rows_on_device = rows_on_device
         self.device_rows: mx.array | None = None  # steps × batch × heads × frames, where kept on the device
         self.limit = limit
+        self.limits = np.full(batch, limit, np.int64) if limits is None else np.minimum(limits, limit)
         self.listener = listener  # hears ``share()`` after each step read
         self.tokens: list[list[int]] = [[] for _ in range(batch)]
         self.probabilities: list[list[float]] = [[] for _ in range(batch)]
@@ -61,6 +64,20 @@ class BatchResults:
         self.rows = np.zeros(batch, np.int64)  # steps taken: attention rows that belong to the sequence
         self._attention: list[NDArray[np.float32] | None] = [None] * batch  # heads × limit × frames, filled in
         self._read_rows: NDArray[np.float32] | None = None  # or all at once: steps × batch × heads × frames
+        # where each sequence's rows lie in those: its column of the batch axis, and the step of its first row
+        # (the refilled loops, ``refill.py``: a column holds one sequence after another)
+        self.columns = np.arange(batch)
+        self.starts = np.zeros(batch, np.int64)
+
+    def place(self, sequences: NDArray[np.int64], columns: NDArray[np.int64], start: int) -> None:
+        """``sequences``' rows lie in ``columns`` of the rows read at once, from step ``start`` on."""
+        self.columns[sequences] = columns
+        self.starts[sequences] = start
+
+    def finished(self, sequences: NDArray[np.int64]) -> NDArray[np.bool_]:
+        """Whether each of ``sequences`` has ended: end-of-text sampled, or cut at the step limit."""
+        result: NDArray[np.bool_] = self.done[sequences] | (self.rows[sequences] >= self.limits[sequences])
+        return result
 
     def add(
         self,
@@ -77,7 +94,7 @@ class BatchResults:
         the rows come all at once at the end (``set_rows``).
         """
         for row, sequence in enumerate(active):
-            if self.done[sequence]:
+            if self.done[sequence] or self.rows[sequence] >= self.limits[sequence]:  # ended: a row kept, read late
                 continue
             if attention is not None:
                 rows = self._attention[sequence]
@@ -99,11 +116,11 @@ class BatchResults:
     def share(self) -> float:
         """How far the batch has come, 0 to 1: a finished sequence counts whole, another its steps over the step
         limit (most end well before it, so this runs behind early on and catches up as sequences finish)."""
-        return float(np.where(self.done, 1.0, np.minimum(self.rows / self.limit, 1.0)).mean())
+        return float(np.where(self.done, 1.0, np.minimum(self.rows / self.limits, 1.0)).mean())
 
     def set_rows(self, rows: NDArray[np.float32]) -> None:
-        """Every sequence's attention rows at once (steps × batch × heads × frames), step t of every sequence at
-        row t; a sequence's rows past its own end are ignored."""
+        """Every sequence's attention rows at once (steps × batch × heads × frames), step t of a sequence at row
+        ``starts`` + t of its column (``place``); a sequence's rows past its own end are ignored."""
         self._read_rows = rows
 
     def attention(self, heads: int) -> list[NDArray[np.float32]]:
@@ -111,9 +128,12 @@ class BatchResults:
 
         A sequence cut at the length limit has no end-of-text row.
         """
-        if self._read_rows is not None:
-            rows = self._read_rows.transpose(1, 2, 0, 3)  # views: batch × heads × steps × frames
-            return [rows[sequence, :, :count] for sequence, count in enumerate(self.rows)]
+        if self._read_rows is not None:  # views: heads × steps × frames
+            read = self._read_rows
+            return [
+                read[start : start + count, column].transpose(1, 0, 2)
+                for start, column, count in zip(self.starts, self.columns, self.rows)
+            ]
         return [
             np.zeros((heads, 0, 0), np.float32) if rows is None else rows[:, : self.rows[sequence]]
             for sequence, rows in enumerate(self._attention)
@@ -198,7 +218,7 @@ def decode_synced(
             tokens = masked.argmax(axis=-1)
         logprobs, probabilities = _token_scores(masked, logits, tokens, eot)
         results.add(active, attention, tokens, logprobs, probabilities)
-        going = tokens != eot
+        going = ~results.finished(active)
         if step == limit - 1 or not going.any():
             break
         ts_state = ts_state.after(tokens, timestamp_begin)
@@ -254,10 +274,10 @@ def decode_lagged(
             continue
         _read(results, unread[:-1])
         unread = unread[-1:]
-        if results.done.all():
+        if results.finished(np.arange(len(results.tokens))).all():
             unread = []  # every sequence has ended: the last step queued is not needed
             break
-        finished = results.done[active]
+        finished = results.finished(active)
         if finished.sum() >= max(1, len(active) // COMPACT_FRACTION):
             keep = np.flatnonzero(~finished)
             kept = mx.array(keep)

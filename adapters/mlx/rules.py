@@ -65,6 +65,23 @@ class TimestampState:
             self.sampled,
         )
 
+    def restarted(self, rows: np.ndarray, finish_below: np.ndarray) -> TimestampState:
+        """``rows`` refilled with new sequences (``finish_below`` theirs) whose first token this step samples
+        (masked apart, as a first step): their entries are set so that ``after`` gives each the state of one
+        token sampled, as ``initial(...).after`` would (a penultimate of True, no timestamp before)."""
+        last, last_ts, finish = self.last_was_timestamp.copy(), self.last_timestamp.copy(), self.finish_below.copy()
+        last[rows], last_ts[rows], finish[rows] = True, -1, finish_below
+        return TimestampState(last, self.penultimate_was_timestamp, last_ts, finish, self.sampled)
+
+    def finishing_off(self, rows: np.ndarray) -> TimestampState:
+        """The rules' view with ``rows``' finish rule off: rows with one token sampled (``LogitRules``: the rule
+        starts at two), in a batch whose other rows are further on."""
+        finish = self.finish_below.copy()
+        finish[rows] = 0
+        return TimestampState(
+            self.last_was_timestamp, self.penultimate_was_timestamp, self.last_timestamp, finish, self.sampled
+        )
+
 
 @frozen(eq=False)
 class DeviceTimestampState:
@@ -94,6 +111,23 @@ class DeviceTimestampState:
             self.last_timestamp[rows],
             self.finish_below[rows],
             self.sampled,
+        )
+
+    def restarted(self, rows: mx.array, finish_below: np.ndarray) -> DeviceTimestampState:
+        """As ``TimestampState.restarted``, on the device."""
+        last, last_ts, finish = self.last_was_timestamp, self.last_timestamp, self.finish_below
+        last, last_ts, finish = mx.array(last), mx.array(last_ts), mx.array(finish)  # new arrays: no aliasing
+        last[rows] = True
+        last_ts[rows] = -1
+        finish[rows] = mx.array(finish_below, mx.int32)
+        return DeviceTimestampState(last, self.penultimate_was_timestamp, last_ts, finish, self.sampled)
+
+    def finishing_off(self, rows: mx.array) -> DeviceTimestampState:
+        """As ``TimestampState.finishing_off``, on the device."""
+        finish = mx.array(self.finish_below)
+        finish[rows] = 0
+        return DeviceTimestampState(
+            self.last_was_timestamp, self.penultimate_was_timestamp, self.last_timestamp, finish, self.sampled
         )
 
 

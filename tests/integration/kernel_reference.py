@@ -54,8 +54,11 @@ def self_attention(
 ) -> tuple[mx.array, mx.array]:
     """The kernel writes the step's key and value into ``cache`` in place; here a new array has them."""
     state = cache.shape[-1] // 2
-    cache = mx.slice_update(cache, qkv[:, :, state:], positions - 1, axes=(1,))
-    mask = mx.arange(cache.shape[1]) < positions  # the positions written so far, this step's included
+    fresh = qkv[:, :, state:]  # batch × 1 × 2·state
+    at = mx.broadcast_to((positions - 1)[:, None, None], fresh.shape)  # each row at its own position
+    cache = mx.put_along_axis(cache, at, fresh, axis=1)
+    # each row's positions written so far, this step's included
+    mask = (mx.arange(cache.shape[1])[None, :] < positions[:, None])[:, None, None, :]
     out, _ = _attend(qkv[:, :, :state], cache[:, :, :state], cache[:, :, state:], n_head, mask)
     return out, cache
 

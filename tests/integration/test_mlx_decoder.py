@@ -12,8 +12,9 @@ from mlx_whisper.tokenizer import get_tokenizer
 
 from onepass_whisper.adapters.audio_file import FileAudioSource
 from onepass_whisper.adapters.dtw.aligner import DtwAligner
-from onepass_whisper.adapters.mlx.decoder import MlxWhisperDecoder, split_segments, window_mel
+from onepass_whisper.adapters.mlx.decoder import MlxWhisperDecoder, window_mel
 from onepass_whisper.adapters.mlx.rules import LogitRules, TimestampState
+from onepass_whisper.adapters.mlx.segments import split_segments
 from onepass_whisper.domain.audio import Window
 from onepass_whisper.domain.model import TranscribeOptions
 from onepass_whisper.domain.ports import Decoder
@@ -191,7 +192,7 @@ def test_our_encoder_equals_mlx_whispers(tiny_en: MlxWhisperDecoder, host_math: 
 
 
 def test_single_timestamp_ending_is_read_as_whisper_does() -> None:
-    from onepass_whisper.adapters.mlx.decoder import single_timestamp_ending
+    from onepass_whisper.adapters.mlx.segments import single_timestamp_ending
 
     begin = TOKENIZER.timestamp_begin
     text = TOKENIZER.encode(" hello")

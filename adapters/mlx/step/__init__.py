@@ -11,7 +11,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+if TYPE_CHECKING:  # typing.Self from Python 3.11
+    from typing_extensions import Self
 
 Array = TypeVar("Array")
 
@@ -32,4 +35,11 @@ class DecoderStep(Protocol[Array]):
 
     def keep(self, rows: Array) -> None:
         """Compact the batch to ``rows`` (indices, ascending, of the sequences that go on)."""
+        ...
+
+    def put(self, rows: Array, fresh: Self) -> None:
+        """Refill ``rows`` (indices) with ``fresh``'s sequences, one a row in order: a step of the same backend
+        over their windows, prompted and never compacted. Each refilled row then goes on at its own positions
+        (its learned positional embedding and its self-attention mask from its own start), so rows stepped
+        together may stand at different positions; a step of several tokens needs them all at one."""
         ...

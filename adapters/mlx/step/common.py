@@ -28,6 +28,14 @@ def causal_mask(length: int, offset: int) -> NDArray[np.float32]:
     return result
 
 
+def row_masks(offsets: NDArray[np.int64], end: int) -> NDArray[np.float32]:
+    """Additive masks (rows × 1 × 1 × end) of one query a row at each row's own position ``offsets[row]``: the
+    keys after it hidden (a refilled row's cache holds an earlier sequence's keys there)."""
+    hidden = np.arange(end)[None, :] > np.asarray(offsets)[:, None]
+    result: NDArray[np.float32] = np.where(hidden, np.float32(MASKED), np.float32(0)).astype(np.float32)
+    return result[:, None, None, :]
+
+
 def growth(offset: int, length: int, capacity: int) -> int:
     """The positions to add to a cache of ``capacity`` so that ``length`` more fit after ``offset``: 0, or whole
     ``KV_BLOCK``s (each growth copies the cache, so it grows by blocks, not by token)."""

@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Protocol
+from typing import Any, Protocol
 
 import mlx.core as mx
 import numpy as np
@@ -27,6 +27,7 @@ from onepass_whisper.adapters.mlx import cuda_dtw
 from onepass_whisper.adapters.mlx.alignment import DeviceAlignment, dtw_first_frames
 from onepass_whisper.adapters.mlx.encoder import encode, encode_on_host
 from onepass_whisper.adapters.mlx.loop import BatchResults, decode_lagged, decode_synced
+from onepass_whisper.adapters.mlx.refill import Admit, decode_refilled_lagged, decode_refilled_synced
 from onepass_whisper.adapters.mlx.rules import LogitRules, logsumexp
 from onepass_whisper.adapters.mlx.step import DecoderStep
 from onepass_whisper.adapters.mlx.step.graph import GraphStep
@@ -46,6 +47,18 @@ class Prompt:
     tokens: NDArray[np.int32]
     sot_index: int
     no_speech: int | None
+
+
+@frozen(eq=False)
+class Prompted:
+    """Windows' own step with their prompt fed: the logits of their first token (at the prompt's last position,
+    float32), its captured row and each window's probability of no speech (NaN where the model has no such
+    token); numpy (the host's) or MLX arrays (the device's: read with ``np.asarray`` once the decoding is done)."""
+
+    step: DecoderStep[Any]
+    logits: Any
+    attention: Any
+    no_speech: Any
 
 
 class Backend(Protocol):
@@ -70,6 +83,16 @@ class Backend(Protocol):
         finish_below: NDArray[np.int64] | None,
     ) -> NDArray[np.float64]:
         """The batch decoded into ``results``; returns each row's no-speech probability (NaN without one)."""
+        ...
+
+    def prompt(self, features: mx.array, prompt: Prompt, batch: int | None = None) -> Prompted:
+        """A step over ``features``' windows with ``prompt`` fed, laid out for a batch of ``batch`` rows (the one
+        its rows will join, ``DecoderStep.put``; by default its own)."""
+        ...
+
+    def decode_refilled(self, admit: Admit, rows: int, rules: LogitRules, results: BatchResults) -> list[int]:
+        """Greedy decoding of every window ``admit`` gives, ``rows`` at a time (``refill.py``), into ``results``;
+        returns the batch size of each step."""
         ...
 
 
@@ -129,20 +152,28 @@ class HostBackend:
         finish_below: NDArray[np.int64] | None,
     ) -> NDArray[np.float64]:
         with self._one_blas_thread():
+            started = self.prompt(features, prompt)
+            decode_synced(started.step, rules, started.logits, started.attention, results, temperature, finish_below)
+        return np.asarray(started.no_speech, np.float64)
+
+    def prompt(self, features: mx.array, prompt: Prompt, batch: int | None = None) -> Prompted:
+        with self._one_blas_thread():
             if self._weights is None:  # views on the CPU backend; copies elsewhere
                 self._weights = decoder_weights(self.model)
-            batch = features.shape[0]
             step = HostStep(
                 self._weights, np.asarray(features, np.float32), self.alignment_heads, self._pool, self._threads
             )
             logits, attention = step.step(prompt.tokens, logit_positions=(prompt.sot_index, -1))
-            first = logits[0]  # at the start-of-transcript token: each row's probability of no speech
-            no_speech = prompt.no_speech
-            probabilities: NDArray[np.float64] = (
-                np.full(batch, np.nan) if no_speech is None else np.exp(first[:, no_speech] - logsumexp(first))
-            )
-            decode_synced(step, rules, logits[1], attention, results, temperature, finish_below)
-        return probabilities
+        first = logits[0]  # at the start-of-transcript token: each row's probability of no speech
+        no_speech = prompt.no_speech
+        probabilities: NDArray[np.float64] = (
+            np.full(len(first), np.nan) if no_speech is None else np.exp(first[:, no_speech] - logsumexp(first))
+        )
+        return Prompted(step, logits[1], attention, probabilities)
+
+    def decode_refilled(self, admit: Admit, rows: int, rules: LogitRules, results: BatchResults) -> list[int]:
+        with self._one_blas_thread():
+            return decode_refilled_synced(admit, rows, rules, results)
 
 
 class DeviceBackend:
@@ -173,11 +204,12 @@ class DeviceBackend:
         mx.eval(features)
         return features
 
-    def new_step(self, features: mx.array) -> DecoderStep[mx.array]:
-        """The step for a batch of windows' features."""
+    def new_step(self, features: mx.array, batch: int | None = None) -> DecoderStep[mx.array]:
+        """The step for a batch of windows' features, laid out for ``batch`` rows (by default theirs)."""
         if self.program is not None:
             return KernelStep(self.model, features, self.program)
-        explicit = self.gpu and features.shape[0] >= EXPLICIT_CROSS_MIN_BATCH
+        rows = features.shape[0] if batch is None else batch
+        explicit = self.gpu and rows >= EXPLICIT_CROSS_MIN_BATCH
         return GraphStep(self.model, features, self.alignment_heads, explicit_cross=explicit, fused=self.gpu)
 
     def decode(
@@ -189,9 +221,18 @@ class DeviceBackend:
         temperature: float,
         finish_below: NDArray[np.int64] | None,
     ) -> NDArray[np.float64]:
-        step = self.new_step(features)
+        started = self.prompt(features, prompt)
+        decode_lagged(started.step, rules, started.logits, started.attention, results, temperature, finish_below)
+        return np.asarray(started.no_speech, np.float64)
+
+    def prompt(self, features: mx.array, prompt: Prompt, batch: int | None = None) -> Prompted:
+        step = self.new_step(features, batch)
         logits, attention = step.step(mx.array(prompt.tokens), logit_positions=(prompt.sot_index, -1))
         no_speech = prompt.no_speech
         probabilities = mx.softmax(logits[0], axis=-1)[:, no_speech] if no_speech is not None else None
-        decode_lagged(step, rules, logits[1], attention, results, temperature, finish_below)
-        return np.full(features.shape[0], np.nan) if probabilities is None else np.array(probabilities)
+        # read once the decoding is done (``np.asarray``): a read here would make the host wait for the prompt
+        lazy = np.full(features.shape[0], np.nan) if probabilities is None else probabilities
+        return Prompted(step, logits[1], attention, lazy)
+
+    def decode_refilled(self, admit: Admit, rows: int, rules: LogitRules, results: BatchResults) -> list[int]:
+        return decode_refilled_lagged(admit, rows, rules, results)

@@ -12,7 +12,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import mlx.core as mx
+import numpy as np
 from mlx_whisper.whisper import MultiHeadAttention, ResidualAttentionBlock, Whisper
+from numpy.typing import NDArray
 
 from onepass_whisper.adapters.mlx.step.common import (
     KV_BLOCK,
@@ -26,6 +28,7 @@ from onepass_whisper.adapters.mlx.step.common import (
     last_query_qk,
     linear_weights,
     merge_heads,
+    row_masks,
     split_heads,
     transposed_once,
 )
@@ -43,13 +46,23 @@ def run_tokens(
     layer: Layer,
     logits_of: Callable[[mx.array], mx.array],
     reorder: mx.array | None,
+    offsets: NDArray[np.int64] | None = None,
 ) -> tuple[list[mx.array], mx.array]:
     """``tokens`` (batch × length, at positions ``start``..) through the embedding, every ``layer`` and the logits'
-    linear (``logits_of``): the step both device steps share (the kernel step for the prompt)."""
+    linear (``logits_of``): the step both device steps share (the kernel step for the prompt).
+
+    ``offsets``: one token a row at each row's own position (rows refilled at different times); ``start`` is then
+    unused, ``end`` is the furthest row's, and the layers get each row's mask (batch × 1 × 1 × end)."""
     length = tokens.shape[1]
     end = start + length
-    x = model.decoder.token_embedding(tokens) + model.decoder.positional_embedding[start:end]
-    mask = mx.array(causal_mask(length, start)).astype(x.dtype) if length > 1 else None
+    embedded = model.decoder.token_embedding(tokens)
+    if offsets is None:
+        x = embedded + model.decoder.positional_embedding[start:end]
+        mask = mx.array(causal_mask(length, start)).astype(x.dtype) if length > 1 else None
+    else:
+        end = int(offsets.max()) + 1
+        x = embedded + model.decoder.positional_embedding[mx.array(offsets)][:, None]
+        mask = mx.array(row_masks(offsets, end)).astype(x.dtype)
     captured: list[mx.array] = []  # each capturing layer's QK (batch × its heads × frames), in layer order
     for index, block in enumerate(model.decoder.blocks):
         x = layer(index, block, x, start, end, mask, captured)
@@ -83,7 +96,8 @@ class GraphStep:
         self.gelu = fused_gelu if fused else gelu
         blocks: list[ResidualAttentionBlock] = model.decoder.blocks
         self.n_head = blocks[0].attn.n_head
-        self.offset = 0
+        # each row's positions so far: equal until a row is refilled (``put``), then each row's own
+        self.offsets = np.zeros(audio_features.shape[0], np.int64)
         self.capture, reorder = capture_plan(alignment_heads)
         self._reorder = None if reorder is None else mx.array(reorder)
         self.cross_kv: list[tuple[mx.array, mx.array]] = []  # computed once per window, read every step
@@ -105,10 +119,33 @@ class GraphStep:
         weight = self._transposed[id(layer.weight)]
         return mx.addmm(layer.bias, x, weight) if "bias" in layer else x @ weight
 
+    @property
+    def offset(self) -> int:
+        """The positions so far of the row furthest on (every row's, until a row is refilled)."""
+        return int(self.offsets.max(initial=0))
+
+    @offset.setter
+    def offset(self, value: int) -> None:
+        self.offsets[:] = value
+
     def keep(self, rows: mx.array) -> None:
         self.cross_kv = [(k[rows], v[rows]) for k, v in self.cross_kv]
         self.self_k = [k[rows] for k in self.self_k]
         self.self_v = [v[rows] for v in self.self_v]
+        self.offsets = self.offsets[np.array(rows)]
+
+    def put(self, rows: mx.array, fresh: GraphStep) -> None:
+        """Rows ``rows`` take ``fresh``'s sequences (one a row, in order, prompted): their cross-attention K/V,
+        their self-attention cache and their own positions from 0."""
+        end = fresh.offset
+        self._reserve(end - self.offset)
+        for (k, v), (new_k, new_v) in zip(self.cross_kv, fresh.cross_kv):
+            k[rows] = new_k
+            v[rows] = new_v
+        for mine, theirs in ((self.self_k, fresh.self_k), (self.self_v, fresh.self_v)):
+            for buffer, new in zip(mine, theirs):
+                buffer[rows, :, :end] = new[:, :, :end]
+        self.offsets[np.array(rows)] = fresh.offsets
 
     def _reserve(self, length: int) -> None:
         grow = growth(self.offset, length, self.self_k[0].shape[2])
@@ -120,7 +157,11 @@ class GraphStep:
             self.self_v[i] = mx.concatenate([v, pad], axis=2)
 
     def step(self, tokens: mx.array, logit_positions: Sequence[int] = (-1,)) -> tuple[list[mx.array], mx.array]:
-        self._reserve(tokens.shape[1])
+        length = tokens.shape[1]
+        uniform = bool((self.offsets == self.offsets[0]).all()) if len(self.offsets) else True
+        if not uniform and length > 1:
+            raise ValueError("a step of several tokens needs every row at the same position")
+        self._reserve(length)
         embedding = self.model.decoder.token_embedding
         result = run_tokens(
             self.model,
@@ -130,8 +171,9 @@ class GraphStep:
             self._layer,
             lambda x: self._linear(embedding, x),
             self._reorder,
+            None if uniform else self.offsets,
         )
-        self.offset += tokens.shape[1]
+        self.offsets = self.offsets + length
         return result
 
     def _layer(
@@ -157,8 +199,15 @@ class GraphStep:
         self, layer: int, attn: MultiHeadAttention, x: mx.array, start: int, end: int, mask: mx.array | None
     ) -> mx.array:
         q = split_heads(self._linear(attn.query, x), self.n_head)
-        self.self_k[layer][:, :, start:end] = split_heads(self._linear(attn.key, x), self.n_head)
-        self.self_v[layer][:, :, start:end] = split_heads(self._linear(attn.value, x), self.n_head)
+        new_k = split_heads(self._linear(attn.key, x), self.n_head)
+        new_v = split_heads(self._linear(attn.value, x), self.n_head)
+        if mask is not None and mask.ndim == 4:  # one token a row, each at its own position
+            at = mx.broadcast_to(mx.array(self.offsets)[:, None, None, None], new_k.shape)
+            self.self_k[layer] = mx.put_along_axis(self.self_k[layer], at, new_k, axis=2)
+            self.self_v[layer] = mx.put_along_axis(self.self_v[layer], at, new_v, axis=2)
+        else:
+            self.self_k[layer][:, :, start:end] = new_k
+            self.self_v[layer][:, :, start:end] = new_v
         k = self.self_k[layer][:, :, :end]
         v = self.self_v[layer][:, :, :end]
         scale = q.shape[-1] ** -0.5

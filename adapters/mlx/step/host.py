@@ -19,7 +19,7 @@ from attrs import frozen
 from numpy.typing import NDArray
 
 from onepass_whisper.adapters.mlx.cpu_kernels import LayerNorm, Linear, gelu, run_all, softmax_times
-from onepass_whisper.adapters.mlx.step.common import KV_BLOCK, capture_plan, causal_mask, growth
+from onepass_whisper.adapters.mlx.step.common import KV_BLOCK, capture_plan, causal_mask, growth, row_masks
 
 
 @frozen
@@ -90,7 +90,8 @@ class HostStep:
         shape = (batch, self.n_head, KV_BLOCK, self.dh)
         self.self_k = [np.zeros(shape, np.float32) for _ in weights.blocks]
         self.self_v = [np.zeros(shape, np.float32) for _ in weights.blocks]
-        self.offset = 0
+        # each slot's positions so far: equal until a row is refilled (``put``), then each row's own
+        self.offsets = np.zeros(batch, np.int64)
         self.capture, _ = capture_plan(alignment_heads)  # layer -> heads whose QK is captured
         self.alignment_heads = list(alignment_heads)
         # the caches' slot of each row (the caller's order), a permutation of range(rows): None while the identity
@@ -113,8 +114,30 @@ class HostStep:
                 if movers.size:
                     buffer[free] = buffer[kept[movers]]
                 cache[i] = buffer[:count]
+        if movers.size:
+            self.offsets[free] = self.offsets[kept[movers]]
+        self.offsets = self.offsets[:count]
         kept[movers] = free
         self._slots = None if np.array_equal(kept, np.arange(count)) else kept
+
+    @property
+    def offset(self) -> int:
+        """The positions so far of the row furthest on (every row's, until a row is refilled)."""
+        return int(self.offsets.max(initial=0))
+
+    def put(self, rows: NDArray[np.integer], fresh: HostStep) -> None:
+        """Rows ``rows`` (the caller's order) take ``fresh``'s sequences (one a row, in order, prompted, never
+        compacted): their cross-attention K/V, their self-attention cache and their own positions from 0."""
+        slots = np.asarray(rows) if self._slots is None else self._slots[np.asarray(rows)]
+        end = fresh.offset
+        self._reserve_to(end)
+        for mine, theirs in ((self.cross_k, fresh.cross_k), (self.cross_v, fresh.cross_v)):
+            for buffer, new in zip(mine, theirs):
+                buffer[slots] = new
+        for mine, theirs in ((self.self_k, fresh.self_k), (self.self_v, fresh.self_v)):
+            for buffer, new in zip(mine, theirs):
+                buffer[slots, :, :end] = new[:, :, :end]
+        self.offsets[slots] = fresh.offsets
 
     def step(
         self, tokens: NDArray[np.integer], logit_positions: Sequence[int] = (-1,)
@@ -132,10 +155,18 @@ class HostStep:
         if self._slots is not None:  # the step runs in the caches' slot order; rows back in the caller's at the end
             tokens = tokens[np.argsort(self._slots)]
         batch, length = tokens.shape
-        self._reserve(length)
-        start, end = self.offset, self.offset + length
-        x = weights.token_embedding[tokens] + weights.positional[start:end]  # batch × length × state
-        mask = causal_mask(length, start) if length > 1 else None
+        offsets = self.offsets
+        start, end = int(offsets.min()), self.offset + length
+        uniform = start + length == end
+        if not uniform and length > 1:
+            raise ValueError("a step of several tokens needs every row at the same position")
+        self._reserve_to(end)
+        if uniform:  # batch × length × state
+            x = weights.token_embedding[tokens] + weights.positional[start:end]
+            mask = causal_mask(length, start) if length > 1 else None
+        else:  # each row at its own position: the keys past it masked
+            x = weights.token_embedding[tokens] + weights.positional[offsets][:, None]
+            mask = row_masks(offsets, end)
         frames = self.cross_k[0].shape[-1]
         attention = np.empty((batch, len(self.alignment_heads), frames), np.float32)
         column = {head: i for i, head in enumerate(self.alignment_heads)}
@@ -152,7 +183,7 @@ class HostStep:
                 h += block.mlp2(gelu(block.mlp1(block.mlp_ln(h))))
 
         run_all(self._pool, layers, _slices(batch, min(self._parts, batch)))
-        self.offset = end
+        self.offsets = offsets + length
         picked = weights.ln(x[:, list(logit_positions)])  # batch × positions × state
         logits = self._logits(picked.reshape(batch * len(logit_positions), -1)).reshape(batch, len(logit_positions), -1)
         if self._slots is not None:
@@ -172,8 +203,9 @@ class HostStep:
         run_all(self._pool, part, _slices(len(embedding), self._parts))
         return logits
 
-    def _reserve(self, length: int) -> None:
-        grow = growth(self.offset, length, self.self_k[0].shape[2])
+    def _reserve_to(self, end: int) -> None:
+        """Room in the self-attention cache for ``end`` positions."""
+        grow = growth(0, end, self.self_k[0].shape[2])
         if not grow:
             return
         for cache in (self.self_k, self.self_v):
@@ -206,10 +238,18 @@ class HostStep:
         end: int,
         mask: NDArray[np.float32] | None,
     ) -> NDArray[np.float32]:
+        """``start``..``end``: the positions of this step's tokens, or (rows at their own positions, one token)
+        ``end`` the furthest row's end and ``mask`` each row's (rows × 1 × 1 × end)."""
         q = self._heads(block.query(h)) * self.scale
         keys, values = self.self_k[layer][rows], self.self_v[layer][rows]  # views of these rows' caches
-        keys[:, :, start:end] = self._heads(block.key(h))
-        values[:, :, start:end] = self._heads(block.value(h))
+        if mask is not None and mask.ndim == 4:
+            mask = mask[rows]
+            at = self.offsets[rows]
+            keys[np.arange(len(at)), :, at] = self._heads(block.key(h))[:, :, 0]
+            values[np.arange(len(at)), :, at] = self._heads(block.value(h))[:, :, 0]
+        else:
+            keys[:, :, start:end] = self._heads(block.key(h))
+            values[:, :, start:end] = self._heads(block.value(h))
         scores: NDArray[np.float32] = np.matmul(q, keys[:, :, :end].swapaxes(-1, -2))  # … × end
         if mask is not None:
             scores += mask

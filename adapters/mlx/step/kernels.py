@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 import mlx.core as mx
+import numpy as np
 from mlx_whisper.whisper import ResidualAttentionBlock, Whisper
 
 from onepass_whisper.adapters.mlx import cuda_kernels
@@ -156,7 +157,8 @@ class KernelProgram:
         self_kv: list[mx.array],
         cross_kv: list[tuple[mx.array, mx.array]],
     ) -> tuple[mx.array, mx.array, list[mx.array]]:
-        """One token a sequence (``tokens``: batch × 1) at position ``offset`` (a one-element int32 array).
+        """One token a sequence (``tokens``: batch × 1), each at its own position ``offset`` (int32, one a row:
+        equal but where rows were refilled at different times).
 
         ``self_kv``: each layer's self-attention buffer (batch × capacity × 2·state: a position's key, then its
         value), ``cross_kv``: each layer's cross-attention K and V (batch × frames × state). Returns the logits
@@ -166,7 +168,7 @@ class KernelProgram:
         model, kernels = self.model, self.kernels
         decoder = model.decoder
         positions = offset + 1  # the positions the self-attention sees, this one included
-        x = decoder.token_embedding(tokens) + mx.take(decoder.positional_embedding, offset, axis=0)
+        x = decoder.token_embedding(tokens) + mx.take(decoder.positional_embedding, offset, axis=0)[:, None]
         captured: list[mx.array] = []  # each capturing layer's QK (batch × its heads × frames), in layer order
         written: list[mx.array] = []
         blocks: list[ResidualAttentionBlock] = decoder.blocks
@@ -205,7 +207,8 @@ class KernelStep:
         self.model = model
         self.program = program
         self.n_head = program.n_head
-        self.offset = 0
+        # each row's positions so far: equal until a row is refilled (``put``), then each row's own
+        self.offsets = np.zeros(audio_features.shape[0], np.int64)
         blocks: list[ResidualAttentionBlock] = model.decoder.blocks
         self.cross_kv: list[tuple[mx.array, mx.array]] = []
         for block in blocks:
@@ -215,9 +218,28 @@ class KernelStep:
         shape = (audio_features.shape[0], KV_BLOCK, 2 * model.dims.n_text_state)
         self.self_kv = [mx.zeros(shape, dtype=audio_features.dtype) for _ in blocks]
 
+    @property
+    def offset(self) -> int:
+        """The positions so far of the row furthest on (every row's, until a row is refilled)."""
+        return int(self.offsets.max(initial=0))
+
     def keep(self, rows: mx.array) -> None:
         self.cross_kv = [(k[rows], v[rows]) for k, v in self.cross_kv]
         self.self_kv = [kv[rows] for kv in self.self_kv]
+        self.offsets = self.offsets[np.array(rows)]
+
+    def put(self, rows: mx.array, fresh: KernelStep) -> None:
+        """Rows ``rows`` take ``fresh``'s sequences (one a row, in order, prompted): their cross-attention K/V,
+        their self-attention cache and their own positions from 0. The buffers become new arrays that the step
+        alone holds, as the self-attention kernel's in-place write needs (``cuda_kernels._SELF``)."""
+        end = fresh.offset
+        self._reserve(end - self.offset)
+        for (k, v), (new_k, new_v) in zip(self.cross_kv, fresh.cross_kv):
+            k[rows] = new_k
+            v[rows] = new_v
+        for buffer, new in zip(self.self_kv, fresh.self_kv):
+            buffer[rows, :end] = new[:, :end]
+        self.offsets[np.array(rows)] = fresh.offsets
 
     def _reserve(self, length: int) -> None:
         grow = growth(self.offset, length, self.self_kv[0].shape[1])
@@ -230,6 +252,8 @@ class KernelStep:
     def step(self, tokens: mx.array, logit_positions: Sequence[int] = (-1,)) -> tuple[list[mx.array], mx.array]:
         self._reserve(tokens.shape[1])
         if tokens.shape[1] > 1:
+            if len(self.offsets) and not (self.offsets == self.offsets[0]).all():
+                raise ValueError("a step of several tokens needs every row at the same position")
             program, embedding = self.program, self.model.decoder.token_embedding
             result = run_tokens(
                 self.model,
@@ -240,11 +264,11 @@ class KernelStep:
                 lambda x: x @ program.transposed[id(embedding.weight)],
                 program.reorder,
             )
-            self.offset += tokens.shape[1]
+            self.offsets = self.offsets + tokens.shape[1]
             return result
-        offset = mx.array([self.offset], dtype=mx.int32)
+        offset = mx.array(self.offsets.astype(np.int32))
         logits, attention, self.self_kv = self.program.run(tokens, offset, self.self_kv, self.cross_kv)
-        self.offset += 1
+        self.offsets = self.offsets + 1
         return [logits] * len(logit_positions), attention
 
     def _prompt_layer(
