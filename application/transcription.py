@@ -8,26 +8,48 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from attrs import define, field, frozen
 from numpy.typing import NDArray
 
 from onepass_whisper.application.no_speech import speech_only
+from onepass_whisper.application.run_lag import RunLag
 from onepass_whisper.application.word_timing import (
     WordTiming,
     default_align_workers,
     timed_segments,
     transcript_of_windows,
 )
-from onepass_whisper.domain.audio import SAMPLE_RATE, DecodedChunk, Truncation, Waveform, Window, finite_samples
+from onepass_whisper.domain.audio import (
+    SAMPLE_RATE,
+    DecodedChunk,
+    LagEvidence,
+    Truncation,
+    Waveform,
+    Window,
+    finite_samples,
+)
 from onepass_whisper.domain.decoding import settle_tail, timed_at_once
 from onepass_whisper.domain.errors import AudioLoadError, TranscriptionError
 from onepass_whisper.domain.model import Segment, TranscribeOptions, Transcript
-from onepass_whisper.domain.ports import Aligner, AudioBlocks, AudioSource, Decoder, ProgressSink
+from onepass_whisper.domain.ports import (
+    Aligner,
+    AudioBlocks,
+    AudioSource,
+    Decoder,
+    LagMeasuringAligner,
+    LagStore,
+    ProgressSink,
+)
 from onepass_whisper.domain.windowing import stream_windows
 
+_T = TypeVar("_T")
 _Input = tuple[Path | str, Waveform | None]  # a file to read, or samples already in memory
+# a window measured for the lag estimate (``run_lag.py``): its offset, its measured chunk and evidence, and whether
+# its segments are kept (a tail window that ``settle_tail`` judged a hallucination keeps none)
+_Measured = tuple[float, Future[tuple[DecodedChunk, LagEvidence]], bool]
 
 
 def _no_progress(done: float, total: int) -> None:
@@ -53,6 +75,7 @@ class _Pending:
     windows_left: int = 0  # cut but not yet decoded
     first_language: str | None = None
     timed: list[tuple[float, Future[list[Segment]]]] = field(factory=list)  # (window offset, its segments)
+    measured: list[_Measured] = field(factory=list)  # with a lag to estimate: windows to time once it is known
     truncated: Truncation | None = None  # known once the input is read to its end
 
     @property
@@ -87,6 +110,8 @@ class TranscriptionService:
     align_processes_first_batch: int | None = None
     # the progress sink hears of a batch's decoding at most this often (seconds): a decoder reports every step
     progress_interval: float = 0.1
+    # where an aligner that estimates the model's lag (``LagMeasuringAligner``) keeps it between runs
+    lag_store: LagStore | None = None
 
     def transcribe(self, path: Path, options: TranscribeOptions) -> Transcript:
         """One file; raises the ``TranscriptionError`` that stopped it."""
@@ -114,7 +139,10 @@ class TranscriptionService:
         with WordTiming(
             self.aligner, self.align_workers, self.align_processes, self.align_processes_first_batch
         ) as timing:
-            yield from _Pipeline(self, options, progress, timing, enumerate(inputs)).results()
+            lag = None
+            if isinstance(self.aligner, LagMeasuringAligner) and options.word_timestamps:
+                lag = RunLag(self.aligner, self.lag_store)
+            yield from _Pipeline(self, options, progress, timing, enumerate(inputs), lag).results()
 
 
 @define
@@ -132,6 +160,8 @@ class _Pipeline:
     progress: ProgressSink
     timing: WordTiming
     inputs: Iterator[tuple[int, _Input]]  # numbered: a window's ``source`` is its input's number
+    lag: RunLag | None = None  # the lag chain, where the aligner estimates the model's lag
+    held: list[_Pending] = field(factory=list)  # decoded inputs waiting for the run's lag (``run_lag.py``)
     queue: deque[Window] = field(factory=deque)  # cut, waiting for a batch; a window's undecoded tail goes first
     pending: dict[int, _Pending] = field(factory=dict)  # inputs with windows still to cut or to decode
     reading: tuple[int, Iterator[tuple[Window, bool]]] | None = None  # the input being cut into windows
@@ -142,13 +172,49 @@ class _Pipeline:
         while True:
             yield from self._read_windows()
             if not self.queue:
-                return
+                break
             batch = [self.queue.popleft() for _ in range(min(self.service.batch_size, len(self.queue)))]
             self._decode_batch(batch)
             # an input is yielded once its last window is decoded and timed: waiting here costs only the timing of
             # its last windows (the timing of unfinished inputs' windows goes on beside the next batch)
             for entry in self._count_decoded(batch):
-                yield self._finish_file(entry)
+                yield from self._lag_known(entry)
+        if self.lag is not None:  # the inputs held for the run's lag get what the run's evidence gives
+            yield from self._release(self.lag.at_end())
+
+    def _lag_known(self, entry: _Pending) -> Iterator[FileResult]:
+        """Finish a decoded input, or hold it until the run's lag is known; with it, the inputs held before."""
+        if self.lag is None:
+            yield self._finish_file(entry)
+            return
+        lag = self.lag.of_file([future.result()[1] for _, future, _ in entry.measured])
+        if lag is None:
+            self.held.append(entry)
+            return
+        if self.held and self.lag.fixed is not None:
+            yield from self._release(self.lag.fixed)
+        self._time_measured(entry, lag)
+        yield self._finish_file(entry)
+
+    def _release(self, lag: float) -> Iterator[FileResult]:
+        """Time and finish the held inputs with the run's ``lag``."""
+        held, self.held = self.held, []
+        for entry in held:
+            self._time_measured(entry, lag)
+        for entry in held:
+            yield self._finish_file(entry)
+
+    def _time_measured(self, entry: _Pending, lag: float) -> None:
+        """The second phase: an input's measured windows timed with ``lag`` (on the pool)."""
+        assert self.lag is not None
+        aligner = self.lag.timing(lag)
+        for offset, future, kept in entry.measured:
+            chunk, _evidence = future.result()
+            if kept:
+                entry.timed.append((offset, self.timing.submit(chunk, True, aligner)))
+            else:
+                entry.timed.append((offset, _done([])))
+        entry.measured = []
 
     def _read_windows(self) -> Iterator[FileResult]:
         """Cut windows until the queue holds a batch or the inputs end; an input that cannot be read is yielded
@@ -214,13 +280,30 @@ class _Pipeline:
         the tail queued to be decoded again, first thing in the next batch."""
         entry = self.pending[chunk.window.source]
         entry.first_language = entry.first_language or chunk.language
+        if self.lag is not None:
+            self._route_measured(chunk, entry, self.lag)
+            return
         if not timed_at_once(chunk):
             entry.timed.append((chunk.window.offset, self.timing.submit(chunk, self.options.word_timestamps)))
             return
         segments, rest = settle_tail(chunk, timed_segments(self.service.aligner, chunk, self.options.word_timestamps))
-        timed: Future[list[Segment]] = Future()
-        timed.set_result(segments)
-        entry.timed.append((chunk.window.offset, timed))
+        entry.timed.append((chunk.window.offset, _done(segments)))
+        if rest is not None:
+            self._enqueue(rest, entry, first=True)
+
+    def _route_measured(self, chunk: DecodedChunk, entry: _Pending, lag: RunLag) -> None:
+        """A decoded window whose words wait for the lag: measured (DTW) in the background, to be timed once its
+        input's lag is known. One that ``timed_at_once`` chose is measured here and timed with the lag known so
+        far, which decides its tail and whether its segments are kept; its words are timed again with its input's
+        lag."""
+        offset = chunk.window.offset
+        if not timed_at_once(chunk):
+            entry.measured.append((offset, self.timing.measure(lag.aligner, chunk), True))
+            return
+        measured = lag.aligner.measure(chunk)
+        timed = timed_segments(lag.timing(lag.fallback()), measured[0], True)
+        segments, rest = settle_tail(chunk, timed)
+        entry.measured.append((offset, _done(measured), bool(segments) or not timed))
         if rest is not None:
             self._enqueue(rest, entry, first=True)
 
@@ -268,6 +351,13 @@ class _BatchProgress:
         if now - self.said >= self.interval:
             self.said = now
             self.sink(self.done + self.size * share, self.total)
+
+
+def _done(value: _T) -> Future[_T]:
+    """A future already holding ``value``."""
+    future: Future[_T] = Future()
+    future.set_result(value)
+    return future
 
 
 def _blocks_of(waveform: Waveform) -> AudioBlocks:

@@ -32,7 +32,7 @@ from dependency_injector import containers, providers
 
 from onepass_whisper.application.transcription import TranscriptionService
 from onepass_whisper.application.word_timing import default_align_processes
-from onepass_whisper.domain.ports import Aligner, AudioSource, Decoder, ModelCatalog, ModelSource
+from onepass_whisper.domain.ports import Aligner, AudioSource, Decoder, LagStore, ModelCatalog, ModelSource
 from onepass_whisper.entrypoints.settings import Settings
 
 DEFAULT_MODEL = "tiny.en"
@@ -90,12 +90,26 @@ def _align_processes_first_batch(phonetic: bool) -> int | None:
     return PHONETIC_FIRST_BATCH if phonetic else None
 
 
-def _aligner(refine: bool, model: str, phonetic: bool) -> Aligner:
-    from onepass_whisper.adapters.dtw import DtwAligner, model_lag
+def _lag_store(source: ModelCatalog, model: str) -> LagStore:
+    from onepass_whisper.adapters.dtw.lag_store import JsonLagStore
 
-    aligner = DtwAligner(median_width=MEDIAN_WIDTH, refine=refine, lag_seconds=model_lag(model))
-    if not phonetic:
-        return aligner
+    return JsonLagStore.for_model(source.cache_dir, model)
+
+
+def _aligner(refine: bool, phonetic: bool, store: LagStore) -> Aligner:
+    """With ``refine``, the DTW aligner that estimates the model's lag from the speech it times (``LagAligner``,
+    ``application/run_lag.py``); the phonetic aligner's DTW guard takes the lag kept from earlier runs."""
+    from onepass_whisper.adapters.dtw import DtwAligner, LagAligner
+
+    if not refine:  # the lag is taken off only with the refinement
+        aligner = DtwAligner(median_width=MEDIAN_WIDTH, refine=False)
+        return _phonetic(aligner) if phonetic else aligner
+    if phonetic:
+        return _phonetic(DtwAligner(median_width=MEDIAN_WIDTH, lag_seconds=store.load() or 0.0))
+    return LagAligner(DtwAligner(median_width=MEDIAN_WIDTH))
+
+
+def _phonetic(aligner: Aligner) -> Aligner:
     from onepass_whisper.adapters.phonetic import PhoneticAligner
 
     return PhoneticAligner(aligner)
@@ -129,7 +143,8 @@ class Container(containers.DeclarativeContainer):
     model_source: providers.Provider[ModelCatalog] = providers.Singleton(_model_source, config.cache_dir, settings)
     decoder: providers.Provider[Decoder] = providers.Singleton(_decoder, model_source, config.model, settings)
     audio: providers.Provider[AudioSource] = providers.Singleton(_audio)
-    aligner: providers.Provider[Aligner] = providers.Singleton(_aligner, config.refine, config.model, config.phonetic)
+    lag_store: providers.Provider[LagStore] = providers.Singleton(_lag_store, model_source, config.model)
+    aligner: providers.Provider[Aligner] = providers.Singleton(_aligner, config.refine, config.phonetic, lag_store)
     align_processes: providers.Provider[int] = providers.Callable(
         _align_processes, config.align_processes, config.phonetic, settings
     )
@@ -138,6 +153,7 @@ class Container(containers.DeclarativeContainer):
         audio=audio,
         decoder=decoder,
         aligner=aligner,
+        lag_store=lag_store,
         batch_size=config.batch_size,
         align_processes=align_processes,
         align_processes_first_batch=providers.Callable(_align_processes_first_batch, config.phonetic),
