@@ -17,12 +17,21 @@ time; a short file's times may differ between runs of different company.
 
 from __future__ import annotations
 
+import functools
+import threading
 from collections.abc import Sequence
+from concurrent.futures import Future
+from typing import TypeVar
 
-from attrs import define, field
+from attrs import define, field, frozen
 
-from onepass_whisper.domain.audio import LagEvidence
+from onepass_whisper.application.word_timing import WordTiming, timed_segments
+from onepass_whisper.domain.audio import DecodedChunk, LagEvidence, Window
+from onepass_whisper.domain.decoding import settle_tail, timed_at_once
+from onepass_whisper.domain.model import Segment
 from onepass_whisper.domain.ports import Aligner, LagMeasuringAligner, LagStore
+
+_T = TypeVar("_T")
 
 # heuristic: the boundaries after which a run's pooled estimate is fixed and held files go on: a few times the
 # minimum an estimate needs, so that the run's lag is steadier than one long file's (docs/alignment.md), while the
@@ -32,7 +41,8 @@ SETTLE_BOUNDARIES = 1000
 
 @define
 class RunLag:
-    """The lag chain of one run (or one server's life): the evidence pooled so far and the run's lag once fixed."""
+    """The lag chain of one run (or one server's life): the evidence pooled so far and the run's lag once fixed.
+    Its calls may come from several threads (the server's timing pool)."""
 
     aligner: LagMeasuringAligner
     store: LagStore | None = None
@@ -40,6 +50,7 @@ class RunLag:
     pool: list[LagEvidence] = field(factory=list)
     fixed: float | None = None  # the run's lag, once its evidence settled it
     saved: int = 0  # boundaries behind the lag this run saved last
+    lock: threading.RLock = field(factory=threading.RLock)
 
     @property
     def boundaries(self) -> int:
@@ -48,8 +59,9 @@ class RunLag:
     def fallback(self) -> float:
         """The lag for a window timed before its file's evidence is in: the run's if fixed, else the kept one, else
         0."""
-        if self.fixed is not None:
-            return self.fixed
+        with self.lock:
+            if self.fixed is not None:
+                return self.fixed
         kept = self.store.load() if self.store is not None else None
         return 0.0 if kept is None else kept
 
@@ -57,23 +69,25 @@ class RunLag:
         """A file's lag from its windows' evidence: its own, else the run's if fixed; None: hold the file until
         ``release`` says more. The evidence joins the run's pool either way."""
         own = self.aligner.estimate_lag(evidence)
-        if own is not None:
-            self._save(own, sum(e.boundaries for e in evidence))
-        self.pool.extend(evidence)
-        if self.fixed is None and self.boundaries >= self.settle_boundaries:
-            self.fixed = self.aligner.estimate_lag(self.pool)
-            if self.fixed is not None:
-                self._save(self.fixed, self.boundaries)
-        return own if own is not None else self.fixed
+        with self.lock:
+            if own is not None:
+                self._save(own, sum(e.boundaries for e in evidence))
+            self.pool.extend(evidence)
+            if self.fixed is None and self.boundaries >= self.settle_boundaries:
+                self.fixed = self.aligner.estimate_lag(self.pool)
+                if self.fixed is not None:
+                    self._save(self.fixed, self.boundaries)
+            return own if own is not None else self.fixed
 
     def at_end(self) -> float:
         """The lag of the files still held when the run ends: the run's evidence if it is enough, else the kept
         lag, else 0."""
-        if self.fixed is None:
-            pooled = self.aligner.estimate_lag(self.pool)
-            if pooled is not None:
-                self.fixed = pooled
-                self._save(pooled, self.boundaries)
+        with self.lock:
+            if self.fixed is None:
+                pooled = self.aligner.estimate_lag(self.pool)
+                if pooled is not None:
+                    self.fixed = pooled
+                    self._save(pooled, self.boundaries)
         return self.fallback()
 
     def timing(self, lag: float) -> Aligner:
@@ -83,3 +97,57 @@ class RunLag:
         if self.store is not None and boundaries > self.saved:
             self.store.save(lag, boundaries)
             self.saved = boundaries
+
+
+@frozen(eq=False)
+class MeasuredWindow:
+    """A decoded window whose words wait for its input's lag: its first phase (``measure``: DTW), and the future
+    of its segments, set once ``time_measured`` timed it. ``kept``: whether its segments are kept (a tail window
+    that ``settle_tail`` judged a hallucination keeps none)."""
+
+    offset: float
+    measured: Future[tuple[DecodedChunk, LagEvidence]]
+    timed: Future[list[Segment]] = field(factory=Future)
+    kept: bool = True
+
+    @property
+    def evidence(self) -> LagEvidence:
+        return self.measured.result()[1]
+
+
+def measure_window(lag: RunLag, timing: WordTiming, chunk: DecodedChunk) -> tuple[MeasuredWindow, Window | None]:
+    """The first phase of ``chunk`` (on ``timing``'s threads), and its undecoded tail. A window that
+    ``timed_at_once`` chose is measured here and timed with the lag known so far, which decides its tail and
+    whether its segments are kept; its words are timed again with its input's lag."""
+    if not timed_at_once(chunk):
+        return MeasuredWindow(chunk.window.offset, timing.measure(lag.aligner, chunk)), None
+    measured = lag.aligner.measure(chunk)
+    timed = timed_segments(lag.timing(lag.fallback()), measured[0], True)
+    segments, rest = settle_tail(chunk, timed)
+    return MeasuredWindow(chunk.window.offset, done(measured), kept=bool(segments) or not timed), rest
+
+
+def time_measured(windows: Sequence[MeasuredWindow], timing: WordTiming, aligner: Aligner) -> None:
+    """The second phase: each measured window timed by ``aligner`` (with its input's lag) on ``timing``'s pool,
+    its ``timed`` future set when done."""
+    for window in windows:
+        if not window.kept:
+            window.timed.set_result([])
+            continue
+        chunk, _evidence = window.measured.result()
+        timing.submit(chunk, True, aligner).add_done_callback(functools.partial(_copy, target=window.timed))
+
+
+def done(value: _T) -> Future[_T]:
+    """A future already holding ``value``."""
+    future: Future[_T] = Future()
+    future.set_result(value)
+    return future
+
+
+def _copy(source: Future[list[Segment]], target: Future[list[Segment]]) -> None:
+    error = source.exception()
+    if error is None:
+        target.set_result(source.result())
+    else:
+        target.set_exception(error)

@@ -8,14 +8,13 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 from attrs import define, field, frozen
 from numpy.typing import NDArray
 
 from onepass_whisper.application.no_speech import speech_only
-from onepass_whisper.application.run_lag import RunLag
+from onepass_whisper.application.run_lag import MeasuredWindow, RunLag, done, measure_window, time_measured
 from onepass_whisper.application.word_timing import (
     WordTiming,
     default_align_workers,
@@ -25,7 +24,6 @@ from onepass_whisper.application.word_timing import (
 from onepass_whisper.domain.audio import (
     SAMPLE_RATE,
     DecodedChunk,
-    LagEvidence,
     Truncation,
     Waveform,
     Window,
@@ -45,11 +43,7 @@ from onepass_whisper.domain.ports import (
 )
 from onepass_whisper.domain.windowing import stream_windows
 
-_T = TypeVar("_T")
 _Input = tuple[Path | str, Waveform | None]  # a file to read, or samples already in memory
-# a window measured for the lag estimate (``run_lag.py``): its offset, its measured chunk and evidence, and whether
-# its segments are kept (a tail window that ``settle_tail`` judged a hallucination keeps none)
-_Measured = tuple[float, Future[tuple[DecodedChunk, LagEvidence]], bool]
 
 
 def _no_progress(done: float, total: int) -> None:
@@ -75,7 +69,7 @@ class _Pending:
     windows_left: int = 0  # cut but not yet decoded
     first_language: str | None = None
     timed: list[tuple[float, Future[list[Segment]]]] = field(factory=list)  # (window offset, its segments)
-    measured: list[_Measured] = field(factory=list)  # with a lag to estimate: windows to time once it is known
+    measured: list[MeasuredWindow] = field(factory=list)  # with a lag to estimate: windows to time once it is known
     truncated: Truncation | None = None  # known once the input is read to its end
 
     @property
@@ -187,7 +181,7 @@ class _Pipeline:
         if self.lag is None:
             yield self._finish_file(entry)
             return
-        lag = self.lag.of_file([future.result()[1] for _, future, _ in entry.measured])
+        lag = self.lag.of_file([window.evidence for window in entry.measured])
         if lag is None:
             self.held.append(entry)
             return
@@ -207,13 +201,7 @@ class _Pipeline:
     def _time_measured(self, entry: _Pending, lag: float) -> None:
         """The second phase: an input's measured windows timed with ``lag`` (on the pool)."""
         assert self.lag is not None
-        aligner = self.lag.timing(lag)
-        for offset, future, kept in entry.measured:
-            chunk, _evidence = future.result()
-            if kept:
-                entry.timed.append((offset, self.timing.submit(chunk, True, aligner)))
-            else:
-                entry.timed.append((offset, _done([])))
+        time_measured(entry.measured, self.timing, self.lag.timing(lag))
         entry.measured = []
 
     def _read_windows(self) -> Iterator[FileResult]:
@@ -281,29 +269,17 @@ class _Pipeline:
         entry = self.pending[chunk.window.source]
         entry.first_language = entry.first_language or chunk.language
         if self.lag is not None:
-            self._route_measured(chunk, entry, self.lag)
+            window, rest = measure_window(self.lag, self.timing, chunk)
+            entry.measured.append(window)
+            entry.timed.append((window.offset, window.timed))
+            if rest is not None:
+                self._enqueue(rest, entry, first=True)
             return
         if not timed_at_once(chunk):
             entry.timed.append((chunk.window.offset, self.timing.submit(chunk, self.options.word_timestamps)))
             return
         segments, rest = settle_tail(chunk, timed_segments(self.service.aligner, chunk, self.options.word_timestamps))
-        entry.timed.append((chunk.window.offset, _done(segments)))
-        if rest is not None:
-            self._enqueue(rest, entry, first=True)
-
-    def _route_measured(self, chunk: DecodedChunk, entry: _Pending, lag: RunLag) -> None:
-        """A decoded window whose words wait for the lag: measured (DTW) in the background, to be timed once its
-        input's lag is known. One that ``timed_at_once`` chose is measured here and timed with the lag known so
-        far, which decides its tail and whether its segments are kept; its words are timed again with its input's
-        lag."""
-        offset = chunk.window.offset
-        if not timed_at_once(chunk):
-            entry.measured.append((offset, self.timing.measure(lag.aligner, chunk), True))
-            return
-        measured = lag.aligner.measure(chunk)
-        timed = timed_segments(lag.timing(lag.fallback()), measured[0], True)
-        segments, rest = settle_tail(chunk, timed)
-        entry.measured.append((offset, _done(measured), bool(segments) or not timed))
+        entry.timed.append((chunk.window.offset, done(segments)))
         if rest is not None:
             self._enqueue(rest, entry, first=True)
 
@@ -351,13 +327,6 @@ class _BatchProgress:
         if now - self.said >= self.interval:
             self.said = now
             self.sink(self.done + self.size * share, self.total)
-
-
-def _done(value: _T) -> Future[_T]:
-    """A future already holding ``value``."""
-    future: Future[_T] = Future()
-    future.set_result(value)
-    return future
 
 
 def _blocks_of(waveform: Waveform) -> AudioBlocks:

@@ -98,3 +98,25 @@ def test_without_word_timestamps_nothing_is_measured() -> None:
     service = TranscriptionService(audio=InMemoryAudioSource({"a.wav": tone(SHORT)}), decoder=decoder, aligner=aligner)
     transcript = service.transcribe(Path("a.wav"), TranscribeOptions(word_timestamps=False))
     assert transcript.words == () and aligner.measured == 0
+
+
+def scheduled_lags(durations: list[float], store: FakeLagStore | None, settle: int) -> list[float]:
+    """The lag each request got from a server, its requests sent one after the other."""
+    from onepass_whisper.application.scheduler import BatchScheduler
+
+    aligner = FakeLagAligner(per_window=4, enough=10)
+    lags = []
+    with BatchScheduler(lambda: FakeDecoder(), aligner, batch_size=4, gather_seconds=0.0, lag_store=store) as server:
+        assert server._lag is not None
+        server._lag.settle_boundaries = settle
+        for seconds in durations:
+            transcript = server.submit(tone(seconds), TranscribeOptions()).future.result(timeout=10.0)
+            lags.append(round(lag_of(FileResult("x", transcript)), 6))
+    return lags
+
+
+def test_a_server_request_gets_its_own_lag_else_the_servers_else_the_kept_one_and_is_never_held() -> None:
+    # short (nothing known: 0), long (its own, from 16 boundaries, kept), short (the kept lag: the server's
+    # 24 boundaries are not yet the 28 that settle it), short (the server's, settled at 28)
+    assert scheduled_lags([SHORT, LONG, SHORT, SHORT], FakeLagStore(), settle=28) == [0.0, 0.016, 0.016, 0.028]
+    assert scheduled_lags([SHORT], FakeLagStore(lag=0.03, boundaries=500), settle=28) == [0.03]
