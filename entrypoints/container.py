@@ -96,23 +96,24 @@ def _lag_store(source: ModelCatalog, model: str) -> LagStore:
     return JsonLagStore.for_model(source.cache_dir, model)
 
 
-def _aligner(refine: bool, phonetic: bool, store: LagStore) -> Aligner:
+def _aligner(refine: bool, phonetic: bool) -> Aligner:
     """With ``refine``, the DTW aligner that estimates the model's lag from the speech it times (``LagAligner``,
-    ``application/run_lag.py``); the phonetic aligner's DTW guard takes the lag kept from earlier runs."""
+    ``application/run_lag.py``), under the phonetic aligner with ``phonetic``; without, whisper's DTW times."""
     from onepass_whisper.adapters.dtw import DtwAligner, LagAligner
 
     if not refine:  # the lag is taken off only with the refinement
         aligner = DtwAligner(median_width=MEDIAN_WIDTH, refine=False)
-        return _phonetic(aligner) if phonetic else aligner
-    if phonetic:
-        return _phonetic(DtwAligner(median_width=MEDIAN_WIDTH, lag_seconds=store.load() or 0.0))
-    return LagAligner(DtwAligner(median_width=MEDIAN_WIDTH))
+        if not phonetic:
+            return aligner
+        from onepass_whisper.adapters.phonetic import PhoneticAligner
 
+        return PhoneticAligner(aligner)
+    estimating = LagAligner(DtwAligner(median_width=MEDIAN_WIDTH))
+    if not phonetic:
+        return estimating
+    from onepass_whisper.adapters.phonetic import PhoneticLagAligner
 
-def _phonetic(aligner: Aligner) -> Aligner:
-    from onepass_whisper.adapters.phonetic import PhoneticAligner
-
-    return PhoneticAligner(aligner)
+    return PhoneticLagAligner(estimating)
 
 
 PHONETIC_MISSING = (
@@ -144,7 +145,7 @@ class Container(containers.DeclarativeContainer):
     decoder: providers.Provider[Decoder] = providers.Singleton(_decoder, model_source, config.model, settings)
     audio: providers.Provider[AudioSource] = providers.Singleton(_audio)
     lag_store: providers.Provider[LagStore] = providers.Singleton(_lag_store, model_source, config.model)
-    aligner: providers.Provider[Aligner] = providers.Singleton(_aligner, config.refine, config.phonetic, lag_store)
+    aligner: providers.Provider[Aligner] = providers.Singleton(_aligner, config.refine, config.phonetic)
     align_processes: providers.Provider[int] = providers.Callable(
         _align_processes, config.align_processes, config.phonetic, settings
     )

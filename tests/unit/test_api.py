@@ -314,16 +314,13 @@ def test_phonetic_word_timing_takes_processes_at_once_even_on_two_cores(
     assert (service.align_processes, service.align_processes_first_batch) == (processes, first_batch)
 
 
-def test_the_container_wraps_the_dtw_aligner_for_phonetic_edges_with_the_kept_lag(tmp_path: Path) -> None:
-    from onepass_whisper.adapters.dtw import DtwAligner
-    from onepass_whisper.adapters.dtw.lag_store import JsonLagStore
-    from onepass_whisper.adapters.phonetic import PhoneticAligner
+def test_the_container_wraps_the_lag_estimating_aligner_for_phonetic_edges() -> None:
+    from onepass_whisper.adapters.dtw import DtwAligner, LagAligner
+    from onepass_whisper.adapters.phonetic import PhoneticAligner, PhoneticLagAligner
 
-    JsonLagStore.for_model(tmp_path, "base").save(-0.07, 600)
     container = Container()
     container.config.model.from_value("base")
-    container.config.cache_dir.from_value(tmp_path)
     container.config.phonetic.from_value(True)
     aligner = container.aligner()
-    assert isinstance(aligner, PhoneticAligner)
-    assert aligner.inner == DtwAligner(lag_seconds=-0.07)
+    assert aligner == PhoneticLagAligner(LagAligner(DtwAligner()))
+    assert aligner.with_lag(-0.07) == PhoneticAligner(DtwAligner(lag_seconds=-0.07))  # the second phase
