@@ -21,14 +21,7 @@ from onepass_whisper.application.word_timing import (
     timed_segments,
     transcript_of_windows,
 )
-from onepass_whisper.domain.audio import (
-    SAMPLE_RATE,
-    DecodedChunk,
-    Truncation,
-    Waveform,
-    Window,
-    finite_samples,
-)
+from onepass_whisper.domain.audio import SAMPLE_RATE, DecodedChunk, Truncation, Waveform, Window, finite_samples
 from onepass_whisper.domain.decoding import settle_tail, timed_at_once
 from onepass_whisper.domain.errors import AudioLoadError, TranscriptionError
 from onepass_whisper.domain.model import Segment, TranscribeOptions, Transcript
@@ -265,7 +258,8 @@ class _Pipeline:
     def _route(self, chunk: DecodedChunk) -> None:
         """A decoded window to its input: its words timed (in the background, unless the window may have an undecoded
         tail, which starts after its last word, or is one, whose first segment is checked: ``domain/decoding.py``),
-        the tail queued to be decoded again, first thing in the next batch."""
+        the tail queued to be decoded again, first thing in the next batch. Where the aligner estimates the model's
+        lag, the window is measured instead, and timed once its input's lag is known (``_lag_known``)."""
         entry = self.pending[chunk.window.source]
         entry.first_language = entry.first_language or chunk.language
         if self.lag is not None:
