@@ -90,10 +90,13 @@ def _align_processes_first_batch(phonetic: bool) -> int | None:
     return PHONETIC_FIRST_BATCH if phonetic else None
 
 
-def _lag_store(source: ModelCatalog, model: str) -> LagStore:
+def _lag_store(cache_dir: Path | str | None, settings: Settings, model: str) -> LagStore:
+    """The model's estimated lag, kept in the model cache (the folder ``_model_source`` caches models in)."""
     from onepass_whisper.adapters.dtw.lag_store import JsonLagStore
+    from onepass_whisper.adapters.models import default_cache_dir
 
-    return JsonLagStore.for_model(source.cache_dir, model)
+    folder = Path(cache_dir) if cache_dir is not None else settings.cache_dir or default_cache_dir()
+    return JsonLagStore.for_model(folder, model)
 
 
 def _aligner(refine: bool, phonetic: bool) -> Aligner:
@@ -144,7 +147,7 @@ class Container(containers.DeclarativeContainer):
     model_source: providers.Provider[ModelCatalog] = providers.Singleton(_model_source, config.cache_dir, settings)
     decoder: providers.Provider[Decoder] = providers.Singleton(_decoder, model_source, config.model, settings)
     audio: providers.Provider[AudioSource] = providers.Singleton(_audio)
-    lag_store: providers.Provider[LagStore] = providers.Singleton(_lag_store, model_source, config.model)
+    lag_store: providers.Provider[LagStore] = providers.Singleton(_lag_store, config.cache_dir, settings, config.model)
     aligner: providers.Provider[Aligner] = providers.Singleton(_aligner, config.refine, config.phonetic)
     align_processes: providers.Provider[int] = providers.Callable(
         _align_processes, config.align_processes, config.phonetic, settings
