@@ -67,16 +67,20 @@ class RunLag:
 
     def of_file(self, evidence: Sequence[LagEvidence]) -> float | None:
         """A file's lag from its windows' evidence: its own, else the run's if fixed; None: hold the file until
-        ``release`` says more. The evidence joins the run's pool either way."""
+        ``at_end`` says more. The evidence joins the run's pool until the run's lag is fixed (then the pool is let
+        go: a server's life would otherwise keep every window's levels)."""
         own = self.aligner.estimate_lag(evidence)
         with self.lock:
             if own is not None:
                 self._save(own, sum(e.boundaries for e in evidence))
+            if self.fixed is not None:
+                return own if own is not None else self.fixed
             self.pool.extend(evidence)
-            if self.fixed is None and self.boundaries >= self.settle_boundaries:
+            if self.boundaries >= self.settle_boundaries:
                 self.fixed = self.aligner.estimate_lag(self.pool)
                 if self.fixed is not None:
                     self._save(self.fixed, self.boundaries)
+                    self.pool = []
             return own if own is not None else self.fixed
 
     def at_end(self) -> float:

@@ -88,6 +88,8 @@ def test_the_store_keeps_the_estimate_from_the_most_boundaries() -> None:
     assert chain.of_file(twelve) == pytest.approx(0.012)  # as many boundaries again: nothing new kept
     assert chain.of_file(twelve) == pytest.approx(0.012)  # its own; the run settles at 36 boundaries
     assert chain.fixed == pytest.approx(0.036)
+    assert chain.pool == []  # settled: the evidence is let go (a server would keep every window's otherwise)
+    assert chain.of_file(twelve) == pytest.approx(0.012) and chain.pool == []
     assert [(round(lag, 6), n) for lag, n in store.saved] == [(0.012, 12), (0.036, 36)]
     assert chain.at_end() == pytest.approx(0.036)
 
