@@ -272,8 +272,8 @@ def connected_boundary_errors(
     """Signed errors (hypothesis - reference, seconds) of the matched word edges that the reference shows meeting
     their neighbour without a pause: starts after, and ends before, a gap of at most ``CONNECTED_GAP_SECONDS``.
 
-    Their median is a model's lag (``adapters/dtw/calibration.py``): edges next to pauses carry DTW's pause error
-    as well, so they are left out.
+    Their median is a model's lag (the labelled check of ``adapters/dtw/lag.py``'s estimate: ``benchmarks/calibrate_lag.py``):
+    edges next to pauses carry DTW's pause error as well, so they are left out.
     """
     errors: list[float] = []
     for reference in references:

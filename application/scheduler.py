@@ -29,11 +29,13 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from types import TracebackType
+from typing import Any
 
 from attrs import define, field
 
 from onepass_whisper.application.batch_filling import Queued, fill_batch
 from onepass_whisper.application.no_speech import speech_only
+from onepass_whisper.application.run_lag import MeasuredWindow, RunLag, done, measure_window, time_measured
 from onepass_whisper.application.scheduler_records import (
     BatchRecord,
     QueueFullError,
@@ -51,7 +53,7 @@ from onepass_whisper.domain.decoding import settle_tail, timed_at_once
 from onepass_whisper.domain.errors import AudioLoadError
 from onepass_whisper.domain.model import Segment, TranscribeOptions, Transcript
 from onepass_whisper.domain.packing import Pack, pack, split_chunk, unfinished
-from onepass_whisper.domain.ports import Aligner, Decoder
+from onepass_whisper.domain.ports import Aligner, Decoder, LagMeasuringAligner, LagStore
 from onepass_whisper.domain.windowing import stream_windows
 
 DEFAULT_GATHER_SECONDS = 0.05  # heuristic: a short wait for other requests' windows, small beside a batch's decoding
@@ -81,6 +83,7 @@ class _Request:
     windows_left: int = 0  # queued or being decoded
     first_language: str | None = None
     timed: list[tuple[float, Future[list[Segment]]]] = field(factory=list)  # (window offset, its segments)
+    measured: list[MeasuredWindow] = field(factory=list)  # with a lag to estimate: windows to time once it is known
     finishing: bool = False  # every window decoded: waiting for word times
 
 
@@ -98,8 +101,12 @@ class BatchScheduler:
         align_workers: int | None = None,
         align_processes: int = 0,
         pack_seconds: float = 0.0,
+        lag_store: LagStore | None = None,
     ) -> None:
-        """``pack_seconds``: requests up to that long share 30-s windows (``domain/packing.py``); 0: never."""
+        """``pack_seconds``: requests up to that long share 30-s windows (``domain/packing.py``); 0: never.
+        ``lag_store``: where an aligner that estimates the model's lag keeps it (``application/run_lag.py``: a
+        request gets its own estimate, else the server's once its requests settled it, else the kept one; it is
+        never held for other requests)."""
         if batch_size < 1 or max_requests < 1 or gather_seconds < 0 or pack_seconds < 0:
             raise ValueError(f"bad limits: batch {batch_size}, requests {max_requests}, gather {gather_seconds}")
         self.pack_seconds = pack_seconds
@@ -107,6 +114,7 @@ class BatchScheduler:
         self._pack_numbers = itertools.count(-1, -1)
         self._alone: set[int] = set()  # requests decoded alone from now on (their pack could not be split)
         self.aligner = aligner
+        self._lag = RunLag(aligner, lag_store) if isinstance(aligner, LagMeasuringAligner) else None
         self.batch_size = batch_size
         self.gather_seconds = gather_seconds
         self.max_requests = max_requests
@@ -362,10 +370,15 @@ class BatchScheduler:
             return
         try:
             rest = None
-            if timed_at_once(chunk):  # timed now: the tail starts after the window's last word
+            timed: Future[list[Segment]]
+            if self._lag is not None and options.word_timestamps:  # timed once its request's windows are measured
+                window, rest = measure_window(self._lag, self._timing, chunk)
+                with self._lock:
+                    request.measured.append(window)
+                timed = window.timed
+            elif timed_at_once(chunk):  # timed now: the tail starts after the window's last word
                 segments, rest = settle_tail(chunk, timed_segments(self.aligner, chunk, options.word_timestamps))
-                timed: Future[list[Segment]] = Future()
-                timed.set_result(segments)
+                timed = done(segments)
             else:
                 timed = self._timing.submit(chunk, options.word_timestamps)
         except Exception as error:  # noqa: BLE001 - this request's failure, not the others'
@@ -388,7 +401,14 @@ class BatchScheduler:
                 self._again_alone(part.window)
                 continue
             try:
-                timed = self._timing.submit(parts[index], options.word_timestamps)
+                timed: Future[list[Segment]]
+                if self._lag is not None and options.word_timestamps:
+                    window = MeasuredWindow(part.window.offset, self._timing.measure(self._lag.aligner, parts[index]))
+                    with self._lock:
+                        request.measured.append(window)
+                    timed = window.timed
+                else:
+                    timed = self._timing.submit(parts[index], options.word_timestamps)
             except Exception as error:  # noqa: BLE001 - this request's failure, not the others'
                 self._fail(part.window.source, error)
                 continue
@@ -426,7 +446,9 @@ class BatchScheduler:
             if request.windows_left > 0 or request.finishing:
                 return
             request.finishing = True
-            futures = [future for _, future in request.timed]
+            waiting = {id(w.timed) for w in request.measured}  # those wait for the second phase, after these
+            futures: list[Future[Any]] = [future for _, future in request.timed if id(future) not in waiting]
+            futures += [w.measured for w in request.measured]
         _when_all_done(futures, lambda: self._finish(number))
 
     def _finish(self, number: int) -> None:
@@ -434,6 +456,12 @@ class BatchScheduler:
         with self._lock:
             request = self._requests.get(number)
         if request is None:
+            return
+        if request.measured:  # measured: now timed with the request's lag, then finished
+            try:
+                self._time_measured(request)
+            except Exception as error:  # noqa: BLE001 - its word timing failed: this request's error only
+                self._fail(number, error)
             return
         try:
             transcript = transcript_of_windows(
@@ -449,6 +477,14 @@ class BatchScheduler:
             self._lock.notify_all()
         request.future.set_result(transcript)
 
+    def _time_measured(self, request: _Request) -> None:
+        """The second phase of a request's windows: its lag (its own, else the server's, else the kept one)."""
+        assert self._lag is not None
+        windows, request.measured = request.measured, []
+        lag = self._lag.of_file([w.evidence for w in windows])
+        time_measured(windows, self._timing, self._lag.timing(self._lag.fallback() if lag is None else lag))
+        _when_all_done([w.timed for w in windows], lambda: self._finish(request.number))
+
     def _fail(self, number: int, error: BaseException) -> None:
         with self._lock:
             request = self._requests.pop(number, None)
@@ -460,12 +496,12 @@ class BatchScheduler:
         request.future.set_exception(error)
 
 
-def _when_all_done(futures: Sequence[Future[list[Segment]]], then: Callable[[], None]) -> None:
+def _when_all_done(futures: Sequence[Future[Any]], then: Callable[[], None]) -> None:
     """Call ``then()`` once every future is done (at once if they all are), on the thread that ends the last."""
     left = [len(futures)]
     guard = threading.Lock()
 
-    def one_done(_future: Future[list[Segment]]) -> None:
+    def one_done(_future: Future[Any]) -> None:
         with guard:
             left[0] -= 1
             last = left[0] == 0

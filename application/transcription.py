@@ -14,6 +14,7 @@ from attrs import define, field, frozen
 from numpy.typing import NDArray
 
 from onepass_whisper.application.no_speech import speech_only
+from onepass_whisper.application.run_lag import MeasuredWindow, RunLag, done, measure_window, time_measured
 from onepass_whisper.application.word_timing import (
     WordTiming,
     default_align_workers,
@@ -24,7 +25,15 @@ from onepass_whisper.domain.audio import SAMPLE_RATE, DecodedChunk, Truncation, 
 from onepass_whisper.domain.decoding import settle_tail, timed_at_once
 from onepass_whisper.domain.errors import AudioLoadError, TranscriptionError
 from onepass_whisper.domain.model import Segment, TranscribeOptions, Transcript
-from onepass_whisper.domain.ports import Aligner, AudioBlocks, AudioSource, Decoder, ProgressSink
+from onepass_whisper.domain.ports import (
+    Aligner,
+    AudioBlocks,
+    AudioSource,
+    Decoder,
+    LagMeasuringAligner,
+    LagStore,
+    ProgressSink,
+)
 from onepass_whisper.domain.windowing import stream_windows
 
 _Input = tuple[Path | str, Waveform | None]  # a file to read, or samples already in memory
@@ -53,6 +62,7 @@ class _Pending:
     windows_left: int = 0  # cut but not yet decoded
     first_language: str | None = None
     timed: list[tuple[float, Future[list[Segment]]]] = field(factory=list)  # (window offset, its segments)
+    measured: list[MeasuredWindow] = field(factory=list)  # with a lag to estimate: windows to time once it is known
     truncated: Truncation | None = None  # known once the input is read to its end
 
     @property
@@ -87,6 +97,8 @@ class TranscriptionService:
     align_processes_first_batch: int | None = None
     # the progress sink hears of a batch's decoding at most this often (seconds): a decoder reports every step
     progress_interval: float = 0.1
+    # where an aligner that estimates the model's lag (``LagMeasuringAligner``) keeps it between runs
+    lag_store: LagStore | None = None
 
     def transcribe(self, path: Path, options: TranscribeOptions) -> Transcript:
         """One file; raises the ``TranscriptionError`` that stopped it."""
@@ -114,7 +126,10 @@ class TranscriptionService:
         with WordTiming(
             self.aligner, self.align_workers, self.align_processes, self.align_processes_first_batch
         ) as timing:
-            yield from _Pipeline(self, options, progress, timing, enumerate(inputs)).results()
+            lag = None
+            if isinstance(self.aligner, LagMeasuringAligner) and options.word_timestamps:
+                lag = RunLag(self.aligner, self.lag_store)
+            yield from _Pipeline(self, options, progress, timing, enumerate(inputs), lag).results()
 
 
 @define
@@ -132,6 +147,8 @@ class _Pipeline:
     progress: ProgressSink
     timing: WordTiming
     inputs: Iterator[tuple[int, _Input]]  # numbered: a window's ``source`` is its input's number
+    lag: RunLag | None = None  # the lag chain, where the aligner estimates the model's lag
+    held: list[_Pending] = field(factory=list)  # decoded inputs waiting for the run's lag (``run_lag.py``)
     queue: deque[Window] = field(factory=deque)  # cut, waiting for a batch; a window's undecoded tail goes first
     pending: dict[int, _Pending] = field(factory=dict)  # inputs with windows still to cut or to decode
     reading: tuple[int, Iterator[tuple[Window, bool]]] | None = None  # the input being cut into windows
@@ -142,13 +159,43 @@ class _Pipeline:
         while True:
             yield from self._read_windows()
             if not self.queue:
-                return
+                break
             batch = [self.queue.popleft() for _ in range(min(self.service.batch_size, len(self.queue)))]
             self._decode_batch(batch)
             # an input is yielded once its last window is decoded and timed: waiting here costs only the timing of
             # its last windows (the timing of unfinished inputs' windows goes on beside the next batch)
             for entry in self._count_decoded(batch):
-                yield self._finish_file(entry)
+                yield from self._lag_known(entry)
+        if self.lag is not None:  # the inputs held for the run's lag get what the run's evidence gives
+            yield from self._release(self.lag.at_end())
+
+    def _lag_known(self, entry: _Pending) -> Iterator[FileResult]:
+        """Finish a decoded input, or hold it until the run's lag is known; with it, the inputs held before."""
+        if self.lag is None:
+            yield self._finish_file(entry)
+            return
+        lag = self.lag.of_file([window.evidence for window in entry.measured])
+        if lag is None:
+            self.held.append(entry)
+            return
+        if self.held and self.lag.fixed is not None:
+            yield from self._release(self.lag.fixed)
+        self._time_measured(entry, lag)
+        yield self._finish_file(entry)
+
+    def _release(self, lag: float) -> Iterator[FileResult]:
+        """Time and finish the held inputs with the run's ``lag``."""
+        held, self.held = self.held, []
+        for entry in held:
+            self._time_measured(entry, lag)
+        for entry in held:
+            yield self._finish_file(entry)
+
+    def _time_measured(self, entry: _Pending, lag: float) -> None:
+        """The second phase: an input's measured windows timed with ``lag`` (on the pool)."""
+        assert self.lag is not None
+        time_measured(entry.measured, self.timing, self.lag.timing(lag))
+        entry.measured = []
 
     def _read_windows(self) -> Iterator[FileResult]:
         """Cut windows until the queue holds a batch or the inputs end; an input that cannot be read is yielded
@@ -211,16 +258,22 @@ class _Pipeline:
     def _route(self, chunk: DecodedChunk) -> None:
         """A decoded window to its input: its words timed (in the background, unless the window may have an undecoded
         tail, which starts after its last word, or is one, whose first segment is checked: ``domain/decoding.py``),
-        the tail queued to be decoded again, first thing in the next batch."""
+        the tail queued to be decoded again, first thing in the next batch. Where the aligner estimates the model's
+        lag, the window is measured instead, and timed once its input's lag is known (``_lag_known``)."""
         entry = self.pending[chunk.window.source]
         entry.first_language = entry.first_language or chunk.language
+        if self.lag is not None:
+            window, rest = measure_window(self.lag, self.timing, chunk)
+            entry.measured.append(window)
+            entry.timed.append((window.offset, window.timed))
+            if rest is not None:
+                self._enqueue(rest, entry, first=True)
+            return
         if not timed_at_once(chunk):
             entry.timed.append((chunk.window.offset, self.timing.submit(chunk, self.options.word_timestamps)))
             return
         segments, rest = settle_tail(chunk, timed_segments(self.service.aligner, chunk, self.options.word_timestamps))
-        timed: Future[list[Segment]] = Future()
-        timed.set_result(segments)
-        entry.timed.append((chunk.window.offset, timed))
+        entry.timed.append((chunk.window.offset, done(segments)))
         if rest is not None:
             self._enqueue(rest, entry, first=True)
 

@@ -35,10 +35,10 @@ from types import TracebackType
 import numpy as np
 from attrs import evolve, frozen
 
-from onepass_whisper.domain.audio import DecodedChunk, Truncation
+from onepass_whisper.domain.audio import DecodedChunk, LagEvidence, Truncation
 from onepass_whisper.domain.language import transcript_of
 from onepass_whisper.domain.model import Segment, TranscribeOptions, Transcript
-from onepass_whisper.domain.ports import Aligner, Decoder
+from onepass_whisper.domain.ports import Aligner, Decoder, LagMeasuringAligner
 from onepass_whisper.domain.segments import spanning
 
 MAX_ALIGN_PROCESSES = 8  # a batch of 64 large-v3 windows keeps 8 busy for a fraction of a second (performance.md)
@@ -165,21 +165,31 @@ class WordTiming:
     def uses_processes(self) -> bool:
         return self._processes is not None
 
-    def submit(self, chunk: DecodedChunk, word_timestamps: bool) -> Future[list[Segment]]:
-        """``timed_segments(aligner, chunk, word_timestamps)`` on the pool; its future."""
+    def submit(
+        self, chunk: DecodedChunk, word_timestamps: bool, aligner: Aligner | None = None
+    ) -> Future[list[Segment]]:
+        """``timed_segments(aligner, chunk, word_timestamps)`` on the pool (``aligner``: the pool's own unless
+        given); its future."""
+        aligner = self.aligner if aligner is None else aligner
         if self._processes is None or not word_timestamps:  # without word times there is nothing worth a process
-            return self._threads.submit(timed_segments, self.aligner, chunk, word_timestamps)
+            return self._threads.submit(timed_segments, aligner, chunk, word_timestamps)
         outer: Future[list[Segment]] = Future()
-        self._threads.submit(self._hand_over, chunk, word_timestamps, outer)  # the decoding thread goes on at once
+        self._threads.submit(self._hand_over, aligner, chunk, word_timestamps, outer)  # the decoder goes on at once
         return outer
 
-    def _hand_over(self, chunk: DecodedChunk, word_timestamps: bool, outer: Future[list[Segment]]) -> None:
+    def measure(self, aligner: LagMeasuringAligner, chunk: DecodedChunk) -> Future[tuple[DecodedChunk, LagEvidence]]:
+        """``aligner.measure(chunk)`` (a lag estimate's first phase: DTW) on the pool's threads; its future."""
+        return self._threads.submit(aligner.measure, chunk)
+
+    def _hand_over(
+        self, aligner: Aligner, chunk: DecodedChunk, word_timestamps: bool, outer: Future[list[Segment]]
+    ) -> None:
         """On a thread: write ``chunk``'s arrays out and give it to a process; time it here if none is left."""
         processes = self._processes
         if processes is not None and self._spill is not None:
             spilled = _SpilledChunk.write(chunk, self._spill / str(next(self._names)))
             try:
-                inner = processes.submit(_timed_spilled, self.aligner, spilled, word_timestamps)
+                inner = processes.submit(_timed_spilled, aligner, spilled, word_timestamps)
             except (BrokenProcessPool, RuntimeError):  # a worker died earlier (or the pool closed): threads only
                 spilled.delete()
                 self._processes = None
@@ -188,13 +198,13 @@ class WordTiming:
                 def settle(done: Future[list[Segment]]) -> None:
                     spilled.delete()  # the worker deleted the files, unless it died first
                     if isinstance(done.exception(), BrokenProcessPool):  # killed, out of memory: time it here
-                        _run(timed_segments, (self.aligner, chunk, word_timestamps), outer)
+                        _run(timed_segments, (aligner, chunk, word_timestamps), outer)
                     else:
                         _copy(done, outer)
 
                 inner.add_done_callback(settle)
                 return
-        _run(timed_segments, (self.aligner, chunk, word_timestamps), outer)
+        _run(timed_segments, (aligner, chunk, word_timestamps), outer)
 
     def close(self) -> None:
         """Wait for the windows submitted, then stop the threads and processes."""

@@ -1,5 +1,5 @@
-"""Measure a model's word-timing lag for ``adapters/dtw/calibration.py``: against labelled word times, and from the
-audio alone (``benchmarks/unlabelled_lag.py``).
+"""Check a model's word-timing lag estimate (``adapters/dtw/lag.py``) against labelled word times, beside the
+other unlabelled estimate tried (``benchmarks/unlabelled_lag.py``).
 
     PYTHONPATH=. .venv/bin/python -m benchmarks.calibrate_lag ../shared/data/eval/ljspeech_mfa --model base
 
@@ -8,7 +8,7 @@ refinement off, so the words carry DTW's raw times, and prints two estimates. La
 the word edges that meet their neighbour without a pause in the reference
 (``application.evaluation.connected_boundary_errors``). Unlabelled: the shift that best fits the heads' activity to
 the windows' loudness, summed over every window (``lag_curve``, ``lag_of``), and the lag that leaves DTW's word starts
-no median pull towards an energy valley (``valley_lag``); they need no word times, so they can be measured on any
+no median pull towards an energy valley (``adapters/dtw/lag.py``'s ``estimate_lag``, what the aligner uses); they need no word times, so they can be measured on any
 speech. Positive: the model's words come late. Do not calibrate on the data you report accuracy on.
 """
 
@@ -23,17 +23,15 @@ import numpy as np
 from attrs import define, field
 from dependency_injector import providers
 
-from benchmarks.unlabelled_lag import lag_curve, lag_of, valley_lag
-from onepass_whisper.adapters.dtw import DtwAligner, attention_matrix
-from onepass_whisper.adapters.dtw.refine import frame_levels, has_contrast
+from benchmarks.unlabelled_lag import lag_curve, lag_of
+from onepass_whisper.adapters.dtw import DtwAligner, attention_matrix, estimate_lag
+from onepass_whisper.adapters.dtw.lag import window_evidence
 from onepass_whisper.adapters.text_metrics import WhisperTextMetrics
 from onepass_whisper.application.evaluation import Hypothesis, connected_boundary_errors
-from onepass_whisper.domain.audio import DecodedChunk
+from onepass_whisper.domain.audio import DecodedChunk, LagEvidence
 from onepass_whisper.domain.model import TranscribeOptions, Word
 from onepass_whisper.entrypoints.container import Container
 from onepass_whisper.entrypoints.eval_command import read_corpus, transcribe_dataset
-
-MIN_BOUNDARIES = 2  # interior word starts a window needs to count for the valley estimate
 
 
 @define
@@ -42,7 +40,7 @@ class _Recording:
 
     inner: DtwAligner = DtwAligner(refine=False)
     curves: list[np.ndarray | None] = field(factory=list)
-    boundaries: list[tuple[np.ndarray, np.ndarray]] = field(factory=list)  # per window: word starts, levels
+    evidence: list[LagEvidence] = field(factory=list)  # per window: word starts, levels
     frame_seconds: float = 0.02
     lock: threading.Lock = field(factory=threading.Lock)
 
@@ -54,10 +52,9 @@ class _Recording:
                 self.frame_seconds = chunk.frame_seconds
         words = self.inner.align(chunk)
         starts = np.array([w.start for segment in words for w in segment][1:], dtype=np.float64)
-        levels = frame_levels(chunk.window.samples)
-        if len(starts) >= MIN_BOUNDARIES and has_contrast(levels):
-            with self.lock:
-                self.boundaries.append((starts, levels))
+        evidence = window_evidence(starts, chunk.window.samples)
+        with self.lock:
+            self.evidence.append(evidence)
         return words
 
 
@@ -87,14 +84,14 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"{errors.size} word edges of {where}"
         )
     unlabelled = lag_of(recording.curves, recording.frame_seconds)
-    valleys = valley_lag(recording.boundaries)
+    valleys = estimate_lag(recording.evidence, min_boundaries=1)
     if unlabelled is None or valleys is None:
         raise SystemExit("no window with contrast: nothing to estimate the lag from")
     windows = sum(c is not None for c in recording.curves)
     print(
         f"{args.model}: unlabelled lag, activity against loudness {1000 * unlabelled:+.0f} ms over {windows} "
         f"windows; DTW's word starts against energy valleys {1000 * valleys:+.0f} ms over "
-        f"{len(recording.boundaries)} windows of {where}"
+        f"{sum(e.boundaries > 0 for e in recording.evidence)} windows of {where}"
     )
 
 

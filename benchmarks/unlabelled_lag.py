@@ -1,7 +1,6 @@
 """Experiments, not used by the aligner: a model's lag estimated from audio alone, with no labels.
 
-The lag that ``DtwAligner`` takes off DTW's times is a property of a model's heads (``adapters/dtw/calibration.py``),
-measured against word times placed by people or a forced aligner. The idea tried here (issue 23, item 1): where a
+The lag that ``DtwAligner`` takes off DTW's times is a property of a model's heads (``adapters/dtw/lag.py``). The idea tried here (issue 23, item 1): where a
 window's speech is loud some token attends strongly, where it pauses none does, so the heads' activity (per
 attention frame, the mean of the two strongest z-scored rows after the median filter, as DTW sees them) should be
 the window's loudness (10-ms levels in dB, averaged to attention frames, scaled from its background to its loud
@@ -13,17 +12,13 @@ but on ljspeech_mfa -200 ms (the end of its range) against the labelled -80 ms: 
 the loudness at any shift, and on timit_dev most of the fit comes from the first token's row over the leading
 silence (without that row the best shift is +141 ms). One 3-s window's best shift spreads over 80-100 ms.
 
-The second estimate (``valley_lag``) gets the sign and size right on every set measured: DTW's interior word starts
-(refinement off), each pulled to the quietest frame within ``VALLEY_REACH_SECONDS``; the lag moves by the median pull
-until it settles. Over a run it finds base -70 ms on timit_dev (labelled -54), tiny.en +80 (+90), base -120 on
-ljspeech_mfa (-80). Per window it does not hold (timit_dev, base: inter-quartile range of one window's estimate -80
-to 0 ms), so it needs a run's windows together, which the aligner (one window at a time, on threads or processes)
-does not see. ``benchmarks/calibrate_lag.py`` prints both beside the labelled lag.
+The second estimate, DTW's word starts against energy valleys, is the one the aligner uses: it moved to
+``adapters/dtw/lag.py``; ``benchmarks/calibrate_lag.py`` prints both beside the labelled lag.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -86,39 +81,3 @@ def _correlation(a: NDArray[np.float64], b: NDArray[np.float64]) -> float:
     a, b = a - a.mean(), b - b.mean()
     norm = float(np.sqrt(np.dot(a, a) * np.dot(b, b)))
     return float(np.dot(a, b) / norm) if norm > 0.0 else 0.0
-
-
-# The second estimate: DTW's boundaries pulled to energy valleys, over a whole run.
-
-# heuristic: how far from a boundary its valley is looked for: half the spacing of syllables in read speech (~200 ms),
-# so that the valley found is more often the boundary's own than the neighbouring syllable's.
-VALLEY_REACH_SECONDS = 0.1
-# heuristic: the estimate is moved by the median pull until it stops moving; on the evaluation folders it settles
-# within 5-10 rounds (a 10-ms grid).
-VALLEY_ROUNDS = 10
-
-
-def valley_pulls(boundaries: NDArray[np.float64], levels: NDArray[np.float64], lag: float) -> NDArray[np.float64]:
-    """Seconds from each boundary (``lag`` taken off) to the quietest 10-ms frame (levels smoothed over 30 ms) within
-    ``VALLEY_REACH_SECONDS``; ``levels`` as ``frame_levels`` gives them."""
-    smooth = np.convolve(np.pad(levels, 1, mode="edge"), np.full(3, 1.0 / 3.0), mode="valid")
-    reach = round(VALLEY_REACH_SECONDS / HOP_SECONDS)
-    pulls = []
-    for time in boundaries - lag:
-        centre = int(time / HOP_SECONDS)
-        lo, hi = max(0, centre - reach), min(len(smooth) - 1, centre + reach)
-        if hi > lo:
-            pulls.append((lo + int(np.argmin(smooth[lo : hi + 1])) - centre) * HOP_SECONDS)
-    return np.array(pulls, dtype=np.float64)
-
-
-def valley_lag(windows: Sequence[tuple[NDArray[np.float64], NDArray[np.float64]]]) -> float | None:
-    """The lag (seconds, positive: late) that leaves DTW's interior word starts, over all ``windows`` (each its
-    boundaries in seconds and its 10-ms levels), with no median pull towards an energy valley; None without any."""
-    lag = 0.0
-    for _ in range(VALLEY_ROUNDS):
-        pulls = np.concatenate([valley_pulls(b, levels, lag) for b, levels in windows] or [np.zeros(0)])
-        if pulls.size == 0:
-            return None
-        lag -= float(np.median(pulls))
-    return lag

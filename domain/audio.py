@@ -150,3 +150,20 @@ class DecodedChunk:
     @property
     def token_count(self) -> int:
         return sum(sum(s.word_token_counts) for s in self.segments)
+
+
+def _float_array(values: Iterable[float] | NDArray[np.floating]) -> NDArray[np.float64]:
+    return np.asarray(values, dtype=np.float64)
+
+
+@frozen(eq=False)
+class LagEvidence:
+    """What one window says about the model's lag (``LagMeasuringAligner``): DTW's interior word starts (seconds
+    from the window's start, no lag taken off) and the window's 10-ms levels in dB; empty where it says nothing."""
+
+    starts: NDArray[np.float64] = field(factory=lambda: np.zeros(0), converter=_float_array)
+    levels: NDArray[np.float64] = field(factory=lambda: np.zeros(0), converter=_float_array)
+
+    @property
+    def boundaries(self) -> int:
+        return int(self.starts.size)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
 
-from onepass_whisper.domain.audio import DecodedChunk, Truncation, Window
+from onepass_whisper.domain.audio import DecodedChunk, LagEvidence, Truncation, Window
 from onepass_whisper.domain.model import ModelInfo, TranscribeOptions, Word
 
 # (windows done, windows total); ``done`` counts the running batch's share of its windows decoded so far, so it moves
@@ -60,6 +60,37 @@ class Decoder(Protocol):
 class Aligner(Protocol):
     def align(self, chunk: DecodedChunk) -> tuple[tuple[Word, ...], ...]:
         """Time the words of each of ``chunk``'s segments, in seconds from the window's start."""
+        ...
+
+
+@runtime_checkable
+class LagMeasuringAligner(Aligner, Protocol):
+    """An aligner whose model lag comes from the speech it times, in two phases: ``measure`` each window, then
+    ``with_lag(estimate_lag(evidence))`` times the measured windows (``application/transcription.py``)."""
+
+    def measure(self, chunk: DecodedChunk) -> tuple[DecodedChunk, LagEvidence]:
+        """``chunk`` ready to be timed again cheaply (its costly steps done, their results kept in it), and what it
+        says about the model's lag."""
+        ...
+
+    def estimate_lag(self, evidence: Sequence[LagEvidence]) -> float | None:
+        """The model's lag in seconds (positive: late) from windows' evidence; None where it is too little."""
+        ...
+
+    def with_lag(self, lag: float) -> Aligner:
+        """The aligner that takes ``lag`` off the model's times."""
+        ...
+
+
+class LagStore(Protocol):
+    """Where a model's estimated lag is kept between runs, for runs too short to estimate it themselves."""
+
+    def load(self) -> float | None:
+        """The kept lag in seconds, or None."""
+        ...
+
+    def save(self, lag: float, boundaries: int) -> None:
+        """Keep ``lag``, estimated from ``boundaries`` word boundaries, unless one from more is kept already."""
         ...
 
 

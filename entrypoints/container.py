@@ -32,7 +32,7 @@ from dependency_injector import containers, providers
 
 from onepass_whisper.application.transcription import TranscriptionService
 from onepass_whisper.application.word_timing import default_align_processes
-from onepass_whisper.domain.ports import Aligner, AudioSource, Decoder, ModelCatalog, ModelSource
+from onepass_whisper.domain.ports import Aligner, AudioSource, Decoder, LagStore, ModelCatalog, ModelSource
 from onepass_whisper.entrypoints.settings import Settings
 
 DEFAULT_MODEL = "tiny.en"
@@ -90,15 +90,33 @@ def _align_processes_first_batch(phonetic: bool) -> int | None:
     return PHONETIC_FIRST_BATCH if phonetic else None
 
 
-def _aligner(refine: bool, model: str, phonetic: bool) -> Aligner:
-    from onepass_whisper.adapters.dtw import DtwAligner, model_lag
+def _lag_store(cache_dir: Path | str | None, settings: Settings, model: str) -> LagStore:
+    """The model's estimated lag, kept in the model cache (the folder ``_model_source`` caches models in)."""
+    from onepass_whisper.adapters.dtw.lag_store import JsonLagStore
+    from onepass_whisper.adapters.models import default_cache_dir
 
-    aligner = DtwAligner(median_width=MEDIAN_WIDTH, refine=refine, lag_seconds=model_lag(model))
+    folder = Path(cache_dir) if cache_dir is not None else settings.cache_dir or default_cache_dir()
+    return JsonLagStore.for_model(folder, model)
+
+
+def _aligner(refine: bool, phonetic: bool) -> Aligner:
+    """With ``refine``, the DTW aligner that estimates the model's lag from the speech it times (``LagAligner``,
+    ``application/run_lag.py``), under the phonetic aligner with ``phonetic``; without, whisper's DTW times."""
+    from onepass_whisper.adapters.dtw import DtwAligner, LagAligner
+
+    if not refine:  # the lag is taken off only with the refinement
+        aligner = DtwAligner(median_width=MEDIAN_WIDTH, refine=False)
+        if not phonetic:
+            return aligner
+        from onepass_whisper.adapters.phonetic import PhoneticAligner
+
+        return PhoneticAligner(aligner)
+    estimating = LagAligner(DtwAligner(median_width=MEDIAN_WIDTH))
     if not phonetic:
-        return aligner
-    from onepass_whisper.adapters.phonetic import PhoneticAligner
+        return estimating
+    from onepass_whisper.adapters.phonetic import PhoneticLagAligner
 
-    return PhoneticAligner(aligner)
+    return PhoneticLagAligner(estimating)
 
 
 PHONETIC_MISSING = (
@@ -129,7 +147,8 @@ class Container(containers.DeclarativeContainer):
     model_source: providers.Provider[ModelCatalog] = providers.Singleton(_model_source, config.cache_dir, settings)
     decoder: providers.Provider[Decoder] = providers.Singleton(_decoder, model_source, config.model, settings)
     audio: providers.Provider[AudioSource] = providers.Singleton(_audio)
-    aligner: providers.Provider[Aligner] = providers.Singleton(_aligner, config.refine, config.model, config.phonetic)
+    lag_store: providers.Provider[LagStore] = providers.Singleton(_lag_store, config.cache_dir, settings, config.model)
+    aligner: providers.Provider[Aligner] = providers.Singleton(_aligner, config.refine, config.phonetic)
     align_processes: providers.Provider[int] = providers.Callable(
         _align_processes, config.align_processes, config.phonetic, settings
     )
@@ -138,6 +157,7 @@ class Container(containers.DeclarativeContainer):
         audio=audio,
         decoder=decoder,
         aligner=aligner,
+        lag_store=lag_store,
         batch_size=config.batch_size,
         align_processes=align_processes,
         align_processes_first_batch=providers.Callable(_align_processes_first_batch, config.phonetic),

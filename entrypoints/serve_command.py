@@ -86,6 +86,7 @@ def serve(
             max_requests=max_requests,
             pack_seconds=pack_seconds,
             align_processes=container.align_processes(),
+            lag_store=container.lag_store(),
         )
     except ModelLoadError as exc:
         error(stderr, str(exc))

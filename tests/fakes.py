@@ -11,10 +11,19 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from onepass_whisper.domain.audio import SAMPLE_RATE, ChunkSegment, DecodedChunk, Waveform, Window
+from onepass_whisper.domain.audio import SAMPLE_RATE, ChunkSegment, DecodedChunk, LagEvidence, Waveform, Window
 from onepass_whisper.domain.errors import AudioLoadError, InvalidOptionError, ModelLoadError, UnsupportedLanguageError
 from onepass_whisper.domain.model import TranscribeOptions, Word
-from onepass_whisper.domain.ports import Aligner, AudioBlocks, AudioSource, BatchProgress, Decoder, ModelSource
+from onepass_whisper.domain.ports import (
+    Aligner,
+    AudioBlocks,
+    AudioSource,
+    BatchProgress,
+    Decoder,
+    LagMeasuringAligner,
+    LagStore,
+    ModelSource,
+)
 
 BLOCK_SECONDS = 7.0  # not a divisor of the 30-s window: windows are cut across blocks
 
@@ -228,7 +237,10 @@ def pitched(*parts: tuple[float, int]) -> Waveform:
 
 
 class FakeAligner:
-    """Spreads each segment's words evenly over the segment."""
+    """Spreads each segment's words evenly over the segment; ``lag`` seconds earlier where given."""
+
+    def __init__(self, lag: float = 0.0) -> None:
+        self.lag = lag
 
     def align(self, chunk: DecodedChunk) -> tuple[tuple[Word, ...], ...]:
         out = []
@@ -237,11 +249,55 @@ class FakeAligner:
             step = (segment.end - segment.start) / max(n, 1)
             out.append(
                 tuple(
-                    Word(w, segment.start + i * step, segment.start + (i + 1) * step, 0.9)
+                    Word(w, segment.start + i * step - self.lag, segment.start + (i + 1) * step - self.lag, 0.9)
                     for i, w in enumerate(segment.words)
                 )
             )
         return tuple(out)
+
+
+class FakeLagAligner(FakeAligner):
+    """A ``LagMeasuringAligner``: each measured window with words gives ``per_window`` boundaries of evidence, and
+    evidence of at least ``enough`` boundaries estimates a lag of ``seconds_per_boundary`` times their number (so
+    that a test sees which evidence a lag came from); ``with_lag`` gives ``FakeAligner(lag)``."""
+
+    def __init__(self, per_window: int = 4, enough: int = 10, seconds_per_boundary: float = 0.001) -> None:
+        super().__init__()
+        self.per_window = per_window
+        self.enough = enough
+        self.seconds_per_boundary = seconds_per_boundary
+        self.measured = 0
+        self._lock = threading.Lock()
+
+    def measure(self, chunk: DecodedChunk) -> tuple[DecodedChunk, LagEvidence]:
+        with self._lock:
+            self.measured += 1
+        if not chunk.segments:
+            return chunk, LagEvidence()
+        return chunk, LagEvidence(np.linspace(0.1, 0.9, self.per_window), np.zeros(100))
+
+    def estimate_lag(self, evidence: Sequence[LagEvidence]) -> float | None:
+        boundaries = sum(e.boundaries for e in evidence)
+        return boundaries * self.seconds_per_boundary if boundaries >= self.enough else None
+
+    def with_lag(self, lag: float) -> Aligner:
+        return FakeAligner(lag)
+
+
+class FakeLagStore:
+    """A ``LagStore`` in memory; ``saved``: every ``save`` call's (lag, boundaries)."""
+
+    def __init__(self, lag: float | None = None, boundaries: int = 0) -> None:
+        self.kept = None if lag is None else (lag, boundaries)
+        self.saved: list[tuple[float, int]] = []
+
+    def load(self) -> float | None:
+        return None if self.kept is None else self.kept[0]
+
+    def save(self, lag: float, boundaries: int) -> None:
+        self.saved.append((lag, boundaries))
+        if self.kept is None or boundaries > self.kept[1]:
+            self.kept = (lag, boundaries)
 
 
 class RegionDecoder:
@@ -344,6 +400,8 @@ def tone(seconds: float, amplitude: float = 0.3) -> Waveform:
 
 
 def _conforms() -> None:  # mypy-only; never called
+    _lag: LagMeasuringAligner = FakeLagAligner()
+    _store: LagStore = FakeLagStore()
     _p: Aligner = ProcessCrashingAligner()
     _r: Aligner = RaisingAligner(ValueError())
     _a: AudioSource = InMemoryAudioSource({})

@@ -7,7 +7,7 @@ Then whisper's heuristics: long words at sentence ends are truncated, punctuatio
 first word after a pause and the segment's first and last words are reconciled with the segment's timestamps.
 The steps up to the token times may have run already where the attention was captured (a GPU decoder aligns its
 whole batch there: ``DecodedChunk.token_frames``); the rest, from the token times on, is the same either way.
-Optionally (``refine``): the model's lag (``lag_seconds``, calibrated per model in ``calibration.py``) is taken off
+Optionally (``refine``): the model's lag (``lag_seconds``, estimated from the speech in ``lag.py``) is taken off
 DTW's times, and boundaries move onto the pauses, window edges and energy valleys of the window's audio
 (``refine.py``).
 """

@@ -1,6 +1,12 @@
 """Word edges from a forced alignment with pocketsphinx's acoustic model (English; the ``phonetic`` extra)."""
 
-from onepass_whisper.adapters.phonetic.aligner import PhoneticAligner, dictionary_words, forced_alignment, pronounce
+from onepass_whisper.adapters.phonetic.aligner import (
+    PhoneticAligner,
+    PhoneticLagAligner,
+    dictionary_words,
+    forced_alignment,
+    pronounce,
+)
 
 
 def is_available() -> bool:
@@ -10,4 +16,4 @@ def is_available() -> bool:
     return find_spec("pocketsphinx") is not None
 
 
-__all__ = ["PhoneticAligner", "dictionary_words", "forced_alignment", "is_available", "pronounce"]
+__all__ = ["PhoneticAligner", "PhoneticLagAligner", "dictionary_words", "forced_alignment", "is_available", "pronounce"]

@@ -27,9 +27,9 @@ import numpy as np
 from attrs import field, frozen, validators
 from numpy.typing import NDArray
 
-from onepass_whisper.domain.audio import DecodedChunk
+from onepass_whisper.domain.audio import DecodedChunk, LagEvidence
 from onepass_whisper.domain.model import Word
-from onepass_whisper.domain.ports import Aligner
+from onepass_whisper.domain.ports import Aligner, LagMeasuringAligner
 
 LANGUAGE = "en"  # pocketsphinx's bundled acoustic model and dictionary are US English
 FRAME_SECONDS = 0.01  # pocketsphinx's frame rate: 100 frames a second
@@ -172,3 +172,25 @@ class PhoneticAligner:
             ends[i] = max(ends[i], starts[i])
         edges = iter(zip(starts.tolist(), ends.tolist(), strict=True))
         return tuple(tuple(Word(w.text, *next(edges), w.probability) for w in words) for words in timed)
+
+
+@frozen
+class PhoneticLagAligner:
+    """``PhoneticAligner`` over a DTW aligner that estimates the model's lag from the speech (implements
+    ``LagMeasuringAligner``): the first phase is ``inner``'s (DTW), the second the phonetic aligner over ``inner``
+    with the lag, so that ``--phonetic`` gets the same lag as the default."""
+
+    inner: LagMeasuringAligner
+    max_shift: float = field(default=MAX_SHIFT_SECONDS, validator=validators.gt(0.0))
+
+    def align(self, chunk: DecodedChunk) -> tuple[tuple[Word, ...], ...]:
+        return PhoneticAligner(self.inner, self.max_shift).align(chunk)
+
+    def measure(self, chunk: DecodedChunk) -> tuple[DecodedChunk, LagEvidence]:
+        return self.inner.measure(chunk)
+
+    def estimate_lag(self, evidence: Sequence[LagEvidence]) -> float | None:
+        return self.inner.estimate_lag(evidence)
+
+    def with_lag(self, lag: float) -> PhoneticAligner:
+        return PhoneticAligner(self.inner.with_lag(lag), self.max_shift)

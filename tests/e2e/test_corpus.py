@@ -258,7 +258,7 @@ def test_phonetic_without_pocketsphinx_is_a_usage_error(
 
 
 def test_workers_build_the_aligner_the_driver_configured() -> None:
-    from onepass_whisper.adapters.phonetic import PhoneticAligner
+    from onepass_whisper.adapters.phonetic import PhoneticLagAligner
     from onepass_whisper.entrypoints.ray_engine import WorkerSettings
 
     container = Container()
@@ -266,7 +266,8 @@ def test_workers_build_the_aligner_the_driver_configured() -> None:
     with container.override_providers(decoder=FakeDecoder()):
         settings = WorkerSettings.of(container, TranscribeOptions(), TranscriptFiles())
     service = settings.service()
-    assert isinstance(service.aligner, PhoneticAligner) and service.align_processes == 0
+    assert isinstance(service.aligner, PhoneticLagAligner) and service.align_processes == 0
+    assert service.lag_store is not None  # a worker keeps and reads the model's lag as the driver would
 
 
 def test_an_unreachable_remote_cluster_says_how_to_set_up_token_authentication() -> None:

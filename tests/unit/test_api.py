@@ -282,18 +282,20 @@ def test_transcribe_function_raises_domain_errors(container: Container, monkeypa
         transcribe("missing.wav")
 
 
-@pytest.mark.parametrize(
-    ("model", "refine"), [("base", True), ("tiny.en", True), ("/models/mine", True), ("base", False)]
-)
-def test_the_container_gives_the_aligner_the_models_calibrated_lag(model: str, refine: bool) -> None:
-    from onepass_whisper.adapters.dtw import DtwAligner, model_lag
+@pytest.mark.parametrize("model", ["base", "tiny.en", "/models/mine", "large-v3"])
+def test_the_container_gives_any_model_an_aligner_that_estimates_its_lag(model: str, tmp_path: Path) -> None:
+    from onepass_whisper.adapters.dtw import DtwAligner, LagAligner
+    from onepass_whisper.adapters.dtw.lag_store import JsonLagStore
 
     container = Container()
     container.config.model.from_value(model)
-    container.config.refine.from_value(refine)
+    container.config.cache_dir.from_value(tmp_path)
     aligner = container.aligner()
-    assert isinstance(aligner, DtwAligner)
-    assert (aligner.lag_seconds, aligner.refine) == (model_lag(model), refine)
+    assert aligner == LagAligner(DtwAligner())  # no model has a lag of its own in the code: each is estimated
+    assert container.lag_store() == JsonLagStore.for_model(tmp_path, model)
+    plain = Container()
+    plain.config.refine.from_value(False)
+    assert plain.aligner() == DtwAligner(refine=False)  # without the refinement no lag is taken off
 
 
 @pytest.mark.parametrize(
@@ -312,13 +314,13 @@ def test_phonetic_word_timing_takes_processes_at_once_even_on_two_cores(
     assert (service.align_processes, service.align_processes_first_batch) == (processes, first_batch)
 
 
-def test_the_container_wraps_the_dtw_aligner_for_phonetic_edges() -> None:
-    from onepass_whisper.adapters.dtw import DtwAligner, model_lag
-    from onepass_whisper.adapters.phonetic import PhoneticAligner
+def test_the_container_wraps_the_lag_estimating_aligner_for_phonetic_edges() -> None:
+    from onepass_whisper.adapters.dtw import DtwAligner, LagAligner
+    from onepass_whisper.adapters.phonetic import PhoneticAligner, PhoneticLagAligner
 
     container = Container()
     container.config.model.from_value("base")
     container.config.phonetic.from_value(True)
     aligner = container.aligner()
-    assert isinstance(aligner, PhoneticAligner)
-    assert aligner.inner == DtwAligner(lag_seconds=model_lag("base"))
+    assert aligner == PhoneticLagAligner(LagAligner(DtwAligner()))
+    assert aligner.with_lag(-0.07) == PhoneticAligner(DtwAligner(lag_seconds=-0.07))  # the second phase

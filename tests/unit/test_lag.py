@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from benchmarks.unlabelled_lag import MAX_LAG_SECONDS, lag_curve, lag_of, valley_lag
+from benchmarks.unlabelled_lag import MAX_LAG_SECONDS, lag_curve, lag_of
 from onepass_whisper.adapters.dtw.aligner import attention_matrix
 from tests.unit.test_aligner import bursts
 
@@ -47,19 +47,3 @@ def test_the_curve_spans_the_largest_lag_looked_for() -> None:
     curve = lag_curve(attention_matrix(shifted_attention(WORDS, 0.0, 185))[:-1], bursts(WORDS, 3.7), FRAME)
     assert curve is not None and len(curve) == 2 * round(MAX_LAG_SECONDS / FRAME) + 1
     assert np.all(np.abs(curve) <= 1.0 + 1e-9)
-
-
-@pytest.mark.parametrize("lag", [-0.08, 0.0, 0.09])
-def test_the_valley_lag_is_the_shift_of_dtws_starts_from_the_dips_between_words(lag: float) -> None:
-    # words of 250 ms meeting at short dips (no pause): DTW's starts come ``lag`` late
-    rng = np.random.default_rng(1)
-    windows = []
-    for _ in range(6):
-        starts = np.cumsum(rng.uniform(0.2, 0.3, size=12)) + 0.3
-        levels = np.full(round((starts[-1] + 0.5) / 0.01), -20.0)
-        for start in starts:
-            levels[round(start / 0.01) - 1 : round(start / 0.01) + 2] = -35.0  # a 30-ms dip where the word starts
-        windows.append((starts[1:] + lag, levels))
-    estimate = valley_lag(windows)
-    assert estimate == pytest.approx(lag, abs=0.015)
-    assert valley_lag([]) is None

@@ -1,0 +1,118 @@
+"""A model's lag from the run's own audio: no table, any model, any language (issue 23, item 1).
+
+Whisper's alignment heads do not attend exactly where a word sounds: each model's DTW boundaries come out early or
+late by tens of ms, on starts and ends alike (``docs/alignment.md``). ``DtwAligner`` takes that lag off DTW's times
+before the refinement. It is a property of the model's heads, not of the audio, but it cannot come from a table of
+known models (a user brings any hub or local model), so it is estimated from the speech being timed:
+DTW's interior word starts (refinement off), each pulled to the quietest 10-ms frame (levels smoothed over 30 ms)
+within ``VALLEY_REACH_SECONDS``: where words meet, the energy dips. The lag moves by the median pull until it
+settles. One window holds too few boundaries for that median to settle, so the estimate pools windows: a file's, or
+a run's (``application/transcription.py`` decides which, and keeps it when it has nothing to pool).
+
+``LagAligner`` is the DTW aligner in two phases: ``measure`` runs DTW on a window (its token times kept, its
+attention dropped) and gives the window's evidence; once a file's or a run's evidence is in, ``with_lag`` times the
+measured windows with the estimated lag, without DTW again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from attrs import evolve, frozen
+from numpy.typing import NDArray
+
+from onepass_whisper.adapters.dtw.aligner import DtwAligner, token_frames
+from onepass_whisper.adapters.dtw.refine import HOP_SECONDS, frame_levels, has_contrast
+from onepass_whisper.domain.audio import DecodedChunk, LagEvidence
+from onepass_whisper.domain.model import Word
+
+# heuristic: how far from a boundary its valley is looked for: half the spacing of syllables in read speech (~200 ms),
+# so that the valley found is more often the boundary's own than the neighbouring syllable's.
+VALLEY_REACH_SECONDS = 0.1
+# heuristic: the estimate is moved by the median pull until it stops moving (a 10-ms grid); on the evaluation
+# folders it settles within 5-10 rounds.
+VALLEY_ROUNDS = 12
+# heuristic: the word starts an estimate needs before it is trusted (about two minutes of speech): below that,
+# estimates from random subsets of ljspeech_mfa's windows (base) missed the whole set's by over 20 ms in half the
+# draws (docs/alignment.md); fewer, and the caller falls back.
+MIN_BOUNDARIES = 250
+
+
+def window_evidence(starts: NDArray[np.float64], samples: NDArray[np.floating]) -> LagEvidence:
+    """A window's evidence: its interior word starts (seconds, DTW's raw times) and its 10-ms levels; none where the
+    window has no contrast (no dip means anything there) or no interior start."""
+    levels = frame_levels(samples)
+    if starts.size < 1 or not has_contrast(levels):
+        return LagEvidence()
+    return LagEvidence(starts.astype(np.float64), levels)
+
+
+def valley_pulls(boundaries: NDArray[np.float64], levels: NDArray[np.float64], lag: float) -> NDArray[np.float64]:
+    """Seconds from each boundary (``lag`` taken off) to the quietest 10-ms frame (levels smoothed over 30 ms) within
+    ``VALLEY_REACH_SECONDS``; ``levels`` as ``frame_levels`` gives them. A boundary whose quietest frame is at the
+    edge of its reach has no valley there (the level only falls towards a pause or a quieter syllable further on)
+    and pulls nowhere: counted, those edges pulled base's estimate on ljspeech_mfa 40 ms too early
+    (``docs/alignment.md``)."""
+    smooth = np.convolve(np.pad(levels, 1, mode="edge"), np.full(3, 1.0 / 3.0), mode="valid")
+    reach = round(VALLEY_REACH_SECONDS / HOP_SECONDS)
+    pulls = []
+    for time in boundaries - lag:
+        centre = int(time / HOP_SECONDS)
+        lo, hi = max(0, centre - reach), min(len(smooth) - 1, centre + reach)
+        if hi - lo < 2:
+            continue
+        quietest = int(np.argmin(smooth[lo : hi + 1]))
+        if 0 < quietest < hi - lo:
+            pulls.append((lo + quietest - centre) * HOP_SECONDS)
+    return np.array(pulls, dtype=np.float64)
+
+
+def estimate_lag(evidence: Sequence[LagEvidence], min_boundaries: int = MIN_BOUNDARIES) -> float | None:
+    """The lag (seconds, positive: late) that leaves the windows' word starts no median pull towards an energy
+    valley; None with fewer than ``min_boundaries`` boundaries."""
+    kept = [e for e in evidence if e.boundaries > 0]
+    if sum(e.boundaries for e in kept) < max(1, min_boundaries):
+        return None
+    lag = 0.0
+    for _ in range(VALLEY_ROUNDS):
+        pulls = np.concatenate([valley_pulls(e.starts, e.levels, lag) for e in kept])
+        if pulls.size == 0:
+            return None
+        step = float(np.median(pulls))
+        lag -= step
+        if abs(step) < HOP_SECONDS / 2:
+            break
+    return round(lag, 4)
+
+
+@frozen
+class LagAligner:
+    """The DTW aligner whose lag is estimated from the speech it times (implements ``LagMeasuringAligner``).
+
+    ``align`` times a window with ``inner``'s lag as it is (the caller's fallback); ``measure`` and ``with_lag``
+    are the two phases.
+    """
+
+    inner: DtwAligner = DtwAligner()
+    min_boundaries: int = MIN_BOUNDARIES
+
+    def align(self, chunk: DecodedChunk) -> tuple[tuple[Word, ...], ...]:
+        return self.inner.align(chunk)
+
+    def measure(self, chunk: DecodedChunk) -> tuple[DecodedChunk, LagEvidence]:
+        """``chunk`` with DTW's token frames (its attention dropped), and its evidence of the model's lag."""
+        if not chunk.segments:
+            return chunk, LagEvidence()
+        if chunk.token_frames is None:
+            frames = token_frames(chunk.attention, self.inner.median_width).astype(np.int32)
+            chunk = evolve(chunk, token_frames=frames, attention=np.empty((0, 0, 0), np.float32))
+        raw = evolve(self.inner, refine=False).align(chunk)
+        starts = np.array([w.start for words in raw for w in words][1:], dtype=np.float64)
+        return chunk, window_evidence(starts, chunk.window.samples)
+
+    def estimate_lag(self, evidence: Sequence[LagEvidence]) -> float | None:
+        return estimate_lag(evidence, self.min_boundaries)
+
+    def with_lag(self, lag: float) -> DtwAligner:
+        return evolve(self.inner, lag_seconds=lag)

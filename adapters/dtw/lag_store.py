@@ -1,0 +1,61 @@
+"""``JsonLagStore``: a model's estimated lag kept between runs, in a small JSON file of the model cache.
+
+A run too short to estimate the model's lag (``application/run_lag.py``) takes the one kept from an earlier run of
+the same model. The file is keyed by the model's name, a folder by its resolved path (a copy elsewhere is another
+model: its lag is estimated afresh), and lives under the cache's ``lags/``, never in a user's own model folder. A cache that
+cannot be written loses nothing but the keeping: the run's times do not depend on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from contextlib import suppress
+from pathlib import Path
+
+from attrs import frozen
+
+LAGS_FOLDER = "lags"
+
+
+@frozen
+class JsonLagStore:
+    """The kept lag of one model (implements ``LagStore``): ``path`` holds ``{"model", "lag_seconds", "boundaries"}``."""
+
+    path: Path
+    model: str = ""
+
+    @classmethod
+    def for_model(cls, cache_dir: Path, name: str) -> JsonLagStore:
+        """The store of the model ``name`` (built-in, hub id or folder, as ``--model`` takes it) under
+        ``cache_dir``; a folder is keyed by its resolved path, so that any spelling of it finds the same file."""
+        folder = Path(name).expanduser()
+        model = str(folder.resolve()) if folder.exists() else name
+        key = hashlib.sha256(model.encode()).hexdigest()[:16]
+        slug = "".join(c if c.isalnum() or c in "._-" else "_" for c in Path(model).name)[:40]
+        return cls(cache_dir / LAGS_FOLDER / f"{slug}-{key}.json", model)
+
+    def _read(self) -> tuple[float, int] | None:
+        try:
+            record = json.loads(self.path.read_text(encoding="utf-8"))
+            return float(record["lag_seconds"]), int(record["boundaries"])
+        except (OSError, ValueError, KeyError, TypeError):  # none kept, or unreadable: as if none
+            return None
+
+    def load(self) -> float | None:
+        kept = self._read()
+        return None if kept is None else kept[0]
+
+    def save(self, lag: float, boundaries: int) -> None:
+        kept = self._read()
+        if kept is not None and kept[1] >= boundaries:
+            return
+        record = {"model": self.model, "lag_seconds": lag, "boundaries": boundaries}
+        with suppress(OSError):  # a cache that cannot be written keeps nothing
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle, scratch = tempfile.mkstemp(prefix=".tmp-", dir=self.path.parent)
+            with os.fdopen(handle, "w", encoding="utf-8") as out:
+                json.dump(record, out)
+            os.replace(scratch, self.path)  # atomic: a concurrent run reads the old or the new file
