@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from onepass_whisper.adapters.dtw.aligner import DtwAligner
 from onepass_whisper.adapters.writers import SubtitleLayout, render
 from onepass_whisper.application.word_timing import timed_segments
-from onepass_whisper.domain.audio import DecodedChunk
+from onepass_whisper.domain.audio import SAMPLE_RATE, DecodedChunk
 from onepass_whisper.domain.model import Segment, Transcript, Word
 from onepass_whisper.domain.segments import MIN_SEGMENT_SECONDS, spanning
 from tests.strategies import decoded_chunks
@@ -57,7 +57,9 @@ def with_instants(chunk: DecodedChunk, where: list[float]) -> DecodedChunk:
 @given(
     chunk=decoded_chunks(max_frames=30),
     instants=st.lists(st.floats(0.0, 1.0), max_size=3),
-    offset=st.floats(0.0, 100.0),
+    # on the sample grid, as every window's offset is (``Window.end`` is too): an offset between two samples would
+    # give a window whose span on the grid is shorter than its duration
+    offset=st.integers(0, 100 * SAMPLE_RATE).map(lambda n: n / SAMPLE_RATE),
     words=st.booleans(),
 )
 def test_no_segment_of_a_window_is_empty_in_any_format(
