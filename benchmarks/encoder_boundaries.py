@@ -1,7 +1,7 @@
 """Do the encoder's own frames show where words meet? A linear boundary probe, measured offline (issue 23 item 2).
 
-Step 1 (``features``): every recorded window (``benchmarks.record_windows``) is encoded again, as the CPU decoder
-encodes it, and the encoder's output cut after a few depths (``DEPTHS``) over the window's real frames is kept:
+Step 1 (``features``): every recorded window (``benchmarks.record_windows``) is encoded again, as the decoder encodes
+it, and every encoder block's output over the window's real frames is kept (``--layer 4``: the fifth block's):
 
     PYTHONPATH=. .venv/bin/python -m benchmarks.encoder_boundaries features /tmp/edges-ljspeech_mfa-base.pkl \\
         /tmp/enc-ljspeech_mfa-base.pkl --model base
@@ -35,21 +35,26 @@ from onepass_whisper.application.evaluation import Metrics, score_corpus
 from onepass_whisper.domain.audio import DecodedChunk
 from onepass_whisper.domain.model import Word
 
-DEPTHS = (-1,)  # encoder blocks run before each output kept (then ``ln_post``), from the last: all but one
 
+def encoder_layers(model: Any, samples: NDArray[np.float32], frames: int) -> NDArray[np.float32]:
+    """layers × frames × state: every encoder block's output (the last after ``ln_post``) over the real frames,
+    through mlx-whisper's own encoder modules (slow on the CPU: minutes for a few dozen windows)."""
+    import mlx.core as mx
+    import mlx.nn as nn
 
-def encoder_layers(weights: Any, model: Any, samples: NDArray[np.float32], frames: int) -> NDArray[np.float32]:
-    """len(DEPTHS) × frames × state: the encoder cut after each depth's blocks (then ``ln_post``), over the real
-    frames; in numpy as the CPU backend encodes (``cpu_kernels.encode``; the full depth is its output exactly)."""
-    from onepass_whisper.adapters.mlx import cpu_kernels
     from onepass_whisper.adapters.mlx.decoder import window_mel
 
-    mel = np.array(window_mel(samples, model.dims.n_mels), dtype=np.float32)[None]
-    outputs = [
-        cpu_kernels.encode(evolve(weights, blocks=weights.blocks[: len(weights.blocks) + depth]), mel)[0, :frames]
-        for depth in DEPTHS
-    ]
-    return np.stack(outputs)
+    encoder = model.encoder
+    mel = window_mel(samples, model.dims.n_mels)[None].astype(model.decoder.token_embedding.weight.dtype)
+    x = nn.gelu(encoder.conv1(mel))
+    x = nn.gelu(encoder.conv2(x))
+    x = x + encoder._positional_embedding
+    outputs = []
+    for i, block in enumerate(encoder.blocks):
+        x, _, _ = block(x)
+        outputs.append(encoder.ln_post(x) if i == len(encoder.blocks) - 1 else x)
+    stacked = mx.stack([o[0, :frames] for o in outputs])
+    return np.array(stacked.astype(mx.float32))
 
 
 def features(record_path: Path, output: Path, model_name: str) -> None:
@@ -57,16 +62,10 @@ def features(record_path: Path, output: Path, model_name: str) -> None:
 
     container = Container()
     container.config.model.from_value(model_name)
-    model = container.decoder().model  # type: ignore[attr-defined]
-    from onepass_whisper.adapters.mlx.weights import encoder_weights
-
-    weights = encoder_weights(model)
+    model = container.decoder().model  # type: ignore[attr-defined]  # first: it binds MLX's fast BLAS
     with record_path.open("rb") as f:
         record = pickle.load(f)
-    kept = [
-        encoder_layers(weights, model, c.window.samples, c.attention.shape[-1]).astype(np.float16)
-        for c in record["chunks"]
-    ]
+    kept = [encoder_layers(model, c.window.samples, c.attention.shape[-1]).astype(np.float16) for c in record["chunks"]]
     with output.open("wb") as out:
         pickle.dump(kept, out)
     print(f"{len(kept)} windows -> {output}")
