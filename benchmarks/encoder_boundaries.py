@@ -46,8 +46,8 @@ def encoder_layers(model: Any, samples: NDArray[np.float32], frames: int) -> NDA
 
     encoder = model.encoder
     mel = window_mel(samples, model.dims.n_mels)[None].astype(model.decoder.token_embedding.weight.dtype)
-    x = nn.gelu(encoder.conv1(mel))
-    x = nn.gelu(encoder.conv2(x))
+    x = nn.gelu(encoder.conv1(mel))  # type: ignore[attr-defined]  # mlx.nn re-exports it untyped
+    x = nn.gelu(encoder.conv2(x))  # type: ignore[attr-defined]
     x = x + encoder._positional_embedding
     outputs = []
     for i, block in enumerate(encoder.blocks):
