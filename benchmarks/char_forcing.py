@@ -143,6 +143,8 @@ def score(args: argparse.Namespace) -> None:
         "alignment heads": [heads.index(tuple(h)) for h in record0["alignment_heads"]],
         "last half": [i for i, (layer, _) in enumerate(heads) if layer >= layers // 2],
     }
+    if args.alignment_heads_only:
+        del choices["last half"]
     for extra in args.heads:
         choices[extra] = [heads.index(tuple(int(n) for n in h.split("."))) for h in extra.split("+")]
     for name, chosen in choices.items():
@@ -177,6 +179,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     s.add_argument("sets", type=Path, nargs="+", help="record, forced, ...: the first pair chooses the lag")
     s.add_argument("--heads", nargs="*", default=[], help="more head lists, as 5.4+4.3")
     s.add_argument("--widths", type=int, nargs="+", default=[7, 3])
+    s.add_argument("--alignment-heads-only", action="store_true")
     args = parser.parse_args(argv)
     if args.command == "force":
         force(args.record, args.output, args.model)
