@@ -4,7 +4,7 @@ Reads windows recorded with every head of every decoder layer (``benchmarks.reco
 the single-pass decoder captures when told to capture those heads; the decoding, and so the words, are the default's),
 builds each rule's rows × frames matrix, runs DTW, then the aligner's heuristics and refinement
 (``DtwAligner(refine=True, lag_seconds=...)`` given the token frames), and scores with ``app eval``'s
-``score_corpus``. A rule's lag is chosen on the first (choice) set, as ``calibration.py`` does: the median signed
+``score_corpus``. A rule's lag is chosen on the first (choice) set, as ``benchmarks.calibrate_lag`` measures it: the median signed
 error of DTW's edges (refinement off) where reference words meet without a pause; the other sets only check.
 
     PYTHONPATH=. .venv/bin/python -m benchmarks.edge_heads /tmp/edges-ljspeech_mfa-base.pkl \\
@@ -174,7 +174,7 @@ def score(record: Mapping[str, Any], rule: Rule, lag: float, refine: bool = True
 
 
 def labelled_lag(record: Mapping[str, Any], rule: Rule) -> float:
-    """The rule's lag as ``calibration.py`` measures it: median error of DTW's connected edges, refinement off."""
+    """The rule's lag as ``benchmarks.calibrate_lag`` measures it: median error of DTW's connected edges, refinement off."""
     aligner = RuleAligner(rule, tuple(map(tuple, record["heads"])), record, False, 0.0)
     errors = connected_boundary_errors(record["refs"], hypotheses(record, aligner), WhisperTextMetrics())
     return float(np.median(errors)) if errors.size else 0.0
@@ -182,19 +182,16 @@ def labelled_lag(record: Mapping[str, Any], rule: Rule) -> float:
 
 def unlabelled_lag(record: Mapping[str, Any], rule: Rule) -> float:
     """The rule's lag on ``record`` without labels: DTW's interior word starts against energy valleys
-    (``benchmarks.unlabelled_lag.valley_lag``, as ``calibrate_lag`` runs it), one estimate for the whole set."""
-    from benchmarks.unlabelled_lag import valley_lag
-    from onepass_whisper.adapters.dtw.refine import frame_levels, has_contrast
+    (``adapters.dtw.lag.estimate_lag``, the product's estimate), one estimate for the whole set."""
+    from onepass_whisper.adapters.dtw.lag import estimate_lag, window_evidence
 
     aligner = RuleAligner(rule, tuple(map(tuple, record["heads"])), record, False, 0.0)
-    windows = []
+    evidence = []
     for chunk in record["chunks"]:
         words = [w for segment in aligner.align(chunk) for w in segment] if chunk.segments else []
         starts = np.array([w.start for w in words][1:], dtype=np.float64)
-        levels = frame_levels(chunk.window.samples)
-        if len(starts) >= 2 and has_contrast(levels):
-            windows.append((starts, levels))
-    lag = valley_lag(windows)
+        evidence.append(window_evidence(starts, chunk.window.samples))
+    lag = estimate_lag(evidence, min_boundaries=1)
     return 0.0 if lag is None else lag
 
 

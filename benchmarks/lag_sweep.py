@@ -5,8 +5,8 @@ print ``app eval``'s timing numbers for each: how the refinement's constants beh
         --model base --language fr
     PYTHONPATH=. .venv/bin/python -m benchmarks.lag_sweep /tmp/fr-base.pkl --lags 0 -0.08 -0.05
 
-The words are the recording's, so every row scores the same decoding; the refined row at the model's table lag
-(``adapters/dtw/calibration.py``) reproduces ``app eval``'s numbers for that decoding (the WER column is the same
+The words are the recording's, so every row scores the same decoding; the refined row at the lag ``app eval`` used
+(the estimate it took from the run's speech, ``adapters/dtw/lag.py``) reproduces its numbers (the WER column is the same
 for every row and left out). The last columns repeat the MAE and bias without the matched pairs more than ``--far``
 seconds off (a word paired with the wrong instance of itself, where recognition errors leave its twin unmatched).
 Measurement only: nothing here feeds a constant.
