@@ -25,7 +25,7 @@ from typing import TypeVar
 
 from attrs import define, field, frozen
 
-from onepass_whisper.application.word_timing import WordTiming, timed_segments
+from onepass_whisper.application.word_timing import WordTiming, copy_outcome, timed_segments
 from onepass_whisper.domain.audio import DecodedChunk, LagEvidence, Window
 from onepass_whisper.domain.decoding import settle_tail, timed_at_once
 from onepass_whisper.domain.model import Segment
@@ -139,7 +139,7 @@ def time_measured(windows: Sequence[MeasuredWindow], timing: WordTiming, aligner
             window.timed.set_result([])
             continue
         chunk, _evidence = window.measured.result()
-        timing.submit(chunk, True, aligner).add_done_callback(functools.partial(_copy, target=window.timed))
+        timing.submit(chunk, True, aligner).add_done_callback(functools.partial(copy_outcome, target=window.timed))
 
 
 def done(value: _T) -> Future[_T]:
@@ -147,11 +147,3 @@ def done(value: _T) -> Future[_T]:
     future: Future[_T] = Future()
     future.set_result(value)
     return future
-
-
-def _copy(source: Future[list[Segment]], target: Future[list[Segment]]) -> None:
-    error = source.exception()
-    if error is None:
-        target.set_result(source.result())
-    else:
-        target.set_exception(error)

@@ -200,7 +200,7 @@ class WordTiming:
                     if isinstance(done.exception(), BrokenProcessPool):  # killed, out of memory: time it here
                         _run(timed_segments, (aligner, chunk, word_timestamps), outer)
                     else:
-                        _copy(done, outer)
+                        copy_outcome(done, outer)
 
                 inner.add_done_callback(settle)
                 return
@@ -226,7 +226,8 @@ def _run(
         target.set_exception(error)
 
 
-def _copy(source: Future[list[Segment]], target: Future[list[Segment]]) -> None:
+def copy_outcome(source: Future[list[Segment]], target: Future[list[Segment]]) -> None:
+    """``target`` gets ``source``'s result or exception (``source`` done): one future standing for another."""
     error = source.exception()
     if error is None:
         target.set_result(source.result())
