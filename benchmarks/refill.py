@@ -72,11 +72,8 @@ def longform_windows(files: Sequence[Path]) -> list[Window]:
     return [w for number, f in enumerate(files) for w in split_into_windows(source.load(f).samples, source=number)]
 
 
-def summary(sizes: Sequence[int]) -> dict[str, Any]:
-    return {"steps": len(sizes), "sequence_steps": int(sum(sizes)), "distinct_sizes": len(set(sizes))}
-
-
-def run_cpu(args: argparse.Namespace) -> None:
+def _load(model: str) -> Any:
+    """``model``'s MLX decoder (an ``MlxWhisperDecoder``) from the cache the app uses, the fast BLAS loaded first."""
     from onepass_whisper.adapters.mlx import bootstrap
 
     bootstrap()  # the fast BLAS, before MLX loads
@@ -84,9 +81,19 @@ def run_cpu(args: argparse.Namespace) -> None:
     from onepass_whisper.adapters.mlx.decoder import MlxWhisperDecoder
     from onepass_whisper.adapters.models import CachedModelSource
 
-    folder = CachedModelSource(Path.home() / ".cache" / "onepass-whisper").resolve(args.model)
-    base = load_decoder(folder, args.model)
-    assert isinstance(base, MlxWhisperDecoder)
+    decoder = load_decoder(CachedModelSource().resolve(model), model)
+    assert isinstance(decoder, MlxWhisperDecoder)
+    return decoder
+
+
+def summary(sizes: Sequence[int]) -> dict[str, Any]:
+    return {"steps": len(sizes), "sequence_steps": int(sum(sizes)), "distinct_sizes": len(set(sizes))}
+
+
+def run_cpu(args: argparse.Namespace) -> None:
+    from onepass_whisper.adapters.mlx.decoder import MlxWhisperDecoder
+
+    base = _load(args.model)
     windows = longform_windows(args.files)
     rows = args.rows
     sizes: list[int] = []
@@ -138,16 +145,7 @@ def _ratios(runs: dict[str, list[dict[str, Any]]]) -> None:
 
 
 def record(args: argparse.Namespace) -> None:
-    from onepass_whisper.adapters.mlx import bootstrap
-
-    bootstrap()  # the fast BLAS, before MLX loads
-    from onepass_whisper.adapters.mlx import load_decoder
-    from onepass_whisper.adapters.mlx.decoder import MlxWhisperDecoder
-    from onepass_whisper.adapters.models import CachedModelSource
-
-    folder = CachedModelSource(Path.home() / ".cache" / "onepass-whisper").resolve(args.model)
-    decoder = load_decoder(folder, args.model)
-    assert isinstance(decoder, MlxWhisperDecoder)
+    decoder = _load(args.model)
     windows = longform_windows(args.files)
     counts: list[int] = []
     for start in range(0, len(windows), 16):
