@@ -18,9 +18,9 @@ Reported per batch size: encoder ms per window, decoder ms per step, and realtim
 windows × 30 s ÷ wall time of the whole batch (encoder + decoding (+ word timing for ours)).
 
 ``--engines micro``: a decoder step's parts, each timed alone (either cross-attention, the whole ``_decode`` loop
-lagged and synced). ``--engines loop``: ``_decode``'s parts timed one after the other (K/V and prompt, the lagged
-loop with its attention rows read at the end, the forward alone with argmax fed back, the loop with the rules not
-compiled).
+lagged and synced). ``--engines loop``: the lagged loop against itself with each lever
+undone (scores stacked at the read, the greedy pick not compiled, both) and the forward alone with argmax fed back,
+alternating, ms a step.
 ``--engines kernels``: what the CUDA path's custom kernels stand on: the host cost of a graph node by kind, the
 kernels' GPU speed against MLX's own ops, and a bare step of ``GraphStep`` against ``KernelStep``.
 ``--engines trace``: the GPU's own time a step (every kernel, recorded by CUPTI through PyTorch's profiler) in the
@@ -364,50 +364,53 @@ def _forward_alone(state: Any, logits: Any, tokens: int) -> None:
 
 
 def bench_loop(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[str, Any]]:
-    """Where ``_decode``'s time goes besides the forward: its parts timed one after the other, ms a step."""
+    """Where ``_decode``'s time goes besides the forward, ms a step: the lagged loop as it is, and with each of its
+    levers undone in turn (the steps' scores stacked at the read instead of ahead, ``LaggedReads``; the greedy pick
+    not compiled; both, the loop before issue 24's item 2), beside the forward alone, alternating."""
     decoder = random_large_v3()
-    from onepass_whisper.adapters.mlx.loop import BatchResults, decode_lagged
+    from onepass_whisper.adapters.mlx.loop import BatchResults, LaggedReads, decode_lagged
+    from onepass_whisper.adapters.mlx.step.factory import DeviceBackend
+
+    if not isinstance(decoder.backend, DeviceBackend):  # the CPU's smoke run: the device's loop on MLX's CPU
+        decoder.backend = DeviceBackend(decoder.model, decoder.alignment_heads, gpu=False)
 
     rules = decoder._rules(fixed_length_options(tokens))
+    compiled_pick = rules._pick
     results = []
     for batch in batches:
         features = _random_features(decoder, batch)
 
-        def lagged_loop_ms() -> float:
+        def lagged_loop_ms(ahead: bool, compiled: bool) -> float:
             """The lagged loop over a fresh state and prompt, ms a step (the state and prompt not counted)."""
             state, logits, attention = _prompted(decoder, features)
+            rules._pick = compiled_pick if compiled else rules._pick_later
+            try:
+                t0 = time.perf_counter()
+                outcome = BatchResults(batch, rules.eot, tokens, rows_on_device=True)
+                decode_lagged(state, rules, logits, attention, outcome, 0.0, reads=LaggedReads(ahead=ahead))
+                _sync_mlx()
+                return 1000 * (time.perf_counter() - t0) / tokens
+            finally:
+                rules._pick = compiled_pick
+
+        def forward_alone_ms() -> float:
+            state, logits, _ = _prompted(decoder, features)
             t0 = time.perf_counter()
-            decode_lagged(state, rules, logits, attention, BatchResults(batch, rules.eot, tokens), 0.0)
-            _sync_mlx()
+            _forward_alone(state, logits, tokens)
             return 1000 * (time.perf_counter() - t0) / tokens
 
-        for repeat in range(max(2, repeats)):  # the first warms up
-            marks = [time.perf_counter()]
-            state, logits, attention = _prompted(decoder, features)
-            marks.append(time.perf_counter())
-            decode_lagged(state, rules, logits, attention, BatchResults(batch, rules.eot, tokens), 0.0)
-            _sync_mlx()
-            marks.append(time.perf_counter())  # the loop, its attention rows read at the end included
-            state, logits, _ = _prompted(decoder, features)
-            marks.append(time.perf_counter())
-            _forward_alone(state, logits, tokens)
-            marks.append(time.perf_counter())
-            rules._later, compiled = rules._mask_later, rules._later  # the same loop, the rules' mask not compiled
-            try:
-                not_compiled = lagged_loop_ms()
-            finally:
-                rules._later = compiled
-            ms = [1000 * (b - a) for a, b in zip(marks, marks[1:])]
-            record = dict(
-                engine="loop",
-                batch=batch,
-                tokens=tokens,
-                state=type(decoder.backend.new_step(features)).__name__,
-                state_and_prompt_ms=round(ms[0], 2),
-                lagged_loop_ms_per_step=round(ms[1] / tokens, 3),
-                forward_argmax_only_ms_per_step=round(ms[3] / tokens, 3),
-                lagged_loop_rules_not_compiled_ms_per_step=round(not_compiled, 3),
-            )
+        variants: dict[str, Callable[[], float]] = {
+            "lagged_loop": lambda: lagged_loop_ms(True, True),
+            "reads_stacked_at_read": lambda: lagged_loop_ms(False, True),
+            "pick_not_compiled": lambda: lagged_loop_ms(True, False),
+            "loop_before": lambda: lagged_loop_ms(False, False),
+            "forward_argmax_only": forward_alone_ms,
+        }
+        for repeat in range(max(2, repeats) + 1):  # the first warms up (the traces of each batch size)
+            record: dict[str, Any] = dict(engine="loop", batch=batch, tokens=tokens, repeat=repeat)
+            order = list(variants) if repeat % 2 else list(reversed(variants))
+            for name in order:
+                record[f"{name}_ms_per_step"] = round(variants[name](), 3)
             if repeat:
                 print(json.dumps(record), flush=True)
                 results.append(record)

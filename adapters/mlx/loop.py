@@ -27,7 +27,13 @@ import mlx.core as mx
 import numpy as np
 from numpy.typing import NDArray
 
-from onepass_whisper.adapters.mlx.rules import DeviceTimestampState, LogitRules, TimestampState, logsumexp
+from onepass_whisper.adapters.mlx.rules import (
+    DeviceTimestampState,
+    LogitRules,
+    TimestampState,
+    device_scores,
+    logsumexp,
+)
 from onepass_whisper.adapters.mlx.step import DecoderStep
 
 COMPACT_FRACTION = 8  # decode_lagged compacts once a 1/8 of the rows (at least one) belong to finished sequences
@@ -187,14 +193,6 @@ def choose(masked: mx.array, temperature: float, step: int = 0) -> mx.array:
     return mx.argmax(masked, axis=-1)
 
 
-def device_scores(masked: mx.array, logits: mx.array, chosen: mx.array, eot: int) -> tuple[mx.array, mx.array]:
-    """Each row's chosen token's log-probability under the rules' mask, and its probability among text tokens."""
-    index = chosen[:, None]
-    logprob = mx.take_along_axis(masked, index, axis=-1)[:, 0] - mx.logsumexp(masked, axis=-1)
-    probability = mx.exp(mx.take_along_axis(logits, index, axis=-1)[:, 0] - mx.logsumexp(logits[:, :eot], axis=-1))
-    return logprob, probability
-
-
 def decode_synced(
     state: DecoderStep[NDArray[Any]],
     rules: LogitRules,
@@ -240,42 +238,37 @@ def decode_lagged(
     results: BatchResults,
     temperature: float,
     finish_below: NDArray[np.int64] | None = None,
+    reads: LaggedReads | None = None,
 ) -> None:
     """Step t+1 is queued on the device before the host reads step t: the host never keeps the device waiting.
 
-    The host reads the tokens and scores of ``READ_EVERY`` steps at once (one small array); the attention rows stay
+    The host reads the tokens and scores of ``READ_EVERY`` steps at once (``LaggedReads``); the attention rows stay
     on the device (``DeviceRows``) until the loop ends. So a sequence's end-of-text is read 1 to ``READ_EVERY``
     steps after it was sampled, with one more step queued meanwhile: the finished sequence's later steps are
-    ignored, and the batch is compacted at that read.
+    ignored, and the batch is compacted at that read. ``reads``: how the steps are read (the benchmark's
+    comparison); by default stacked ahead.
     """
-    eot, timestamp_begin = rules.eot, rules.timestamp_begin
     ts_state = DeviceTimestampState.initial(len(results.tokens), finish_below)
     active = np.arange(len(results.tokens))
     sequences = mx.array(active)
     rows = DeviceRows(len(results.tokens))
-    unread: list[tuple[NDArray[np.int64], mx.array]] = []  # steps queued and not yet read: their rows, scores
+    reads = LaggedReads() if reads is None else reads
     limit = results.limit  # steps at most
     for step in range(limit):
-        masked = rules.apply(logits, ts_state, first_step=step == 0)
-        chosen = choose(masked, temperature, step)
-        logprob, probability = device_scores(masked, logits, chosen, eot)
-        # one array to read: token ids are exact in float32 (vocabularies are far below 2**24)
-        scores = mx.stack([chosen.astype(mx.float32), logprob.astype(mx.float32), probability.astype(mx.float32)])
+        chosen, scores, after = pick(rules, logits, ts_state, temperature, step)
         block = rows.write(sequences, attention)
+        queued = [scores, block, *reads.add(active, scores)]
         if step < limit - 1:
-            ts_state = ts_state.after(chosen, timestamp_begin)
+            ts_state = after
             logits_list, attention = state.step(chosen[:, None])
             logits = logits_list[0]
-            mx.async_eval(scores, block, logits, attention)  # type: ignore[no-untyped-call]
-        else:
-            mx.async_eval(scores, block)  # type: ignore[no-untyped-call]
-        unread.append((active, scores))
-        if len(unread) <= READ_EVERY:  # the newest step stays unread: the device is still on it
+            queued += [logits, attention]
+        mx.async_eval(*queued)  # type: ignore[no-untyped-call]
+        if not reads.due():  # the newest step stays unread: the device is still on it
             continue
-        _read(results, unread[:-1])
-        unread = unread[-1:]
+        reads.read(results)
         if results.finished(np.arange(len(results.tokens))).all():
-            unread = []  # every sequence has ended: the last step queued is not needed
+            reads.drop()  # every sequence has ended: the last step queued is not needed
             break
         finished = results.finished(active)
         if finished.sum() >= max(1, len(active) // COMPACT_FRACTION):
@@ -286,22 +279,84 @@ def decode_lagged(
             logits, attention = logits[kept], attention[kept]
             active = active[keep]
             sequences = mx.array(active)
-    if unread:
-        _read(results, unread)
+    reads.read(results, newest=True)
     if results.rows_on_device:
         results.device_rows = rows.whole()
     else:
         results.set_rows(rows.read())
 
 
-def _read(results: BatchResults, steps: list[tuple[NDArray[np.int64], mx.array]]) -> None:
-    """Consecutive steps' scores, read at once (one transfer for each run of steps over the same rows: the batch
-    may have been compacted after the first)."""
-    for _, grouped in groupby(steps, key=lambda step: id(step[0])):  # the same ``active`` array: no compaction
-        run = list(grouped)
-        values = np.array(mx.stack([scores for _, scores in run]))
-        for (active, _), (chosen, logprob, probability) in zip(run, values):
-            results.add(active, None, chosen.astype(np.int64), logprob, probability)
+def pick(
+    rules: LogitRules, logits: mx.array, state: DeviceTimestampState, temperature: float, step: int
+) -> tuple[mx.array, mx.array, DeviceTimestampState]:
+    """One step's tokens on the device: the chosen tokens, their scores (3 × rows, float32: token, log-probability,
+    probability) and the timestamp state after them. A greedy step after the first is the rules' compiled
+    ``pick``; the first step's mask and sampling are built op by op."""
+    if temperature == 0 and step > 0:
+        return rules.pick(logits, state)
+    masked = rules.apply(logits, state, first_step=step == 0)
+    chosen = choose(masked, temperature, step)
+    logprob, probability = device_scores(masked, logits, chosen, rules.eot)
+    # one array to read: token ids are exact in float32 (vocabularies are far below 2**24)
+    scores = mx.stack([chosen.astype(mx.float32), logprob.astype(mx.float32), probability.astype(mx.float32)])
+    return chosen, scores, state.after(chosen, rules.timestamp_begin)
+
+
+class LaggedReads:
+    """The lagged loops' reads of each step's scores (3 × rows: token, log-probability, probability),
+    ``READ_EVERY`` steps at a time, each run of steps over the same rows as one array.
+
+    A read must wait only for steps the device has finished, never for the end of its queue. An array made at the
+    read (the steps stacked then) is queued behind everything queued before it, the newest step's forward too: the
+    host would wait for the device to run dry, and the device would then wait for the host to build and launch the
+    next step (at batch 1 the host's evaluation of a step takes about as long as the device's). So the stack is made
+    ahead (``ahead``): the step that makes ``READ_EVERY`` steps unread queues their stack with its own work (``add``
+    returns it), and the next step's read waits for that evaluation alone while the device runs the newest step.
+    ``ahead=False`` stacks at the read, the way before (``benchmarks/gpu.py --engines loop`` compares the two).
+    """
+
+    def __init__(self, ahead: bool = True) -> None:
+        self.ahead = ahead
+        self._steps = 0  # steps added
+        self._unstacked: list[tuple[int, NDArray[np.int64], mx.array]] = []  # (step, rows' sequences, scores)
+        self._stacked: list[tuple[int, NDArray[np.int64], mx.array]] = []  # (last step, sequences, steps × 3 × rows)
+        self._read = 0  # the steps before this one are read
+
+    def add(self, active: NDArray[np.int64], scores: mx.array) -> list[mx.array]:
+        """One step's ``scores`` for the rows ``active`` (row -> sequence); returns the arrays to evaluate with it."""
+        self._unstacked.append((self._steps, active, scores))
+        self._steps += 1
+        return self._stack(self._unstacked) if self.ahead and len(self._unstacked) == READ_EVERY else []
+
+    def due(self) -> bool:
+        """Whether ``READ_EVERY`` steps wait to be read besides the newest."""
+        return self._steps - self._read > READ_EVERY
+
+    def read(self, results: BatchResults, newest: bool = False) -> None:
+        """Every unread step but the newest (``newest``: that one too) into ``results``."""
+        last = self._steps - (0 if newest else 1)  # the steps before this one are read
+        self._stack([step for step in self._unstacked if step[0] < last])  # ahead, none but at the loop's end
+        for _, active, stacked in [step for step in self._stacked if step[0] < last]:
+            for chosen, logprob, probability in np.array(stacked):
+                results.add(active, None, chosen.astype(np.int64), logprob, probability)
+        self._stacked = [step for step in self._stacked if step[0] >= last]
+        self._read = last
+
+    def drop(self) -> None:
+        """Forget the unread steps (every sequence has ended before them)."""
+        self._stacked, self._unstacked, self._read = [], [], self._steps
+
+    def _stack(self, steps: list[tuple[int, NDArray[np.int64], mx.array]]) -> list[mx.array]:
+        """``steps`` (unstacked, in order) as one array a run over the same rows (the batch may have been compacted
+        between): moved from the unstacked to the stacked."""
+        made = []
+        for _, grouped in groupby(steps, key=lambda step: id(step[1])):
+            run = list(grouped)
+            made.append(mx.stack([scores for _, _, scores in run]))
+            self._stacked.append((run[-1][0], run[0][1], made[-1]))
+        moved = {index for index, _, _ in steps}
+        self._unstacked = [step for step in self._unstacked if step[0] not in moved]
+        return made
 
 
 def _token_scores(

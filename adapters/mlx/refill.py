@@ -30,16 +30,8 @@ import numpy as np
 from attrs import frozen
 from numpy.typing import NDArray
 
-from onepass_whisper.adapters.mlx.loop import (
-    READ_EVERY,
-    BatchResults,
-    DeviceRows,
-    _read,
-    _token_scores,
-    choose,
-    device_scores,
-)
-from onepass_whisper.adapters.mlx.rules import DeviceTimestampState, LogitRules, TimestampState
+from onepass_whisper.adapters.mlx.loop import BatchResults, DeviceRows, LaggedReads, _token_scores, choose
+from onepass_whisper.adapters.mlx.rules import DeviceTimestampState, LogitRules, TimestampState, device_scores
 from onepass_whisper.adapters.mlx.step import DecoderStep
 
 Array = TypeVar("Array")
@@ -147,7 +139,7 @@ def decode_refilled_lagged(
     ts_state = DeviceTimestampState.initial(len(active), first.finish_below)
     fresh = np.arange(len(active))
     young = fresh[:0]
-    unread: list[tuple[NDArray[np.int64], mx.array]] = []
+    reads = LaggedReads()
     sizes: list[int] = []
     on_device = mx.array(columns)
     for step in count():  # ends when no row is live
@@ -165,13 +157,11 @@ def decode_refilled_lagged(
         logits_list, attention = state.step(chosen[:, None])
         logits = logits_list[0]
         sizes.append(len(active))
-        mx.async_eval(scores, block, logits, attention)  # type: ignore[no-untyped-call]
-        unread.append((active, scores))
+        mx.async_eval(scores, block, logits, attention, *reads.add(active, scores))  # type: ignore[no-untyped-call]
         young, fresh = fresh, fresh[:0]
-        if len(unread) <= READ_EVERY:  # the newest step stays unread: the device is still on it
+        if not reads.due():  # the newest step stays unread: the device is still on it
             continue
-        _read(results, unread[:-1])
-        unread = unread[-1:]
+        reads.read(results)
         ended = results.finished(active)
         free = np.flatnonzero(ended)
         new: Admitted[mx.array] | None = admit(len(free)) if len(free) else None

@@ -179,6 +179,8 @@ class LogitRules:
         self.is_eot = mx.array(ids == eot)
         # one fused kernel for the elementwise mask (GPU): the rules' arrays are constants of the compiled graph
         self._later = mx.compile(self._mask_later) if compiled else self._mask_later
+        # the lagged loop's greedy step after the first as one compiled function (GPU): ~25 small nodes become a few
+        self._pick = mx.compile(self._pick_later) if compiled else self._pick_later
 
     def apply(self, logits: mx.array, state: TimestampState | DeviceTimestampState, first_step: bool) -> mx.array:
         """Mask ``logits`` (batch × vocab, float32) with -inf where a token is not allowed."""
@@ -191,6 +193,30 @@ class LogitRules:
         finish = state.finish_below if state.sampled >= 2 else mx.zeros_like(last_ts)
         result: mx.array = self._later(logits, last, penultimate, last_ts, finish)
         return result
+
+    def pick(self, logits: mx.array, state: DeviceTimestampState) -> tuple[mx.array, mx.array, DeviceTimestampState]:
+        """A greedy step after the first: the best token under the mask, its scores (3 × rows, float32: the token,
+        its log-probability under the mask, its probability among text tokens, as ``device_scores``) and the state
+        after it. One compiled function where the rules are compiled: each of a step's nodes costs the host a few µs
+        to evaluate, and on a GPU this bookkeeping is a step's only work besides the forward."""
+        last = state.last_was_timestamp
+        finish = state.finish_below if state.sampled >= 2 else mx.zeros_like(state.last_timestamp)
+        chosen, scores, is_timestamp, last_timestamp = self._pick(
+            logits, last, state.penultimate_was_timestamp, state.last_timestamp, finish
+        )
+        penultimate = last if state.sampled >= 1 else mx.ones_like(is_timestamp)
+        after = DeviceTimestampState(is_timestamp, penultimate, last_timestamp, state.finish_below, state.sampled + 1)
+        return chosen, scores, after
+
+    def _pick_later(
+        self, logits: mx.array, last: mx.array, penultimate: mx.array, last_ts: mx.array, finish: mx.array
+    ) -> tuple[mx.array, mx.array, mx.array, mx.array]:
+        masked = self._mask(logits, last, penultimate, last_ts, finish, None)
+        chosen = mx.argmax(masked, axis=-1)
+        logprob, probability = device_scores(masked, logits, chosen, self.eot)
+        scores = mx.stack([chosen.astype(mx.float32), logprob.astype(mx.float32), probability.astype(mx.float32)])
+        is_timestamp = chosen >= self.timestamp_begin
+        return chosen, scores, is_timestamp, mx.where(is_timestamp, chosen.astype(mx.int32), last_ts)
 
     def apply_host(self, logits: NDArray[np.float32], state: TimestampState, first_step: bool) -> NDArray[np.float32]:
         """``apply`` in numpy (the CPU backend, where MLX's elementwise kernels are slow): the same mask, built
@@ -249,6 +275,14 @@ class LogitRules:
             max_text = mx.max(logits[:, : self.timestamp_begin], axis=-1, keepdims=True)
             logits = mx.where((timestamp_mass > max_text) & ~self.is_timestamp, -mx.inf, logits)
         return logits
+
+
+def device_scores(masked: mx.array, logits: mx.array, chosen: mx.array, eot: int) -> tuple[mx.array, mx.array]:
+    """Each row's chosen token's log-probability under the rules' mask, and its probability among text tokens."""
+    index = chosen[:, None]
+    logprob = mx.take_along_axis(masked, index, axis=-1)[:, 0] - mx.logsumexp(masked, axis=-1)
+    probability = mx.exp(mx.take_along_axis(logits, index, axis=-1)[:, 0] - mx.logsumexp(logits[:, :eot], axis=-1))
+    return logprob, probability
 
 
 def logsumexp(x: NDArray[np.float32]) -> NDArray[np.float32]:

@@ -9,6 +9,8 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from mlx_whisper.tokenizer import get_tokenizer
 
 from onepass_whisper.adapters.audio_file import FileAudioSource
@@ -17,7 +19,7 @@ from onepass_whisper.adapters.mlx import load_decoder, loop
 from onepass_whisper.adapters.mlx.decoder import MlxWhisperDecoder
 from onepass_whisper.adapters.mlx.encoder import encode_on_host
 from onepass_whisper.adapters.mlx.loop import BatchResults, DeviceRows
-from onepass_whisper.adapters.mlx.rules import DeviceTimestampState, LogitRules, TimestampState
+from onepass_whisper.adapters.mlx.rules import DeviceTimestampState, LogitRules, TimestampState, device_scores
 from onepass_whisper.adapters.mlx.step.factory import DeviceBackend, HostBackend
 from onepass_whisper.adapters.mlx.step.graph import GraphStep
 from onepass_whisper.adapters.mlx.step.host import HostStep
@@ -224,3 +226,88 @@ def test_sampled_decoding_gives_the_same_tokens_on_every_run(
     third = decoder.decode_batch(windows, options)
     texts = [[[s.text for s in c.segments] for c in run] for run in (first, second, third)]
     assert texts[0] == texts[1] == texts[2]
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_the_greedy_pick_gives_the_rules_mask_argmax_scores_and_state(compiled: bool) -> None:
+    rules = LogitRules(
+        n_vocab=51864, eot=EOT, timestamp_begin=TB, no_timestamps=TOKENIZER.no_timestamps,
+        suppress=[TOKENIZER.sot], blank=[EOT], max_initial_timestamp_index=50, compiled=compiled,
+    )  # fmt: skip
+    rng = np.random.default_rng(1)
+    batch = 6
+    finish = TB + rng.integers(0, 1500, batch)
+    state = DeviceTimestampState.initial(batch, finish)
+    state = state.after(mx.array(TB + rng.integers(0, 50, batch)), TB)  # a first step: the pick takes the later ones
+    for _ in range(10):
+        values = rng.standard_normal((batch, 51864)).astype(np.float32)
+        values[:, :TB] += rng.choice([0.0, 6.0], size=(batch, 1)).astype(np.float32)  # timestamps likelier or not
+        logits = mx.array(values)
+        masked = rules.apply(logits, state, first_step=False)
+        expected_tokens = mx.argmax(masked, axis=-1)
+        logprob, probability = device_scores(masked, logits, expected_tokens, EOT)
+        expected_state = state.after(expected_tokens, TB)
+        chosen, scores, state = rules.pick(logits, state)
+        np.testing.assert_array_equal(np.array(chosen), np.array(expected_tokens))
+        np.testing.assert_array_equal(np.array(scores[0]).astype(np.int64), np.array(expected_tokens))
+        np.testing.assert_allclose(np.array(scores[1]), np.array(logprob), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(np.array(scores[2]), np.array(probability), rtol=1e-5, atol=1e-5)
+        for field in ("last_was_timestamp", "penultimate_was_timestamp", "last_timestamp", "finish_below"):
+            np.testing.assert_array_equal(np.array(getattr(state, field)), np.array(getattr(expected_state, field)))
+        assert state.sampled == expected_state.sampled
+
+
+class _WatchedReads(loop.LaggedReads):
+    """``LaggedReads`` that counts the arrays it makes while reading."""
+
+    def __init__(self, ahead: bool) -> None:
+        super().__init__(ahead)
+        self.reading = False
+        self.made_at_reads = 0
+
+    def read(self, results: BatchResults, newest: bool = False) -> None:
+        self.reading = not newest  # the loop's last read (the newest step too) stacks what is left: its end
+        try:
+            super().read(results, newest)
+        finally:
+            self.reading = False
+
+    def _stack(self, steps: list[tuple[int, np.ndarray, mx.array]]) -> list[mx.array]:
+        made = super()._stack(steps)
+        self.made_at_reads += len(made) if self.reading else 0
+        return made
+
+
+@settings(max_examples=40, deadline=None)
+@given(read_every=st.integers(1, 5), steps=st.integers(1, 30), cuts=st.sets(st.integers(0, 29), max_size=3))
+def test_scores_stacked_ahead_read_as_stacked_at_the_read_and_a_read_makes_nothing(
+    read_every: int, steps: int, cuts: set[int]
+) -> None:
+    """The lagged loops' reads: the same tokens and scores reach the results either way, through compactions (runs
+    of steps over other rows); stacked ahead, a read makes no array: it waits for earlier evaluations only, never
+    for the device's queue to run dry."""
+    batch = 4
+    outcomes = []
+    for ahead in (False, True):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(loop, "READ_EVERY", read_every)
+            rng = np.random.default_rng(steps)
+            reads = _WatchedReads(ahead)
+            results = BatchResults(batch, eot=-1, limit=40)
+            active = np.arange(batch)
+            for step in range(steps):
+                tokens = rng.integers(0, 100, len(active)).astype(np.float32)
+                scores = mx.array(np.stack([tokens, -tokens / 100, tokens / 100]).astype(np.float32))
+                mx.eval(scores, *reads.add(active, scores))
+                if reads.due():
+                    reads.read(results)
+                    if step in cuts and len(active) > 1:
+                        active = active[1:]  # a compaction: the next steps run over fewer rows
+            reads.read(results, newest=True)
+            outcomes.append((results.tokens, results.probabilities, results.rows.tolist()))
+            assert sum(results.rows) > 0
+            if ahead:
+                assert reads.made_at_reads == 0
+            else:
+                assert reads.made_at_reads > 0 or steps <= read_every
+    assert outcomes[0] == outcomes[1]
