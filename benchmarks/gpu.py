@@ -28,6 +28,8 @@ lagged loop and in the forward alone: the wall time a step above it is the host'
 ``--engines refill``: continuous batching against today's compaction (``benchmarks/refill.py``): windows ending at
 the steps a real tiny.en decode of the long-form files took (``benchmarks/longform_token_counts.json``), each batch
 size ``--batches`` as the rows kept busy, seconds, steps and distinct step sizes side by side, and the ratio.
+``--engines streams``: three batches back to back, each next batch's encoder on a second GPU stream while this one
+decodes, against each encoded before its decoding (``benchmarks/gpu_streams.py``).
 
 ``--check-model`` is the correctness check of the CUDA path with real weights: it transcribes ``--audio`` with the
 given converted model (mlx-whisper layout) and prints the text and word times, to compare with the CPU's, words
@@ -64,6 +66,7 @@ from benchmarks.gpu_ours import (
     random_windows,
 )
 from benchmarks.gpu_ours import sync_mlx as _sync_mlx
+from benchmarks.gpu_streams import bench_streams
 from benchmarks.refill import bench_refill
 
 
@@ -629,6 +632,7 @@ ENGINES = {
     "torch-eager": bench_torch_eager,
     "hf-generate": bench_hf_generate,
     "refill": bench_refill,
+    "streams": bench_streams,
 }
 
 
