@@ -11,6 +11,8 @@ fails the compression-ratio or log-probability checks are decoded again, togethe
 rows of the discarded attempt are dropped with it. Where the decoder aligns on the device (``alignment``: MLX's
 CUDA backend by default), the rows stay there, and once the batch's attempts are chosen one batched computation
 per temperature pass gives each window's DTW frames (``DecodedChunk.token_frames``): only those cross to the host.
+Where the model has a word-edge probe (``edge_probe.py``) and words are timed, each encoder batch's output is scored
+as word edges frame by frame on its device (``DecodedChunk.edge_logits``): two numbers a frame cross to the host.
 """
 
 from __future__ import annotations
