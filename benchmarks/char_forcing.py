@@ -30,7 +30,7 @@ import numpy as np
 from attrs import evolve, frozen
 from numpy.typing import NDArray
 
-from benchmarks.edge_heads import hypotheses, line, zscored
+from benchmarks.edge_heads import hypotheses, line, load_record, zscored
 from onepass_whisper.adapters.dtw.aligner import DtwAligner
 from onepass_whisper.adapters.dtw.path import dtw_path
 from onepass_whisper.adapters.text_metrics import WhisperTextMetrics
@@ -69,8 +69,7 @@ def force(record_path: Path, output: Path, model_name: str) -> None:
 
     tokenizer = get_tokenizer(model.is_multilingual, num_languages=model.num_languages, language="en")
     prefix = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
-    with record_path.open("rb") as f:
-        record = pickle.load(f)
+    record = load_record(record_path)
     kept: list[tuple[NDArray[np.float32], list[int], list[int]] | None] = []
     seconds = 0.0
     for chunk in record["chunks"]:
@@ -135,7 +134,7 @@ def _load(path: Path) -> Any:
 
 
 def score(args: argparse.Namespace) -> None:
-    sets = [(_load(r), _load(c), r.name) for r, c in zip(args.sets[::2], args.sets[1::2], strict=True)]
+    sets = [(load_record(r), _load(c), r.name) for r, c in zip(args.sets[::2], args.sets[1::2], strict=True)]
     record0 = sets[0][0]
     heads = [tuple(h) for h in record0["heads"]]
     layers = 1 + max(layer for layer, _ in heads)

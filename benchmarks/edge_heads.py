@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
 import numpy as np
 from attrs import evolve, frozen
 from numpy.typing import NDArray
@@ -154,6 +155,19 @@ class RuleAligner:
         return aligner.align(evolve(chunk, token_frames=frames))
 
 
+def load_record(path: Path) -> Any:
+    """A pickle of ``benchmarks.record_windows``; chunks written before a field of ``DecodedChunk`` was added get its
+    default (a slotted class's pickle leaves a later field unset)."""
+    with path.open("rb") as f:
+        record = pickle.load(f)
+    if isinstance(record, dict):
+        for chunk in record.get("chunks", []):
+            for a in attrs.fields(DecodedChunk):
+                if not hasattr(chunk, a.name) and a.default is not attrs.NOTHING:
+                    object.__setattr__(chunk, a.name, a.default)
+    return record
+
+
 def hypotheses(record: Mapping[str, Any], aligner: Any) -> dict[str, Hypothesis]:
     """Each file's hypothesis from its recorded windows, as ``app eval`` makes it."""
     by_file: dict[int, list[DecodedChunk]] = {}
@@ -245,12 +259,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--global-top", default="", help="k,... : the k best single heads on the choice set")
     parser.add_argument("--valley-lag", action="store_true", help="each set's own lag from energy valleys, no labels")
     args = parser.parse_args(argv)
-    with args.choice.open("rb") as f:
-        choice = pickle.load(f)
+    choice = load_record(args.choice)
     checks = []
     for path in args.checks:
-        with path.open("rb") as f:
-            checks.append((path, pickle.load(f)))
+        checks.append((path, load_record(path)))
     rules = named_rules(choice, [r for r in args.rules.split(",") if r])
     if args.per_head or args.global_top:
         ranked = per_head(choice)

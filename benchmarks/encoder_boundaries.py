@@ -14,12 +14,20 @@ neighbour without a pause moves to the most probable frame within ``--reach`` of
     PYTHONPATH=. .venv/bin/python -m benchmarks.encoder_boundaries probe /tmp/edges-ljspeech_mfa-base.pkl \\
         /tmp/enc-ljspeech_mfa-base.pkl /tmp/edges-timit_dev-base.pkl /tmp/enc-timit_dev-base.pkl --layer 3
 
-Within the training set the probe is scored by two-fold cross-validation over its files (half trains, half is timed).
+Within the training set the probe is scored by two-fold cross-validation over its windows (half trains, half is
+timed).
+
+Step 3 (``export``): the probe on the encoder's output (the last block), trained on the whole set, written as the
+product reads it (``adapters/mlx/edge_probe.py``):
+
+    PYTHONPATH=. .venv/bin/python -m benchmarks.encoder_boundaries export /tmp/edges-ljspeech_mfa-base.pkl \\
+        /tmp/enc-ljspeech_mfa-base.pkl adapters/mlx/edge_probes/base.json --model base
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import pickle
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -29,7 +37,7 @@ import numpy as np
 from attrs import evolve, frozen
 from numpy.typing import NDArray
 
-from benchmarks.edge_heads import RuleAligner, hypotheses, labelled_lag, line, rule_default
+from benchmarks.edge_heads import RuleAligner, hypotheses, labelled_lag, line, load_record, rule_default
 from onepass_whisper.adapters.text_metrics import WhisperTextMetrics
 from onepass_whisper.application.evaluation import Metrics, score_corpus
 from onepass_whisper.domain.audio import DecodedChunk
@@ -63,8 +71,7 @@ def features(record_path: Path, output: Path, model_name: str) -> None:
     container = Container()
     container.config.model.from_value(model_name)
     model = container.decoder().model  # type: ignore[attr-defined]  # first: it binds MLX's fast BLAS
-    with record_path.open("rb") as f:
-        record = pickle.load(f)
+    record = load_record(record_path)
     kept = [encoder_layers(model, c.window.samples, c.attention.shape[-1]).astype(np.float16) for c in record["chunks"]]
     with output.open("wb") as out:
         pickle.dump(kept, out)
@@ -181,8 +188,7 @@ def score(record: Mapping[str, Any], aligner: Any) -> Metrics:
 
 
 def probe(args: argparse.Namespace) -> None:
-    with args.train.open("rb") as f:
-        train_record = pickle.load(f)
+    train_record = load_record(args.train)
     with args.train_features.open("rb") as f:
         train_encoded = pickle.load(f)
     lag = labelled_lag(train_record, rule_default)
@@ -201,8 +207,7 @@ def probe(args: argparse.Namespace) -> None:
         print(line(f"probe layer {args.layer} reach {reach} {args.train.name} (2-fold)", score(train_record, aligner)))
     full = train(train_record, train_encoded, range(n), args.layer, args.context, args.l2)
     for check_path, feature_path in zip(args.checks[::2], args.checks[1::2], strict=True):
-        with check_path.open("rb") as f:
-            record = pickle.load(f)
+        record = load_record(check_path)
         with feature_path.open("rb") as f:
             check_encoded = pickle.load(f)
         inner = evolve(inner, record=record, heads=tuple(map(tuple, record["heads"])))
@@ -211,6 +216,36 @@ def probe(args: argparse.Namespace) -> None:
         for reach in args.reach:
             aligner = ProbeAligner(inner, {id(c): full for c in record["chunks"]}, encoded, reach)
             print(line(f"probe layer {args.layer} reach {reach} {check_path.name}", score(record, aligner)))
+
+
+def export(args: argparse.Namespace) -> None:
+    """The probe on the encoder's output (its last block, after ``ln_post``: what the decoder holds), trained on the
+    whole set and folded into ``adapters/mlx/edge_probe.EdgeProbe``'s form: the standardisation goes into the
+    weights and the bias, the neighbours' difference into a second weight vector."""
+    from onepass_whisper.entrypoints.container import Container
+
+    container = Container()
+    container.config.model.from_value(args.model)
+    model = container.decoder().model  # type: ignore[attr-defined]  # first: it binds MLX's fast BLAS
+    from onepass_whisper.adapters.mlx.edge_probe import fingerprint
+
+    record = load_record(args.train)
+    with args.train_features.open("rb") as f:
+        encoded = pickle.load(f)
+    probe = train(record, encoded, range(len(record["chunks"])), -1, 1, args.l2)
+    scaled = probe.weights[:-1] / probe.scale
+    state = model.dims.n_audio_state
+    assert scaled.shape == (2 * state,)
+    bias = float(probe.weights[-1] - (scaled * probe.mean).sum())
+    data = {
+        "model": args.model,
+        "fingerprint": fingerprint(model),
+        "trained_on": f"{args.train.name}: {len(record['chunks'])} windows, l2 {args.l2}",
+        "weights": [[float(f"{w:.6g}") for w in scaled[:state]], [float(f"{w:.6g}") for w in scaled[state:]]],
+        "bias": bias,
+    }
+    args.output.write_text(json.dumps(data) + "\n")
+    print(f"{args.output}: fingerprint {data['fingerprint']}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -228,9 +263,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--context", type=int, default=1)
     p.add_argument("--l2", type=float, default=10.0)
     p.add_argument("--reach", type=float, nargs="+", default=[0.04, 0.06])
+    e = commands.add_parser("export")
+    e.add_argument("train", type=Path)
+    e.add_argument("train_features", type=Path)
+    e.add_argument("output", type=Path)
+    e.add_argument("--model", default="tiny.en")
+    e.add_argument("--l2", type=float, default=10.0)
     args = parser.parse_args(argv)
     if args.command == "features":
         features(args.record, args.output, args.model)
+    elif args.command == "export":
+        export(args)
     else:
         probe(args)
 

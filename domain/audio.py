@@ -127,6 +127,9 @@ class DecodedChunk:
     ``token_frames``, where set, is the frame at which DTW's path first reaches each of those rows, computed where
     the attention was captured (a GPU decoder aligns a whole batch on the device, ``adapters/mlx/alignment.py``);
     ``attention`` is then empty: its megabytes never cross to the host.
+
+    ``edge_logits``, where set, scores each real frame as a word edge from the encoder's output (a linear probe);
+    the aligner moves the boundaries where two words meet without a pause to the best-scored frame nearby.
     """
 
     window: Window
@@ -146,6 +149,9 @@ class DecodedChunk:
     # the detector's probability of ``language`` in this window; None where the language was given (or the model
     # is English-only)
     language_probability: float | None = None
+    # (real frames,) the encoder's word-edge scores (logits: a word starts or ends in the frame), where the decoder
+    # has a boundary probe for its model (``adapters/mlx/edge_probe.py``); None: the aligner keeps its own edges
+    edge_logits: NDArray[np.float32] | None = None
 
     @property
     def token_count(self) -> int:

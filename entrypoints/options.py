@@ -37,7 +37,8 @@ RefineOption = Annotated[
     typer.Option(
         "--refine/--no-refine",
         help="Refine word times: take the model's measured lag off DTW's times and move word edges onto the pauses "
-        "and energy dips of the audio. --no-refine gives whisper's plain DTW times.",
+        "and energy dips of the audio, and onto the encoder's word edges where the model has a probe (base, "
+        "tiny.en). --no-refine gives whisper's plain DTW times.",
         rich_help_panel="Decoding",
     ),
 ]

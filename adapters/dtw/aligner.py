@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 
 from onepass_whisper.adapters.dtw.filters import median_filter
 from onepass_whisper.adapters.dtw.path import dtw_path
-from onepass_whisper.adapters.dtw.refine import refine_words
+from onepass_whisper.adapters.dtw.refine import refine_words, snap_to_edges
 from onepass_whisper.domain.audio import ChunkSegment, DecodedChunk
 from onepass_whisper.domain.model import Word
 
@@ -88,6 +88,8 @@ class DtwAligner:
         if self.refine:
             refined = refine_words(starts, ends, chunk.window.samples, speech_ended=chunk.speech_ended)
             starts, ends = _ordered(*refined, duration)
+            if chunk.edge_logits is not None:
+                starts, ends = snap_to_edges(starts, ends, chunk.edge_logits, chunk.frame_seconds)
         for word, start, end in zip(flat, starts.tolist(), ends.tolist(), strict=True):
             word.start, word.end = start, end
         return tuple(tuple(Word(w.text, w.start, w.end, w.probability) for w in words) for words in kept)

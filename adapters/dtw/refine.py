@@ -16,6 +16,10 @@ about the pause, before one it ends late. Three steps, each on the window's own 
 
 Boundaries never cross their neighbours, and a word that would be left without sound keeps its DTW edge.
 
+Where the decoder scored the window's frames as word edges (``DecodedChunk.edge_logits``, a linear probe on the
+encoder's output), a last step (``snap_to_edges``) moves each boundary that step 3 moved to the best-scored frame
+within ``EDGE_SEARCH_SECONDS`` instead: the encoder sees edges that the energy alone does not show.
+
 "Quiet" is relative to the window itself: frames in the lower third (``SILENCE_FRACTION``) of the range, in dB,
 from the window's background (a low percentile of its frame levels) to its loud frames (the matching high
 percentile). A window whose loud frames are not clearly above its background has no pause that can be trusted, and
@@ -61,6 +65,10 @@ VALLEY_SEARCH_SECONDS = 0.05
 # or one quiet frame inside a vowel is not taken for a boundary (on ljspeech_mfa: 37 -> 38% of words with both edges
 # within 50 ms, against single frames).
 VALLEY_SMOOTHING_FRAMES = 3
+# heuristic: how far a boundary without a pause may move to the encoder's most likely edge frame (``snap_to_edges``).
+# Chosen on ljspeech_mfa (40, 60, 80, 100 ms tried, the probe cross-validated there), then checked on timit_dev
+# (docs/alignment.md, issue 23).
+EDGE_SEARCH_SECONDS = 0.1
 
 
 def frame_levels(samples: NDArray[np.floating], sample_rate: int = SAMPLE_RATE) -> NDArray[np.float64]:
@@ -212,6 +220,32 @@ def snap_to_valleys(
             continue
         frame = lo + int(np.argmin(levels[lo : hi + 1]))
         ends[k - 1] = starts[k] = (frame + 0.5) * HOP_SECONDS
+    return starts, ends
+
+
+def snap_to_edges(
+    starts: NDArray[np.float64],
+    ends: NDArray[np.float64],
+    logits: NDArray[np.floating],
+    frame_seconds: float,
+    reach: float = EDGE_SEARCH_SECONDS,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Move each boundary shared by two words (no gap: no pause put it there) to the centre of the frame within
+    ``reach`` that the encoder's edge probe scores highest (``logits``, one per frame), keeping both words longer
+    than half a frame. Boundaries at pauses keep the audio's edges."""
+    starts, ends = starts.astype(np.float64), ends.astype(np.float64)
+    if len(starts) < 2 or logits.size == 0:
+        return starts, ends
+    for k in range(1, len(starts)):
+        boundary = starts[k]
+        if ends[k - 1] != boundary:
+            continue
+        lo = max(int((boundary - reach) / frame_seconds), int(starts[k - 1] / frame_seconds) + 1)
+        hi = min(int((boundary + reach) / frame_seconds), int(ends[k] / frame_seconds) - 1, logits.size - 1)
+        if lo > hi:
+            continue
+        frame = lo + int(np.argmax(logits[lo : hi + 1]))
+        ends[k - 1] = starts[k] = (frame + 0.5) * frame_seconds
     return starts, ends
 
 

@@ -11,6 +11,8 @@ fails the compression-ratio or log-probability checks are decoded again, togethe
 rows of the discarded attempt are dropped with it. Where the decoder aligns on the device (``alignment``: MLX's
 CUDA backend by default), the rows stay there, and once the batch's attempts are chosen one batched computation
 per temperature pass gives each window's DTW frames (``DecodedChunk.token_frames``): only those cross to the host.
+Where the model has a word-edge probe (``edge_probe.py``) and words are timed, each encoder batch's output is scored
+as word edges frame by frame on its device (``DecodedChunk.edge_logits``): two numbers a frame cross to the host.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from mlx_whisper.whisper import Whisper
 from numpy.typing import NDArray
 
 from onepass_whisper.adapters.mlx.alignment import AlignedRows, DeviceAlignment
+from onepass_whisper.adapters.mlx.edge_probe import EdgeProbe
 from onepass_whisper.adapters.mlx.loop import BatchResults
 from onepass_whisper.adapters.mlx.refill import Admitted
 from onepass_whisper.adapters.mlx.rules import LogitRules
@@ -74,13 +77,16 @@ class MlxWhisperDecoder:
         backend: Backend | None = None,
         alignment: DeviceAlignment | None | bool = True,
         rows: int | None = None,
+        edge_probe: EdgeProbe | None | bool = True,
     ) -> None:
         """``backend``: how batches are encoded and stepped, by default ``step.factory.choose``'s for MLX's default
         device and ``settings``. ``alignment``: word timing's DTW on the device (``alignment.DeviceAlignment``),
         None or False for none, True for ``step.factory.choose_alignment``'s choice for the device and ``settings``.
         ``rows``: a call with more windows than this keeps that many rows busy in its greedy pass, a row whose
         sequence ends taking the next window (``refill.py``), and decodes its fallback passes that many at a time;
-        None: every window of a call at once (so too a call whose first temperature is above 0)."""
+        None: every window of a call at once (so too a call whose first temperature is above 0). ``edge_probe``:
+        the encoder's word-edge probe (``edge_probe.py``) whose frame scores go with each chunk where words are
+        timed; True for the one trained on ``model``'s weights (none where there is none), None or False for none."""
         if rows is not None and rows < 1:
             raise ValueError(f"rows must be at least 1, got {rows}")
         self.rows = rows
@@ -93,6 +99,7 @@ class MlxWhisperDecoder:
         self.dtype = model.decoder.token_embedding.weight.dtype
         self.backend = choose(model, self.alignment_heads, settings) if backend is None else backend
         self.alignment = choose_alignment(settings) if alignment is True else alignment or None
+        self.edge_probe = EdgeProbe.for_model(model) if edge_probe is True else edge_probe or None
         self._rules_cache: dict[tuple[str, str, bool], LogitRules] = {}
 
     @property
@@ -118,10 +125,13 @@ class MlxWhisperDecoder:
         refill = self.rows is not None and len(windows) > self.rows and options.temperatures[0] == 0
         features: mx.array | None = None
         first: list[Attempt] | None = None
+        edges: dict[int, NDArray[np.float32]] | None = {} if options.word_timestamps else None  # id(window) ->
         if refill:  # each window encoded as a row frees up for it; a fallback pass encodes its windows again
-            first, languages, probabilities = self._decode_refilled(windows, language, options, finish_below, progress)
+            first, languages, probabilities = self._decode_refilled(
+                windows, language, options, finish_below, progress, edges
+            )
         else:
-            features = self._encode(windows)  # windows × audio ctx × state
+            features = self._encode(windows, edges)  # windows × audio ctx × state
             languages, probabilities = self._languages(features, language)
         results: list[Attempt | None] = [None] * len(windows)
         tried: list[list[Attempt]] = [[] for _ in windows]  # each window's failed attempts, for the final choice
@@ -165,7 +175,9 @@ class MlxWhisperDecoder:
                 break
         frames = self._token_frames(windows, results, languages, options)
         return [
-            self._chunk(window, languages[i], probabilities[i], attempt, options, frames.get(i))
+            self._chunk(
+                window, languages[i], probabilities[i], attempt, options, frames.get(i), (edges or {}).get(id(window))
+            )
             for i, (window, attempt) in enumerate(zip(windows, results))
             if attempt is not None
         ]
@@ -192,13 +204,18 @@ class MlxWhisperDecoder:
     def _tokenizer(self, language: str, task: str) -> Tokenizer:
         return get_tokenizer(self.is_multilingual, num_languages=self.model.num_languages, language=language, task=task)
 
-    def _encode(self, windows: Sequence[Window]) -> mx.array:
+    def _encode(self, windows: Sequence[Window], edges: dict[int, NDArray[np.float32]] | None = None) -> mx.array:
+        """windows × audio ctx × state; with ``edges`` and a probe, each window's edge logits put there too (under
+        ``id(window)``), from the output just computed: two numbers a frame cross to the host."""
         n_mels = self.model.dims.n_mels
         parts = []
         for start in range(0, len(windows), ENCODER_BATCH):
-            mels = [window_mel(w.samples, n_mels) for w in windows[start : start + ENCODER_BATCH]]
-            batch = mx.stack(mels).astype(self.dtype)
+            some = windows[start : start + ENCODER_BATCH]
+            batch = mx.stack([window_mel(w.samples, n_mels) for w in some]).astype(self.dtype)
             parts.append(self.backend.encode(batch))
+            if edges is not None and self.edge_probe is not None:
+                projected = self.edge_probe.project(parts[-1])
+                edges.update((id(w), self.edge_probe.logits(p, w.num_frames)) for w, p in zip(some, projected))
         return mx.concatenate(parts) if len(parts) > 1 else parts[0]
 
     def _finish_below(self, windows: Sequence[Window]) -> NDArray[np.int64]:
@@ -292,6 +309,7 @@ class MlxWhisperDecoder:
         options: TranscribeOptions,
         finish_below: NDArray[np.int64],
         listener: BatchProgress | None,
+        edges: dict[int, NDArray[np.float32]] | None = None,
     ) -> tuple[list[Attempt], list[str], list[float | None]]:
         """Greedy decoding of every window, ``rows`` at a time (``refill.py``): windows are encoded, their
         language detected and their prompt fed as rows free up for them. Returns the attempts, each window's
@@ -308,7 +326,7 @@ class MlxWhisperDecoder:
             if not waiting:
                 return None
             taken = np.array([waiting.popleft() for _ in range(min(wanted, len(waiting)))])
-            features = self._encode([windows[i] for i in taken])
+            features = self._encode([windows[i] for i in taken], edges)
             found, probability = self._languages(features, language)
             for index, code, p in zip(taken, found, probability):
                 languages[index], probabilities[index] = code, p
@@ -408,6 +426,7 @@ class MlxWhisperDecoder:
         attempt: Attempt,
         options: TranscribeOptions,
         token_frames: NDArray[np.int32] | None = None,
+        edge_logits: NDArray[np.float32] | None = None,
     ) -> DecodedChunk:
         """The window's chunk; ``probability``: the detector's for its language (None where it was given);
         ``token_frames``: its DTW frames, computed on the device (no attention then)."""
@@ -439,6 +458,7 @@ class MlxWhisperDecoder:
             temperature=attempt.temperature,
             speech_ended=single_timestamp_ending(attempt.tokens, tokenizer.timestamp_begin),
             token_frames=token_frames,
+            edge_logits=edge_logits,
         )
 
 

@@ -45,6 +45,7 @@ def test_the_wheel_holds_one_typed_package(wheel: Path) -> None:
     assert tops == {"onepass_whisper"}
     assert "onepass_whisper/py.typed" in names
     assert "onepass_whisper/domain/model.py" in names and "onepass_whisper/adapters/mlx/decoder.py" in names
+    assert "onepass_whisper/adapters/mlx/edge_probes/base.json" in names  # package data: the word-edge probes
 
 
 def test_installed_beside_pypi_entrypoints_both_import(wheel: Path, tmp_path: Path) -> None:
