@@ -26,11 +26,10 @@ from numpy.typing import NDArray
 
 from benchmarks.char_forcing import CharAligner
 from benchmarks.edge_heads import RuleAligner, hypotheses, labelled_lag, line, load_record, rule_default
-from benchmarks.encoder_boundaries import Probe, train
+from benchmarks.encoder_boundaries import Probe, regrouped, train
 from onepass_whisper.adapters.text_metrics import WhisperTextMetrics
 from onepass_whisper.application.evaluation import connected_boundary_errors, score_corpus
 from onepass_whisper.domain.audio import DecodedChunk
-from onepass_whisper.domain.model import Word
 
 
 def _load(path: Path) -> Any:
@@ -107,14 +106,7 @@ class Moved:
                 t = self._best(p, ends[i], int(starts[i] / fs) + 1, hi, fs)
                 if t is not None:
                     ends[i] = t
-        out, k = [], 0
-        for segment in words:
-            seg = []
-            for w in segment:
-                seg.append(Word(w.text, starts[k], ends[k], w.probability))
-                k += 1
-            out.append(tuple(seg))
-        return tuple(out)
+        return regrouped(words, starts, ends)
 
 
 def score(s: Set, aligner: Any) -> str:

@@ -173,14 +173,16 @@ class ProbeAligner:
             best = lo + int(np.argmax(p[lo : hi + 1]))
             t = (best + 0.5) * fs
             starts[i] = ends[i - 1] = t
-        out, k = [], 0
-        for segment in words:
-            seg = []
-            for w in segment:
-                seg.append(Word(w.text, starts[k], ends[k], w.probability))
-                k += 1
-            out.append(tuple(seg))
-        return tuple(out)
+        return regrouped(words, starts, ends)
+
+
+def regrouped(words: Any, starts: Any, ends: Any) -> tuple[tuple[Word, ...], ...]:
+    """``words`` (segments of words) with the flat ``starts`` and ``ends`` (one a word, in order) as their times."""
+    out, k = [], 0
+    for segment in words:
+        out.append(tuple(Word(w.text, starts[k + j], ends[k + j], w.probability) for j, w in enumerate(segment)))
+        k += len(segment)
+    return tuple(out)
 
 
 def score(record: Mapping[str, Any], aligner: Any) -> Metrics:

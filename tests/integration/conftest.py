@@ -25,3 +25,14 @@ def tiny_en(tiny_en_folder: Path) -> Decoder:
     from onepass_whisper.adapters.mlx import load_decoder
 
     return load_decoder(tiny_en_folder, "tiny.en")
+
+
+@pytest.fixture(scope="module")
+def renamed_tiny_en(tiny_en_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tiny.en's files under a folder name that is no built-in model's: what the code finds must come from the
+    weights, never from the name."""
+    folder = tmp_path_factory.mktemp("models") / "my-own-model"
+    folder.mkdir()
+    for file in tiny_en_folder.iterdir():
+        (folder / file.name).symlink_to(file)
+    return folder

@@ -22,15 +22,6 @@ FILES = 40  # ~8 word starts each: the run's own lag estimate (250 starts), the 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def renamed_tiny_en(tiny_en_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("models") / "my-edges-model"
-    folder.mkdir()
-    for file in tiny_en_folder.iterdir():
-        (folder / file.name).symlink_to(file)
-    return folder
-
-
 def scored(container: Container, utterances: list[Utterance], edge_probe: EdgeProbe | None) -> Metrics:
     decoder = container.decoder()
     assert isinstance(decoder, MlxWhisperDecoder)

@@ -17,16 +17,6 @@ TINY_EN_LAG = 0.09
 FILES = 24  # ~16 word starts each: enough for a run's estimate (adapters/dtw/lag.py's MIN_BOUNDARIES)
 
 
-@pytest.fixture(scope="module")
-def renamed_tiny_en(tiny_en_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """tiny.en's files under a name that is no built-in model's."""
-    folder = tmp_path_factory.mktemp("models") / "my-own-model"
-    folder.mkdir()
-    for file in tiny_en_folder.iterdir():
-        (folder / file.name).symlink_to(file)
-    return folder
-
-
 def times(container: Container, files: list[Path]) -> list[tuple[float, float]]:
     options = TranscribeOptions(language="en")
     results = list(container.service().transcribe_many(files, options))

@@ -33,6 +33,14 @@ TOKENIZER = get_tokenizer(False)
 TB, EOT = TOKENIZER.timestamp_begin, TOKENIZER.eot
 
 
+def english_rules(compiled: bool = False) -> LogitRules:
+    """tiny.en's rules: its vocabulary, start-of-transcript suppressed, a first timestamp within 1 s."""
+    return LogitRules(
+        n_vocab=51864, eot=EOT, timestamp_begin=TB, no_timestamps=TOKENIZER.no_timestamps,
+        suppress=[TOKENIZER.sot], blank=[EOT], max_initial_timestamp_index=50, compiled=compiled,
+    )  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def windows() -> list[Window]:
     samples = FileAudioSource().load(SAMPLE).samples
@@ -129,14 +137,7 @@ def test_device_rows_put_each_step_at_its_sequences_row_across_blocks_and_compac
 
 
 def test_device_timestamp_state_and_numpy_rules_mask_as_the_host_state() -> None:
-    rules = LogitRules(
-        n_vocab=51864, eot=EOT, timestamp_begin=TB, no_timestamps=TOKENIZER.no_timestamps,
-        suppress=[TOKENIZER.sot], blank=[EOT], max_initial_timestamp_index=50,
-    )  # fmt: skip
-    compiled = LogitRules(
-        n_vocab=51864, eot=EOT, timestamp_begin=TB, no_timestamps=TOKENIZER.no_timestamps,
-        suppress=[TOKENIZER.sot], blank=[EOT], max_initial_timestamp_index=50, compiled=True,
-    )  # fmt: skip
+    rules, compiled = english_rules(), english_rules(compiled=True)
     rng = np.random.default_rng(0)
     batch = 5
     finish = TB + rng.integers(0, 1500, batch)  # random bounds: the finished-segment rule in play too
@@ -230,10 +231,7 @@ def test_sampled_decoding_gives_the_same_tokens_on_every_run(
 
 @pytest.mark.parametrize("compiled", [False, True])
 def test_the_greedy_pick_gives_the_rules_mask_argmax_scores_and_state(compiled: bool) -> None:
-    rules = LogitRules(
-        n_vocab=51864, eot=EOT, timestamp_begin=TB, no_timestamps=TOKENIZER.no_timestamps,
-        suppress=[TOKENIZER.sot], blank=[EOT], max_initial_timestamp_index=50, compiled=compiled,
-    )  # fmt: skip
+    rules = english_rules(compiled)
     rng = np.random.default_rng(1)
     batch = 6
     finish = TB + rng.integers(0, 1500, batch)
