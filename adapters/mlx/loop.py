@@ -31,8 +31,8 @@ from onepass_whisper.adapters.mlx.rules import (
     DeviceTimestampState,
     LogitRules,
     TimestampState,
-    device_scores,
     logsumexp,
+    step_scores,
 )
 from onepass_whisper.adapters.mlx.step import DecoderStep
 
@@ -296,10 +296,7 @@ def pick(
         return rules.pick(logits, state)
     masked = rules.apply(logits, state, first_step=step == 0)
     chosen = choose(masked, temperature, step)
-    logprob, probability = device_scores(masked, logits, chosen, rules.eot)
-    # one array to read: token ids are exact in float32 (vocabularies are far below 2**24)
-    scores = mx.stack([chosen.astype(mx.float32), logprob.astype(mx.float32), probability.astype(mx.float32)])
-    return chosen, scores, state.after(chosen, rules.timestamp_begin)
+    return chosen, step_scores(masked, logits, chosen, rules.eot), state.after(chosen, rules.timestamp_begin)
 
 
 class LaggedReads:

@@ -31,7 +31,7 @@ from attrs import frozen
 from numpy.typing import NDArray
 
 from onepass_whisper.adapters.mlx.loop import BatchResults, DeviceRows, LaggedReads, _token_scores, choose
-from onepass_whisper.adapters.mlx.rules import DeviceTimestampState, LogitRules, TimestampState, device_scores
+from onepass_whisper.adapters.mlx.rules import DeviceTimestampState, LogitRules, TimestampState, step_scores
 from onepass_whisper.adapters.mlx.step import DecoderStep
 
 Array = TypeVar("Array")
@@ -150,8 +150,7 @@ def decode_refilled_lagged(
             starting = DeviceTimestampState(*_initial_parts(len(fresh)), view.finish_below[index])
             masked[index] = rules.apply(logits[index], starting, first_step=True)
         chosen = choose(masked, 0.0, step)
-        logprob, probability = device_scores(masked, logits, chosen, eot)
-        scores = mx.stack([chosen.astype(mx.float32), logprob.astype(mx.float32), probability.astype(mx.float32)])
+        scores = step_scores(masked, logits, chosen, eot)
         block = device_rows.write(on_device, attention)
         ts_state = ts_state.after(chosen, begin)
         logits_list, attention = state.step(chosen[:, None])

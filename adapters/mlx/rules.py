@@ -213,8 +213,7 @@ class LogitRules:
     ) -> tuple[mx.array, mx.array, mx.array, mx.array]:
         masked = self._mask(logits, last, penultimate, last_ts, finish, None)
         chosen = mx.argmax(masked, axis=-1)
-        logprob, probability = device_scores(masked, logits, chosen, self.eot)
-        scores = mx.stack([chosen.astype(mx.float32), logprob.astype(mx.float32), probability.astype(mx.float32)])
+        scores = step_scores(masked, logits, chosen, self.eot)
         is_timestamp = chosen >= self.timestamp_begin
         return chosen, scores, is_timestamp, mx.where(is_timestamp, chosen.astype(mx.int32), last_ts)
 
@@ -283,6 +282,13 @@ def device_scores(masked: mx.array, logits: mx.array, chosen: mx.array, eot: int
     logprob = mx.take_along_axis(masked, index, axis=-1)[:, 0] - mx.logsumexp(masked, axis=-1)
     probability = mx.exp(mx.take_along_axis(logits, index, axis=-1)[:, 0] - mx.logsumexp(logits[:, :eot], axis=-1))
     return logprob, probability
+
+
+def step_scores(masked: mx.array, logits: mx.array, chosen: mx.array, eot: int) -> mx.array:
+    """A step's one array for the host to read (3 × rows, float32): the chosen tokens (ids are exact in float32:
+    vocabularies are far below 2**24) and their ``device_scores``."""
+    logprob, probability = device_scores(masked, logits, chosen, eot)
+    return mx.stack([chosen.astype(mx.float32), logprob.astype(mx.float32), probability.astype(mx.float32)])
 
 
 def logsumexp(x: NDArray[np.float32]) -> NDArray[np.float32]:
