@@ -7,6 +7,7 @@ import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from onepass_whisper.domain.decoding import settle_tail, timed_at_once
 from onepass_whisper.domain.errors import AudioLoadError, TranscriptionError
 from onepass_whisper.domain.model import Segment, TranscribeOptions, Transcript
 from onepass_whisper.domain.ports import (
+    AheadDecoder,
     Aligner,
     AudioBlocks,
     AudioSource,
@@ -156,11 +158,18 @@ class _Pipeline:
     total: int = 0  # windows cut so far (tails included)
 
     def results(self) -> Iterator[FileResult]:
+        decoder = self.service.decoder
+        ahead = isinstance(decoder, AheadDecoder) and decoder.encodes_ahead
+        size = self.service.batch_size
         while True:
-            yield from self._read_windows()
+            # with a decoder that encodes ahead, the next batch is cut too, so its encoder runs beside this decoding
+            yield from self._read_windows(2 * size if ahead else size)
             if not self.queue:
                 break
-            batch = [self.queue.popleft() for _ in range(min(self.service.batch_size, len(self.queue)))]
+            batch = [self.queue.popleft() for _ in range(min(size, len(self.queue)))]
+            if ahead and self.queue:
+                assert isinstance(decoder, AheadDecoder)
+                decoder.encode_ahead(list(islice(self.queue, size)), self.options)
             self._decode_batch(batch)
             # an input is yielded once its last window is decoded and timed: waiting here costs only the timing of
             # its last windows (the timing of unfinished inputs' windows goes on beside the next batch)
@@ -197,10 +206,10 @@ class _Pipeline:
         time_measured(entry.measured, self.timing, self.lag.timing(lag))
         entry.measured = []
 
-    def _read_windows(self) -> Iterator[FileResult]:
-        """Cut windows until the queue holds a batch or the inputs end; an input that cannot be read is yielded
+    def _read_windows(self, wanted: int) -> Iterator[FileResult]:
+        """Cut windows until the queue holds ``wanted`` or the inputs end; an input that cannot be read is yielded
         as its error, and what was cut of it is dropped."""
-        while len(self.queue) < self.service.batch_size:
+        while len(self.queue) < wanted:
             if self.reading is None and not self._open_next():
                 return
             assert self.reading is not None

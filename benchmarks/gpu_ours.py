@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from attrs import evolve
 
 LARGE_V3 = dict(
     n_mels=128,
@@ -193,6 +194,11 @@ def bench_ours(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[s
             pipelined, pipelined_decode_s = _pipelined(
                 decoder, aligner, windows, options, batches=3, warm=chunks[: 2 * ALIGN_PROCESSES]
             )
+            # the same with each next batch's encoder started on a second stream (``encode_ahead``), as the
+            # service does on a GPU
+            ahead, ahead_decode_s = _pipelined(
+                decoder, aligner, windows, options, batches=3, warm=chunks[: 2 * ALIGN_PROCESSES], ahead=True
+            )
             decoder.alignment = None
             pipelined_host, pipelined_host_decode_s = _pipelined(decoder, aligner, windows, options, batches=3, warm=())
             back_to_back, back_to_back_decode_s = _pipelined(decoder, None, windows, options, batches=3, warm=())
@@ -218,6 +224,8 @@ def bench_ours(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[s
                     realtime_without_alignment=batch * WINDOW_SECONDS / (t3 - t2),
                     realtime_pipelined=pipelined,
                     pipelined_decode_s=pipelined_decode_s,
+                    realtime_pipelined_ahead=ahead if decoder.encodes_ahead else None,
+                    pipelined_ahead_decode_s=ahead_decode_s,
                     realtime_pipelined_host_alignment=pipelined_host,
                     pipelined_host_alignment_decode_s=pipelined_host_decode_s,
                     realtime_back_to_back=back_to_back,  # the same batches without word timing
@@ -238,6 +246,7 @@ def _pipelined(
     batches: int,
     warm: Sequence[Any],
     processes: int | None = None,
+    ahead: bool = False,
 ) -> tuple[float, list[float]]:
     """Realtime factor of ``batches`` batches decoded back to back, words timed meanwhile, and each batch's
     ``decode_batch`` wall time.
@@ -245,7 +254,8 @@ def _pipelined(
     The same overlap as ``TranscriptionService``: a decoded batch's word timing runs on ``WordTiming``'s pool (the
     threads, or ``ALIGN_PROCESSES`` worker processes, started and warmed with the ``warm`` chunks beforehand, as
     they are in a long run) while the next batch decodes. ``aligner`` None: no word timing at all (the batches
-    back to back alone). ``processes``: instead of ``ALIGN_PROCESSES``.
+    back to back alone). ``processes``: instead of ``ALIGN_PROCESSES``. ``ahead``: each next batch (copies of the
+    windows, so that each batch is its own) started by ``encode_ahead`` before this one's ``decode_batch``.
     """
     from onepass_whisper.application.word_timing import WordTiming, default_align_workers
 
@@ -257,9 +267,12 @@ def _pipelined(
         sync_mlx()
         start = time.perf_counter()
         futures, decode_s = [], []
-        for _ in range(batches):
+        batches_of = [list(windows), *([evolve(w) if ahead else w for w in windows] for _ in range(batches - 1))]
+        for number in range(batches):
             began = time.perf_counter()
-            chunks = decoder.decode_batch(windows, options)
+            if ahead and number + 1 < batches:
+                decoder.encode_ahead(batches_of[number + 1], options)
+            chunks = decoder.decode_batch(batches_of[number], options)
             decode_s.append(time.perf_counter() - began)
             futures += [timing.submit(chunk, True) for chunk in chunks if aligner is not None]
         for future in futures:

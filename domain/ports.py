@@ -57,6 +57,24 @@ class Decoder(Protocol):
         ...
 
 
+@runtime_checkable
+class AheadDecoder(Decoder, Protocol):
+    """A decoder whose device can encode a later batch's windows beside the batch it decodes now (a GPU's second
+    stream: the decoder's step leaves the device idle between kernels while the host prepares the next)."""
+
+    @property
+    def encodes_ahead(self) -> bool:
+        """Whether ``encode_ahead`` gains anything here (a CPU does not: its cores are busy decoding); where False,
+        callers need not read ahead."""
+        ...
+
+    def encode_ahead(self, windows: Sequence[Window], options: TranscribeOptions) -> None:
+        """Start encoding ``windows``, which a coming ``decode_batch`` call is expected to be given (in any order),
+        without waiting for it; a call for other windows encodes its own as usual. Called for batch k + 1 just
+        before ``decode_batch`` of batch k, whose own windows were started the same way a batch before."""
+        ...
+
+
 class Aligner(Protocol):
     def align(self, chunk: DecodedChunk) -> tuple[tuple[Word, ...], ...]:
         """Time the words of each of ``chunk``'s segments, in seconds from the window's start."""

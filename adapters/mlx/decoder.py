@@ -44,6 +44,7 @@ from onepass_whisper.domain.model import TranscribeOptions
 from onepass_whisper.domain.ports import BatchProgress
 
 ENCODER_BATCH = 8  # windows per encoder call: bounds the encoder's activation memory
+AHEAD_KEPT = 2  # ``encode_ahead``'s outputs held: the batch being taken and the one after it
 
 
 @frozen
@@ -101,6 +102,8 @@ class MlxWhisperDecoder:
         self.alignment = choose_alignment(settings) if alignment is True else alignment or None
         self.edge_probe = EdgeProbe.for_model(model) if edge_probe is True else edge_probe or None
         self._rules_cache: dict[tuple[str, str, bool], LogitRules] = {}
+        # what ``encode_ahead`` started, newest last: the next batch's, queued while this one is taken
+        self._ahead: deque[_Ahead] = deque(maxlen=AHEAD_KEPT)
 
     @property
     def name(self) -> str:
@@ -114,6 +117,30 @@ class MlxWhisperDecoder:
 
     def check_options(self, options: TranscribeOptions) -> None:
         self._check_options(options)
+
+    @property
+    def encodes_ahead(self) -> bool:
+        return self.backend.side_stream is not None
+
+    def encode_ahead(self, windows: Sequence[Window], options: TranscribeOptions) -> None:
+        """The windows' encoder (and edge probe) queued on the backend's second stream and not waited for: the
+        device runs it in the gaps this batch's host-bound steps leave (``docs/performance.md`` #95)."""
+        stream = self.backend.side_stream
+        if stream is None or not windows:
+            return
+        probe = self.edge_probe if options.word_timestamps else None
+        n_mels = self.model.dims.n_mels
+        parts, projected = [], []
+        with mx.stream(stream):
+            for start in range(0, len(windows), ENCODER_BATCH):
+                some = windows[start : start + ENCODER_BATCH]
+                mels = mx.stack([window_mel(w.samples, n_mels) for w in some]).astype(self.dtype)
+                parts.append(self.backend.encode(mels, wait=False))
+                if probe is not None:
+                    projected.append(probe.projection(parts[-1]))
+                    mx.async_eval(projected[-1])  # type: ignore[no-untyped-call]
+        features = mx.concatenate(parts) if len(parts) > 1 else parts[0]
+        self._ahead.append(_Ahead(tuple(windows), features, tuple(projected)))
 
     def decode_batch(
         self, windows: Sequence[Window], options: TranscribeOptions, progress: BatchProgress | None = None
@@ -206,7 +233,14 @@ class MlxWhisperDecoder:
 
     def _encode(self, windows: Sequence[Window], edges: dict[int, NDArray[np.float32]] | None = None) -> mx.array:
         """windows × audio ctx × state; with ``edges`` and a probe, each window's edge logits put there too (under
-        ``id(window)``), from the output just computed: two numbers a frame cross to the host."""
+        ``id(window)``), from the output just computed: two numbers a frame cross to the host. Where
+        ``encode_ahead`` started on these windows, its output."""
+        for number, ahead in enumerate(self._ahead):
+            features = ahead.take(windows, edges, self.edge_probe)
+            if features is not None:
+                for _ in range(number + 1):  # it and any started before it, which no call will take now
+                    self._ahead.popleft()
+                return features
         n_mels = self.model.dims.n_mels
         parts = []
         for start in range(0, len(windows), ENCODER_BATCH):
@@ -460,6 +494,38 @@ class MlxWhisperDecoder:
             token_frames=token_frames,
             edge_logits=edge_logits,
         )
+
+
+@frozen(eq=False)
+class _Ahead:
+    """What ``encode_ahead`` started: its windows, their encoder output and edge-probe projections (one per encoder
+    call, in the windows' order), all on the device and perhaps not evaluated yet."""
+
+    windows: tuple[Window, ...]
+    features: mx.array
+    projected: tuple[mx.array, ...]
+
+    def take(
+        self, windows: Sequence[Window], edges: dict[int, NDArray[np.float32]] | None, probe: EdgeProbe | None
+    ) -> mx.array | None:
+        """``windows``' encoder output, rows in their order (and their edge logits put into ``edges``), where all of
+        them were started here (and their edges too, where asked for); else None."""
+        where = {id(w): i for i, w in enumerate(self.windows)}
+        rows: list[int] = []
+        for window in windows:
+            row = where.get(id(window))
+            if row is None:
+                return None
+            rows.append(row)
+        if edges is not None and probe is not None:
+            if not self.projected:
+                return None
+            projected = np.concatenate([np.array(part) for part in self.projected])  # two numbers a frame
+            for window, row in zip(windows, rows):
+                edges[id(window)] = probe.logits(projected[row], window.num_frames)
+        if rows == list(range(len(self.windows))):
+            return self.features
+        return self.features[mx.array(rows)]
 
 
 def _stacked_rows(rows: Sequence[NDArray[np.float32]], heads: int) -> NDArray[np.float32]:

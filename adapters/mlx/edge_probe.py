@@ -64,8 +64,11 @@ class EdgeProbe:
 
     def project(self, features: mx.array) -> NDArray[np.float32]:
         """windows × frames × state encoder output -> windows × frames × 2, on the features' device."""
-        projected = features @ mx.array(self.weights).astype(features.dtype)
-        return np.array(projected.astype(mx.float32))
+        return np.array(self.projection(features))
+
+    def projection(self, features: mx.array) -> mx.array:
+        """``project``'s product on the device, float32, not evaluated (on the current stream)."""
+        return (features @ mx.array(self.weights).astype(features.dtype)).astype(mx.float32)
 
     def logits(self, projected: NDArray[np.float32], frames: int) -> NDArray[np.float32]:
         """One window's ``project`` rows -> its ``frames`` real frames' logits (the neighbours of the first and last

@@ -248,3 +248,52 @@ def test_an_input_cut_short_keeps_its_truncation_in_the_transcript() -> None:
     assert results["cut.wav"] is not None and results["cut.wav"].truncated == Truncation(40.0, 95.0)
     assert results["whole.wav"] is not None and results["whole.wav"].truncated is None
     assert svc.transcribe_waveform(cut, TranscribeOptions()).truncated == Truncation(40.0, 95.0)
+
+
+class AheadDecoder(FakeDecoder):
+    """A fake whose device would encode ahead: remembers what it was told to start and what each batch then was."""
+
+    def __init__(self, encodes_ahead: bool = True) -> None:
+        super().__init__()
+        self._encodes_ahead = encodes_ahead
+        self.calls: list[tuple[str, list[tuple[int, int]]]] = []
+
+    @property
+    def encodes_ahead(self) -> bool:
+        return self._encodes_ahead
+
+    def encode_ahead(self, windows: Sequence[Window], options: TranscribeOptions) -> None:
+        self.calls.append(("ahead", [(w.source, w.index) for w in windows]))
+
+    def decode_batch(
+        self, windows: Sequence[Window], options: TranscribeOptions, progress: BatchProgress | None = None
+    ) -> list[DecodedChunk]:
+        self.calls.append(("decode", [(w.source, w.index) for w in windows]))
+        return super().decode_batch(windows, options, progress)
+
+
+def test_a_decoder_that_encodes_ahead_is_given_each_next_batch_before_this_one_decodes() -> None:
+    waveforms = {f"{i}.wav": tone(10.0) for i in range(5)}
+    paths = [Path(f"{i}.wav") for i in range(5)]
+    plain = [r.transcript for r in service(waveforms, batch_size=2).transcribe_many(paths, TranscribeOptions())]
+    decoder = AheadDecoder()
+    svc = TranscriptionService(
+        audio=InMemoryAudioSource(waveforms), decoder=decoder, aligner=FakeAligner(), batch_size=2
+    )
+    got = [r.transcript for r in svc.transcribe_many(paths, TranscribeOptions())]
+    assert got == plain
+    batches = [[(0, 0), (1, 0)], [(2, 0), (3, 0)], [(4, 0)]]
+    assert decoder.calls == [
+        ("ahead", batches[1]), ("decode", batches[0]), ("ahead", batches[2]), ("decode", batches[1]),
+        ("decode", batches[2]),
+    ]  # fmt: skip
+
+
+def test_a_decoder_that_gains_nothing_from_it_is_never_asked_to_encode_ahead() -> None:
+    decoder = AheadDecoder(encodes_ahead=False)
+    svc = TranscriptionService(
+        audio=InMemoryAudioSource({f"{i}.wav": tone(10.0) for i in range(3)}),
+        decoder=decoder, aligner=FakeAligner(), batch_size=2,
+    )  # fmt: skip
+    list(svc.transcribe_many([Path(f"{i}.wav") for i in range(3)], TranscribeOptions()))
+    assert [kind for kind, _ in decoder.calls] == ["decode", "decode"]

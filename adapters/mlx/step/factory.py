@@ -69,8 +69,15 @@ class Backend(Protocol):
         """Whether the logit rules' mask is a compiled MLX function (the device loop's)."""
         ...
 
-    def encode(self, mels: mx.array) -> mx.array:
-        """batch × frames × mels -> batch × audio ctx × state, evaluated."""
+    @property
+    def side_stream(self) -> mx.Stream | None:
+        """Where a later batch's encoder may run beside this batch's decoding (``MlxWhisperDecoder.encode_ahead``):
+        a second stream of a GPU, whose decoder step leaves it idle between kernels; None where nothing gains."""
+        ...
+
+    def encode(self, mels: mx.array, wait: bool = True) -> mx.array:
+        """batch × frames × mels -> batch × audio ctx × state, evaluated; ``wait`` False: the evaluation started on
+        the current stream and not waited for, where the backend can (MLX's encoder)."""
         ...
 
     def decode(
@@ -122,6 +129,7 @@ class HostBackend:
     whenever another process holds a core)."""
 
     compiled_rules = False
+    side_stream = None  # the cores are busy decoding: an encoder beside it would only share them
 
     def __init__(self, model: Whisper, alignment_heads: Sequence[tuple[int, int]], threads: int | None = None) -> None:
         self.model = model
@@ -136,7 +144,7 @@ class HostBackend:
         with self._blas.limit(limits=1, user_api="blas"):
             yield
 
-    def encode(self, mels: mx.array) -> mx.array:
+    def encode(self, mels: mx.array, wait: bool = True) -> mx.array:
         with self._one_blas_thread():
             features = encode_on_host(self.model, mels, pool=self._pool)
             mx.eval(features)
@@ -189,19 +197,26 @@ class DeviceBackend:
         alignment_heads: Sequence[tuple[int, int]],
         program: KernelProgram | None = None,
         gpu: bool = True,
+        ahead: bool | None = None,
     ) -> None:
+        """``ahead``: whether a later batch may be encoded on a second stream (``side_stream``); by default on a
+        GPU only (the tests turn it on for MLX's CPU backend, where it changes nothing but the path taken)."""
         self.model = model
         self.alignment_heads = list(alignment_heads)
         self.program = program  # the model's one-token step, compiled: made once, kept
         self.gpu = gpu
+        self.side_stream = mx.new_stream(mx.default_device()) if (gpu if ahead is None else ahead) else None
 
     @property
     def compiled_rules(self) -> bool:
         return self.gpu
 
-    def encode(self, mels: mx.array) -> mx.array:
+    def encode(self, mels: mx.array, wait: bool = True) -> mx.array:
         features = encode(self.model, mels) if self.gpu else encode_on_host(self.model, mels)
-        mx.eval(features)
+        if wait:
+            mx.eval(features)
+        else:
+            mx.async_eval(features)  # type: ignore[no-untyped-call]
         return features
 
     def new_step(self, features: mx.array, batch: int | None = None) -> DecoderStep[mx.array]:
