@@ -29,6 +29,7 @@ from mlx_whisper.tokenizer import LANGUAGES, TO_LANGUAGE_CODE, Tokenizer, get_to
 from mlx_whisper.whisper import Whisper
 from numpy.typing import NDArray
 
+from onepass_whisper.adapters.mlx.ahead import AheadEncoding
 from onepass_whisper.adapters.mlx.alignment import AlignedRows, DeviceAlignment
 from onepass_whisper.adapters.mlx.edge_probe import EdgeProbe
 from onepass_whisper.adapters.mlx.loop import BatchResults
@@ -103,7 +104,7 @@ class MlxWhisperDecoder:
         self.edge_probe = EdgeProbe.for_model(model) if edge_probe is True else edge_probe or None
         self._rules_cache: dict[tuple[str, str, bool], LogitRules] = {}
         # what ``encode_ahead`` started, newest last: the next batch's, queued while this one is taken
-        self._ahead: deque[_Ahead] = deque(maxlen=AHEAD_KEPT)
+        self._ahead: deque[AheadEncoding] = deque(maxlen=AHEAD_KEPT)
 
     @property
     def name(self) -> str:
@@ -123,24 +124,34 @@ class MlxWhisperDecoder:
         return self.backend.side_stream is not None
 
     def encode_ahead(self, windows: Sequence[Window], options: TranscribeOptions) -> None:
-        """The windows' encoder (and edge probe) queued on the backend's second stream and not waited for: the
-        device runs it in the gaps this batch's host-bound steps leave (``docs/performance.md`` #95)."""
+        """The windows' spectrograms, encoder and edge-probe product on the backend's second stream, issued a few
+        pieces after each step of the batches decoded meanwhile (``ahead.py``) and never waited for."""
         stream = self.backend.side_stream
         if stream is None or not windows:
             return
-        probe = self.edge_probe if options.word_timestamps else None
-        n_mels = self.model.dims.n_mels
-        parts, projected = [], []
-        with mx.stream(stream):
-            for start in range(0, len(windows), ENCODER_BATCH):
-                some = windows[start : start + ENCODER_BATCH]
-                mels = mx.stack([window_mel(w.samples, n_mels) for w in some]).astype(self.dtype)
-                parts.append(self.backend.encode(mels, wait=False))
-                if probe is not None:
-                    projected.append(probe.projection(parts[-1]))
-                    mx.async_eval(projected[-1])  # type: ignore[no-untyped-call]
-        features = mx.concatenate(parts) if len(parts) > 1 else parts[0]
-        self._ahead.append(_Ahead(tuple(windows), features, tuple(projected)))
+        groups = [windows[start : start + ENCODER_BATCH] for start in range(0, len(windows), ENCODER_BATCH)]
+        self._ahead.append(
+            AheadEncoding(
+                windows,
+                groups,
+                self._mels,
+                self.backend.encode_parts,
+                self.backend.encode_parts_count,
+                self.edge_probe if options.word_timestamps else None,
+                stream,
+            )
+        )
+
+    def _mels(self, windows: Sequence[Window]) -> mx.array:
+        """The windows' log-mel spectrograms, batch × frames × mels, in the model's dtype."""
+        return mx.stack([window_mel(w.samples, self.model.dims.n_mels) for w in windows]).astype(self.dtype)
+
+    def _issue_ahead(self) -> None:
+        """A step's share of the oldest unfinished ``encode_ahead`` work (between decoder steps)."""
+        for ahead in self._ahead:
+            if not ahead.done:
+                ahead.advance()
+                return
 
     def decode_batch(
         self, windows: Sequence[Window], options: TranscribeOptions, progress: BatchProgress | None = None
@@ -241,12 +252,10 @@ class MlxWhisperDecoder:
                 for _ in range(number + 1):  # it and any started before it, which no call will take now
                     self._ahead.popleft()
                 return features
-        n_mels = self.model.dims.n_mels
         parts = []
         for start in range(0, len(windows), ENCODER_BATCH):
             some = windows[start : start + ENCODER_BATCH]
-            batch = mx.stack([window_mel(w.samples, n_mels) for w in some]).astype(self.dtype)
-            parts.append(self.backend.encode(batch))
+            parts.append(self.backend.encode(self._mels(some)))
             if edges is not None and self.edge_probe is not None:
                 projected = self.edge_probe.project(parts[-1])
                 edges.update((id(w), self.edge_probe.logits(p, w.num_frames)) for w, p in zip(some, projected))
@@ -327,7 +336,13 @@ class MlxWhisperDecoder:
         results = BatchResults(batch, tokenizer.eot, limit, listener, rows_on_device=on_device)
         tokens = np.array([p for p, _ in prompts], np.int32)
         no_speech_host = self.backend.decode(
-            features, Prompt(tokens, sot_index, tokenizer.no_speech), rules, results, temperature, finish_below
+            features,
+            Prompt(tokens, sot_index, tokenizer.no_speech),
+            rules,
+            results,
+            temperature,
+            finish_below,
+            between=self._issue_ahead if self._ahead else None,
         )
         return self._attempts(results, no_speech_host, temperature, on_device)
 
@@ -494,38 +509,6 @@ class MlxWhisperDecoder:
             token_frames=token_frames,
             edge_logits=edge_logits,
         )
-
-
-@frozen(eq=False)
-class _Ahead:
-    """What ``encode_ahead`` started: its windows, their encoder output and edge-probe projections (one per encoder
-    call, in the windows' order), all on the device and perhaps not evaluated yet."""
-
-    windows: tuple[Window, ...]
-    features: mx.array
-    projected: tuple[mx.array, ...]
-
-    def take(
-        self, windows: Sequence[Window], edges: dict[int, NDArray[np.float32]] | None, probe: EdgeProbe | None
-    ) -> mx.array | None:
-        """``windows``' encoder output, rows in their order (and their edge logits put into ``edges``), where all of
-        them were started here (and their edges too, where asked for); else None."""
-        where = {id(w): i for i, w in enumerate(self.windows)}
-        rows: list[int] = []
-        for window in windows:
-            row = where.get(id(window))
-            if row is None:
-                return None
-            rows.append(row)
-        if edges is not None and probe is not None:
-            if not self.projected:
-                return None
-            projected = np.concatenate([np.array(part) for part in self.projected])  # two numbers a frame
-            for window, row in zip(windows, rows):
-                edges[id(window)] = probe.logits(projected[row], window.num_frames)
-        if rows == list(range(len(self.windows))):
-            return self.features
-        return self.features[mx.array(rows)]
 
 
 def _stacked_rows(rows: Sequence[NDArray[np.float32]], heads: int) -> NDArray[np.float32]:

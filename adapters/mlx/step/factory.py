@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, Protocol
@@ -25,7 +25,7 @@ from threadpoolctl import ThreadpoolController
 
 from onepass_whisper.adapters.mlx import cuda_dtw
 from onepass_whisper.adapters.mlx.alignment import DeviceAlignment, dtw_first_frames
-from onepass_whisper.adapters.mlx.encoder import encode, encode_on_host
+from onepass_whisper.adapters.mlx.encoder import encode, encode_in_parts, encode_on_host, encode_parts_count
 from onepass_whisper.adapters.mlx.loop import BatchResults, decode_lagged, decode_synced
 from onepass_whisper.adapters.mlx.refill import Admit, decode_refilled_lagged, decode_refilled_synced
 from onepass_whisper.adapters.mlx.rules import LogitRules, logsumexp
@@ -75,10 +75,17 @@ class Backend(Protocol):
         a second stream of a GPU, whose decoder step leaves it idle between kernels; None where nothing gains."""
         ...
 
-    def encode(self, mels: mx.array, wait: bool = True) -> mx.array:
-        """batch × frames × mels -> batch × audio ctx × state, evaluated; ``wait`` False: the evaluation started on
-        the current stream and not waited for, where the backend can (MLX's encoder)."""
+    def encode(self, mels: mx.array) -> mx.array:
+        """batch × frames × mels -> batch × audio ctx × state, evaluated."""
         ...
+
+    def encode_parts(self, mels: mx.array) -> Iterator[mx.array]:
+        """``encode``'s work as ``encode_parts_count`` arrays, each unevaluated and built on the one before (the last
+        is the output), built on whatever stream is current when each is asked for (``ahead.AheadEncoding``)."""
+        ...
+
+    @property
+    def encode_parts_count(self) -> int: ...
 
     def decode(
         self,
@@ -88,8 +95,10 @@ class Backend(Protocol):
         results: BatchResults,
         temperature: float,
         finish_below: NDArray[np.int64] | None,
+        between: Callable[[], None] | None = None,
     ) -> NDArray[np.float64]:
-        """The batch decoded into ``results``; returns each row's no-speech probability (NaN without one)."""
+        """The batch decoded into ``results``; returns each row's no-speech probability (NaN without one).
+        ``between``: called after each step is queued (the lagged loop's; the synced loop has no gaps to fill)."""
         ...
 
     def prompt(self, features: mx.array, prompt: Prompt, batch: int | None = None) -> Prompted:
@@ -144,11 +153,16 @@ class HostBackend:
         with self._blas.limit(limits=1, user_api="blas"):
             yield
 
-    def encode(self, mels: mx.array, wait: bool = True) -> mx.array:
+    def encode(self, mels: mx.array) -> mx.array:
         with self._one_blas_thread():
             features = encode_on_host(self.model, mels, pool=self._pool)
             mx.eval(features)
         return features
+
+    encode_parts_count = 1
+
+    def encode_parts(self, mels: mx.array) -> Iterator[mx.array]:
+        yield self.encode(mels)
 
     def decode(
         self,
@@ -158,6 +172,7 @@ class HostBackend:
         results: BatchResults,
         temperature: float,
         finish_below: NDArray[np.int64] | None,
+        between: Callable[[], None] | None = None,
     ) -> NDArray[np.float64]:
         with self._one_blas_thread():
             started = self.prompt(features, prompt)
@@ -211,13 +226,20 @@ class DeviceBackend:
     def compiled_rules(self) -> bool:
         return self.gpu
 
-    def encode(self, mels: mx.array, wait: bool = True) -> mx.array:
+    def encode(self, mels: mx.array) -> mx.array:
         features = encode(self.model, mels) if self.gpu else encode_on_host(self.model, mels)
-        if wait:
-            mx.eval(features)
-        else:
-            mx.async_eval(features)  # type: ignore[no-untyped-call]
+        mx.eval(features)
         return features
+
+    @property
+    def encode_parts_count(self) -> int:
+        return encode_parts_count(self.model) if self.gpu else 1
+
+    def encode_parts(self, mels: mx.array) -> Iterator[mx.array]:
+        if self.gpu:
+            yield from encode_in_parts(self.model, mels)
+        else:  # the numpy encoder, as ``encode``: one part
+            yield encode_on_host(self.model, mels)
 
     def new_step(self, features: mx.array, batch: int | None = None) -> DecoderStep[mx.array]:
         """The step for a batch of windows' features, laid out for ``batch`` rows (by default theirs)."""
@@ -235,9 +257,12 @@ class DeviceBackend:
         results: BatchResults,
         temperature: float,
         finish_below: NDArray[np.int64] | None,
+        between: Callable[[], None] | None = None,
     ) -> NDArray[np.float64]:
         started = self.prompt(features, prompt)
-        decode_lagged(started.step, rules, started.logits, started.attention, results, temperature, finish_below)
+        decode_lagged(
+            started.step, rules, started.logits, started.attention, results, temperature, finish_below, between=between
+        )
         return np.asarray(started.no_speech, np.float64)
 
     def prompt(self, features: mx.array, prompt: Prompt, batch: int | None = None) -> Prompted:
