@@ -49,7 +49,6 @@ LARGE_V3_HEADS = b"ABzY8gWO1E0{>%R7(9S+Kn!D~%ngiGaR?*L!iJG9p-nab0JQ=-{D1-g00"
 WINDOW_SECONDS = 30.0
 SOT_EN_TRANSCRIBE = [50258, 50259, 50360]  # large-v3: <|startoftranscript|><|en|><|transcribe|>
 
-AHEAD_SPREADS = (0, 48, 96)  # ``ahead.SPREAD_STEPS`` values compared (0: the next batch's encoder issued at once)
 ALIGN_PROCESSES = 0  # word-timing processes of the overlapped run (``--align-processes``; 0: threads)
 SMOKE = False  # ``--smoke``: ``use_smoke_shapes`` has run
 
@@ -158,9 +157,6 @@ def bench_ours(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[s
     import mlx.core as mx  # noqa: I001
 
     from onepass_whisper.adapters.dtw import DtwAligner
-    from onepass_whisper.adapters.mlx import ahead as ahead_module
-
-    spread_default = ahead_module.SPREAD_STEPS
 
     aligner = DtwAligner()
     on_device = decoder.alignment  # the device alignment stage; None: the host aligner's way
@@ -172,7 +168,7 @@ def bench_ours(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[s
         for stage in (on_device, None):  # warm-up: kernels built, pools filled, either way
             decoder.alignment = stage
             decoder.decode_batch(windows[: min(batch, 2)], options)
-        for repeat in range(repeats):
+        for _ in range(repeats):
             sync_mlx()
             t0 = time.perf_counter()
             features = decoder._encode(windows)
@@ -199,15 +195,10 @@ def bench_ours(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[s
                 decoder, aligner, windows, options, batches=3, warm=chunks[: 2 * ALIGN_PROCESSES]
             )
             # the same with each next batch's encoder started on a second stream (``encode_ahead``), as the
-            # service does on a GPU: issued at once (0) and spread over the steps (``ahead.SPREAD_STEPS``)
-            ahead_runs = {}
-            for spread in AHEAD_SPREADS if repeat % 2 == 0 else AHEAD_SPREADS[::-1]:  # alternating
-                ahead_module.SPREAD_STEPS = spread
-                ahead_runs[spread] = _pipelined(
-                    decoder, aligner, windows, options, batches=3, warm=chunks[: 2 * ALIGN_PROCESSES], ahead=True
-                )
-            ahead_module.SPREAD_STEPS = spread_default
-            ahead, ahead_decode_s = ahead_runs[spread_default]
+            # service does on a GPU
+            ahead, ahead_decode_s = _pipelined(
+                decoder, aligner, windows, options, batches=3, warm=chunks[: 2 * ALIGN_PROCESSES], ahead=True
+            )
             decoder.alignment = None
             pipelined_host, pipelined_host_decode_s = _pipelined(decoder, aligner, windows, options, batches=3, warm=())
             back_to_back, back_to_back_decode_s = _pipelined(decoder, None, windows, options, batches=3, warm=())
@@ -235,9 +226,6 @@ def bench_ours(batches: Sequence[int], tokens: int, repeats: int) -> list[dict[s
                     pipelined_decode_s=pipelined_decode_s,
                     realtime_pipelined_ahead=ahead if decoder.encodes_ahead else None,
                     pipelined_ahead_decode_s=ahead_decode_s,
-                    ahead_spread_steps=spread_default,
-                    realtime_pipelined_ahead_by_spread={k: v[0] for k, v in ahead_runs.items()},
-                    pipelined_ahead_decode_s_by_spread={k: v[1] for k, v in ahead_runs.items()},
                     realtime_pipelined_host_alignment=pipelined_host,
                     pipelined_host_alignment_decode_s=pipelined_host_decode_s,
                     realtime_back_to_back=back_to_back,  # the same batches without word timing

@@ -124,34 +124,18 @@ class MlxWhisperDecoder:
         return self.backend.side_stream is not None
 
     def encode_ahead(self, windows: Sequence[Window], options: TranscribeOptions) -> None:
-        """The windows' spectrograms, encoder and edge-probe product on the backend's second stream, issued a few
-        pieces after each step of the batches decoded meanwhile (``ahead.py``) and never waited for."""
+        """The windows' spectrograms, encoder and edge-probe product queued on the backend's second stream and not
+        waited for (``ahead.py``)."""
         stream = self.backend.side_stream
         if stream is None or not windows:
             return
         groups = [windows[start : start + ENCODER_BATCH] for start in range(0, len(windows), ENCODER_BATCH)]
-        self._ahead.append(
-            AheadEncoding(
-                windows,
-                groups,
-                self._mels,
-                self.backend.encode_parts,
-                self.backend.encode_parts_count,
-                self.edge_probe if options.word_timestamps else None,
-                stream,
-            )
-        )
+        probe = self.edge_probe if options.word_timestamps else None
+        self._ahead.append(AheadEncoding(windows, groups, self._mels, self.backend.encode_unevaluated, probe, stream))
 
     def _mels(self, windows: Sequence[Window]) -> mx.array:
         """The windows' log-mel spectrograms, batch × frames × mels, in the model's dtype."""
         return mx.stack([window_mel(w.samples, self.model.dims.n_mels) for w in windows]).astype(self.dtype)
-
-    def _issue_ahead(self) -> None:
-        """A step's share of the oldest unfinished ``encode_ahead`` work (between decoder steps)."""
-        for ahead in self._ahead:
-            if not ahead.done:
-                ahead.advance()
-                return
 
     def decode_batch(
         self, windows: Sequence[Window], options: TranscribeOptions, progress: BatchProgress | None = None
@@ -336,13 +320,7 @@ class MlxWhisperDecoder:
         results = BatchResults(batch, tokenizer.eot, limit, listener, rows_on_device=on_device)
         tokens = np.array([p for p, _ in prompts], np.int32)
         no_speech_host = self.backend.decode(
-            features,
-            Prompt(tokens, sot_index, tokenizer.no_speech),
-            rules,
-            results,
-            temperature,
-            finish_below,
-            between=self._issue_ahead if self._ahead else None,
+            features, Prompt(tokens, sot_index, tokenizer.no_speech), rules, results, temperature, finish_below
         )
         return self._attempts(results, no_speech_host, temperature, on_device)
 

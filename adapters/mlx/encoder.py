@@ -5,8 +5,6 @@ Which one runs is the step factory's choice (``step.factory.Backend``), as is th
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Iterator
 from concurrent.futures import Executor
 
 import mlx.core as mx
@@ -31,23 +29,10 @@ def encode(model: Whisper, mels: mx.array) -> mx.array:
 
     The attention is fused (``mx.fast.scaled_dot_product_attention``): the 1500 × 1500 weights are never needed.
     """
-    result: mx.array = deque(encode_in_parts(model, mels), maxlen=1)[0]  # the last part: the output
-    return result
-
-
-def encode_parts_count(model: Whisper) -> int:
-    """How many arrays ``encode_in_parts`` yields: the stem, each block, the final norm."""
-    return int(model.dims.n_audio_layer) + 2
-
-
-def encode_in_parts(model: Whisper, mels: mx.array) -> Iterator[mx.array]:
-    """``encode``'s graph built a part at a time, each yielded unevaluated (the stem, each residual block, the final
-    norm: the last is the output), so that a caller can issue them apart (``ahead.AheadEncoding``)."""
     encoder = model.encoder
     x = fused_gelu(encoder.conv1(mels))
     x = fused_gelu(encoder.conv2(x))
     x = x + encoder._positional_embedding
-    yield x
     blocks: list[ResidualAttentionBlock] = encoder.blocks
     for block in blocks:
         attn = block.attn
@@ -58,5 +43,5 @@ def encode_in_parts(model: Whisper, mels: mx.array) -> Iterator[mx.array]:
         out = mx.fast.scaled_dot_product_attention(q, k, v, scale=q.shape[-1] ** -0.5)
         x = x + attn.out(merge_heads(out))
         x = x + block.mlp2(fused_gelu(block.mlp1(block.mlp_ln(x))))
-        yield x
-    yield encoder.ln_post(x)
+    result: mx.array = encoder.ln_post(x)
+    return result

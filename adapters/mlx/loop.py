@@ -239,7 +239,6 @@ def decode_lagged(
     temperature: float,
     finish_below: NDArray[np.int64] | None = None,
     reads: LaggedReads | None = None,
-    between: Callable[[], None] | None = None,
 ) -> None:
     """Step t+1 is queued on the device before the host reads step t: the host never keeps the device waiting.
 
@@ -247,8 +246,7 @@ def decode_lagged(
     on the device (``DeviceRows``) until the loop ends. So a sequence's end-of-text is read 1 to ``READ_EVERY``
     steps after it was sampled, with one more step queued meanwhile: the finished sequence's later steps are
     ignored, and the batch is compacted at that read. ``reads``: how the steps are read (the benchmark's
-    comparison); by default stacked ahead. ``between``: called once each step is queued, while the device runs it
-    (``ahead.AheadEncoding`` issues a piece of the next batch's encoder there).
+    comparison); by default stacked ahead.
     """
     ts_state = DeviceTimestampState.initial(len(results.tokens), finish_below)
     active = np.arange(len(results.tokens))
@@ -266,8 +264,6 @@ def decode_lagged(
             logits = logits_list[0]
             queued += [logits, attention]
         mx.async_eval(*queued)  # type: ignore[no-untyped-call]
-        if between is not None:
-            between()
         if not reads.due():  # the newest step stays unread: the device is still on it
             continue
         reads.read(results)

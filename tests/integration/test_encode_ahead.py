@@ -6,15 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import mlx.core as mx
 import numpy as np
 import pytest
 
 from onepass_whisper.adapters.audio_file import FileAudioSource
 from onepass_whisper.adapters.mlx import load_decoder
-from onepass_whisper.adapters.mlx.ahead import AheadEncoding
 from onepass_whisper.adapters.mlx.decoder import MlxWhisperDecoder
-from onepass_whisper.adapters.mlx.encoder import encode, encode_in_parts, encode_parts_count
 from onepass_whisper.adapters.mlx.step.factory import DeviceBackend
 from onepass_whisper.domain.audio import DecodedChunk, Window
 from onepass_whisper.domain.model import TranscribeOptions
@@ -56,10 +53,8 @@ def test_windows_started_ahead_decode_as_windows_encoded_then(tiny_en_folder: Pa
 
     ahead.encode_ahead(first, OPTIONS)
     ahead.encode_ahead(second, OPTIONS)  # the next batch's, queued while the first is taken
-    assert not ahead._ahead[1].done  # a step's share is issued at most: the rest waits for the steps
     got = ahead.decode_batch(first, OPTIONS)
     assert len(ahead._ahead) == 1  # the first taken, the second kept for its call
-    assert ahead._ahead[0].done  # issued between the first batch's steps
     got += ahead.decode_batch(second[::-1], OPTIONS)  # another order: rows gathered
     assert not ahead._ahead
     for a, b in zip(expected, got, strict=True):
@@ -77,28 +72,3 @@ def test_a_batch_not_started_ahead_is_encoded_and_what_was_started_waits(
     mixed = [windows[0], windows[3]]  # only one of them started: encoded as usual
     for a, b in zip(plain.decode_batch(mixed, OPTIONS), ahead.decode_batch(mixed, OPTIONS), strict=True):
         same(a, b)
-
-
-def test_the_encoder_issued_a_piece_at_a_time_between_other_work_gives_the_encoders_output(
-    tiny_en_folder: Path, windows: list[Window]
-) -> None:
-    loaded = load_decoder(tiny_en_folder, "tiny.en")
-    assert isinstance(loaded, MlxWhisperDecoder)
-    model = loaded.model
-    side = mx.new_stream(mx.default_device())
-    groups = [windows[:3], windows[3:]]
-    work = AheadEncoding(
-        windows, groups, loaded._mels, lambda mels: encode_in_parts(model, mels), encode_parts_count(model),
-        None, side,
-    )  # fmt: skip
-    assert work.per_step == 1  # 2 groups × (spectrograms + 6 parts) over 48 steps
-    issued = 0
-    while not work.done:
-        work.advance()
-        issued += 1
-        mx.eval(mx.ones((64, 64)) @ mx.ones((64, 64)))  # other work on the default stream between pieces
-    assert issued == 2 * (1 + encode_parts_count(model)) + 1  # the last call finds nothing left
-    expected = mx.concatenate([encode(model, loaded._mels(group)) for group in groups])
-    got = work.take(windows[::-1], None, None)
-    assert got is not None
-    np.testing.assert_allclose(np.array(got), np.array(expected)[::-1], atol=1e-5)

@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, Protocol
@@ -25,7 +25,7 @@ from threadpoolctl import ThreadpoolController
 
 from onepass_whisper.adapters.mlx import cuda_dtw
 from onepass_whisper.adapters.mlx.alignment import DeviceAlignment, dtw_first_frames
-from onepass_whisper.adapters.mlx.encoder import encode, encode_in_parts, encode_on_host, encode_parts_count
+from onepass_whisper.adapters.mlx.encoder import encode, encode_on_host
 from onepass_whisper.adapters.mlx.loop import BatchResults, decode_lagged, decode_synced
 from onepass_whisper.adapters.mlx.refill import Admit, decode_refilled_lagged, decode_refilled_synced
 from onepass_whisper.adapters.mlx.rules import LogitRules, logsumexp
@@ -79,13 +79,10 @@ class Backend(Protocol):
         """batch × frames × mels -> batch × audio ctx × state, evaluated."""
         ...
 
-    def encode_parts(self, mels: mx.array) -> Iterator[mx.array]:
-        """``encode``'s work as ``encode_parts_count`` arrays, each unevaluated and built on the one before (the last
-        is the output), built on whatever stream is current when each is asked for (``ahead.AheadEncoding``)."""
+    def encode_unevaluated(self, mels: mx.array) -> mx.array:
+        """``encode``'s output where the backend can leave it unevaluated (MLX's encoder: its graph, on the current
+        stream); the numpy encoder's evaluated."""
         ...
-
-    @property
-    def encode_parts_count(self) -> int: ...
 
     def decode(
         self,
@@ -95,10 +92,8 @@ class Backend(Protocol):
         results: BatchResults,
         temperature: float,
         finish_below: NDArray[np.int64] | None,
-        between: Callable[[], None] | None = None,
     ) -> NDArray[np.float64]:
-        """The batch decoded into ``results``; returns each row's no-speech probability (NaN without one).
-        ``between``: called after each step is queued (the lagged loop's; the synced loop has no gaps to fill)."""
+        """The batch decoded into ``results``; returns each row's no-speech probability (NaN without one)."""
         ...
 
     def prompt(self, features: mx.array, prompt: Prompt, batch: int | None = None) -> Prompted:
@@ -159,10 +154,7 @@ class HostBackend:
             mx.eval(features)
         return features
 
-    encode_parts_count = 1
-
-    def encode_parts(self, mels: mx.array) -> Iterator[mx.array]:
-        yield self.encode(mels)
+    encode_unevaluated = encode
 
     def decode(
         self,
@@ -172,7 +164,6 @@ class HostBackend:
         results: BatchResults,
         temperature: float,
         finish_below: NDArray[np.int64] | None,
-        between: Callable[[], None] | None = None,
     ) -> NDArray[np.float64]:
         with self._one_blas_thread():
             started = self.prompt(features, prompt)
@@ -227,19 +218,12 @@ class DeviceBackend:
         return self.gpu
 
     def encode(self, mels: mx.array) -> mx.array:
-        features = encode(self.model, mels) if self.gpu else encode_on_host(self.model, mels)
+        features = self.encode_unevaluated(mels)
         mx.eval(features)
         return features
 
-    @property
-    def encode_parts_count(self) -> int:
-        return encode_parts_count(self.model) if self.gpu else 1
-
-    def encode_parts(self, mels: mx.array) -> Iterator[mx.array]:
-        if self.gpu:
-            yield from encode_in_parts(self.model, mels)
-        else:  # the numpy encoder, as ``encode``: one part
-            yield encode_on_host(self.model, mels)
+    def encode_unevaluated(self, mels: mx.array) -> mx.array:
+        return encode(self.model, mels) if self.gpu else encode_on_host(self.model, mels)
 
     def new_step(self, features: mx.array, batch: int | None = None) -> DecoderStep[mx.array]:
         """The step for a batch of windows' features, laid out for ``batch`` rows (by default theirs)."""
@@ -257,12 +241,9 @@ class DeviceBackend:
         results: BatchResults,
         temperature: float,
         finish_below: NDArray[np.int64] | None,
-        between: Callable[[], None] | None = None,
     ) -> NDArray[np.float64]:
         started = self.prompt(features, prompt)
-        decode_lagged(
-            started.step, rules, started.logits, started.attention, results, temperature, finish_below, between=between
-        )
+        decode_lagged(started.step, rules, started.logits, started.attention, results, temperature, finish_below)
         return np.asarray(started.no_speech, np.float64)
 
     def prompt(self, features: mx.array, prompt: Prompt, batch: int | None = None) -> Prompted:
