@@ -46,6 +46,8 @@ class EdgeProbe:
     weights: NDArray[np.float32] = field(converter=_matrix)  # state × 2
     bias: float
     fingerprint: str = ""
+    # the weights on the device, per dtype: made once, not uploaded again for every encoder batch
+    _on_device: dict[mx.Dtype, mx.array] = field(factory=dict, init=False, repr=False)
 
     @classmethod
     def load(cls, path: Path) -> EdgeProbe:
@@ -68,7 +70,9 @@ class EdgeProbe:
 
     def projection(self, features: mx.array) -> mx.array:
         """``project``'s product on the device, float32, not evaluated (on the current stream)."""
-        return (features @ mx.array(self.weights).astype(features.dtype)).astype(mx.float32)
+        if features.dtype not in self._on_device:
+            self._on_device[features.dtype] = mx.array(self.weights).astype(features.dtype)
+        return (features @ self._on_device[features.dtype]).astype(mx.float32)
 
     def logits(self, projected: NDArray[np.float32], frames: int) -> NDArray[np.float32]:
         """One window's ``project`` rows -> its ``frames`` real frames' logits (the neighbours of the first and last
