@@ -52,6 +52,16 @@ PhoneticOption = Annotated[
         rich_help_panel="Decoding",
     ),
 ]
+CharTimingOption = Annotated[
+    bool,
+    typer.Option(
+        "--char-timing/--no-char-timing",
+        help="Time word starts from a second decoder pass that spells the decoded words one character a token "
+        "(any language): closer word edges (base on TIMIT: ~30 ms typical error instead of ~40), at the cost of "
+        "that pass, about as long as the rest of a CPU run of speech-dense audio (docs/performance.md #96).",
+        rich_help_panel="Decoding",
+    ),
+]
 LanguageOption = Annotated[
     str | None,
     typer.Option(

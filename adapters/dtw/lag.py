@@ -22,7 +22,7 @@ import numpy as np
 from attrs import evolve, frozen
 from numpy.typing import NDArray
 
-from onepass_whisper.adapters.dtw.aligner import DtwAligner, token_frames
+from onepass_whisper.adapters.dtw.aligner import DtwAligner, char_token_frames, token_frames
 from onepass_whisper.adapters.dtw.refine import HOP_SECONDS, frame_levels, has_contrast
 from onepass_whisper.domain.audio import DecodedChunk, LagEvidence
 from onepass_whisper.domain.model import Word
@@ -101,10 +101,14 @@ class LagAligner:
         return self.inner.align(chunk)
 
     def measure(self, chunk: DecodedChunk) -> tuple[DecodedChunk, LagEvidence]:
-        """``chunk`` with DTW's token frames (its attention dropped), and its evidence of the model's lag."""
+        """``chunk`` with DTW's token frames (its attention and character rows dropped), and its evidence of the
+        model's lag: from the characters' rows where it has them, so the lag is the one they have."""
         if not chunk.segments:
             return chunk, LagEvidence()
-        if chunk.token_frames is None:
+        if chunk.char_rows is not None:  # the words' starts from their characters (``DecodedChunk.char_rows``)
+            frames = char_token_frames(chunk, self.inner.median_width)
+            chunk = evolve(chunk, token_frames=frames, attention=np.empty((0, 0, 0), np.float32), char_rows=None)
+        elif chunk.token_frames is None:
             frames = token_frames(chunk.attention, self.inner.median_width).astype(np.int32)
             chunk = evolve(chunk, token_frames=frames, attention=np.empty((0, 0, 0), np.float32))
         raw = evolve(self.inner, refine=False).align(chunk)

@@ -13,6 +13,8 @@ CUDA backend by default), the rows stay there, and once the batch's attempts are
 per temperature pass gives each window's DTW frames (``DecodedChunk.token_frames``): only those cross to the host.
 Where the model has a word-edge probe (``edge_probe.py``) and words are timed, each encoder batch's output is scored
 as word edges frame by frame on its device (``DecodedChunk.edge_logits``): two numbers a frame cross to the host.
+With ``char_timing``, a second, teacher-forced pass spells each window's words one character a token over the same
+encoder output and keeps the alignment heads' rows (``char_forcing.py``, ``DecodedChunk.char_rows``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from collections.abc import Sequence
 
 import mlx.core as mx
 import numpy as np
-from attrs import frozen
+from attrs import evolve, frozen
 from mlx_whisper.audio import N_FFT, N_FRAMES, N_SAMPLES, log_mel_spectrogram
 from mlx_whisper.decoding import detect_language
 from mlx_whisper.tokenizer import LANGUAGES, TO_LANGUAGE_CODE, Tokenizer, get_tokenizer
@@ -30,6 +32,7 @@ from mlx_whisper.whisper import Whisper
 from numpy.typing import NDArray
 
 from onepass_whisper.adapters.mlx.alignment import AlignedRows, DeviceAlignment
+from onepass_whisper.adapters.mlx.char_forcing import character_rows, spelled_runs
 from onepass_whisper.adapters.mlx.edge_probe import EdgeProbe
 from onepass_whisper.adapters.mlx.loop import BatchResults
 from onepass_whisper.adapters.mlx.refill import Admitted
@@ -78,6 +81,7 @@ class MlxWhisperDecoder:
         alignment: DeviceAlignment | None | bool = True,
         rows: int | None = None,
         edge_probe: EdgeProbe | None | bool = True,
+        char_timing: bool = False,
     ) -> None:
         """``backend``: how batches are encoded and stepped, by default ``step.factory.choose``'s for MLX's default
         device and ``settings``. ``alignment``: word timing's DTW on the device (``alignment.DeviceAlignment``),
@@ -86,7 +90,9 @@ class MlxWhisperDecoder:
         sequence ends taking the next window (``refill.py``), and decodes its fallback passes that many at a time;
         None: every window of a call at once (so too a call whose first temperature is above 0). ``edge_probe``:
         the encoder's word-edge probe (``edge_probe.py``) whose frame scores go with each chunk where words are
-        timed; True for the one trained on ``model``'s weights (none where there is none), None or False for none."""
+        timed; True for the one trained on ``model``'s weights (none where there is none), None or False for none.
+        ``char_timing``: where words are timed, each chunk also gets the character-forcing pass's rows
+        (``char_forcing.py``)."""
         if rows is not None and rows < 1:
             raise ValueError(f"rows must be at least 1, got {rows}")
         self.rows = rows
@@ -100,6 +106,7 @@ class MlxWhisperDecoder:
         self.backend = choose(model, self.alignment_heads, settings) if backend is None else backend
         self.alignment = choose_alignment(settings) if alignment is True else alignment or None
         self.edge_probe = EdgeProbe.for_model(model) if edge_probe is True else edge_probe or None
+        self.char_timing = char_timing
         self._rules_cache: dict[tuple[str, str, bool], LogitRules] = {}
 
     @property
@@ -174,15 +181,60 @@ class MlxWhisperDecoder:
             if not pending:
                 break
         frames = self._token_frames(windows, results, languages, options)
-        return [
+        chunks = [
             self._chunk(
                 window, languages[i], probabilities[i], attempt, options, frames.get(i), (edges or {}).get(id(window))
             )
             for i, (window, attempt) in enumerate(zip(windows, results))
             if attempt is not None
         ]
+        if self.char_timing and options.word_timestamps:
+            chunks = self._spelled(chunks, features, windows, options)
+        return chunks
 
     # -- steps ------------------------------------------------------------------------------------------------
+
+    def _spelled(
+        self,
+        chunks: list[DecodedChunk],
+        features: mx.array | None,
+        windows: Sequence[Window],
+        options: TranscribeOptions,
+    ) -> list[DecodedChunk]:
+        """``chunks`` with the character-forcing pass's rows (``char_forcing.py``), over ``features`` (the
+        windows' encoder output; None after a refilled pass, which kept none: encoded again), one pass per
+        language among them."""
+        place = {id(w): i for i, w in enumerate(windows)}
+        spoken = [n for n, c in enumerate(chunks) if c.segments]
+        if not spoken:
+            return chunks
+        if features is None:
+            features = self._encode([chunks[n].window for n in spoken])
+            rows_of = {n: k for k, n in enumerate(spoken)}
+        else:
+            rows_of = {n: place[id(chunks[n].window)] for n in spoken}
+        spelled = list(chunks)
+        for language in sorted({chunks[n].language for n in spoken}):
+            group = [n for n in spoken if chunks[n].language == language]
+            tokenizer = self._tokenizer(language, options.task)
+            prefix = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
+            room = self.model.dims.n_text_ctx - len(prefix)
+            space = tokenizer.encode(" ")
+            runs = [
+                spelled_runs([w for s in chunks[n].segments for w in s.words], tokenizer.encode, space, room)
+                for n in group
+            ]
+            found = character_rows(
+                self.model,
+                features[mx.array([rows_of[n] for n in group])],
+                runs,
+                prefix,
+                self.alignment_heads,
+                [chunks[n].window.num_frames for n in group],
+            )
+            for n, rows in zip(group, found):
+                spelled[n] = evolve(chunks[n], char_rows=rows)
+        return spelled
 
     def _check_options(self, options: TranscribeOptions) -> str | None:
         """The language code to force, or None to detect it per window."""

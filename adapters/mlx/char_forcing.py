@@ -1,0 +1,189 @@
+"""A second, teacher-forced decoder pass that spells each window's decoded words one character a token (issue 23
+item 2; Yeh, Meng, Tang 2025): the alignment heads attend to a character's sound more sharply than to a word
+piece's, so DTW over the characters' rows places each word's first character, hence the word's start, closer to
+where it is heard.
+
+The pass feeds ``<|startoftranscript|>...<|notimestamps|>``, then the words' characters (each character encoded
+alone: one token, or several byte-level tokens for a character the vocabulary does not hold whole), a space token
+between words. One forward pass per batch of windows over the encoder output the first pass computed: no KV cache,
+no sampling, and it stops at the last layer that holds an alignment head (nothing after it, no vocabulary
+projection, is needed: only those heads' cross-attention scores). Sequences are right-padded; the causal mask keeps
+the padding out of every real position, so no other mask is needed. They go through in groups of similar length
+(sorted), so that little of the work is padding.
+
+Spelled out, 30 s of fast speech can outrun the decoder's context (448 positions: the learned positional embedding
+ends there); such a window's words are spelled in several runs, each forced alone over the whole window, and the
+aligner gives each run its stretch of the window (``adapters/dtw/aligner.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import mlx.core as mx
+import numpy as np
+from attrs import frozen
+from mlx_whisper.whisper import Whisper
+from numpy.typing import NDArray
+
+from onepass_whisper.adapters.mlx.step.common import fused_gelu
+from onepass_whisper.domain.audio import CharacterRows
+
+FORCED_BATCH = 8  # sequences per forward: bounds the scores' memory (8 × heads × 448 × 1500 floats)
+
+
+@frozen
+class CharTokens:
+    """A window's words spelled for the forced pass."""
+
+    tokens: tuple[int, ...]  # the characters' tokens, a space token between words
+    firsts: tuple[int, ...]  # per word, the index in ``tokens`` of its first character's first token
+
+
+def char_tokens(words: Sequence[str], encode: Callable[[str], list[int]], space: Sequence[int]) -> CharTokens:
+    """``words`` (as the tokenizer spells them: a leading space where one precedes) one character a token.
+
+    A word's surrounding spaces are dropped (the space token stands for them); a word that is only spaces keeps
+    them, and an empty word gets no token (its first index is the next token's: the following space's, or the row
+    after the last character's, which predicts end-of-text)."""
+    tokens: list[int] = []
+    firsts: list[int] = []
+    for i, word in enumerate(words):
+        if i > 0:
+            tokens += space
+        firsts.append(len(tokens))
+        for character in word.strip() or word:
+            tokens += encode(character)
+    return CharTokens(tuple(tokens), tuple(firsts))
+
+
+def spelled_runs(
+    words: Sequence[str], encode: Callable[[str], list[int]], space: Sequence[int], room: int
+) -> list[tuple[int, CharTokens]]:
+    """``words`` spelled (``char_tokens``) in as few runs of at most ``room`` tokens as fit, of about equal length:
+    each run's first word's index and its spelling. A word longer than ``room`` alone is cut to fit."""
+    spelled = [char_tokens([word], encode, space).tokens[:room] for word in words]
+    total = sum(len(t) for t in spelled) + len(space) * max(0, len(words) - 1)
+    if total <= room:
+        return [(0, char_tokens(words, encode, space))] if words else []
+    target = -(-total // -(-total // room))  # the length of each of the fewest runs, balanced
+    runs: list[tuple[int, CharTokens]] = []
+    start, length = 0, 0
+    for i, tokens in enumerate(spelled):
+        if i > start and length + len(space) + len(tokens) > target:
+            runs.append((start, _joined(spelled[start:i], space)))
+            start, length = i, 0
+        length += (len(space) if i > start else 0) + len(tokens)
+    runs.append((start, _joined(spelled[start:], space)))
+    return runs
+
+
+def _joined(spelled: Sequence[tuple[int, ...]], space: Sequence[int]) -> CharTokens:
+    tokens: list[int] = []
+    firsts: list[int] = []
+    for i, word in enumerate(spelled):
+        if i > 0:
+            tokens += space
+        firsts.append(len(tokens))
+        tokens += word
+    return CharTokens(tuple(tokens), tuple(firsts))
+
+
+def character_rows(
+    model: Whisper,
+    features: mx.array,
+    runs: Sequence[Sequence[tuple[int, CharTokens]]],
+    prefix: Sequence[int],
+    heads: Sequence[tuple[int, int]],
+    frames: Sequence[int],
+) -> list[tuple[CharacterRows, ...]]:
+    """Per window (``features``' rows), its ``runs`` (``spelled_runs``) forced: their ``CharacterRows``, cropped
+    to its ``frames`` real frames. All windows' runs go through together, ``FORCED_BATCH`` of similar length at
+    a time."""
+    flat = [(window, first, spelled) for window, its in enumerate(runs) for first, spelled in its]
+    order = sorted(range(len(flat)), key=lambda n: len(flat[n][2].tokens))
+    found: dict[int, CharacterRows] = {}
+    for start in range(0, len(order), FORCED_BATCH):
+        group = order[start : start + FORCED_BATCH]
+        windows = [flat[n][0] for n in group]
+        rows = forced_rows(
+            model,
+            features[mx.array(windows)],
+            [flat[n][2].tokens for n in group],
+            prefix,
+            heads,
+            [frames[w] for w in windows],
+        )
+        for n, attention in zip(group, rows):
+            found[n] = CharacterRows(flat[n][1], np.array(flat[n][2].firsts, np.int32), attention)
+    result: list[list[CharacterRows]] = [[] for _ in runs]
+    for n, (window, _, _) in enumerate(flat):
+        result[window].append(found[n])
+    return [tuple(r) for r in result]
+
+
+def forced_rows(
+    model: Whisper,
+    features: mx.array,
+    sequences: Sequence[Sequence[int]],
+    prefix: Sequence[int],
+    heads: Sequence[tuple[int, int]],
+    frames: Sequence[int],
+) -> list[NDArray[np.float32]]:
+    """Per window (``features``' rows, windows × audio ctx × state), the cross-attention scores of ``heads`` at
+    the rows DTW reads: ``prefix``'s last position's, then each of the window's ``sequences`` tokens' (row ``i``
+    is the position that predicts token ``i``; the last predicts end-of-text): heads × (tokens + 1) × its
+    ``frames`` real frames, raw pre-softmax QK as float32."""
+    count = len(sequences)
+    length = len(prefix) + max((len(s) for s in sequences), default=0)
+    batch = np.full((count, length), prefix[-1], np.int32)  # padding: any token (the causal mask hides it)
+    for i, sequence in enumerate(sequences):
+        batch[i, : len(prefix)] = prefix
+        batch[i, len(prefix) : len(prefix) + len(sequence)] = sequence
+    scores = _head_scores(model, features, mx.array(batch), heads)  # windows × heads × positions × audio ctx
+    most = max(frames, default=0)
+    start = len(prefix) - 1
+    host = np.array(scores[:, :, start:, :most].astype(mx.float32))
+    return [np.ascontiguousarray(host[i, :, : len(s) + 1, : frames[i]]) for i, s in enumerate(sequences)]
+
+
+def _head_scores(model: Whisper, features: mx.array, tokens: mx.array, heads: Sequence[tuple[int, int]]) -> mx.array:
+    """The decoder's forward over ``tokens`` (windows × positions) up to the last layer of ``heads``: their
+    cross-attention QK, windows × heads × positions × audio ctx, in ``heads``' order."""
+    decoder = model.decoder
+    positions = tokens.shape[1]
+    x = decoder.token_embedding(tokens) + decoder.positional_embedding[:positions]
+    mask = decoder._mask[:positions, :positions]
+    last = max(layer for layer, _ in heads)
+    found: dict[tuple[int, int], mx.array] = {}
+    for layer in range(last + 1):
+        block = decoder.blocks[layer]
+        y, _, _ = block.attn(block.attn_ln(x), mask=mask)
+        x = x + y
+        wanted = [head for at, head in heads if at == layer]
+        if layer == last:  # only its heads' scores: no attention output, no MLP
+            qk = _cross_scores(block.cross_attn, block.cross_attn_ln(x), features, wanted)
+            found.update(((layer, head), qk[:, n]) for n, head in enumerate(wanted))
+            break
+        y, _, qk = block.cross_attn(block.cross_attn_ln(x), features)
+        found.update(((layer, head), qk[:, head]) for head in wanted)
+        x = x + y
+        x = x + block.mlp2(fused_gelu(block.mlp1(block.mlp_ln(x))))
+    return mx.stack([found[(int(layer), int(head))] for layer, head in heads], axis=1)
+
+
+def _cross_scores(attention: object, x: mx.array, features: mx.array, wanted: Sequence[int]) -> mx.array:
+    """The pre-softmax cross-attention QK of heads ``wanted`` only (their slices of the query and key
+    projections): windows × wanted × positions × audio ctx, scaled as ``MultiHeadAttention.qkv_attention``."""
+    n_head: int = attention.n_head  # type: ignore[attr-defined]
+    state = x.shape[-1]
+    size = state // n_head
+    scale = size**-0.25
+    rows = mx.array(np.concatenate([np.arange(h * size, (h + 1) * size) for h in wanted]))
+    query, key = attention.query, attention.key  # type: ignore[attr-defined]
+    q = x @ query.weight[rows].T + query.bias[rows]
+    k = features @ key.weight[rows].T  # the key projection has no bias
+    q = q.reshape(*q.shape[:2], len(wanted), size).transpose(0, 2, 1, 3) * scale
+    k = k.reshape(*k.shape[:2], len(wanted), size).transpose(0, 2, 3, 1) * scale
+    scores: mx.array = q @ k
+    return scores
