@@ -11,7 +11,15 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from onepass_whisper.domain.audio import SAMPLE_RATE, ChunkSegment, DecodedChunk, LagEvidence, Waveform, Window
+from onepass_whisper.domain.audio import (
+    SAMPLE_RATE,
+    CharacterRows,
+    ChunkSegment,
+    DecodedChunk,
+    LagEvidence,
+    Waveform,
+    Window,
+)
 from onepass_whisper.domain.errors import AudioLoadError, InvalidOptionError, ModelLoadError, UnsupportedLanguageError
 from onepass_whisper.domain.model import TranscribeOptions, Word
 from onepass_whisper.domain.ports import (
@@ -88,7 +96,10 @@ class CrashingAudioSource:
 class FakeDecoder:
     """Says ``text`` in every window that is not silent, one segment spanning the window's sound.
 
-    Its attention is a clean diagonal, so a real aligner spreads the words evenly over the segment.
+    Its attention is a clean diagonal, so a real aligner spreads the words evenly over the segment. With
+    ``char_timing`` (as ``--char-timing`` builds the real one) each chunk also carries character rows
+    (``DecodedChunk.char_rows``): a clean diagonal over the words spelled one character a row, a space row between
+    words, so that a word's start from them is proportional to the characters before it, not to its index.
     """
 
     def __init__(
@@ -98,14 +109,17 @@ class FakeDecoder:
         multilingual: bool = False,
         detect: Callable[[Window], tuple[str, float]] | None = None,
         avg_logprob: float = -0.2,
+        char_timing: bool = False,
     ) -> None:
         """``detect``: each window's detected language and its probability (a multilingual model's, where no
-        language is given); ``avg_logprob``: every window's score."""
+        language is given); ``avg_logprob``: every window's score; ``char_timing``: character rows with each
+        chunk where words are timed."""
         self.text = text
         self._name = name
         self._multilingual = multilingual
         self.detect = detect
         self.avg_logprob = avg_logprob
+        self.char_timing = char_timing
         self.batches: list[int] = []  # the size of every batch asked for
 
     @property
@@ -158,7 +172,24 @@ class FakeDecoder:
             avg_logprob=self.avg_logprob,
             compression_ratio=1.0,
             no_speech_prob=0.9 if silent else 0.01,
+            char_rows=char_rows(words, frames) if self.char_timing and options.word_timestamps and tokens else None,
         )
+
+
+def char_rows(words: Sequence[str], frames: int) -> tuple[CharacterRows, ...]:
+    """``words`` spelled one character a row, a space row between words, and a last row: a clean block diagonal
+    over ``frames`` (the fake decoder's character rows)."""
+    firsts, rows = [], 0
+    for i, word in enumerate(words):
+        rows += 1 if i else 0
+        firsts.append(rows)
+        rows += len(word.strip())
+    attention = np.full((2, rows + 1, frames), -5.0, np.float32)
+    for i in range(rows + 1):  # each row its own block of frames: DTW reaches row i at its block's first frame
+        attention[
+            :, i, i * frames // (rows + 1) : max(i * frames // (rows + 1) + 1, (i + 1) * frames // (rows + 1))
+        ] = 5.0
+    return (CharacterRows(0, np.array(firsts), attention),)
 
 
 class LanguageSwitchingDecoder(FakeDecoder):

@@ -18,75 +18,19 @@ aligner gives each run its stretch of the window (``adapters/dtw/aligner.py``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import mlx.core as mx
 import numpy as np
-from attrs import frozen
 from mlx_whisper.whisper import Whisper
 from numpy.typing import NDArray
 
+from onepass_whisper.adapters.mlx.char_forcing_host import HostCharForcer
+from onepass_whisper.adapters.mlx.spelling import CharTokens
 from onepass_whisper.adapters.mlx.step.common import fused_gelu
 from onepass_whisper.domain.audio import CharacterRows
 
 FORCED_BATCH = 8  # sequences per forward: bounds the scores' memory (8 × heads × 448 × 1500 floats)
-
-
-@frozen
-class CharTokens:
-    """A window's words spelled for the forced pass."""
-
-    tokens: tuple[int, ...]  # the characters' tokens, a space token between words
-    firsts: tuple[int, ...]  # per word, the index in ``tokens`` of its first character's first token
-
-
-def char_tokens(words: Sequence[str], encode: Callable[[str], list[int]], space: Sequence[int]) -> CharTokens:
-    """``words`` (as the tokenizer spells them: a leading space where one precedes) one character a token.
-
-    A word's surrounding spaces are dropped (the space token stands for them); a word that is only spaces keeps
-    them, and an empty word gets no token (its first index is the next token's: the following space's, or the row
-    after the last character's, which predicts end-of-text)."""
-    tokens: list[int] = []
-    firsts: list[int] = []
-    for i, word in enumerate(words):
-        if i > 0:
-            tokens += space
-        firsts.append(len(tokens))
-        for character in word.strip() or word:
-            tokens += encode(character)
-    return CharTokens(tuple(tokens), tuple(firsts))
-
-
-def spelled_runs(
-    words: Sequence[str], encode: Callable[[str], list[int]], space: Sequence[int], room: int
-) -> list[tuple[int, CharTokens]]:
-    """``words`` spelled (``char_tokens``) in as few runs of at most ``room`` tokens as fit, of about equal length:
-    each run's first word's index and its spelling. A word longer than ``room`` alone is cut to fit."""
-    spelled = [char_tokens([word], encode, space).tokens[:room] for word in words]
-    total = sum(len(t) for t in spelled) + len(space) * max(0, len(words) - 1)
-    if total <= room:
-        return [(0, char_tokens(words, encode, space))] if words else []
-    target = -(-total // -(-total // room))  # the length of each of the fewest runs, balanced
-    runs: list[tuple[int, CharTokens]] = []
-    start, length = 0, 0
-    for i, tokens in enumerate(spelled):
-        if i > start and length + len(space) + len(tokens) > target:
-            runs.append((start, _joined(spelled[start:i], space)))
-            start, length = i, 0
-        length += (len(space) if i > start else 0) + len(tokens)
-    runs.append((start, _joined(spelled[start:], space)))
-    return runs
-
-
-def _joined(spelled: Sequence[tuple[int, ...]], space: Sequence[int]) -> CharTokens:
-    tokens: list[int] = []
-    firsts: list[int] = []
-    for i, word in enumerate(spelled):
-        if i > 0:
-            tokens += space
-        firsts.append(len(tokens))
-        tokens += word
-    return CharTokens(tuple(tokens), tuple(firsts))
 
 
 def character_rows(
@@ -96,29 +40,42 @@ def character_rows(
     prefix: Sequence[int],
     heads: Sequence[tuple[int, int]],
     frames: Sequence[int],
+    host: HostCharForcer | None = None,
 ) -> list[tuple[CharacterRows, ...]]:
     """Per window (``features``' rows), its ``runs`` (``spelled_runs``) forced: their ``CharacterRows``, cropped
-    to its ``frames`` real frames. All windows' runs go through together, ``FORCED_BATCH`` of similar length at
-    a time."""
+    to its ``frames`` real frames. On ``host`` (the CPU backend's numpy pass) each run goes alone; in MLX all
+    windows' runs go through together, ``FORCED_BATCH`` of similar length at a time."""
     flat = [(window, first, spelled) for window, its in enumerate(runs) for first, spelled in its]
-    order = sorted(range(len(flat)), key=lambda n: len(flat[n][2].tokens))
-    found: dict[int, CharacterRows] = {}
+    found: dict[int, NDArray[np.float32]] = {}
+    if host is not None:
+        rows = host.rows(
+            np.asarray(features, np.float32),
+            [spelled.tokens for _, _, spelled in flat],
+            [window for window, _, _ in flat],
+            prefix,
+            [frames[window] for window, _, _ in flat],
+        )
+        found.update(enumerate(rows))
+    order = [] if host is not None else sorted(range(len(flat)), key=lambda n: len(flat[n][2].tokens))
     for start in range(0, len(order), FORCED_BATCH):
         group = order[start : start + FORCED_BATCH]
         windows = [flat[n][0] for n in group]
-        rows = forced_rows(
-            model,
-            features[mx.array(windows)],
-            [flat[n][2].tokens for n in group],
-            prefix,
-            heads,
-            [frames[w] for w in windows],
+        found.update(
+            zip(
+                group,
+                forced_rows(
+                    model,
+                    features[mx.array(windows)],
+                    [flat[n][2].tokens for n in group],
+                    prefix,
+                    heads,
+                    [frames[w] for w in windows],
+                ),
+            )
         )
-        for n, attention in zip(group, rows):
-            found[n] = CharacterRows(flat[n][1], np.array(flat[n][2].firsts, np.int32), attention)
     result: list[list[CharacterRows]] = [[] for _ in runs]
-    for n, (window, _, _) in enumerate(flat):
-        result[window].append(found[n])
+    for n, (window, first, spelled) in enumerate(flat):
+        result[window].append(CharacterRows(first, np.array(spelled.firsts, np.int32), found[n]))
     return [tuple(r) for r in result]
 
 

@@ -32,14 +32,17 @@ from mlx_whisper.whisper import Whisper
 from numpy.typing import NDArray
 
 from onepass_whisper.adapters.mlx.alignment import AlignedRows, DeviceAlignment
-from onepass_whisper.adapters.mlx.char_forcing import character_rows, spelled_runs
+from onepass_whisper.adapters.mlx.char_forcing import character_rows
+from onepass_whisper.adapters.mlx.char_forcing_host import HostCharForcer
 from onepass_whisper.adapters.mlx.edge_probe import EdgeProbe
 from onepass_whisper.adapters.mlx.loop import BatchResults
 from onepass_whisper.adapters.mlx.refill import Admitted
 from onepass_whisper.adapters.mlx.rules import LogitRules
 from onepass_whisper.adapters.mlx.segments import single_timestamp_ending, split_segments
+from onepass_whisper.adapters.mlx.spelling import spelled_runs
 from onepass_whisper.adapters.mlx.step.factory import Backend, Prompt, choose, choose_alignment
 from onepass_whisper.adapters.mlx.step.settings import StepSettings
+from onepass_whisper.adapters.mlx.weights import decoder_weights
 from onepass_whisper.domain.audio import FRAME_SECONDS, DecodedChunk, Window
 from onepass_whisper.domain.decoding import best_attempt, compression_ratio, finish_until, is_silent, needs_fallback
 from onepass_whisper.domain.errors import InvalidOptionError, UnsupportedLanguageError
@@ -107,6 +110,7 @@ class MlxWhisperDecoder:
         self.alignment = choose_alignment(settings) if alignment is True else alignment or None
         self.edge_probe = EdgeProbe.for_model(model) if edge_probe is True else edge_probe or None
         self.char_timing = char_timing
+        self._char_host: HostCharForcer | None = None  # the CPU's numpy pass, made on first use
         self._rules_cache: dict[tuple[str, str, bool], LogitRules] = {}
 
     @property
@@ -194,6 +198,14 @@ class MlxWhisperDecoder:
 
     # -- steps ------------------------------------------------------------------------------------------------
 
+    def _char_forcer(self) -> HostCharForcer | None:
+        """The numpy pass on the CPU (MLX's CPU ``exp`` is scalar code: ``char_forcing_host.py``); None elsewhere."""
+        if mx.default_device() != mx.cpu:
+            return None
+        if self._char_host is None:
+            self._char_host = HostCharForcer(decoder_weights(self.model), self.alignment_heads)
+        return self._char_host
+
     def _spelled(
         self,
         chunks: list[DecodedChunk],
@@ -231,6 +243,7 @@ class MlxWhisperDecoder:
                 prefix,
                 self.alignment_heads,
                 [chunks[n].window.num_frames for n in group],
+                self._char_forcer(),
             )
             for n, rows in zip(group, found):
                 spelled[n] = evolve(chunks[n], char_rows=rows)
