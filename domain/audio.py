@@ -191,10 +191,14 @@ def _float_array(values: Iterable[float] | NDArray[np.floating]) -> NDArray[np.f
 @frozen(eq=False)
 class LagEvidence:
     """What one window says about the model's lag (``LagMeasuringAligner``): DTW's interior word starts (seconds
-    from the window's start, no lag taken off) and the window's 10-ms levels in dB; empty where it says nothing."""
+    from the window's start, no lag taken off) and the window's 10-ms levels in dB; empty where it says nothing.
+    Where the starts come from character rows, also each one's shift from the word pieces' start of the word."""
 
     starts: NDArray[np.float64] = field(factory=lambda: np.zeros(0), converter=_float_array)
     levels: NDArray[np.float64] = field(factory=lambda: np.zeros(0), converter=_float_array)
+    # per start, where the starts come from character rows (``DecodedChunk.char_rows``): how much later (seconds)
+    # than the word pieces' DTW they place the same word; empty where the starts are the word pieces'
+    shifts: NDArray[np.float64] = field(factory=lambda: np.zeros(0), converter=_float_array)
 
     @property
     def boundaries(self) -> int:

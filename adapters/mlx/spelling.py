@@ -41,7 +41,7 @@ def spelled_runs(
     spelled = [char_tokens([word], encode, space).tokens[:room] for word in words]
     total = sum(len(t) for t in spelled) + len(space) * max(0, len(words) - 1)
     if total <= room:
-        return [(0, char_tokens(words, encode, space))] if words else []
+        return [(0, _joined(spelled, space))] if words else []
     target = -(-total // -(-total // room))  # the length of each of the fewest runs, balanced
     runs: list[tuple[int, CharTokens]] = []
     start, length = 0, 0
