@@ -98,8 +98,9 @@ class FakeDecoder:
 
     Its attention is a clean diagonal, so a real aligner spreads the words evenly over the segment. With
     ``char_timing`` (as ``--char-timing`` builds the real one) each chunk also carries character rows
-    (``DecodedChunk.char_rows``): a clean diagonal over the words spelled one character a row, a space row between
-    words, so that a word's start from them is proportional to the characters before it, not to its index.
+    (``DecodedChunk.char_rows``): a block diagonal over the words spelled one character a row, a space row between
+    words, so that a word's start from them is proportional to the characters before it, not to its index (and
+    its word pieces' rows are a block diagonal too, so that the two agree within the aligner's guard).
     """
 
     def __init__(
@@ -159,6 +160,8 @@ class FakeDecoder:
         attention = np.full((2, tokens + 1, frames), -5.0, np.float32)  # heads × tokens × frames
         for i in range(tokens + 1):
             attention[:, i, min(frames - 1, i * frames // (tokens + 1))] = 5.0
+        if self.char_timing:  # the word pieces' rows as blocks too: their DTW starts lie near the characters'
+            attention = block_diagonal(tokens + 1, frames)
         language, probability = options.language or "en", None
         if self.detect is not None and options.language is None:
             language, probability = self.detect(window)
@@ -184,12 +187,16 @@ def char_rows(words: Sequence[str], frames: int) -> tuple[CharacterRows, ...]:
         rows += 1 if i else 0
         firsts.append(rows)
         rows += len(word.strip())
-    attention = np.full((2, rows + 1, frames), -5.0, np.float32)
-    for i in range(rows + 1):  # each row its own block of frames: DTW reaches row i at its block's first frame
-        attention[
-            :, i, i * frames // (rows + 1) : max(i * frames // (rows + 1) + 1, (i + 1) * frames // (rows + 1))
-        ] = 5.0
-    return (CharacterRows(0, np.array(firsts), attention),)
+    return (CharacterRows(0, np.array(firsts), block_diagonal(rows + 1, frames)),)
+
+
+def block_diagonal(rows: int, frames: int) -> NDArray[np.float32]:
+    """Attention (2 heads × ``rows`` × ``frames``) where each row holds its own block of frames, in order: DTW reaches
+    row ``i`` at frame ``i * frames // rows``."""
+    attention = np.full((2, rows, frames), -5.0, np.float32)
+    for i in range(rows):
+        attention[:, i, i * frames // rows : max(i * frames // rows + 1, (i + 1) * frames // rows)] = 5.0
+    return attention
 
 
 class LanguageSwitchingDecoder(FakeDecoder):

@@ -32,6 +32,11 @@ PREPEND_PUNCTUATIONS = "\"'“¿([{-"  # merged into the following word (whisper
 APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"  # merged into the previous word
 SENTENCE_END_MARKS = ".。!！?？"
 MAX_MEDIAN_DURATION = 0.7  # seconds; heuristic (whisper): cap on the median word duration used by the heuristics
+# heuristic: how far a word's start from its characters' rows may stray from its word pieces' start (both DTW's, the
+# window's median shift between the two taken off) and still be taken; further, the characters' DTW has lost the
+# words (tiny.en's over a long window drifted by seconds) and the word pieces' start, shifted by the median, stands.
+# The phonetic aligner's guard (``adapters/phonetic``), not tuned here.
+CHAR_GUARD_SECONDS = 0.3
 
 
 @define
@@ -134,6 +139,8 @@ def char_token_frames(chunk: DecodedChunk, median_width: int = 7) -> NDArray[np.
 
     A window spelled in several runs gives each run the stretch of frames from where the word pieces' DTW starts
     its first word to where it starts the next run's (the first run from the window's start, the last to its end).
+    A start further than ``CHAR_GUARD_SECONDS`` from its word pieces' start (the window's median shift between the
+    two taken off) is the word pieces' start, shifted by that median.
     """
     runs = chunk.char_rows or ()
     counts = np.array([c for s in chunk.segments for c in s.word_token_counts], dtype=np.intp)
@@ -156,6 +163,15 @@ def char_token_frames(chunk: DecodedChunk, median_width: int = 7) -> NDArray[np.
         path = token_frames(run.attention[:, :, lo:hi], median_width) + lo
         starts[run.first_word : run.first_word + len(run.firsts)] = path[run.firsts]
         end = int(path[-1])
+    if counts.size and frames:
+        first_token = np.concatenate(([0], np.cumsum(counts)))
+        pieces = piece_token_frames(chunk, median_width)
+        piece_starts = pieces[first_token[:-1]]
+        shift = int(np.median(starts - piece_starts))
+        guard = CHAR_GUARD_SECONDS / chunk.frame_seconds
+        lost = np.abs(starts - piece_starts - shift) > guard
+        starts[lost] = np.clip(piece_starts[lost] + shift, 0, frames)
+        starts = np.maximum.accumulate(starts)  # in order again where a fallback passed a neighbour
     return np.append(np.repeat(starts, counts), np.int32(end)).astype(np.int32)
 
 

@@ -23,10 +23,11 @@ from onepass_whisper.entrypoints.api import Transcriber
 from onepass_whisper.entrypoints.container import Container
 from tests.fakes import FakeDecoder, FakeModelSource, InMemoryAudioSource, tone
 
-TEXT = "a wonderful day to be"  # words of unequal length: timed by characters, the starts move
+# words of unequal length: timed by characters, the starts move (within the aligner's guard on a 2-s window)
+TEXT = "one two three four five"
 
 
-def chunk_of(decoder: FakeDecoder, seconds: float = 5.0) -> DecodedChunk:
+def chunk_of(decoder: FakeDecoder, seconds: float = 2.0) -> DecodedChunk:
     window = Window(source=0, index=0, offset=0.0, samples=tone(seconds).samples)
     (chunk,) = decoder.decode_batch([window], TranscribeOptions())
     return chunk
@@ -119,7 +120,7 @@ def test_character_rows_that_miss_a_word_are_refused() -> None:
 
 def test_the_service_times_char_rows_where_the_option_is_on() -> None:
     """End to end on fakes: the service with the real aligner gives other word starts with the character rows."""
-    audio = InMemoryAudioSource({"a.wav": tone(5.0)})
+    audio = InMemoryAudioSource({"a.wav": tone(2.0)})
     results = []
     for char_timing in (False, True):
         container = Container()
@@ -190,3 +191,15 @@ def test_runs_fit_the_room_and_cover_every_word_in_order(words: list[str], room:
         expected = char_tokens(words[first:following], byte_tokens, SPACE)
         if all(len(char_tokens([w], byte_tokens, SPACE).tokens) <= room for w in words[first:following]):
             assert spelled == expected
+
+
+def test_a_character_start_far_from_its_word_pieces_start_gives_way_to_it() -> None:
+    """Where the characters' DTW strays (tiny.en's over long windows), the word pieces' start stands, shifted by
+    the window's median shift between the two."""
+    chars = chunk_of(FakeDecoder(TEXT, char_timing=True))
+    taken = char_token_frames(chars)  # one token a word in the fake: a word's start is its token's frame
+    pieces = taken + 3  # the word pieces 3 frames later throughout: the median shift is -3
+    pieces[4] += 20  # the last word's pieces far off (0.4 s, past the 0.3-s guard)
+    guarded = char_token_frames(evolve(chars, token_frames=pieces.astype(np.int32)))
+    np.testing.assert_array_equal(guarded[:4], taken[:4])
+    assert guarded[4] == pieces[4] - 3
