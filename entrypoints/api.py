@@ -76,8 +76,8 @@ class Transcriber:
     without the model's lag correction and the audio-based refinement (``docs/alignment.md``). ``phonetic=True``:
     English words' edges from pocketsphinx's forced alignment where they agree with the attention's (needs the
     ``phonetic`` extra; ``InvalidOptionError`` without it). ``char_timing=True``: word starts from a second
-    decoder pass that spells the decoded words one character a token (any language; it costs about as much as the
-    rest of a CPU run of dense speech: ``docs/performance.md`` #96). The model is loaded
+    decoder pass that spells the decoded words one character a token (any language; closer edges with base, worse
+    with tiny.en; a CPU run of dense speech takes ~1.25x as long: ``docs/performance.md`` #96). The model is loaded
     here: a ``ModelLoadError`` comes now, not on the first call.
     """
 

@@ -73,5 +73,5 @@ def test_char_timing_keeps_the_words_and_times_them_about_as_well(
         metrics.append(scored(container, utterances))
     pieces, chars = metrics
     assert chars.wer == pieces.wer  # the same words: only their times come from another pass
-    assert chars.f1_50 > pieces.f1_50 - 0.06
+    assert chars.f1_50 > pieces.f1_50 - 0.06  # measured: 0.51 -> 0.48 (0.00 before the lag's search and the guard)
     assert abs(chars.start_bias_ms) < 40
