@@ -76,8 +76,9 @@ def estimate_lag(evidence: Sequence[LagEvidence], min_boundaries: int = MIN_BOUN
     valley; None with fewer than ``min_boundaries`` boundaries.
 
     Starts from character rows (every window's evidence has ``shifts``) may lag by more than a valley's reach, so
-    that the pulls settle on the wrong valleys (tiny.en's characters come ~200 ms late): their search starts from
-    the word pieces' lag (their starts are the characters' less the shifts) plus the median shift."""
+    that the pulls settle on the wrong valleys (a model's characters can come far later than its word pieces:
+    ``docs/alignment.md``): their search starts from the word pieces' lag (their starts are the characters' less
+    the shifts) plus the median shift."""
     kept = [e for e in evidence if e.boundaries > 0]
     if sum(e.boundaries for e in kept) < max(1, min_boundaries):
         return None

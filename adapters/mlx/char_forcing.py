@@ -18,19 +18,78 @@ aligner gives each run its stretch of the window (``adapters/dtw/aligner.py``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import mlx.core as mx
 import numpy as np
+from attrs import evolve
+from mlx_whisper.tokenizer import get_tokenizer
 from mlx_whisper.whisper import Whisper
 from numpy.typing import NDArray
 
 from onepass_whisper.adapters.mlx.char_forcing_host import HostCharForcer
-from onepass_whisper.adapters.mlx.spelling import CharTokens
+from onepass_whisper.adapters.mlx.spelling import CharTokens, spelled_runs
 from onepass_whisper.adapters.mlx.step.common import fused_gelu
-from onepass_whisper.domain.audio import CharacterRows
+from onepass_whisper.adapters.mlx.weights import decoder_weights
+from onepass_whisper.domain.audio import CharacterRows, DecodedChunk, Window
 
 FORCED_BATCH = 8  # sequences per forward: bounds the scores' memory (8 × heads × 448 × 1500 floats)
+
+
+class CharForcer:
+    """The pass for ``MlxWhisperDecoder``'s chunks: their words spelled and forced, their rows put on them."""
+
+    def __init__(self, model: Whisper, alignment_heads: Sequence[tuple[int, int]]) -> None:
+        self.model = model
+        self.alignment_heads = list(alignment_heads)
+        # on the CPU the numpy pass (MLX's CPU ``exp`` is scalar code: ``char_forcing_host.py``)
+        self.host = HostCharForcer(decoder_weights(model), alignment_heads) if mx.default_device() == mx.cpu else None
+
+    def spell(
+        self,
+        chunks: Sequence[DecodedChunk],
+        windows: Sequence[Window],
+        features: mx.array | None,
+        encode: Callable[[Sequence[Window]], mx.array],
+        task: str,
+    ) -> list[DecodedChunk]:
+        """``chunks`` (of ``windows``, whose encoder output ``features`` is, in their order) with their rows
+        (``DecodedChunk.char_rows``), one pass per language among them; ``features`` None (a refilled pass keeps
+        none): the spoken chunks' windows are encoded again with ``encode``."""
+        spoken = [n for n, c in enumerate(chunks) if c.segments]
+        spelled = list(chunks)
+        if not spoken:
+            return spelled
+        if features is None:
+            features = encode([chunks[n].window for n in spoken])
+            row_of = {n: k for k, n in enumerate(spoken)}
+        else:
+            place = {id(w): i for i, w in enumerate(windows)}
+            row_of = {n: place[id(chunks[n].window)] for n in spoken}
+        for language in sorted({chunks[n].language for n in spoken}):
+            group = [n for n in spoken if chunks[n].language == language]
+            tokenizer = get_tokenizer(
+                self.model.is_multilingual, num_languages=self.model.num_languages, language=language, task=task
+            )
+            prefix = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
+            room = self.model.dims.n_text_ctx - len(prefix)
+            space = tokenizer.encode(" ")
+            runs = [
+                spelled_runs([w for s in chunks[n].segments for w in s.words], tokenizer.encode, space, room)
+                for n in group
+            ]
+            found = character_rows(
+                self.model,
+                features[mx.array([row_of[n] for n in group])],
+                runs,
+                prefix,
+                self.alignment_heads,
+                [chunks[n].window.num_frames for n in group],
+                self.host,
+            )
+            for n, rows in zip(group, found):
+                spelled[n] = evolve(chunks[n], char_rows=rows)
+        return spelled
 
 
 def character_rows(

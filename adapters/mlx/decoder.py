@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import mlx.core as mx
 import numpy as np
-from attrs import evolve, frozen
+from attrs import frozen
 from mlx_whisper.audio import N_FFT, N_FRAMES, N_SAMPLES, log_mel_spectrogram
 from mlx_whisper.decoding import detect_language
 from mlx_whisper.tokenizer import LANGUAGES, TO_LANGUAGE_CODE, Tokenizer, get_tokenizer
@@ -32,17 +32,14 @@ from mlx_whisper.whisper import Whisper
 from numpy.typing import NDArray
 
 from onepass_whisper.adapters.mlx.alignment import AlignedRows, DeviceAlignment
-from onepass_whisper.adapters.mlx.char_forcing import character_rows
-from onepass_whisper.adapters.mlx.char_forcing_host import HostCharForcer
+from onepass_whisper.adapters.mlx.char_forcing import CharForcer
 from onepass_whisper.adapters.mlx.edge_probe import EdgeProbe
 from onepass_whisper.adapters.mlx.loop import BatchResults
 from onepass_whisper.adapters.mlx.refill import Admitted
 from onepass_whisper.adapters.mlx.rules import LogitRules
 from onepass_whisper.adapters.mlx.segments import single_timestamp_ending, split_segments
-from onepass_whisper.adapters.mlx.spelling import spelled_runs
 from onepass_whisper.adapters.mlx.step.factory import Backend, Prompt, choose, choose_alignment
 from onepass_whisper.adapters.mlx.step.settings import StepSettings
-from onepass_whisper.adapters.mlx.weights import decoder_weights
 from onepass_whisper.domain.audio import FRAME_SECONDS, DecodedChunk, Window
 from onepass_whisper.domain.decoding import best_attempt, compression_ratio, finish_until, is_silent, needs_fallback
 from onepass_whisper.domain.errors import InvalidOptionError, UnsupportedLanguageError
@@ -110,7 +107,7 @@ class MlxWhisperDecoder:
         self.alignment = choose_alignment(settings) if alignment is True else alignment or None
         self.edge_probe = EdgeProbe.for_model(model) if edge_probe is True else edge_probe or None
         self.char_timing = char_timing
-        self._char_host: HostCharForcer | None = None  # the CPU's numpy pass, made on first use
+        self._char_forcer: CharForcer | None = None  # made on first use
         self._rules_cache: dict[tuple[str, str, bool], LogitRules] = {}
 
     @property
@@ -193,61 +190,12 @@ class MlxWhisperDecoder:
             if attempt is not None
         ]
         if self.char_timing and options.word_timestamps:
-            chunks = self._spelled(chunks, features, windows, options)
+            if self._char_forcer is None:
+                self._char_forcer = CharForcer(self.model, self.alignment_heads)
+            chunks = self._char_forcer.spell(chunks, windows, features, self._encode, options.task)
         return chunks
 
     # -- steps ------------------------------------------------------------------------------------------------
-
-    def _char_forcer(self) -> HostCharForcer | None:
-        """The numpy pass on the CPU (MLX's CPU ``exp`` is scalar code: ``char_forcing_host.py``); None elsewhere."""
-        if mx.default_device() != mx.cpu:
-            return None
-        if self._char_host is None:
-            self._char_host = HostCharForcer(decoder_weights(self.model), self.alignment_heads)
-        return self._char_host
-
-    def _spelled(
-        self,
-        chunks: list[DecodedChunk],
-        features: mx.array | None,
-        windows: Sequence[Window],
-        options: TranscribeOptions,
-    ) -> list[DecodedChunk]:
-        """``chunks`` with the character-forcing pass's rows (``char_forcing.py``), over ``features`` (the
-        windows' encoder output; None after a refilled pass, which kept none: encoded again), one pass per
-        language among them."""
-        place = {id(w): i for i, w in enumerate(windows)}
-        spoken = [n for n, c in enumerate(chunks) if c.segments]
-        if not spoken:
-            return chunks
-        if features is None:
-            features = self._encode([chunks[n].window for n in spoken])
-            rows_of = {n: k for k, n in enumerate(spoken)}
-        else:
-            rows_of = {n: place[id(chunks[n].window)] for n in spoken}
-        spelled = list(chunks)
-        for language in sorted({chunks[n].language for n in spoken}):
-            group = [n for n in spoken if chunks[n].language == language]
-            tokenizer = self._tokenizer(language, options.task)
-            prefix = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
-            room = self.model.dims.n_text_ctx - len(prefix)
-            space = tokenizer.encode(" ")
-            runs = [
-                spelled_runs([w for s in chunks[n].segments for w in s.words], tokenizer.encode, space, room)
-                for n in group
-            ]
-            found = character_rows(
-                self.model,
-                features[mx.array([rows_of[n] for n in group])],
-                runs,
-                prefix,
-                self.alignment_heads,
-                [chunks[n].window.num_frames for n in group],
-                self._char_forcer(),
-            )
-            for n, rows in zip(group, found):
-                spelled[n] = evolve(chunks[n], char_rows=rows)
-        return spelled
 
     def _check_options(self, options: TranscribeOptions) -> str | None:
         """The language code to force, or None to detect it per window."""
