@@ -49,6 +49,7 @@ def without_speech(chunk: DecodedChunk) -> DecodedChunk:
         attention=np.ascontiguousarray(attention),
         speech_ended=True,
         token_frames=frames,
+        char_rows=None,
     )
 
 

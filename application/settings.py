@@ -16,7 +16,9 @@ from onepass_whisper.domain.model import TranscribeOptions
 OPTIONS_FIELD = "options"
 
 
-def settings_record(options: TranscribeOptions, *, refine: bool, phonetic: bool) -> dict[str, object]:
+def settings_record(
+    options: TranscribeOptions, *, refine: bool, phonetic: bool, char_timing: bool = False
+) -> dict[str, object]:
     """The options that made a transcript, as JSON values, under the CLI's option names (dashes as underscores)."""
     return {
         "language": options.language,
@@ -29,6 +31,7 @@ def settings_record(options: TranscribeOptions, *, refine: bool, phonetic: bool)
         "word_timestamps": options.word_timestamps,
         "refine": refine,
         "phonetic": phonetic,
+        "char_timing": char_timing,
     }
 
 

@@ -65,6 +65,7 @@ def run_engine(engine: str, model: str, files: Sequence[Path], batch_size: int, 
     runners: dict[str, Callable[[], Loaded]] = {
         "onepass": lambda: _onepass(model, batch_size),
         "onepass-phonetic": lambda: _onepass(model, batch_size, phonetic=True),
+        "onepass-chars": lambda: _onepass(model, batch_size, char_timing=True),
         "mlx-whisper": lambda: _mlx_whisper(model),
         "mlx-whisper-nocond": lambda: _mlx_whisper(model, condition_on_previous_text=False),
         "fw-f32": lambda: _faster_whisper(model, "float32", None, cpu_threads),
@@ -84,10 +85,10 @@ def run_engine(engine: str, model: str, files: Sequence[Path], batch_size: int, 
     return EngineRun(engine, duration(files), load_seconds, wall_seconds, outputs, note)
 
 
-def _onepass(model: str, batch_size: int, phonetic: bool = False) -> Loaded:
+def _onepass(model: str, batch_size: int, phonetic: bool = False, char_timing: bool = False) -> Loaded:
     from onepass_whisper.entrypoints.api import Transcriber
 
-    transcriber = Transcriber(model, batch_size=batch_size, phonetic=phonetic)
+    transcriber = Transcriber(model, batch_size=batch_size, phonetic=phonetic, char_timing=char_timing)
 
     def warm_up(samples: NDArray[np.float32]) -> None:
         transcriber.transcribe(samples)
@@ -101,7 +102,7 @@ def _onepass(model: str, batch_size: int, phonetic: bool = False) -> Loaded:
             outputs[Path(result.source).stem] = FileOutput(result.transcript.text, words)
         return outputs
 
-    edges = ", phonetic word edges" if phonetic else ""
+    edges = (", phonetic word edges" if phonetic else "") + (", character-forced word starts" if char_timing else "")
     return warm_up, transcribe_all, f"batch {batch_size}, one call over all files{edges}"
 
 

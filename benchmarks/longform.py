@@ -31,7 +31,7 @@ from onepass_whisper.entrypoints.eval_command import format_tables, metrics_reco
 REPO = Path(__file__).resolve().parent.parent
 LONGFORM = REPO.parent / "shared" / "data" / "eval" / "longform"
 ENGINES = (
-    "onepass", "onepass-phonetic", "mlx-whisper", "mlx-whisper-nocond",
+    "onepass", "onepass-phonetic", "onepass-chars", "mlx-whisper", "mlx-whisper-nocond",
     "fw-f32", "fw-int8", "fw-batched-f32", "fw-batched-int8",
 )  # fmt: skip
 

@@ -117,6 +117,26 @@ def _segments(ss: Iterable[ChunkSegment]) -> tuple[ChunkSegment, ...]:
     return tuple(ss)
 
 
+def _int32(values: Iterable[int] | NDArray[np.integer]) -> NDArray[np.int32]:
+    return np.asarray(values, dtype=np.int32)
+
+
+@frozen(eq=False)
+class CharacterRows:
+    """The alignment heads' cross-attention from a second decoder pass that spelled a run of a window's words one
+    character a token (``--char-timing``): the characters attend where they sound more sharply than word pieces.
+
+    A window whose spelling does not fit the decoder's context is spelled in several runs; each covers the words
+    from ``first_word`` (an index among all of the chunk's words) on, ``len(firsts)`` of them.
+    """
+
+    first_word: int
+    firsts: NDArray[np.int32] = field(converter=_int32)  # per word of the run, the row of its first character
+    # heads × (characters + 1) × frames, raw QK: row ``i`` is the position that predicts character token ``i``
+    # (spaces between words included), the last row predicts what follows the run
+    attention: NDArray[np.float32]
+
+
 @frozen(eq=False)
 class DecodedChunk:
     """One decoded window: text, statistics, and the alignment heads' attention captured while decoding.
@@ -127,6 +147,9 @@ class DecodedChunk:
     ``token_frames``, where set, is the frame at which DTW's path first reaches each of those rows, computed where
     the attention was captured (a GPU decoder aligns a whole batch on the device, ``adapters/mlx/alignment.py``);
     ``attention`` is then empty: its megabytes never cross to the host.
+
+    ``char_rows``, where set, hold a second pass's rows with the words spelled one character a token; the aligner
+    times each word's start by its first character's row.
 
     ``edge_logits``, where set, scores each real frame as a word edge from the encoder's output (a linear probe);
     the aligner moves the boundaries where two words meet without a pause to the best-scored frame nearby.
@@ -152,6 +175,9 @@ class DecodedChunk:
     # (real frames,) the encoder's word-edge scores (logits: a word starts or ends in the frame), where the decoder
     # has a boundary probe for its model (``adapters/mlx/edge_probe.py``); None: the aligner keeps its own edges
     edge_logits: NDArray[np.float32] | None = None
+    # the character-forcing pass's rows (``CharacterRows``), where asked for (``--char-timing``); the aligner
+    # then takes each word's start from its first character's row; None: from the word pieces' rows
+    char_rows: tuple[CharacterRows, ...] | None = None
 
     @property
     def token_count(self) -> int:
@@ -165,10 +191,14 @@ def _float_array(values: Iterable[float] | NDArray[np.floating]) -> NDArray[np.f
 @frozen(eq=False)
 class LagEvidence:
     """What one window says about the model's lag (``LagMeasuringAligner``): DTW's interior word starts (seconds
-    from the window's start, no lag taken off) and the window's 10-ms levels in dB; empty where it says nothing."""
+    from the window's start, no lag taken off) and the window's 10-ms levels in dB; empty where it says nothing.
+    Where the starts come from character rows, also each one's shift from the word pieces' start of the word."""
 
     starts: NDArray[np.float64] = field(factory=lambda: np.zeros(0), converter=_float_array)
     levels: NDArray[np.float64] = field(factory=lambda: np.zeros(0), converter=_float_array)
+    # per start, where the starts come from character rows (``DecodedChunk.char_rows``): how much later (seconds)
+    # than the word pieces' DTW they place the same word; empty where the starts are the word pieces'
+    shifts: NDArray[np.float64] = field(factory=lambda: np.zeros(0), converter=_float_array)
 
     @property
     def boundaries(self) -> int:

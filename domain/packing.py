@@ -150,6 +150,7 @@ def _part_chunk(chunk: DecodedChunk, part: Part, owned: Sequence[tuple[ChunkSegm
         attention=np.ascontiguousarray(attention),
         speech_ended=False,
         token_frames=None,  # a DTW over the whole pack (the device's) crossed parts: each part's is its own
+        char_rows=None,  # spelled for the whole pack: not split with it
     )
 
 

@@ -75,7 +75,9 @@ class Transcriber:
     ``model``, ``batch_size``, ``refine`` and ``cache_dir``. ``refine=False``: whisper's plain DTW word times,
     without the model's lag correction and the audio-based refinement (``docs/alignment.md``). ``phonetic=True``:
     English words' edges from pocketsphinx's forced alignment where they agree with the attention's (needs the
-    ``phonetic`` extra; ``InvalidOptionError`` without it). The model is loaded
+    ``phonetic`` extra; ``InvalidOptionError`` without it). ``char_timing=True``: word starts from a second
+    decoder pass that spells the decoded words one character a token (any language; closer edges with base, worse
+    with tiny.en; a CPU run of dense speech takes ~1.25x as long: ``docs/performance.md`` #97). The model is loaded
     here: a ``ModelLoadError`` comes now, not on the first call.
     """
 
@@ -86,6 +88,7 @@ class Transcriber:
         batch_size: int = DEFAULT_BATCH_SIZE,
         refine: bool = True,
         phonetic: bool = False,
+        char_timing: bool = False,
         cache_dir: Path | None = None,
         container: Container | None = None,
     ) -> None:
@@ -98,6 +101,7 @@ class Transcriber:
         self.container.config.batch_size.from_value(batch_size)
         self.container.config.refine.from_value(refine)
         self.container.config.phonetic.from_value(phonetic)
+        self.container.config.char_timing.from_value(char_timing)
         if cache_dir is not None:
             self.container.config.cache_dir.from_value(cache_dir)
         self.service: TranscriptionService = self.container.service()

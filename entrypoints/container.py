@@ -14,6 +14,8 @@ together; default 16), ``cache_dir`` (converted models; default ``settings.cache
 ``~/.cache/onepass-whisper``), ``refine`` (take the model's calibrated lag off DTW's word times and move boundaries
 onto pauses and energy valleys in the audio; default true), ``phonetic`` (then take English words' edges from
 pocketsphinx's forced alignment where they agree with the attention's: ``adapters/phonetic``; default false),
+``char_timing`` (a second, teacher-forced decoder pass spells each window's words one character a token and
+word starts come from the characters' attention: ``adapters/mlx/char_forcing.py``; default false),
 ``align_processes`` (worker processes that time words from a run's second batch on, with ``phonetic`` from a first
 batch of ``PHONETIC_FIRST_BATCH`` windows; 0 for threads only; default ``settings.align_processes``, else
 ``default_align_processes()`` on machines of more than 2 cores and 0 on smaller ones, where processes did not pay
@@ -52,7 +54,7 @@ def _model_source(cache_dir: Path | str | None, settings: Settings) -> ModelCata
     )
 
 
-def _decoder(source: ModelSource, name: str, settings: Settings) -> Decoder:
+def _decoder(source: ModelSource, name: str, settings: Settings, char_timing: bool = False) -> Decoder:
     from onepass_whisper.adapters.mlx import bootstrap, load_decoder
     from onepass_whisper.adapters.mlx.step.settings import StepSettings
 
@@ -60,7 +62,7 @@ def _decoder(source: ModelSource, name: str, settings: Settings) -> Decoder:
     step = StepSettings(
         cuda_kernels=settings.cuda_kernels, device_alignment=settings.device_alignment, median_width=MEDIAN_WIDTH
     )
-    return load_decoder(source.resolve(name), name, settings=step)
+    return load_decoder(source.resolve(name), name, settings=step, char_timing=char_timing)
 
 
 def _audio() -> AudioSource:
@@ -90,19 +92,22 @@ def _align_processes_first_batch(phonetic: bool) -> int | None:
     return PHONETIC_FIRST_BATCH if phonetic else None
 
 
-def _lag_store(cache_dir: Path | str | None, settings: Settings, model: str) -> LagStore:
-    """The model's estimated lag, kept in the model cache (the folder ``_model_source`` caches models in)."""
+def _lag_store(cache_dir: Path | str | None, settings: Settings, model: str, char_timing: bool = False) -> LagStore:
+    """The model's estimated lag, kept in the model cache (the folder ``_model_source`` caches models in); with
+    ``char_timing``, the lag of the character rows, kept apart."""
     from onepass_whisper.adapters.dtw.lag_store import JsonLagStore
     from onepass_whisper.adapters.models import default_cache_dir
 
     folder = Path(cache_dir) if cache_dir is not None else settings.cache_dir or default_cache_dir()
-    return JsonLagStore.for_model(folder, model)
+    return JsonLagStore.for_model(folder, model, "chars" if char_timing else "")
 
 
-def _aligner(refine: bool, phonetic: bool) -> Aligner:
+def _aligner(refine: bool, phonetic: bool, char_timing: bool = False) -> Aligner:
     """With ``refine``, the DTW aligner that estimates the model's lag from the speech it times (``LagAligner``,
-    ``application/run_lag.py``), under the phonetic aligner with ``phonetic``; without, whisper's DTW times."""
+    ``application/run_lag.py``), under the phonetic aligner with ``phonetic``; without, whisper's DTW times. With
+    ``char_timing`` the edge probe's reach is the one chosen for character-forced starts."""
     from onepass_whisper.adapters.dtw import DtwAligner, LagAligner
+    from onepass_whisper.adapters.dtw.refine import CHAR_EDGE_SEARCH_SECONDS, EDGE_SEARCH_SECONDS
 
     if not refine:  # the lag is taken off only with the refinement
         aligner = DtwAligner(median_width=MEDIAN_WIDTH, refine=False)
@@ -111,7 +116,8 @@ def _aligner(refine: bool, phonetic: bool) -> Aligner:
         from onepass_whisper.adapters.phonetic import PhoneticAligner
 
         return PhoneticAligner(aligner)
-    estimating = LagAligner(DtwAligner(median_width=MEDIAN_WIDTH))
+    reach = CHAR_EDGE_SEARCH_SECONDS if char_timing else EDGE_SEARCH_SECONDS
+    estimating = LagAligner(DtwAligner(median_width=MEDIAN_WIDTH, edge_reach=reach))
     if not phonetic:
         return estimating
     from onepass_whisper.adapters.phonetic import PhoneticLagAligner
@@ -139,16 +145,23 @@ class Container(containers.DeclarativeContainer):
             "cache_dir": None,
             "refine": True,
             "phonetic": False,
+            "char_timing": False,
             "align_processes": None,
         }
     )
 
     settings: providers.Provider[Settings] = providers.Singleton(Settings.from_environment)
     model_source: providers.Provider[ModelCatalog] = providers.Singleton(_model_source, config.cache_dir, settings)
-    decoder: providers.Provider[Decoder] = providers.Singleton(_decoder, model_source, config.model, settings)
+    decoder: providers.Provider[Decoder] = providers.Singleton(
+        _decoder, model_source, config.model, settings, config.char_timing
+    )
     audio: providers.Provider[AudioSource] = providers.Singleton(_audio)
-    lag_store: providers.Provider[LagStore] = providers.Singleton(_lag_store, config.cache_dir, settings, config.model)
-    aligner: providers.Provider[Aligner] = providers.Singleton(_aligner, config.refine, config.phonetic)
+    lag_store: providers.Provider[LagStore] = providers.Singleton(
+        _lag_store, config.cache_dir, settings, config.model, config.char_timing
+    )
+    aligner: providers.Provider[Aligner] = providers.Singleton(
+        _aligner, config.refine, config.phonetic, config.char_timing
+    )
     align_processes: providers.Provider[int] = providers.Callable(
         _align_processes, config.align_processes, config.phonetic, settings
     )

@@ -29,6 +29,7 @@ from onepass_whisper.entrypoints.container import DEFAULT_BATCH_SIZE, DEFAULT_MO
 from onepass_whisper.entrypoints.inputs import AUDIO_SUFFIXES, Job, find_inputs
 from onepass_whisper.entrypoints.options import (
     BatchSizeOption,
+    CharTimingOption,
     LanguageOption,
     ModelOption,
     OutputFormat,
@@ -157,6 +158,7 @@ def transcribe_corpus(
     language: LanguageOption = None,
     refine: RefineOption = True,
     phonetic: PhoneticOption = False,
+    char_timing: CharTimingOption = False,
     output_format: OutputFormatOption = OutputFormat.ALL,
     manifest: Annotated[
         Path | None,
@@ -242,6 +244,7 @@ def transcribe_corpus(
         container.config.batch_size.from_value(batch_size)
         container.config.refine.from_value(refine)
         container.config.phonetic.from_value(phonetic)
+        container.config.char_timing.from_value(char_timing)
         tasks = [(file, by_file[file].source, output_dir / by_file[file].name) for file in plan.todo]
         shape = (workers, cpus_per_worker, gpus_per_worker, files_per_batch)
         try:

@@ -36,7 +36,13 @@ from onepass_whisper.domain.errors import (
 from onepass_whisper.domain.model import TranscribeOptions, Transcript
 from onepass_whisper.domain.ports import ProgressSink
 from onepass_whisper.entrypoints.container import DEFAULT_BATCH_SIZE, DEFAULT_MODEL
-from onepass_whisper.entrypoints.options import LanguageOption, PhoneticOption, RefineOption, check_phonetic
+from onepass_whisper.entrypoints.options import (
+    CharTimingOption,
+    LanguageOption,
+    PhoneticOption,
+    RefineOption,
+    check_phonetic,
+)
 
 if TYPE_CHECKING:
     from onepass_whisper.application.transcription import FileResult, TranscriptionService
@@ -177,6 +183,7 @@ def eval_command(
     batch_size: Annotated[int, typer.Option(min=1, help="Windows decoded together.")] = DEFAULT_BATCH_SIZE,
     refine: RefineOption = True,
     phonetic: PhoneticOption = False,
+    char_timing: CharTimingOption = False,
     language: LanguageOption = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N utterances of each folder.")] = None,
     exclude: Annotated[list[str] | None, typer.Option(help=EXCLUDE_HELP)] = None,
@@ -201,6 +208,7 @@ def eval_command(
     container.config.batch_size.from_value(batch_size)
     container.config.refine.from_value(refine)
     container.config.phonetic.from_value(phonetic)
+    container.config.char_timing.from_value(char_timing)
     transcripts: dict[str, Transcript] = {}
     failed: list[str] = []
     try:
@@ -233,7 +241,14 @@ def eval_command(
     if json_file is not None:
         record: dict[str, object] = {"dataset": str(dataset), "model": model, "batch_size": batch_size}
         record["language"] = language
-        record |= {"refine": refine, "phonetic": phonetic, "limit": limit, "failed": failed, **report_record(result)}
+        record |= {
+            "refine": refine,
+            "phonetic": phonetic,
+            "char_timing": char_timing,
+            "limit": limit,
+            "failed": failed,
+            **report_record(result),
+        }
         json_file.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     if hypotheses is not None:
         hypotheses.mkdir(parents=True, exist_ok=True)

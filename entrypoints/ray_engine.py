@@ -58,7 +58,8 @@ REPLACEMENTS_PER_WORKER = 3  # heuristic: actors that are gone for good (ray.kil
 class WorkerSettings:
     """Everything a worker needs to build the service and write transcripts (pickled to each actor)."""
 
-    config: dict[str, Any]  # the container's configuration: model, batch_size, cache_dir, refine, phonetic
+    # the container's configuration: model, batch_size, cache_dir, refine, phonetic, char_timing
+    config: dict[str, Any]
     overrides: dict[str, Any]  # instances that replace providers (tests' fakes); empty in real use
     options: TranscribeOptions
     files: TranscriptFiles

@@ -25,6 +25,7 @@ from onepass_whisper.entrypoints.exit_codes import ExitCode
 from onepass_whisper.entrypoints.inputs import AUDIO_SUFFIXES, find_inputs
 from onepass_whisper.entrypoints.options import (
     BatchSizeOption,
+    CharTimingOption,
     LanguageOption,
     ModelOption,
     OutputFormat,
@@ -123,6 +124,7 @@ def transcribe(
     ] = True,
     refine: RefineOption = True,
     phonetic: PhoneticOption = False,
+    char_timing: CharTimingOption = False,
     output_dir: Annotated[
         Path,
         typer.Option(
@@ -211,7 +213,7 @@ def transcribe(
         word_timestamps=word_timestamps,
     )
     formats = FORMATS if output_format is OutputFormat.ALL else (output_format.value,)
-    recorded = settings_record(options, refine=refine, phonetic=phonetic)
+    recorded = settings_record(options, refine=refine, phonetic=phonetic, char_timing=char_timing)
     files = TranscriptFiles(formats=formats, layout=layout, word_timestamps=word_timestamps, options=recorded)
     with terminate_as_interrupt():
         try:
@@ -225,6 +227,7 @@ def transcribe(
                 batch_size=batch_size,
                 refine=refine,
                 phonetic=phonetic,
+                char_timing=char_timing,
                 output_dir=output_dir,
                 overwrite=overwrite,
                 verbose=verbose,
@@ -246,6 +249,7 @@ def _transcribe(
     batch_size: int,
     refine: bool,
     phonetic: bool,
+    char_timing: bool,
     output_dir: Path,
     overwrite: bool,
     verbose: bool | None,
@@ -262,6 +266,7 @@ def _transcribe(
     container.config.batch_size.from_value(batch_size)
     container.config.refine.from_value(refine)
     container.config.phonetic.from_value(phonetic)
+    container.config.char_timing.from_value(char_timing)
     if jobs:  # before anything is skipped: a bad model or option is an error whatever exists already
         checked = _check_model_and_options(container, stderr, options)
         if isinstance(checked, ExitCode):

@@ -11,7 +11,15 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from onepass_whisper.domain.audio import SAMPLE_RATE, ChunkSegment, DecodedChunk, LagEvidence, Waveform, Window
+from onepass_whisper.domain.audio import (
+    SAMPLE_RATE,
+    CharacterRows,
+    ChunkSegment,
+    DecodedChunk,
+    LagEvidence,
+    Waveform,
+    Window,
+)
 from onepass_whisper.domain.errors import AudioLoadError, InvalidOptionError, ModelLoadError, UnsupportedLanguageError
 from onepass_whisper.domain.model import TranscribeOptions, Word
 from onepass_whisper.domain.ports import (
@@ -88,7 +96,11 @@ class CrashingAudioSource:
 class FakeDecoder:
     """Says ``text`` in every window that is not silent, one segment spanning the window's sound.
 
-    Its attention is a clean diagonal, so a real aligner spreads the words evenly over the segment.
+    Its attention is a clean diagonal, so a real aligner spreads the words evenly over the segment. With
+    ``char_timing`` (as ``--char-timing`` builds the real one) each chunk also carries character rows
+    (``DecodedChunk.char_rows``): a block diagonal over the words spelled one character a row, a space row between
+    words, so that a word's start from them is proportional to the characters before it, not to its index (and
+    its word pieces' rows are a block diagonal too, so that the two agree within the aligner's guard).
     """
 
     def __init__(
@@ -98,14 +110,17 @@ class FakeDecoder:
         multilingual: bool = False,
         detect: Callable[[Window], tuple[str, float]] | None = None,
         avg_logprob: float = -0.2,
+        char_timing: bool = False,
     ) -> None:
         """``detect``: each window's detected language and its probability (a multilingual model's, where no
-        language is given); ``avg_logprob``: every window's score."""
+        language is given); ``avg_logprob``: every window's score; ``char_timing``: character rows with each
+        chunk where words are timed."""
         self.text = text
         self._name = name
         self._multilingual = multilingual
         self.detect = detect
         self.avg_logprob = avg_logprob
+        self.char_timing = char_timing
         self.batches: list[int] = []  # the size of every batch asked for
 
     @property
@@ -145,6 +160,8 @@ class FakeDecoder:
         attention = np.full((2, tokens + 1, frames), -5.0, np.float32)  # heads × tokens × frames
         for i in range(tokens + 1):
             attention[:, i, min(frames - 1, i * frames // (tokens + 1))] = 5.0
+        if self.char_timing:  # the word pieces' rows as blocks too: their DTW starts lie near the characters'
+            attention = block_diagonal(tokens + 1, frames)
         language, probability = options.language or "en", None
         if self.detect is not None and options.language is None:
             language, probability = self.detect(window)
@@ -158,7 +175,28 @@ class FakeDecoder:
             avg_logprob=self.avg_logprob,
             compression_ratio=1.0,
             no_speech_prob=0.9 if silent else 0.01,
+            char_rows=char_rows(words, frames) if self.char_timing and options.word_timestamps and tokens else None,
         )
+
+
+def char_rows(words: Sequence[str], frames: int) -> tuple[CharacterRows, ...]:
+    """``words`` spelled one character a row, a space row between words, and a last row: a clean block diagonal
+    over ``frames`` (the fake decoder's character rows)."""
+    firsts, rows = [], 0
+    for i, word in enumerate(words):
+        rows += 1 if i else 0
+        firsts.append(rows)
+        rows += len(word.strip())
+    return (CharacterRows(0, np.array(firsts), block_diagonal(rows + 1, frames)),)
+
+
+def block_diagonal(rows: int, frames: int) -> NDArray[np.float32]:
+    """Attention (2 heads × ``rows`` × ``frames``) where each row holds its own block of frames, in order: DTW reaches
+    row ``i`` at frame ``i * frames // rows``."""
+    attention = np.full((2, rows, frames), -5.0, np.float32)
+    for i in range(rows):
+        attention[:, i, i * frames // rows : max(i * frames // rows + 1, (i + 1) * frames // rows)] = 5.0
+    return attention
 
 
 class LanguageSwitchingDecoder(FakeDecoder):

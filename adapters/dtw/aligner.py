@@ -7,7 +7,9 @@ Then whisper's heuristics: long words at sentence ends are truncated, punctuatio
 first word after a pause and the segment's first and last words are reconciled with the segment's timestamps.
 The steps up to the token times may have run already where the attention was captured (a GPU decoder aligns its
 whole batch there: ``DecodedChunk.token_frames``); the rest, from the token times on, is the same either way.
-Optionally (``refine``): the model's lag (``lag_seconds``, estimated from the speech in ``lag.py``) is taken off
+Where the chunk carries a character-forcing pass's rows (``DecodedChunk.char_rows``, ``--char-timing``), each
+word's tokens take the frame where DTW over those rows reaches the word's first character (the end-of-text frame,
+the last row's), instead of their own rows' frames. Optionally (``refine``): the model's lag (``lag_seconds``, estimated from the speech in ``lag.py``) is taken off
 DTW's times, and boundaries move onto the pauses, window edges and energy valleys of the window's audio
 (``refine.py``).
 """
@@ -22,7 +24,7 @@ from numpy.typing import NDArray
 
 from onepass_whisper.adapters.dtw.filters import median_filter
 from onepass_whisper.adapters.dtw.path import dtw_path
-from onepass_whisper.adapters.dtw.refine import refine_words, snap_to_edges
+from onepass_whisper.adapters.dtw.refine import EDGE_SEARCH_SECONDS, refine_words, snap_to_edges
 from onepass_whisper.domain.audio import ChunkSegment, DecodedChunk
 from onepass_whisper.domain.model import Word
 
@@ -30,6 +32,11 @@ PREPEND_PUNCTUATIONS = "\"'“¿([{-"  # merged into the following word (whisper
 APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"  # merged into the previous word
 SENTENCE_END_MARKS = ".。!！?？"
 MAX_MEDIAN_DURATION = 0.7  # seconds; heuristic (whisper): cap on the median word duration used by the heuristics
+# heuristic: how far a word's start from its characters' rows may stray from its word pieces' start (both DTW's, the
+# window's median shift between the two taken off) and still be taken; further, the characters' DTW has lost the
+# words (tiny.en's over a long window drifted by seconds) and the word pieces' start, shifted by the median, stands.
+# The phonetic aligner's guard (``adapters/phonetic``), not tuned here.
+CHAR_GUARD_SECONDS = 0.3
 
 
 @define
@@ -54,12 +61,14 @@ class DtwAligner:
 
     ``refine=False`` gives the pure DTW timing with whisper's heuristics, as openai-whisper; ``refine=True`` takes
     ``lag_seconds`` (how late the model's attention comes, on average; negative: early) off DTW's times and moves
-    boundaries onto what the window's audio shows (``refine.py``).
+    boundaries onto what the window's audio shows (``refine.py``), and where the model has an edge probe, moves
+    boundaries without a pause to its best frame within ``edge_reach`` seconds.
     """
 
     median_width: int = field(default=7, validator=_odd_width)
     refine: bool = True
     lag_seconds: float = 0.0
+    edge_reach: float = EDGE_SEARCH_SECONDS
 
     def align(self, chunk: DecodedChunk) -> tuple[tuple[Word, ...], ...]:
         """The words of each of ``chunk``'s segments, in seconds from the window's start."""
@@ -68,7 +77,9 @@ class DtwAligner:
             return ()
         tokens = _check_shapes(chunk)
         duration = chunk.window.duration
-        if chunk.token_frames is None:
+        if chunk.char_rows is not None:
+            token_times = char_token_frames(chunk, self.median_width).astype(np.float64) * chunk.frame_seconds
+        elif chunk.token_frames is None:
             token_times = self.token_times(chunk.attention, chunk.frame_seconds)  # (tokens + 1,) seconds
         else:  # DTW ran on the device
             token_times = chunk.token_frames.astype(np.float64) * chunk.frame_seconds
@@ -89,7 +100,7 @@ class DtwAligner:
             refined = refine_words(starts, ends, chunk.window.samples, speech_ended=chunk.speech_ended)
             starts, ends = _ordered(*refined, duration)
             if chunk.edge_logits is not None:
-                starts, ends = snap_to_edges(starts, ends, chunk.edge_logits, chunk.frame_seconds)
+                starts, ends = snap_to_edges(starts, ends, chunk.edge_logits, chunk.frame_seconds, self.edge_reach)
         for word, start, end in zip(flat, starts.tolist(), ends.tolist(), strict=True):
             word.start, word.end = start, end
         return tuple(tuple(Word(w.text, w.start, w.end, w.probability) for w in words) for words in kept)
@@ -113,6 +124,55 @@ def token_frames(attention: NDArray[np.floating], median_width: int = 7) -> NDAr
     first_visit = np.diff(path_rows, prepend=-1).astype(bool)  # the path enters each row exactly once
     frames_of_rows: NDArray[np.intp] = path_frames[first_visit]
     return frames_of_rows
+
+
+def piece_token_frames(chunk: DecodedChunk, median_width: int = 7) -> NDArray[np.int32]:
+    """The chunk's token frames from its word pieces' rows: the device's where it computed them, else DTW's here."""
+    if chunk.token_frames is not None:
+        return chunk.token_frames.astype(np.int32)
+    return token_frames(chunk.attention, median_width).astype(np.int32)
+
+
+def char_token_frames(chunk: DecodedChunk, median_width: int = 7) -> NDArray[np.int32]:
+    """The chunk's token frames from its character rows (``DecodedChunk.char_rows``): every token of a word at the
+    frame where DTW over the characters reaches the word's first character, end-of-text's at the last row's.
+
+    A window spelled in several runs gives each run the stretch of frames from where the word pieces' DTW starts
+    its first word to where it starts the next run's (the first run from the window's start, the last to its end).
+    A start further than ``CHAR_GUARD_SECONDS`` from its word pieces' start (the window's median shift between the
+    two taken off) is the word pieces' start, shifted by that median.
+    """
+    runs = chunk.char_rows or ()
+    counts = np.array([c for s in chunk.segments for c in s.word_token_counts], dtype=np.intp)
+    if sum(len(run.firsts) for run in runs) != counts.size or any(
+        run.first_word != sum(len(r.firsts) for r in runs[:k]) for k, run in enumerate(runs)
+    ):
+        raise ValueError(f"char_rows must cover the chunk's {counts.size} words in order, run after run")
+    frames = max((run.attention.shape[-1] for run in runs), default=0)
+    bounds = [0, frames]
+    if len(runs) > 1:
+        first_token = np.concatenate(([0], np.cumsum(counts)))
+        pieces = piece_token_frames(chunk, median_width)
+        bounds = [0, *(min(int(pieces[first_token[run.first_word]]), frames) for run in runs[1:]), frames]
+    starts = np.zeros(counts.size, dtype=np.int32)
+    end = 0
+    for k, run in enumerate(runs):
+        lo, hi = bounds[k], max(bounds[k], bounds[k + 1])
+        if run.attention.shape[1] <= max(run.firsts, default=0):
+            raise ValueError(f"char_rows: {run.attention.shape[1]} rows for a first character at row {max(run.firsts)}")
+        path = token_frames(run.attention[:, :, lo:hi], median_width) + lo
+        starts[run.first_word : run.first_word + len(run.firsts)] = path[run.firsts]
+        end = int(path[-1])
+    if counts.size and frames:
+        first_token = np.concatenate(([0], np.cumsum(counts)))
+        pieces = piece_token_frames(chunk, median_width)
+        piece_starts = pieces[first_token[:-1]]
+        shift = int(np.median(starts - piece_starts))
+        guard = CHAR_GUARD_SECONDS / chunk.frame_seconds
+        lost = np.abs(starts - piece_starts - shift) > guard
+        starts[lost] = np.clip(piece_starts[lost] + shift, 0, frames)
+        starts = np.maximum.accumulate(starts)  # in order again where a fallback passed a neighbour
+    return np.append(np.repeat(starts, counts), np.int32(end)).astype(np.int32)
 
 
 def attention_matrix(attention: NDArray[np.floating], median_width: int = 7) -> NDArray[np.float32]:

@@ -22,7 +22,7 @@ import numpy as np
 from attrs import evolve, frozen
 from numpy.typing import NDArray
 
-from onepass_whisper.adapters.dtw.aligner import DtwAligner, token_frames
+from onepass_whisper.adapters.dtw.aligner import DtwAligner, char_token_frames, piece_token_frames, token_frames
 from onepass_whisper.adapters.dtw.refine import HOP_SECONDS, frame_levels, has_contrast
 from onepass_whisper.domain.audio import DecodedChunk, LagEvidence
 from onepass_whisper.domain.model import Word
@@ -39,13 +39,16 @@ VALLEY_ROUNDS = 12
 MIN_BOUNDARIES = 250
 
 
-def window_evidence(starts: NDArray[np.float64], samples: NDArray[np.floating]) -> LagEvidence:
-    """A window's evidence: its interior word starts (seconds, DTW's raw times) and its 10-ms levels; none where the
-    window has no contrast (no dip means anything there) or no interior start."""
+def window_evidence(
+    starts: NDArray[np.float64], samples: NDArray[np.floating], shifts: NDArray[np.float64] | None = None
+) -> LagEvidence:
+    """A window's evidence: its interior word starts (seconds, DTW's raw times) and its 10-ms levels, and where the
+    starts are the character rows', their ``shifts`` from the word pieces'; none where the window has no contrast
+    (no dip means anything there) or no interior start."""
     levels = frame_levels(samples)
     if starts.size < 1 or not has_contrast(levels):
         return LagEvidence()
-    return LagEvidence(starts.astype(np.float64), levels)
+    return LagEvidence(starts.astype(np.float64), levels, np.zeros(0) if shifts is None else shifts)
 
 
 def valley_pulls(boundaries: NDArray[np.float64], levels: NDArray[np.float64], lag: float) -> NDArray[np.float64]:
@@ -70,11 +73,26 @@ def valley_pulls(boundaries: NDArray[np.float64], levels: NDArray[np.float64], l
 
 def estimate_lag(evidence: Sequence[LagEvidence], min_boundaries: int = MIN_BOUNDARIES) -> float | None:
     """The lag (seconds, positive: late) that leaves the windows' word starts no median pull towards an energy
-    valley; None with fewer than ``min_boundaries`` boundaries."""
+    valley; None with fewer than ``min_boundaries`` boundaries.
+
+    Starts from character rows (every window's evidence has ``shifts``) may lag by more than a valley's reach, so
+    that the pulls settle on the wrong valleys (a model's characters can come far later than its word pieces:
+    ``docs/alignment.md``): their search starts from the word pieces' lag (their starts are the characters' less
+    the shifts) plus the median shift."""
     kept = [e for e in evidence if e.boundaries > 0]
     if sum(e.boundaries for e in kept) < max(1, min_boundaries):
         return None
-    lag = 0.0
+    initial = 0.0
+    if all(e.shifts.size == e.boundaries for e in kept):
+        pieces = _settled([LagEvidence(e.starts - e.shifts, e.levels) for e in kept], 0.0)
+        if pieces is None:
+            return None
+        initial = pieces + float(np.median(np.concatenate([e.shifts for e in kept])))
+    return _settled(kept, initial)
+
+
+def _settled(kept: Sequence[LagEvidence], lag: float) -> float | None:
+    """From ``lag`` on, the lag moved by the median pull until it stops moving; None where nothing pulls."""
     for _ in range(VALLEY_ROUNDS):
         pulls = np.concatenate([valley_pulls(e.starts, e.levels, lag) for e in kept])
         if pulls.size == 0:
@@ -101,18 +119,29 @@ class LagAligner:
         return self.inner.align(chunk)
 
     def measure(self, chunk: DecodedChunk) -> tuple[DecodedChunk, LagEvidence]:
-        """``chunk`` with DTW's token frames (its attention dropped), and its evidence of the model's lag."""
+        """``chunk`` with DTW's token frames (its attention and character rows dropped), and its evidence of the
+        model's lag: from the characters' rows where it has them, so the lag is the one they have."""
         if not chunk.segments:
             return chunk, LagEvidence()
-        if chunk.token_frames is None:
+        raw_aligner = evolve(self.inner, refine=False)
+        shifts = None
+        if chunk.char_rows is not None:  # the words' starts from their characters (``DecodedChunk.char_rows``)
+            pieces = evolve(chunk, token_frames=piece_token_frames(chunk, self.inner.median_width), char_rows=None)
+            frames = char_token_frames(chunk, self.inner.median_width)
+            chunk = evolve(chunk, token_frames=frames, attention=np.empty((0, 0, 0), np.float32), char_rows=None)
+            shifts = _starts(raw_aligner.align(chunk)) - _starts(raw_aligner.align(pieces))
+        elif chunk.token_frames is None:
             frames = token_frames(chunk.attention, self.inner.median_width).astype(np.int32)
             chunk = evolve(chunk, token_frames=frames, attention=np.empty((0, 0, 0), np.float32))
-        raw = evolve(self.inner, refine=False).align(chunk)
-        starts = np.array([w.start for words in raw for w in words][1:], dtype=np.float64)
-        return chunk, window_evidence(starts, chunk.window.samples)
+        return chunk, window_evidence(_starts(raw_aligner.align(chunk)), chunk.window.samples, shifts)
 
     def estimate_lag(self, evidence: Sequence[LagEvidence]) -> float | None:
         return estimate_lag(evidence, self.min_boundaries)
 
     def with_lag(self, lag: float) -> DtwAligner:
         return evolve(self.inner, lag_seconds=lag)
+
+
+def _starts(words: tuple[tuple[Word, ...], ...]) -> NDArray[np.float64]:
+    """The interior word starts (the first word's is pinned to the window's start by DTW: it says nothing)."""
+    return np.array([w.start for ws in words for w in ws][1:], dtype=np.float64)

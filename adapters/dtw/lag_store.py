@@ -28,14 +28,17 @@ class JsonLagStore:
     model: str = ""
 
     @classmethod
-    def for_model(cls, cache_dir: Path, name: str) -> JsonLagStore:
+    def for_model(cls, cache_dir: Path, name: str, rows: str = "") -> JsonLagStore:
         """The store of the model ``name`` (built-in, hub id or folder, as ``--model`` takes it) under
-        ``cache_dir``; a folder is keyed by its resolved path, so that any spelling of it finds the same file."""
+        ``cache_dir``; a folder is keyed by its resolved path, so that any spelling of it finds the same file.
+        ``rows``: which attention rows the lag is of, where not the word pieces' (``"chars"``: the character-forcing
+        pass's, which attend later): each kind keeps its own."""
         folder = Path(name).expanduser()
         model = str(folder.resolve()) if folder.exists() else name
         key = hashlib.sha256(model.encode()).hexdigest()[:16]
         slug = "".join(c if c.isalnum() or c in "._-" else "_" for c in Path(model).name)[:40]
-        return cls(cache_dir / LAGS_FOLDER / f"{slug}-{key}.json", model)
+        suffix = f"-{rows}" if rows else ""
+        return cls(cache_dir / LAGS_FOLDER / f"{slug}-{key}{suffix}.json", model)
 
     def _read(self) -> tuple[float, int] | None:
         try:

@@ -69,6 +69,10 @@ VALLEY_SMOOTHING_FRAMES = 3
 # Chosen on ljspeech_mfa (40, 60, 80, 100 ms tried, the probe cross-validated there), then checked on timit_dev
 # (docs/alignment.md, issue 23).
 EDGE_SEARCH_SECONDS = 0.1
+# heuristic: the same reach where word starts come from the character-forcing pass (``--char-timing``), whose
+# boundaries lie closer: chosen on ljspeech_mfa (40, 60, 80, 100 ms tried), checked on timit_dev (docs/alignment.md,
+# issue 23 item 2).
+CHAR_EDGE_SEARCH_SECONDS = 0.06
 
 
 def frame_levels(samples: NDArray[np.floating], sample_rate: int = SAMPLE_RATE) -> NDArray[np.float64]:

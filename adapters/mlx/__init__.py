@@ -83,11 +83,18 @@ def register_mlx_whisper() -> None:
     sys.modules["mlx_whisper"] = package
 
 
-def load_decoder(folder: Path, name: str, dtype: str | None = None, settings: StepSettings | None = None) -> Decoder:
+def load_decoder(
+    folder: Path,
+    name: str,
+    dtype: str | None = None,
+    settings: StepSettings | None = None,
+    char_timing: bool = False,
+) -> Decoder:
     """Load the model in ``folder`` (mlx-whisper layout) as a batched ``Decoder`` (after ``bootstrap``).
 
     ``dtype``: "float32" or "float16"; by default float32 on the CPU (no faster in float16 there) and float16 on a GPU.
-    ``settings``: the step's (``StepSettings``), by default its defaults.
+    ``settings``: the step's (``StepSettings``), by default its defaults. ``char_timing``: the decoder's
+    character-forcing pass for word timing (``char_forcing.py``).
     """
     import mlx.core as mx
     from mlx_whisper.load_models import load_model
@@ -106,4 +113,6 @@ def load_decoder(folder: Path, name: str, dtype: str | None = None, settings: St
     model.set_dtype(mx_dtype)
     mx.eval(model.parameters())
     heads = read_alignment_heads(folder)
-    return MlxWhisperDecoder(model, name=name, alignment_heads=heads, settings=settings or StepSettings())
+    return MlxWhisperDecoder(
+        model, name=name, alignment_heads=heads, settings=settings or StepSettings(), char_timing=char_timing
+    )

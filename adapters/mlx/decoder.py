@@ -13,6 +13,8 @@ CUDA backend by default), the rows stay there, and once the batch's attempts are
 per temperature pass gives each window's DTW frames (``DecodedChunk.token_frames``): only those cross to the host.
 Where the model has a word-edge probe (``edge_probe.py``) and words are timed, each encoder batch's output is scored
 as word edges frame by frame on its device (``DecodedChunk.edge_logits``): two numbers a frame cross to the host.
+With ``char_timing``, a second, teacher-forced pass spells each window's words one character a token over the same
+encoder output and keeps the alignment heads' rows (``char_forcing.py``, ``DecodedChunk.char_rows``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from numpy.typing import NDArray
 
 from onepass_whisper.adapters.mlx.ahead import AheadEncoding
 from onepass_whisper.adapters.mlx.alignment import AlignedRows, DeviceAlignment
+from onepass_whisper.adapters.mlx.char_forcing import CharForcer
 from onepass_whisper.adapters.mlx.edge_probe import EdgeProbe
 from onepass_whisper.adapters.mlx.loop import BatchResults
 from onepass_whisper.adapters.mlx.refill import Admitted
@@ -80,6 +83,7 @@ class MlxWhisperDecoder:
         alignment: DeviceAlignment | None | bool = True,
         rows: int | None = None,
         edge_probe: EdgeProbe | None | bool = True,
+        char_timing: bool = False,
     ) -> None:
         """``backend``: how batches are encoded and stepped, by default ``step.factory.choose``'s for MLX's default
         device and ``settings``. ``alignment``: word timing's DTW on the device (``alignment.DeviceAlignment``),
@@ -88,7 +92,9 @@ class MlxWhisperDecoder:
         sequence ends taking the next window (``refill.py``), and decodes its fallback passes that many at a time;
         None: every window of a call at once (so too a call whose first temperature is above 0). ``edge_probe``:
         the encoder's word-edge probe (``edge_probe.py``) whose frame scores go with each chunk where words are
-        timed; True for the one trained on ``model``'s weights (none where there is none), None or False for none."""
+        timed; True for the one trained on ``model``'s weights (none where there is none), None or False for none.
+        ``char_timing``: where words are timed, each chunk also gets the character-forcing pass's rows
+        (``char_forcing.py``)."""
         if rows is not None and rows < 1:
             raise ValueError(f"rows must be at least 1, got {rows}")
         self.rows = rows
@@ -102,6 +108,8 @@ class MlxWhisperDecoder:
         self.backend = choose(model, self.alignment_heads, settings) if backend is None else backend
         self.alignment = choose_alignment(settings) if alignment is True else alignment or None
         self.edge_probe = EdgeProbe.for_model(model) if edge_probe is True else edge_probe or None
+        self.char_timing = char_timing
+        self._char_forcer: CharForcer | None = None  # made on first use
         self._rules_cache: dict[tuple[str, str, bool], LogitRules] = {}
         # what ``encode_ahead`` started, newest last: the next batch's, queued while this one is taken
         self._ahead: deque[AheadEncoding] = deque(maxlen=AHEAD_KEPT)
@@ -196,13 +204,18 @@ class MlxWhisperDecoder:
             if not pending:
                 break
         frames = self._token_frames(windows, results, languages, options)
-        return [
+        chunks = [
             self._chunk(
                 window, languages[i], probabilities[i], attempt, options, frames.get(i), (edges or {}).get(id(window))
             )
             for i, (window, attempt) in enumerate(zip(windows, results))
             if attempt is not None
         ]
+        if self.char_timing and options.word_timestamps:
+            if self._char_forcer is None:
+                self._char_forcer = CharForcer(self.model, self.alignment_heads)
+            chunks = self._char_forcer.spell(chunks, windows, features, self._encode, options.task)
+        return chunks
 
     # -- steps ------------------------------------------------------------------------------------------------
 

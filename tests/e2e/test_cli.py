@@ -257,6 +257,8 @@ def test_default_output_dir_is_the_current_folder(
     [
         ((), "refine", True), (("--no-refine",), "refine", False), (("--refine",), "refine", True),
         ((), "phonetic", False), (("--phonetic",), "phonetic", True), (("--no-phonetic",), "phonetic", False),
+        ((), "char_timing", False), (("--char-timing",), "char_timing", True),
+        (("--no-char-timing",), "char_timing", False),
     ],
 )  # fmt: skip
 def test_word_timing_switches_reach_the_container(
@@ -533,6 +535,7 @@ def test_the_json_records_the_options_that_made_it(container: Container, tmp_pat
         "word_timestamps": True,
         "refine": False,
         "phonetic": False,
+        "char_timing": False,
     }
 
 
