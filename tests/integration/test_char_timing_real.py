@@ -11,12 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from onepass_whisper.adapters.text_metrics import WhisperTextMetrics
-from onepass_whisper.application.evaluation import Hypothesis, Metrics, score_corpus
-from onepass_whisper.domain.model import TranscribeOptions
 from onepass_whisper.domain.ports import Decoder
 from onepass_whisper.entrypoints.container import Container
-from onepass_whisper.entrypoints.eval_command import Utterance, read_corpus
+from onepass_whisper.entrypoints.eval_command import read_corpus
+from tests.integration.corpus_scoring import scored
 
 FILES = 40  # ~8 word starts each: enough for the run's own lag estimate (250 starts) in either mode
 
@@ -47,16 +45,6 @@ def test_the_numpy_pass_gives_the_models_own_rows(tiny_en: Decoder) -> None:
     for a, b, sequence, width in zip(host, batched, sequences, frames):
         assert a.shape == (len(tiny_en.alignment_heads), len(sequence) + 1, width)
         np.testing.assert_allclose(a, b, atol=1e-4)
-
-
-def scored(container: Container, utterances: list[Utterance]) -> Metrics:
-    names = {str(u.audio): u.reference.name for u in utterances}
-    results = container.service().transcribe_many([u.audio for u in utterances], TranscribeOptions(language="en"))
-    hypotheses = {
-        names[str(r.source)]: Hypothesis.from_transcript(r.transcript) for r in results if r.transcript is not None
-    }
-    assert len(hypotheses) == len(utterances)
-    return score_corpus([u.reference for u in utterances], hypotheses, WhisperTextMetrics()).overall
 
 
 def test_char_timing_keeps_the_words_and_times_them_about_as_well(

@@ -11,28 +11,21 @@ import pytest
 
 from onepass_whisper.adapters.mlx.decoder import MlxWhisperDecoder
 from onepass_whisper.adapters.mlx.edge_probe import PROBES, EdgeProbe
-from onepass_whisper.adapters.text_metrics import WhisperTextMetrics
-from onepass_whisper.application.evaluation import Hypothesis, Metrics, score_corpus
-from onepass_whisper.domain.model import TranscribeOptions
+from onepass_whisper.application.evaluation import Metrics
 from onepass_whisper.entrypoints.container import Container
 from onepass_whisper.entrypoints.eval_command import Utterance, read_corpus
+from tests.integration.corpus_scoring import scored
 
 FILES = 40  # ~8 word starts each: the run's own lag estimate (250 starts), the same with the probe or without
 
 pytestmark = pytest.mark.slow
 
 
-def scored(container: Container, utterances: list[Utterance], edge_probe: EdgeProbe | None) -> Metrics:
+def scored_with(container: Container, utterances: list[Utterance], edge_probe: EdgeProbe | None) -> Metrics:
     decoder = container.decoder()
     assert isinstance(decoder, MlxWhisperDecoder)
     decoder.edge_probe = edge_probe
-    names = {str(u.audio): u.reference.name for u in utterances}
-    results = container.service().transcribe_many([u.audio for u in utterances], TranscribeOptions(language="en"))
-    hypotheses = {
-        names[str(r.source)]: Hypothesis.from_transcript(r.transcript) for r in results if r.transcript is not None
-    }
-    assert len(hypotheses) == len(utterances)
-    return score_corpus([u.reference for u in utterances], hypotheses, WhisperTextMetrics()).overall
+    return scored(container, utterances)
 
 
 def test_the_probe_is_found_by_the_weights_and_moves_edges_closer(
@@ -49,8 +42,8 @@ def test_the_probe_is_found_by_the_weights_and_moves_edges_closer(
     assert probe is not None and probe.fingerprint == shipped.fingerprint
     np.testing.assert_array_equal(probe.weights, shipped.weights)
     utterances = read_corpus(eval_dir / "timit_dev", limit=FILES)
-    with_probe = scored(container, utterances, probe)
-    without = scored(container, utterances, None)
+    with_probe = scored_with(container, utterances, probe)
+    without = scored_with(container, utterances, None)
     assert with_probe.wer == without.wer  # the same words: only their edges moved
     assert with_probe.f1_50 > without.f1_50 + 0.03
     assert with_probe.start_mae_ms < without.start_mae_ms
