@@ -64,8 +64,7 @@ def force(record_path: Path, output: Path, model_name: str) -> None:
     import mlx.core as mx
     from mlx_whisper.tokenizer import get_tokenizer
 
-    from onepass_whisper.adapters.mlx.decoder import window_mel
-    from onepass_whisper.adapters.mlx.encoder import encode_on_host
+    from onepass_whisper.adapters.mlx.encoder import encode_on_host, window_mel
 
     tokenizer = get_tokenizer(model.is_multilingual, num_languages=model.num_languages, language="en")
     prefix = [*tokenizer.sot_sequence, tokenizer.no_timestamps]

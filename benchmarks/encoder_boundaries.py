@@ -50,7 +50,7 @@ def encoder_layers(model: Any, samples: NDArray[np.float32], frames: int) -> NDA
     import mlx.core as mx
     import mlx.nn as nn
 
-    from onepass_whisper.adapters.mlx.decoder import window_mel
+    from onepass_whisper.adapters.mlx.encoder import window_mel
 
     encoder = model.encoder
     mel = window_mel(samples, model.dims.n_mels)[None].astype(model.decoder.token_embedding.weight.dtype)

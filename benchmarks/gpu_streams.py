@@ -26,7 +26,8 @@ def bench_streams(batches: Sequence[int], tokens: int, repeats: int) -> list[dic
     decoder = random_large_v3()
     import mlx.core as mx  # noqa: I001
 
-    from onepass_whisper.adapters.mlx.decoder import ENCODER_BATCH, window_mel
+    from onepass_whisper.adapters.mlx.decoder import ENCODER_BATCH
+    from onepass_whisper.adapters.mlx.encoder import window_mel
     from onepass_whisper.adapters.mlx.encoder import encode
 
     options = fixed_length_options(tokens)

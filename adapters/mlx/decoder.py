@@ -25,7 +25,6 @@ from collections.abc import Sequence
 import mlx.core as mx
 import numpy as np
 from attrs import frozen
-from mlx_whisper.audio import N_FFT, N_FRAMES, N_SAMPLES, log_mel_spectrogram
 from mlx_whisper.decoding import detect_language
 from mlx_whisper.tokenizer import LANGUAGES, TO_LANGUAGE_CODE, Tokenizer, get_tokenizer
 from mlx_whisper.whisper import Whisper
@@ -35,6 +34,7 @@ from onepass_whisper.adapters.mlx.ahead import AheadEncoding
 from onepass_whisper.adapters.mlx.alignment import AlignedRows, DeviceAlignment
 from onepass_whisper.adapters.mlx.char_forcing import CharForcer
 from onepass_whisper.adapters.mlx.edge_probe import EdgeProbe
+from onepass_whisper.adapters.mlx.encoder import window_mel
 from onepass_whisper.adapters.mlx.loop import BatchResults
 from onepass_whisper.adapters.mlx.refill import Admitted
 from onepass_whisper.adapters.mlx.rules import LogitRules
@@ -510,12 +510,3 @@ def _stacked_rows(rows: Sequence[NDArray[np.float32]], heads: int) -> NDArray[np
     for sequence, r in enumerate(rows):
         stacked[: r.shape[1], sequence, :, : r.shape[2]] = r.transpose(1, 0, 2)
     return stacked
-
-
-def window_mel(samples: NDArray[np.float32], n_mels: int) -> mx.array:
-    """A window's log-mel frames (``N_FRAMES`` × mels), as ``log_mel_spectrogram(samples, padding=N_SAMPLES)`` cut
-    to ``N_FRAMES``, with only the padding those frames see: zeros to ``N_SAMPLES`` and one FFT length beyond, not 30
-    more seconds (half the STFT's work; the frames past the cut that the spectrogram's maximum sees are kept)."""
-    padding = max(0, N_SAMPLES + N_FFT - len(samples))
-    mel: mx.array = log_mel_spectrogram(mx.array(samples), n_mels, padding=padding)[:N_FRAMES]
-    return mel

@@ -1,4 +1,5 @@
-"""Whisper's audio encoder, two ways: as MLX ops (a GPU), or in numpy over the model's own weights (the CPU backend).
+"""A window's log-mel spectrogram, and Whisper's audio encoder two ways: as MLX ops (a GPU), or in numpy over the
+model's own weights (the CPU backend).
 
 Which one runs is the step factory's choice (``step.factory.Backend``), as is the decoder step.
 """
@@ -9,7 +10,9 @@ from concurrent.futures import Executor
 
 import mlx.core as mx
 import numpy as np
+from mlx_whisper.audio import N_FFT, N_FRAMES, N_SAMPLES, log_mel_spectrogram
 from mlx_whisper.whisper import ResidualAttentionBlock, Whisper
+from numpy.typing import NDArray
 
 from onepass_whisper.adapters.mlx import cpu_kernels
 from onepass_whisper.adapters.mlx.step.common import fused_gelu, merge_heads, split_heads
@@ -45,3 +48,12 @@ def encode(model: Whisper, mels: mx.array) -> mx.array:
         x = x + block.mlp2(fused_gelu(block.mlp1(block.mlp_ln(x))))
     result: mx.array = encoder.ln_post(x)
     return result
+
+
+def window_mel(samples: NDArray[np.float32], n_mels: int) -> mx.array:
+    """A window's log-mel frames (``N_FRAMES`` × mels), as ``log_mel_spectrogram(samples, padding=N_SAMPLES)`` cut
+    to ``N_FRAMES``, with only the padding those frames see: zeros to ``N_SAMPLES`` and one FFT length beyond, not 30
+    more seconds (half the STFT's work; the frames past the cut that the spectrogram's maximum sees are kept)."""
+    padding = max(0, N_SAMPLES + N_FFT - len(samples))
+    mel: mx.array = log_mel_spectrogram(mx.array(samples), n_mels, padding=padding)[:N_FRAMES]
+    return mel

@@ -12,7 +12,8 @@ from mlx_whisper.tokenizer import get_tokenizer
 
 from onepass_whisper.adapters.audio_file import FileAudioSource
 from onepass_whisper.adapters.dtw.aligner import DtwAligner
-from onepass_whisper.adapters.mlx.decoder import MlxWhisperDecoder, window_mel
+from onepass_whisper.adapters.mlx.decoder import MlxWhisperDecoder
+from onepass_whisper.adapters.mlx.encoder import window_mel
 from onepass_whisper.adapters.mlx.rules import LogitRules, TimestampState
 from onepass_whisper.adapters.mlx.segments import split_segments
 from onepass_whisper.domain.audio import Window
