@@ -22,15 +22,12 @@ def char_tokens(words: Sequence[str], encode: Callable[[str], list[int]], space:
     A word's surrounding spaces are dropped (the space token stands for them); a word that is only spaces keeps
     them, and an empty word gets no token (its first index is the next token's: the following space's, or the row
     after the last character's, which predicts end-of-text)."""
-    tokens: list[int] = []
-    firsts: list[int] = []
-    for i, word in enumerate(words):
-        if i > 0:
-            tokens += space
-        firsts.append(len(tokens))
-        for character in word.strip() or word:
-            tokens += encode(character)
-    return CharTokens(tuple(tokens), tuple(firsts))
+    return _joined([_spelled(word, encode) for word in words], space)
+
+
+def _spelled(word: str, encode: Callable[[str], list[int]]) -> tuple[int, ...]:
+    """One word's characters' tokens, its surrounding spaces dropped (unless it is only spaces)."""
+    return tuple(token for character in word.strip() or word for token in encode(character))
 
 
 def spelled_runs(
@@ -38,7 +35,7 @@ def spelled_runs(
 ) -> list[tuple[int, CharTokens]]:
     """``words`` spelled (``char_tokens``) in as few runs of at most ``room`` tokens as fit, of about equal length:
     each run's first word's index and its spelling. A word longer than ``room`` alone is cut to fit."""
-    spelled = [char_tokens([word], encode, space).tokens[:room] for word in words]
+    spelled = [_spelled(word, encode)[:room] for word in words]
     total = sum(len(t) for t in spelled) + len(space) * max(0, len(words) - 1)
     if total <= room:
         return [(0, _joined(spelled, space))] if words else []
