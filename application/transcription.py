@@ -159,17 +159,16 @@ class _Pipeline:
 
     def results(self) -> Iterator[FileResult]:
         decoder = self.service.decoder
-        ahead = isinstance(decoder, AheadDecoder) and decoder.encodes_ahead
+        ahead = decoder if isinstance(decoder, AheadDecoder) and decoder.encodes_ahead else None
         size = self.service.batch_size
         while True:
             # with a decoder that encodes ahead, the next batch is cut too, so its encoder runs beside this decoding
-            yield from self._read_windows(2 * size if ahead else size)
+            yield from self._read_windows(size if ahead is None else 2 * size)
             if not self.queue:
                 break
             batch = [self.queue.popleft() for _ in range(min(size, len(self.queue)))]
-            if ahead and self.queue:
-                assert isinstance(decoder, AheadDecoder)
-                decoder.encode_ahead(list(islice(self.queue, size)), self.options)
+            if ahead is not None and self.queue:
+                ahead.encode_ahead(list(islice(self.queue, size)), self.options)
             self._decode_batch(batch)
             # an input is yielded once its last window is decoded and timed: waiting here costs only the timing of
             # its last windows (the timing of unfinished inputs' windows goes on beside the next batch)
