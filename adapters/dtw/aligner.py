@@ -133,14 +133,14 @@ def piece_token_frames(chunk: DecodedChunk, median_width: int = 7) -> NDArray[np
     return token_frames(chunk.attention, median_width).astype(np.int32)
 
 
-def char_token_frames(chunk: DecodedChunk, median_width: int = 7) -> NDArray[np.int32]:
+def char_token_frames(chunk: DecodedChunk, median_width: int = 7, guard: bool = True) -> NDArray[np.int32]:
     """The chunk's token frames from its character rows (``DecodedChunk.char_rows``): every token of a word at the
     frame where DTW over the characters reaches the word's first character, end-of-text's at the last row's.
 
     A window spelled in several runs gives each run the stretch of frames from where the word pieces' DTW starts
     its first word to where it starts the next run's (the first run from the window's start, the last to its end).
     A start further than ``CHAR_GUARD_SECONDS`` from its word pieces' start (the window's median shift between the
-    two taken off) is the word pieces' start, shifted by that median.
+    two taken off) is the word pieces' start, shifted by that median (``guard``; off, the characters' DTW alone).
     """
     runs = chunk.char_rows or ()
     counts = np.array([c for s in chunk.segments for c in s.word_token_counts], dtype=np.intp)
@@ -163,13 +163,13 @@ def char_token_frames(chunk: DecodedChunk, median_width: int = 7) -> NDArray[np.
         path = token_frames(run.attention[:, :, lo:hi], median_width) + lo
         starts[run.first_word : run.first_word + len(run.firsts)] = path[run.firsts]
         end = int(path[-1])
-    if counts.size and frames:
+    if guard and counts.size and frames:
         first_token = np.concatenate(([0], np.cumsum(counts)))
         pieces = piece_token_frames(chunk, median_width)
         piece_starts = pieces[first_token[:-1]]
         shift = int(np.median(starts - piece_starts))
-        guard = CHAR_GUARD_SECONDS / chunk.frame_seconds
-        lost = np.abs(starts - piece_starts - shift) > guard
+        reach = CHAR_GUARD_SECONDS / chunk.frame_seconds
+        lost = np.abs(starts - piece_starts - shift) > reach
         starts[lost] = np.clip(piece_starts[lost] + shift, 0, frames)
         starts = np.maximum.accumulate(starts)  # in order again where a fallback passed a neighbour
     return np.append(np.repeat(starts, counts), np.int32(end)).astype(np.int32)

@@ -37,6 +37,8 @@ VALLEY_ROUNDS = 12
 # estimates from random subsets of ljspeech_mfa's windows (base) missed the whole set's by over 20 ms in half the
 # draws (docs/alignment.md); fewer, and the caller falls back.
 MIN_BOUNDARIES = 250
+# heuristic: a start "on" its valley lies within two 10-ms frames of it (``valley_agreement``).
+VALLEY_AGREEMENT_SECONDS = 0.02
 
 
 def window_evidence(
@@ -89,6 +91,19 @@ def estimate_lag(evidence: Sequence[LagEvidence], min_boundaries: int = MIN_BOUN
             return None
         initial = pieces + float(np.median(np.concatenate([e.shifts for e in kept])))
     return _settled(kept, initial)
+
+
+def valley_agreement(evidence: Sequence[LagEvidence]) -> float | None:
+    """How well the windows' word starts sit on the energy valleys, their lag settled (from 0) and taken off: the
+    share of the starts that a valley pulls (``valley_pulls``) that it pulls by at most ``VALLEY_AGREEMENT_SECONDS``.
+    A word timing that follows the speech keeps its starts near the dips between words at one lag; one that drifts
+    cannot. None where nothing pulls."""
+    kept = [e for e in evidence if e.boundaries > 0]
+    lag = _settled(kept, 0.0) if kept else None
+    if lag is None:
+        return None
+    pulls = np.concatenate([valley_pulls(e.starts, e.levels, lag) for e in kept])
+    return float(np.mean(np.abs(pulls) <= VALLEY_AGREEMENT_SECONDS + 1e-9))
 
 
 def _settled(kept: Sequence[LagEvidence], lag: float) -> float | None:

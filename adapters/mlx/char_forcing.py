@@ -27,6 +27,7 @@ from mlx_whisper.tokenizer import get_tokenizer
 from mlx_whisper.whisper import Whisper
 from numpy.typing import NDArray
 
+from onepass_whisper.adapters.dtw.char_heads import SHAPE_ROWS, CharHeadChoice
 from onepass_whisper.adapters.mlx.char_forcing_host import HostCharForcer
 from onepass_whisper.adapters.mlx.spelling import CharTokens, spelled_runs
 from onepass_whisper.adapters.mlx.step.common import fused_gelu
@@ -43,7 +44,10 @@ class CharForcer:
         self.model = model
         self.alignment_heads = list(alignment_heads)
         # on the CPU the numpy pass (MLX's CPU ``exp`` is scalar code: ``char_forcing_host.py``)
-        self.host = HostCharForcer(decoder_weights(model), alignment_heads) if mx.default_device() == mx.cpu else None
+        self.host = HostCharForcer(decoder_weights(model)) if mx.default_device() == mx.cpu else None
+        dims = model.dims
+        every_head = [(layer, head) for layer in range(dims.n_text_layer) for head in range(dims.n_text_head)]
+        self.choice = CharHeadChoice(alignment_heads, every_head)  # whose rows time the characters
 
     def spell(
         self,
@@ -78,18 +82,34 @@ class CharForcer:
                 spelled_runs([w for s in chunks[n].segments for w in s.words], tokenizer.encode, space, room)
                 for n in group
             ]
-            found = character_rows(
-                self.model,
-                features[mx.array([row_of[n] for n in group])],
-                runs,
-                prefix,
-                self.alignment_heads,
-                [chunks[n].window.num_frames for n in group],
-                self.host,
-            )
+            group_features = features[mx.array([row_of[n] for n in group])]
+            frames = [chunks[n].window.num_frames for n in group]
+            if self.choice.chosen is None and self.choice.shape_heads is None:
+                self.choice.rank_shapes(self._shape_samples(group_features, runs, prefix, frames))
+            found = character_rows(self.model, group_features, runs, prefix, self.choice.capture, frames, self.host)
             for n, rows in zip(group, found):
                 spelled[n] = evolve(chunks[n], char_rows=rows)
-        return spelled
+        return self.choice.weigh(spelled)
+
+    def _shape_samples(
+        self,
+        features: mx.array,
+        runs: Sequence[Sequence[tuple[int, CharTokens]]],
+        prefix: Sequence[int],
+        frames: Sequence[int],
+    ) -> list[NDArray[np.float32]]:
+        """Every head's rows (all layers) over the first ``SHAPE_ROWS`` characters of each window's first run: what
+        the shape heads are ranked by (``CharHeadChoice.rank_shapes``). A pass over those characters alone: the
+        causal mask makes their rows the same as in the whole run's pass."""
+        cut = [
+            [
+                (first, CharTokens(spelled.tokens[:SHAPE_ROWS], tuple(f for f in spelled.firsts if f < SHAPE_ROWS)))
+                for first, spelled in its[:1]
+            ]
+            for its in runs
+        ]
+        found = character_rows(self.model, features, cut, prefix, self.choice.pool, frames, self.host)
+        return [rows.attention for window in found for rows in window]
 
 
 def character_rows(
@@ -113,6 +133,7 @@ def character_rows(
             [window for window, _, _ in flat],
             prefix,
             [frames[window] for window, _, _ in flat],
+            heads,
         )
         found.update(enumerate(rows))
     order = [] if host is not None else sorted(range(len(flat)), key=lambda n: len(flat[n][2].tokens))

@@ -20,15 +20,10 @@ from onepass_whisper.adapters.mlx.step.host import DecoderWeights
 
 
 class HostCharForcer:
-    """Runs sequences through the decoder's layers up to the last that holds an alignment head, one a thread."""
+    """Runs sequences through the decoder's layers up to the last that holds a wanted head, one a thread."""
 
-    def __init__(
-        self, weights: DecoderWeights, alignment_heads: Sequence[tuple[int, int]], threads: int | None = None
-    ) -> None:
+    def __init__(self, weights: DecoderWeights, threads: int | None = None) -> None:
         self.weights = weights
-        self.alignment_heads = [(int(layer), int(head)) for layer, head in alignment_heads]
-        self.capture, _ = capture_plan(self.alignment_heads)
-        self.last = max(self.capture)
         self._threads = threads or os.cpu_count() or 1
         self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="chars")
         self._blas = ThreadpoolController()
@@ -40,22 +35,29 @@ class HostCharForcer:
         windows: Sequence[int],
         prefix: Sequence[int],
         frames: Sequence[int],
+        heads: Sequence[tuple[int, int]],
     ) -> list[NDArray[np.float32]]:
         """As ``char_forcing.forced_rows``: sequence ``i`` over ``features[windows[i]]`` (windows × audio ctx ×
-        state), its alignment heads' raw QK (heads × (tokens + 1) × ``frames[i]``) at the rows DTW reads."""
+        state), the raw QK of ``heads`` ((layer, head) pairs; heads × (tokens + 1) × ``frames[i]``) at the rows DTW
+        reads."""
+        wanted = [(int(layer), int(head)) for layer, head in heads]
         found: list[NDArray[np.float32]] = [np.empty(0, np.float32)] * len(sequences)
 
         def one(i: int) -> None:
             tokens = np.array([*prefix, *sequences[i]], np.int64)
-            scores = self._scores(features[windows[i]], tokens)  # heads × positions × audio ctx
+            scores = self._scores(features[windows[i]], tokens, wanted)  # heads × positions × audio ctx
             found[i] = np.ascontiguousarray(scores[:, len(prefix) - 1 :, : frames[i]])
 
         with self._blas.limit(limits=1, user_api="blas"):
             run_all(self._pool, one, range(len(sequences)))
         return found
 
-    def _scores(self, features: NDArray[np.float32], tokens: NDArray[np.int64]) -> NDArray[np.float32]:
+    def _scores(
+        self, features: NDArray[np.float32], tokens: NDArray[np.int64], wanted: Sequence[tuple[int, int]]
+    ) -> NDArray[np.float32]:
         weights = self.weights
+        capture, _ = capture_plan(wanted)
+        last = max(capture)
         heads = weights.n_head
         length = len(tokens)
         state = features.shape[-1]
@@ -73,7 +75,7 @@ class HostCharForcer:
         x = weights.token_embedding[tokens] + weights.positional[:length]
         mask = causal_mask(length, 0)
         kept: dict[tuple[int, int], NDArray[np.float32]] = {}
-        for layer in range(self.last + 1):
+        for layer in range(last + 1):
             block = weights.blocks[layer]
             h = block.attn_ln(x)
             q, k, v = split(block.query(h) * scale), split(block.key(h)), split(block.value(h))
@@ -84,10 +86,10 @@ class HostCharForcer:
             q = split(block.cross_query(h) * scale)
             keys = split(block.cross_key(features)).swapaxes(-1, -2)  # heads × dh × audio ctx
             cross = np.matmul(q, keys)  # heads × positions × audio ctx
-            for head in self.capture.get(layer, []):
+            for head in capture.get(layer, []):
                 kept[(layer, head)] = cross[head].copy()  # before the softmax overwrites them
-            if layer == self.last:
+            if layer == last:
                 break
             x = x + block.cross_out(merge(softmax_times(cross, split(block.cross_value(features)))))
             x = x + block.mlp2(gelu(block.mlp1(block.mlp_ln(x))))
-        return np.stack([kept[head] for head in self.alignment_heads])
+        return np.stack([kept[head] for head in wanted])

@@ -1,8 +1,7 @@
 """On real tiny.en weights: the character-forcing pass (``--char-timing``) in numpy on the CPU gives the rows the
 model's own decoder gives over the same spelling, and on labelled speech (timit_dev) the mode keeps the words and
-times them about as well as the word pieces' rows do. tiny.en's characters come ~200 ms late, past the lag search's
-reach: before the search started from the word pieces' lag (``adapters/dtw/lag.py``) every word was ~300 ms late
-here (F1@50 0.00). It is base whose edges the mode improves (``docs/alignment.md``), too slow a model for this test."""
+times them better than the word pieces' rows do. tiny.en's alignment heads barely follow characters (its timing got
+worse with them): the run chooses other heads for the character rows (``adapters/dtw/char_heads.py``)."""
 
 from __future__ import annotations
 
@@ -35,8 +34,8 @@ def test_the_numpy_pass_gives_the_models_own_rows(tiny_en: Decoder) -> None:
     prefix = [50257, 50362]  # tiny.en's start of transcript and no timestamps
     sequences = [[40, 1107, 257, 2368, 13], [32, 17]]
     frames = [1500, 900]
-    host = HostCharForcer(decoder_weights(model), tiny_en.alignment_heads).rows(
-        np.asarray(features), sequences, [0, 1], prefix, frames
+    host = HostCharForcer(decoder_weights(model)).rows(
+        np.asarray(features), sequences, [0, 1], prefix, frames, tiny_en.alignment_heads
     )
     batched = forced_rows(model, features, sequences, prefix, tiny_en.alignment_heads, frames)
     _, _, qk = model.decoder(mx.array([[*prefix, *sequences[0]]]), features[:1])
@@ -47,7 +46,7 @@ def test_the_numpy_pass_gives_the_models_own_rows(tiny_en: Decoder) -> None:
         np.testing.assert_allclose(a, b, atol=1e-4)
 
 
-def test_char_timing_keeps_the_words_and_times_them_about_as_well(
+def test_char_timing_keeps_the_words_and_times_them_better(
     tiny_en_folder: Path, eval_dir: Path, tmp_path: Path
 ) -> None:
     utterances = read_corpus(eval_dir / "timit_dev", limit=FILES)
@@ -61,5 +60,7 @@ def test_char_timing_keeps_the_words_and_times_them_about_as_well(
         metrics.append(scored(container, utterances))
     pieces, chars = metrics
     assert chars.wer == pieces.wer  # the same words: only their times come from another pass
-    assert chars.f1_50 > pieces.f1_50 - 0.06  # measured: 0.51 -> 0.48 (0.00 before the lag's search and the guard)
+    # measured: 0.514 -> 0.584 with the heads chosen by the run (0.48 with tiny.en's alignment heads, which barely
+    # follow characters: adapters/dtw/char_heads.py)
+    assert chars.f1_50 > pieces.f1_50 + 0.03
     assert abs(chars.start_bias_ms) < 40
