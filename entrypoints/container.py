@@ -54,7 +54,9 @@ def _model_source(cache_dir: Path | str | None, settings: Settings) -> ModelCata
     )
 
 
-def _decoder(source: ModelSource, name: str, settings: Settings, char_timing: bool = False) -> Decoder:
+def _decoder(
+    source: ModelSource, name: str, settings: Settings, char_timing: bool = False, cache_dir: Path | str | None = None
+) -> Decoder:
     from onepass_whisper.adapters.mlx import bootstrap, load_decoder
     from onepass_whisper.adapters.mlx.step.settings import StepSettings
 
@@ -62,7 +64,12 @@ def _decoder(source: ModelSource, name: str, settings: Settings, char_timing: bo
     step = StepSettings(
         cuda_kernels=settings.cuda_kernels, device_alignment=settings.device_alignment, median_width=MEDIAN_WIDTH
     )
-    return load_decoder(source.resolve(name), name, settings=step, char_timing=char_timing)
+    heads = None
+    if char_timing:  # the choice of the character rows' heads, kept beside the model's lags
+        from onepass_whisper.adapters.dtw.lag_store import JsonHeadStore
+
+        heads = JsonHeadStore.for_model(_cache_folder(cache_dir, settings), name)
+    return load_decoder(source.resolve(name), name, settings=step, char_timing=char_timing, char_heads=heads)
 
 
 def _audio() -> AudioSource:
@@ -96,10 +103,15 @@ def _lag_store(cache_dir: Path | str | None, settings: Settings, model: str, cha
     """The model's estimated lag, kept in the model cache (the folder ``_model_source`` caches models in); with
     ``char_timing``, the lag of the character rows, kept apart."""
     from onepass_whisper.adapters.dtw.lag_store import JsonLagStore
+
+    return JsonLagStore.for_model(_cache_folder(cache_dir, settings), model, "chars" if char_timing else "")
+
+
+def _cache_folder(cache_dir: Path | str | None, settings: Settings) -> Path:
+    """The model cache: as configured, else ``settings``' (``$ONEPASS_CACHE_DIR``), else the user's default."""
     from onepass_whisper.adapters.models import default_cache_dir
 
-    folder = Path(cache_dir) if cache_dir is not None else settings.cache_dir or default_cache_dir()
-    return JsonLagStore.for_model(folder, model, "chars" if char_timing else "")
+    return Path(cache_dir) if cache_dir is not None else settings.cache_dir or default_cache_dir()
 
 
 def _aligner(refine: bool, phonetic: bool, char_timing: bool = False) -> Aligner:
@@ -153,7 +165,7 @@ class Container(containers.DeclarativeContainer):
     settings: providers.Provider[Settings] = providers.Singleton(Settings.from_environment)
     model_source: providers.Provider[ModelCatalog] = providers.Singleton(_model_source, config.cache_dir, settings)
     decoder: providers.Provider[Decoder] = providers.Singleton(
-        _decoder, model_source, config.model, settings, config.char_timing
+        _decoder, model_source, config.model, settings, config.char_timing, config.cache_dir
     )
     audio: providers.Provider[AudioSource] = providers.Singleton(_audio)
     lag_store: providers.Provider[LagStore] = providers.Singleton(

@@ -13,13 +13,15 @@ timing was worse than its word pieces'). Two candidates are weighed, without lab
 
 Each candidate's DTW over the characters gives the words' interior starts; the share of them that sit on an energy
 valley once the lag is settled (``lag.valley_agreement``) is its score, and the higher wins (ties: the alignment
-heads). Offline, that picked the better candidate for both models on both sets: tiny.en the shape heads (on
+heads). The choice is kept in the model cache (``HeadStore``; ``lag_store.JsonHeadStore``) and later runs take it
+as it is: short runs could not make it, and the character rows' kept lag belongs to the heads it was measured on. Offline, that picked the better candidate for both models on both sets: tiny.en the shape heads (on
 timit_dev F1@50 0.32 -> 0.52 before the refinement's probe), base its alignment heads (0.545 against 0.50).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 from attrs import evolve
@@ -42,6 +44,14 @@ SHAPE_ROWS = 128
 CHOICE_BOUNDARIES = 100
 
 
+class HeadStore(Protocol):
+    """Where a model's choice is kept between runs."""
+
+    def load(self) -> list[Head] | None: ...
+
+    def save(self, heads: list[Head]) -> None: ...
+
+
 def shape_scores(attention: NDArray[np.floating]) -> NDArray[np.float64]:
     """Per head (heads × rows × frames raw QK), how much its map looks like an alignment: median of 3 along frames,
     softmax over frames, then the sum over frames of each frame's norm over rows plus the sum over rows of each
@@ -62,12 +72,15 @@ class CharHeadChoice:
     heads ranked from a sample of its rows (``rank_shapes``), and the choice made from the timed windows
     (``weigh``), which then keep only the chosen heads' rows."""
 
-    def __init__(self, alignment_heads: Sequence[Head], pool: Sequence[Head]) -> None:
-        """``pool``: every head the shape heads may come from (all layers' heads)."""
+    def __init__(self, alignment_heads: Sequence[Head], pool: Sequence[Head], store: HeadStore | None = None) -> None:
+        """``pool``: every head the shape heads may come from (all layers' heads); ``store``: where the choice is
+        kept (one kept there is taken if the pool holds its heads)."""
         self.alignment_heads = [(int(layer), int(head)) for layer, head in alignment_heads]
         self.pool = [(int(layer), int(head)) for layer, head in pool]
+        self.store = store
         self.shape_heads: list[Head] | None = None
-        self.chosen: list[Head] | None = None
+        kept = store.load() if store is not None else None
+        self.chosen: list[Head] | None = kept if kept and all(h in self.pool for h in kept) else None
         self._evidence: tuple[list[LagEvidence], list[LagEvidence]] = ([], [])
 
     @property
@@ -109,6 +122,8 @@ class CharHeadChoice:
             better = scores[1] is not None and (scores[0] is None or scores[1] > scores[0])
             self.chosen = self.shape_heads if better else self.alignment_heads
             self._evidence = ([], [])
+            if self.store is not None:
+                self.store.save(self.chosen)
         heads = [captured.index(h) for h in (self.chosen or self.alignment_heads)]
         return [_with_heads(c, heads) if c.char_rows is not None else c for c in chunks]
 

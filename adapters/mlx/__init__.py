@@ -19,6 +19,7 @@ from onepass_whisper.domain.errors import ModelLoadError
 from onepass_whisper.domain.ports import Decoder
 
 if TYPE_CHECKING:
+    from onepass_whisper.adapters.dtw.char_heads import HeadStore
     from onepass_whisper.adapters.mlx.step.settings import StepSettings
 
 log = logging.getLogger(__name__)
@@ -89,12 +90,14 @@ def load_decoder(
     dtype: str | None = None,
     settings: StepSettings | None = None,
     char_timing: bool = False,
+    char_heads: HeadStore | None = None,
 ) -> Decoder:
     """Load the model in ``folder`` (mlx-whisper layout) as a batched ``Decoder`` (after ``bootstrap``).
 
     ``dtype``: "float32" or "float16"; by default float32 on the CPU (no faster in float16 there) and float16 on a GPU.
     ``settings``: the step's (``StepSettings``), by default its defaults. ``char_timing``: the decoder's
-    character-forcing pass for word timing (``char_forcing.py``).
+    character-forcing pass for word timing (``char_forcing.py``), and ``char_heads`` where the choice of its rows'
+    heads is kept (``adapters/dtw/char_heads.py``).
     """
     import mlx.core as mx
     from mlx_whisper.load_models import load_model
@@ -114,5 +117,10 @@ def load_decoder(
     mx.eval(model.parameters())
     heads = read_alignment_heads(folder)
     return MlxWhisperDecoder(
-        model, name=name, alignment_heads=heads, settings=settings or StepSettings(), char_timing=char_timing
+        model,
+        name=name,
+        alignment_heads=heads,
+        settings=settings or StepSettings(),
+        char_timing=char_timing,
+        char_heads=char_heads,
     )

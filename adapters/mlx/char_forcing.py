@@ -27,7 +27,7 @@ from mlx_whisper.tokenizer import get_tokenizer
 from mlx_whisper.whisper import Whisper
 from numpy.typing import NDArray
 
-from onepass_whisper.adapters.dtw.char_heads import SHAPE_ROWS, CharHeadChoice
+from onepass_whisper.adapters.dtw.char_heads import SHAPE_ROWS, CharHeadChoice, HeadStore
 from onepass_whisper.adapters.mlx.char_forcing_host import HostCharForcer
 from onepass_whisper.adapters.mlx.spelling import CharTokens, spelled_runs
 from onepass_whisper.adapters.mlx.step.common import fused_gelu
@@ -40,14 +40,17 @@ FORCED_BATCH = 8  # sequences per forward: bounds the scores' memory (8 × heads
 class CharForcer:
     """The pass for ``MlxWhisperDecoder``'s chunks: their words spelled and forced, their rows put on them."""
 
-    def __init__(self, model: Whisper, alignment_heads: Sequence[tuple[int, int]]) -> None:
+    def __init__(
+        self, model: Whisper, alignment_heads: Sequence[tuple[int, int]], store: HeadStore | None = None
+    ) -> None:
+        """``store``: where the choice of the heads whose rows time the characters is kept (``char_heads.py``)."""
         self.model = model
         self.alignment_heads = list(alignment_heads)
         # on the CPU the numpy pass (MLX's CPU ``exp`` is scalar code: ``char_forcing_host.py``)
         self.host = HostCharForcer(decoder_weights(model)) if mx.default_device() == mx.cpu else None
         dims = model.dims
         every_head = [(layer, head) for layer in range(dims.n_text_layer) for head in range(dims.n_text_head)]
-        self.choice = CharHeadChoice(alignment_heads, every_head)  # whose rows time the characters
+        self.choice = CharHeadChoice(alignment_heads, every_head, store)  # whose rows time the characters
 
     def spell(
         self,

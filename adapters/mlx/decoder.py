@@ -30,6 +30,7 @@ from mlx_whisper.tokenizer import LANGUAGES, TO_LANGUAGE_CODE, Tokenizer, get_to
 from mlx_whisper.whisper import Whisper
 from numpy.typing import NDArray
 
+from onepass_whisper.adapters.dtw.char_heads import HeadStore
 from onepass_whisper.adapters.mlx.ahead import AheadEncoding
 from onepass_whisper.adapters.mlx.alignment import AlignedRows, DeviceAlignment
 from onepass_whisper.adapters.mlx.char_forcing import CharForcer
@@ -84,6 +85,7 @@ class MlxWhisperDecoder:
         rows: int | None = None,
         edge_probe: EdgeProbe | None | bool = True,
         char_timing: bool = False,
+        char_heads: HeadStore | None = None,
     ) -> None:
         """``backend``: how batches are encoded and stepped, by default ``step.factory.choose``'s for MLX's default
         device and ``settings``. ``alignment``: word timing's DTW on the device (``alignment.DeviceAlignment``),
@@ -94,7 +96,8 @@ class MlxWhisperDecoder:
         the encoder's word-edge probe (``edge_probe.py``) whose frame scores go with each chunk where words are
         timed; True for the one trained on ``model``'s weights (none where there is none), None or False for none.
         ``char_timing``: where words are timed, each chunk also gets the character-forcing pass's rows
-        (``char_forcing.py``)."""
+        (``char_forcing.py``); ``char_heads``: where the choice of the heads those rows come from is kept between
+        runs (``adapters/dtw/char_heads.py``)."""
         if rows is not None and rows < 1:
             raise ValueError(f"rows must be at least 1, got {rows}")
         self.rows = rows
@@ -109,6 +112,7 @@ class MlxWhisperDecoder:
         self.alignment = choose_alignment(settings) if alignment is True else alignment or None
         self.edge_probe = EdgeProbe.for_model(model) if edge_probe is True else edge_probe or None
         self.char_timing = char_timing
+        self.char_heads = char_heads
         self._char_forcer: CharForcer | None = None  # made on first use
         self._rules_cache: dict[tuple[str, str, bool], LogitRules] = {}
         # what ``encode_ahead`` started, newest last: the next batch's, queued while this one is taken
@@ -213,7 +217,7 @@ class MlxWhisperDecoder:
         ]
         if self.char_timing and options.word_timestamps:
             if self._char_forcer is None:
-                self._char_forcer = CharForcer(self.model, self.alignment_heads)
+                self._char_forcer = CharForcer(self.model, self.alignment_heads, self.char_heads)
             chunks = self._char_forcer.spell(chunks, windows, features, self._encode, options.task)
         return chunks
 

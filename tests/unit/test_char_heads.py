@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from attrs import evolve
 
 from onepass_whisper.adapters.dtw.char_heads import CHOICE_BOUNDARIES, SHAPE_HEADS, CharHeadChoice, shape_scores
+from onepass_whisper.adapters.dtw.lag_store import JsonHeadStore, JsonLagStore
 from onepass_whisper.domain.audio import CharacterRows, DecodedChunk, Window
 from onepass_whisper.domain.model import TranscribeOptions
 from tests.fakes import FakeDecoder
@@ -103,9 +106,13 @@ def chunks_for(choice: CharHeadChoice, windows: int, shape_heads_follow: bool, s
     return made
 
 
-def new_choice() -> CharHeadChoice:
-    choice = CharHeadChoice(ALIGNMENT, [(layer, head) for layer in range(4) for head in range(6)])
-    choice.shape_heads = list(SHAPES)
+POOL = [(layer, head) for layer in range(4) for head in range(6)]
+
+
+def new_choice(store: JsonHeadStore | None = None) -> CharHeadChoice:
+    choice = CharHeadChoice(ALIGNMENT, POOL, store)
+    if choice.chosen is None:
+        choice.shape_heads = list(SHAPES)
     return choice
 
 
@@ -129,3 +136,30 @@ def test_until_the_evidence_suffices_the_alignment_heads_time_the_characters() -
         np.testing.assert_array_equal(after.char_rows[0].attention, before.char_rows[0].attention[:2])
     choice.weigh(chunks_for(choice, -(-CHOICE_BOUNDARIES // (WORDS - 1)), shape_heads_follow=True, seed=1))
     assert choice.chosen == SHAPES  # the evidence of both batches
+
+
+def test_the_choice_is_kept_for_the_models_later_runs_and_its_stale_lag_dropped(tmp_path: Path) -> None:
+    """A short run cannot make the choice, and the character rows' kept lag belongs to the heads it was measured
+    on: the first choice is kept, later runs take it without weighing, and the lag measured before it goes."""
+    store = JsonHeadStore.for_model(tmp_path, "base")
+    lags = JsonLagStore.for_model(tmp_path, "base", "chars")
+    lags.save(0.38, 1255)  # measured on the alignment heads' rows, before any choice
+    first = new_choice(store)
+    first.weigh(chunks_for(first, -(-CHOICE_BOUNDARIES // (WORDS - 1)), shape_heads_follow=True))
+    assert first.chosen == SHAPES and store.load() == SHAPES
+    assert lags.load() is None
+    later = new_choice(JsonHeadStore.for_model(tmp_path, "base"))
+    assert later.chosen == SHAPES and later.capture == SHAPES
+    few = chunks_for(later, 2, shape_heads_follow=False)  # evidence against them changes nothing
+    assert [c.char_rows for c in later.weigh(few)] == [c.char_rows for c in few]
+    assert later.chosen == SHAPES
+    other = CharHeadChoice(ALIGNMENT, [(0, 0), (0, 1)], JsonHeadStore.for_model(tmp_path, "base"))
+    assert other.chosen is None  # heads the model does not have (another model under the name): chosen afresh
+
+
+def test_an_unreadable_choice_counts_as_none(tmp_path: Path) -> None:
+    store = JsonHeadStore.for_model(tmp_path, "tiny.en")
+    store.path.parent.mkdir(parents=True)
+    store.path.write_text("{not json", encoding="utf-8")
+    assert store.load() is None
+    assert CharHeadChoice(ALIGNMENT, POOL, store).chosen is None

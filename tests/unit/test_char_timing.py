@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from onepass_whisper.adapters.dtw import DtwAligner, LagAligner
 from onepass_whisper.adapters.dtw.aligner import char_token_frames
-from onepass_whisper.adapters.dtw.lag_store import JsonLagStore
+from onepass_whisper.adapters.dtw.lag_store import JsonHeadStore, JsonLagStore
 from onepass_whisper.adapters.dtw.refine import CHAR_EDGE_SEARCH_SECONDS, EDGE_SEARCH_SECONDS
 from onepass_whisper.domain.audio import CharacterRows, DecodedChunk, Window
 from onepass_whisper.domain.model import TranscribeOptions
@@ -53,6 +53,10 @@ def test_the_option_reaches_the_decoder_the_aligner_and_the_lag_store(
     with container.override_providers(model_source=FakeModelSource({"base": tmp_path})):
         transcriber = Transcriber("base", char_timing=True, container=container)
     assert built["char_timing"] is True
+    heads = built["char_heads"]  # the choice of the character rows' heads, kept beside the lags in the same cache
+    assert (
+        isinstance(heads, JsonHeadStore) and heads.path.parent == JsonLagStore.for_model(tmp_path, "base").path.parent
+    )
     assert transcriber.service.aligner == LagAligner(DtwAligner(edge_reach=CHAR_EDGE_SEARCH_SECONDS))
     store = transcriber.service.lag_store
     assert isinstance(store, JsonLagStore) and store.path.name.endswith("-chars.json")
