@@ -10,7 +10,10 @@ The text is kept (it was decoded, and dropping words silently is worse than a co
 ``MIN_SEGMENT_SECONDS`` joins its neighbour in the same window, the previous one, else the next; a window whose
 every segment sits at one instant keeps them as one segment of ``MIN_SEGMENT_SECONDS`` (all of a window shorter than
 that, less than a word: the one case left where a segment may print as shorter than a millisecond). Words the aligner stacked on
-one instant are spread evenly over the room before the next word (or the segment's end), where there is room.
+one instant are spread evenly over the room before the next word (or the segment's end), where there is room. A
+segment whose every word still sits at one instant (the next segment's words stacked there too: no room before
+them) would print as a word cue that starts where it ends: its words and every word stacked at that instant beside
+them share the time up to the end of the last of them (or the next word, or the window's end).
 """
 
 from __future__ import annotations
@@ -56,7 +59,49 @@ def spanning(segments: Sequence[Segment], start: float, end: float) -> list[Segm
         if segment.words:
             floor = segment.words[-1].end
         spanned.append(segment)
-    return spanned
+    return _unstacked(spanned, start, end)
+
+
+def _unstacked(segments: list[Segment], start: float, end: float) -> list[Segment]:
+    """``segments`` where none has all its words at one instant: each such segment's words, with the words stacked
+    at that instant before and after them (in other segments too), spread evenly from the instant to the last of
+    their ends, or where that is the instant, to the next word's start (the window's ``end`` after the last word),
+    or where that leaves no room, from the previous word's end (``start`` before the first word)."""
+    words = [w for s in segments for w in s.words]
+    owners = [n for n, s in enumerate(segments) for _ in s.words]
+    first = 0
+    for segment in segments:
+        count = len(segment.words)
+        at = segment.words[0].start if count else 0.0
+        if count and segment.words[-1].end == at:  # all of it at one instant
+            lo = first
+            while lo > 0 and words[lo - 1].start == at:
+                lo -= 1
+            hi = first + count
+            while hi < len(words) and words[hi].start == at:
+                hi += 1
+            base, limit = at, max(w.end for w in words[lo:hi])
+            if limit <= base:
+                limit = words[hi].start if hi < len(words) else max(end, at)
+            if limit <= base:
+                base, limit = (words[lo - 1].end if lo else min(start, at)), at
+            if limit > base:
+                edges = [base + (limit - base) * k / (hi - lo) for k in range(hi - lo + 1)]
+                for k in range(lo, hi):
+                    words[k] = evolve(words[k], start=edges[k - lo], end=edges[k - lo + 1])
+        first += count
+    if not words:
+        return segments
+    result = []
+    for n, segment in enumerate(segments):
+        own = tuple(w for w, owner in zip(words, owners) if owner == n)
+        if own == segment.words:
+            result.append(segment)
+            continue
+        result.append(
+            evolve(segment, start=min(segment.start, own[0].start), end=max(segment.end, own[-1].end), words=own)
+        )
+    return result
 
 
 def _join(parts: Sequence[Segment]) -> Segment:

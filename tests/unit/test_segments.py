@@ -116,3 +116,15 @@ def test_a_first_short_segment_joins_the_next_and_a_lone_one_is_widened() -> Non
 def test_segments_that_span_time_are_left_as_they_are() -> None:
     segments = [Segment(0.0, 1.0, " a", (word(" a", 0.2), word(" b", 0.2, 1.0))), Segment(1.0, 1.02, " c")]
     assert spanning(segments, 0.0, 2.0) == segments  # a zero-length word inside a real segment is the aligner's
+
+
+def test_a_segment_stacked_where_the_next_segments_words_start_shares_their_time() -> None:
+    """Found by the property above: clamped timestamps leave a segment's words at 0.0, and the next segment's first
+    word there too; without room before that word, they would print as a word cue from 0.0 to 0.0."""
+    stacked = Segment(0.0, 0.25, " hello hello", (word(" hello", 0.0), word(" hello", 0.0)))
+    after = Segment(0.0, 0.24, " hello hello", (word(" hello", 0.0), word(" hello", 0.0, 0.24)))
+    first, second = spanning([stacked, after], 0.0, 0.26)
+    edges = [t for s in (first, second) for w in s.words for t in (w.start, w.end)]
+    assert edges == pytest.approx([0.0, 0.06, 0.06, 0.12, 0.12, 0.18, 0.18, 0.24])
+    transcript = Transcript([first, second], "en", 0.26)
+    assert_nothing_empty(transcript)
