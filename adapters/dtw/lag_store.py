@@ -2,9 +2,10 @@
 
 A run too short to estimate the model's lag (``application/run_lag.py``) takes the one kept from an earlier run of
 the same model. Beside it, ``JsonHeadStore`` keeps the heads chosen for the model's character rows
-(``adapters/dtw/char_heads.py``), whose lag is kept apart. The file is keyed by the model's name, a folder by its resolved path (a copy elsewhere is another
-model: its lag is estimated afresh), and lives under the cache's ``lags/``, never in a user's own model folder. A cache that
-cannot be written loses nothing but the keeping: the run's times do not depend on it.
+(``adapters/dtw/char_heads.py``), whose lag is kept apart. The files are keyed by the model's name, a folder by its
+resolved path (a copy elsewhere is another model: its lag is estimated afresh), and live under the cache's
+``lags/``, never in a user's own model folder. A cache that cannot be written loses nothing but the keeping: the
+run's times do not depend on it.
 """
 
 from __future__ import annotations
