@@ -64,3 +64,28 @@ def test_char_timing_keeps_the_words_and_times_them_better(
     # follow characters: adapters/dtw/char_heads.py)
     assert chars.f1_50 > pieces.f1_50 + 0.03
     assert abs(chars.start_bias_ms) < 40
+
+
+def test_every_heads_rows_agree_between_the_numpy_and_the_mlx_pass(tiny_en: Decoder) -> None:
+    """The head choice's shape pass keeps every head of every layer (``CharForcer._shape_samples``): on a GPU it runs
+    as MLX ops (``forced_rows``), on the CPU in numpy; both give the model's rows for any heads, in the order asked."""
+    import mlx.core as mx
+
+    from onepass_whisper.adapters.mlx.char_forcing import forced_rows
+    from onepass_whisper.adapters.mlx.char_forcing_host import HostCharForcer
+    from onepass_whisper.adapters.mlx.decoder import MlxWhisperDecoder
+    from onepass_whisper.adapters.mlx.weights import decoder_weights
+
+    assert isinstance(tiny_en, MlxWhisperDecoder)
+    model = tiny_en.model
+    dims = model.dims
+    every = [(layer, head) for layer in reversed(range(dims.n_text_layer)) for head in range(dims.n_text_head)]
+    features = mx.array(np.random.default_rng(1).standard_normal((2, 1500, dims.n_audio_state), np.float32))
+    prefix = [50257, 50362]
+    sequences = [[40, 1107, 257, 2368, 13, 11], [32]]
+    frames = [700, 1500]
+    host = HostCharForcer(decoder_weights(model)).rows(np.asarray(features), sequences, [0, 1], prefix, frames, every)
+    batched = forced_rows(model, features, sequences, prefix, every, frames)
+    for a, b, sequence, width in zip(host, batched, sequences, frames):
+        assert a.shape == (len(every), len(sequence) + 1, width)
+        np.testing.assert_allclose(a, b, atol=1e-4)
