@@ -68,10 +68,11 @@ def _unstacked(segments: list[Segment], start: float, end: float) -> list[Segmen
     their ends, or where that is the instant, to the next word's start (the window's ``end`` after the last word),
     or where that leaves no room, from the previous word's end (``start`` before the first word)."""
     words = [w for s in segments for w in s.words]
-    owners = [n for n, s in enumerate(segments) for _ in s.words]
-    first = 0
+    firsts = [0]  # where each segment's words begin in ``words``
     for segment in segments:
-        count = len(segment.words)
+        firsts.append(firsts[-1] + len(segment.words))
+    for n, segment in enumerate(segments):
+        first, count = firsts[n], len(segment.words)
         at = segment.words[0].start if count else 0.0
         if count and segment.words[-1].end == at:  # all of it at one instant
             lo = first
@@ -89,18 +90,14 @@ def _unstacked(segments: list[Segment], start: float, end: float) -> list[Segmen
                 edges = [base + (limit - base) * k / (hi - lo) for k in range(hi - lo + 1)]
                 for k in range(lo, hi):
                     words[k] = evolve(words[k], start=edges[k - lo], end=edges[k - lo + 1])
-        first += count
-    if not words:
-        return segments
     result = []
     for n, segment in enumerate(segments):
-        own = tuple(w for w, owner in zip(words, owners) if owner == n)
+        own = tuple(words[firsts[n] : firsts[n + 1]])
         if own == segment.words:
             result.append(segment)
-            continue
-        result.append(
-            evolve(segment, start=min(segment.start, own[0].start), end=max(segment.end, own[-1].end), words=own)
-        )
+        else:
+            begins, ends = min(segment.start, own[0].start), max(segment.end, own[-1].end)
+            result.append(evolve(segment, start=begins, end=ends, words=own))
     return result
 
 

@@ -14,8 +14,9 @@ timing was worse than its word pieces'). Two candidates are weighed, without lab
 Each candidate's DTW over the characters gives the words' interior starts; the share of them that sit on an energy
 valley once the lag is settled (``lag.valley_agreement``) is its score, and the higher wins (ties: the alignment
 heads). The choice is kept in the model cache (``HeadStore``; ``lag_store.JsonHeadStore``) and later runs take it
-as it is: short runs could not make it, and the character rows' kept lag belongs to the heads it was measured on. Offline, that picked the better candidate for both models on both sets: tiny.en the shape heads (on
-timit_dev F1@50 0.32 -> 0.52 before the refinement's probe), base its alignment heads (0.545 against 0.50).
+as it is: short runs could not make it, and the character rows' kept lag belongs to the heads it was measured on.
+Offline, the score picked the better candidate for both models on both labelled sets (``docs/alignment.md``, item 2's
+fifth round): tiny.en the shape heads, base its alignment heads.
 """
 
 from __future__ import annotations

@@ -41,11 +41,12 @@ class HostCharForcer:
         state), the raw QK of ``heads`` ((layer, head) pairs; heads × (tokens + 1) × ``frames[i]``) at the rows DTW
         reads."""
         wanted = [(int(layer), int(head)) for layer, head in heads]
+        capture, _ = capture_plan(wanted)  # each layer's heads kept, the same for every sequence
         found: list[NDArray[np.float32]] = [np.empty(0, np.float32)] * len(sequences)
 
         def one(i: int) -> None:
             tokens = np.array([*prefix, *sequences[i]], np.int64)
-            scores = self._scores(features[windows[i]], tokens, wanted)  # heads × positions × audio ctx
+            scores = self._scores(features[windows[i]], tokens, wanted, capture)  # heads × positions × audio ctx
             found[i] = np.ascontiguousarray(scores[:, len(prefix) - 1 :, : frames[i]])
 
         with self._blas.limit(limits=1, user_api="blas"):
@@ -53,10 +54,13 @@ class HostCharForcer:
         return found
 
     def _scores(
-        self, features: NDArray[np.float32], tokens: NDArray[np.int64], wanted: Sequence[tuple[int, int]]
+        self,
+        features: NDArray[np.float32],
+        tokens: NDArray[np.int64],
+        wanted: Sequence[tuple[int, int]],
+        capture: dict[int, list[int]],
     ) -> NDArray[np.float32]:
         weights = self.weights
-        capture, _ = capture_plan(wanted)
         last = max(capture)
         heads = weights.n_head
         length = len(tokens)
